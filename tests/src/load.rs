@@ -1,0 +1,115 @@
+//! A closed-loop HTTP load generator for benchmarks: `concurrency` workers, each sending its
+//! share of `total` requests back to back over a kept-alive connection.
+
+use std::time::{Duration, Instant};
+
+/// What one load run saw.
+#[derive(Debug, Clone, Default)]
+pub struct LoadReport {
+    pub ok: u64,
+    pub other_status: u64,
+    pub errors: u64,
+    pub elapsed: Duration,
+    /// Per-request latencies, sorted.
+    pub latencies: Vec<Duration>,
+}
+
+impl LoadReport {
+    /// The latency at quantile `q` (0.0–1.0).
+    pub fn quantile(&self, q: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let idx = ((self.latencies.len() - 1) as f64 * q).round() as usize;
+        self.latencies[idx.min(self.latencies.len() - 1)]
+    }
+}
+
+/// Sends `total` GET requests to `url` with `concurrency` workers; `headers` go on every one.
+pub async fn drive(
+    url: &str,
+    headers: &[(&str, &str)],
+    total: u64,
+    concurrency: u64,
+) -> LoadReport {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency as usize)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new());
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..concurrency {
+        let share = total / concurrency + u64::from(w < total % concurrency);
+        let client = client.clone();
+        let url = url.to_owned();
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        tasks.push(tokio::spawn(async move {
+            let mut r = LoadReport::default();
+            for _ in 0..share {
+                let mut req = client.get(&url);
+                for (k, v) in &headers {
+                    req = req.header(k, v);
+                }
+                let t = Instant::now();
+                match req.send().await {
+                    Ok(res) => {
+                        let ok = res.status().is_success();
+                        let _ = res.bytes().await;
+                        if ok {
+                            r.ok += 1;
+                        } else {
+                            r.other_status += 1;
+                        }
+                    }
+                    Err(_) => r.errors += 1,
+                }
+                r.latencies.push(t.elapsed());
+            }
+            r
+        }));
+    }
+    let mut all = LoadReport::default();
+    for t in tasks {
+        if let Ok(r) = t.await {
+            all.ok += r.ok;
+            all.other_status += r.other_status;
+            all.errors += r.errors;
+            all.latencies.extend(r.latencies);
+        }
+    }
+    all.elapsed = start.elapsed();
+    all.latencies.sort_unstable();
+    all
+}
+
+/// Median, minimum and maximum of a sample (NaN-free input assumed).
+pub fn summary(values: &[f64]) -> (f64, f64, f64) {
+    let mut v: Vec<f64> = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => (f64::NAN, f64::NAN, f64::NAN),
+        n => {
+            let median = if n % 2 == 1 {
+                v[n / 2]
+            } else {
+                (v[n / 2 - 1] + v[n / 2]) / 2.0
+            };
+            (median, v[0], v[n - 1])
+        }
+    }
+}
+
+/// Process CPU time (user + system) so far, from `/proc/<pid>/stat`.
+pub fn process_cpu(pid: u32) -> Option<Duration> {
+    let stat = procfs::process::Process::new(i32::try_from(pid).ok()?)
+        .ok()?
+        .stat()
+        .ok()?;
+    let ticks = stat.utime + stat.stime;
+    let per_s = procfs::ticks_per_second();
+    Some(Duration::from_secs_f64(ticks as f64 / per_s as f64))
+}

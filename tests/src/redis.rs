@@ -1,0 +1,125 @@
+//! Redis and apiguard-limiter as child processes on loopback.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::{free_port, workspace_bin, HarnessError, Proc, Result};
+
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// `redis-server` from PATH (`just setup` installs Debian's package), or `APIGUARD_REDIS_SERVER`.
+pub fn redis_server_bin() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("APIGUARD_REDIS_SERVER") {
+        return Ok(PathBuf::from(p));
+    }
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("redis-server"))
+            .find(|p| p.is_file())
+    });
+    found.ok_or(HarnessError::Missing {
+        what: "redis-server",
+        path: PathBuf::from("$PATH"),
+        hint: "run `just setup` (apt-get install redis-server) or set APIGUARD_REDIS_SERVER",
+    })
+}
+
+/// A throwaway Redis: no persistence, loopback only.
+pub struct Redis {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    pub fn start() -> Result<Redis> {
+        let dir = tempfile::Builder::new()
+            .prefix("apiguard-redis-")
+            .tempdir()
+            .map_err(|e| HarnessError::Io("tempdir".into(), e))?;
+        let port = free_port()?;
+        let mut cmd = Command::new(redis_server_bin()?);
+        cmd.args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path());
+        let mut proc = Proc::spawn("redis", cmd, dir.path())?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let start = Instant::now();
+        while !ping(addr) {
+            proc.check_alive()?;
+            if start.elapsed() > READY_TIMEOUT {
+                return Err(HarnessError::NotReady {
+                    name: "redis".into(),
+                    waited: READY_TIMEOUT,
+                    log: proc.log(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Redis {
+            proc,
+            addr,
+            _dir: dir,
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://{}", self.addr)
+    }
+}
+
+/// `PING` over RESP, answered `+PONG`.
+fn ping(addr: SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut buf = [0u8; 7];
+    s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+}
+
+/// The apiguard-limiter binary built by `just build`.
+pub struct Limiter {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Limiter {
+    /// Starts the limiter with extra flags (e.g. `--redis URL`) and waits for `/healthz`.
+    pub async fn start(args: &[String]) -> Result<Limiter> {
+        let dir = tempfile::Builder::new()
+            .prefix("apiguard-limiter-")
+            .tempdir()
+            .map_err(|e| HarnessError::Io("tempdir".into(), e))?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let mut cmd = Command::new(workspace_bin("apiguard-limiter")?);
+        cmd.arg("--listen").arg(addr.to_string()).args(args);
+        let mut proc = Proc::spawn("limiter", cmd, dir.path())?;
+        let http = crate::client();
+        let start = Instant::now();
+        loop {
+            proc.check_alive()?;
+            let r = http.get(format!("http://{addr}/healthz")).send().await;
+            if r.is_ok_and(|r| r.status().is_success()) {
+                return Ok(Limiter {
+                    proc,
+                    addr,
+                    _dir: dir,
+                });
+            }
+            if start.elapsed() > READY_TIMEOUT {
+                return Err(HarnessError::NotReady {
+                    name: "limiter".into(),
+                    waited: READY_TIMEOUT,
+                    log: proc.log(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
