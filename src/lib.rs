@@ -9,5 +9,6 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod limiter_api;
 
 pub use config::{Config, ConfigError, ConfigWarning};

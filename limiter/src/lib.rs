@@ -1,15 +1,115 @@
 //! apiguard-limiter: the companion service the apiguard filter calls for rate-limit decisions.
 //!
 //! The router is built by [`app`] so tests drive it without a socket; `main.rs` only parses
-//! flags, binds and serves with graceful shutdown.
+//! flags, picks the store, binds and serves with graceful shutdown.
+//!
+//! Routes: `POST /v1/check` (the wire types are in [`apiguard::limiter_api`]), `GET /healthz`
+//! (alive), `GET /readyz` (store reachable), `GET /metrics` (Prometheus text).
 #![forbid(unsafe_code)]
 
-use axum::routing::get;
-use axum::Router;
+pub mod metrics;
+pub mod store;
 
-/// The service's routes.
-pub fn app() -> Router {
-    Router::new().route("/healthz", get(healthz))
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use apiguard::limiter_api::{CheckRequest, CheckResponse, CHECK_PATH, MAX_BODY_BYTES};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use tracing::warn;
+
+pub use metrics::Metrics;
+pub use store::{MemoryStore, RedisStore, RedisTarget, Store};
+
+/// Shared by every request.
+pub struct AppState<S> {
+    pub store: S,
+    pub metrics: Metrics,
+    /// Deadline for one store call; past it the answer is 503, never "allowed".
+    pub store_timeout: Duration,
+}
+
+/// The service's routes over a store.
+pub fn app<S: Store>(state: Arc<AppState<S>>) -> Router {
+    Router::new()
+        .route(CHECK_PATH, post(check::<S>))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz::<S>))
+        .route("/metrics", get(metrics::<S>))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn check<S: Store>(
+    State(st): State<Arc<AppState<S>>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    let body = match body {
+        Ok(b) => b,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            st.metrics.bad_request();
+            return problem(
+                StatusCode::BAD_REQUEST,
+                &format!("request body is over {MAX_BODY_BYTES} bytes"),
+            );
+        }
+        Err(e) => {
+            st.metrics.bad_request();
+            return problem(StatusCode::BAD_REQUEST, &e.body_text());
+        }
+    };
+    let mut de = serde_json::Deserializer::from_slice(&body);
+    let req: CheckRequest = match serde_path_to_error::deserialize(&mut de) {
+        Ok(r) => r,
+        Err(e) => {
+            st.metrics.bad_request();
+            let path = e.path().to_string();
+            return problem(
+                StatusCode::BAD_REQUEST,
+                &format!("{path}: {}", e.into_inner()),
+            );
+        }
+    };
+    if let Err(e) = de.end() {
+        st.metrics.bad_request();
+        return problem(StatusCode::BAD_REQUEST, &e.to_string());
+    }
+    if let Err(e) = req.validate() {
+        st.metrics.bad_request();
+        return problem(StatusCode::BAD_REQUEST, &e.to_string());
+    }
+    let decided = tokio::time::timeout(st.store_timeout, st.store.check(&req.checks)).await;
+    st.metrics.observe(started.elapsed());
+    match decided {
+        Ok(Ok(d)) => {
+            st.metrics.decided(d.allowed);
+            Json(CheckResponse {
+                allowed: d.allowed,
+                results: d.results,
+            })
+            .into_response()
+        }
+        Ok(Err(e)) => {
+            warn!(kind = e.kind(), "store error: {e}");
+            st.metrics.store_error(e.kind());
+            unavailable("rate-limit store error")
+        }
+        Err(_) => {
+            warn!(
+                timeout_ms = st.store_timeout.as_millis() as u64,
+                "store timed out"
+            );
+            st.metrics.store_error("timeout");
+            unavailable("rate-limit store did not answer in time")
+        }
+    }
 }
 
 /// Liveness: the process serves HTTP. Says nothing about the store.
@@ -17,21 +117,52 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-#[cfg(test)]
-mod tests {
-    use axum::body::Body;
-    use axum::http::{Request, StatusCode};
-    use http_body_util::BodyExt;
-    use tower::ServiceExt;
-
-    #[tokio::test]
-    async fn healthz_answers_ok() {
-        let res = super::app()
-            .oneshot(Request::get("/healthz").body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::OK);
-        let body = res.into_body().collect().await.unwrap().to_bytes();
-        assert_eq!(&body[..], b"ok\n");
+/// Readiness: the store answers a ping within the store deadline.
+async fn readyz<S: Store>(State(st): State<Arc<AppState<S>>>) -> Response {
+    match tokio::time::timeout(st.store_timeout, st.store.ping()).await {
+        Ok(Ok(())) => (StatusCode::OK, "ready\n").into_response(),
+        Ok(Err(e)) => unavailable(&format!("store {} unreachable: {e}", st.store.describe())),
+        Err(_) => unavailable(&format!(
+            "store {} did not answer in time",
+            st.store.describe()
+        )),
     }
+}
+
+async fn metrics<S: Store>(State(st): State<Arc<AppState<S>>>) -> Response {
+    match st.metrics.encode() {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// An RFC 9457 problem document.
+pub fn problem(status: StatusCode, detail: &str) -> Response {
+    let body = json!({
+        "type": "about:blank",
+        "title": status.canonical_reason().unwrap_or("Error"),
+        "status": status.as_u16(),
+        "detail": detail,
+    });
+    let mut res = (status, Json(body)).into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    res
+}
+
+/// 503 with `Retry-After: 1`: the caller applies its failure mode.
+fn unavailable(detail: &str) -> Response {
+    let mut res = problem(StatusCode::SERVICE_UNAVAILABLE, detail);
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    res
 }

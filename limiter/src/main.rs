@@ -1,12 +1,18 @@
-//! `apiguard-limiter` binary: flags, logging, bind, serve until SIGTERM or SIGINT.
+//! `apiguard-limiter` binary: flags, logging, store choice, bind, serve until SIGTERM or SIGINT.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
+use apiguard_limiter::{app, AppState, MemoryStore, Metrics, RedisStore, RedisTarget, Store};
 use clap::Parser;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 /// Sliding-window rate-limit service for the apiguard Envoy filter.
+///
+/// With no store flag the windows live in this process only: fine for development, wrong for
+/// more than one replica.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
@@ -17,6 +23,16 @@ struct Args {
         default_value = "127.0.0.1:8081"
     )]
     listen: SocketAddr,
+    /// A single Redis node, e.g. redis://127.0.0.1:6379.
+    #[arg(long, env = "APIGUARD_LIMITER_REDIS", conflicts_with = "redis_cluster")]
+    redis: Option<String>,
+    /// A Redis Cluster seed node; repeat for more (env: comma-separated).
+    #[arg(long, env = "APIGUARD_LIMITER_REDIS_CLUSTER", value_delimiter = ',')]
+    redis_cluster: Vec<String>,
+    /// Deadline for one Redis call (connect or reply); past it the answer is 503.
+    #[arg(long, env = "APIGUARD_LIMITER_REDIS_TIMEOUT_MS", default_value_t = 50,
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    redis_timeout_ms: u64,
 }
 
 #[tokio::main]
@@ -28,6 +44,31 @@ async fn main() -> ExitCode {
         )
         .init();
     let args = Args::parse();
+    let timeout = Duration::from_millis(args.redis_timeout_ms);
+    let target = match (&args.redis, args.redis_cluster.is_empty()) {
+        (Some(url), _) => Some(RedisTarget::Single(url.clone())),
+        (None, false) => Some(RedisTarget::Cluster(args.redis_cluster.clone())),
+        (None, true) => None,
+    };
+    match target {
+        Some(t) => serve(&args, RedisStore::new(t, timeout), timeout).await,
+        None => {
+            warn!(
+                "NO REDIS CONFIGURED: using the in-memory store. Limits are per process and lost \
+                 on restart; pass --redis or --redis-cluster for anything but development"
+            );
+            serve(&args, MemoryStore::new(), timeout).await
+        }
+    }
+}
+
+async fn serve<S: Store>(args: &Args, store: S, timeout: Duration) -> ExitCode {
+    let store_name = store.describe();
+    let state = Arc::new(AppState {
+        store,
+        metrics: Metrics::new(),
+        store_timeout: timeout,
+    });
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -35,8 +76,8 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    info!(listen = %args.listen, "apiguard-limiter serving");
-    let served = axum::serve(listener, apiguard_limiter::app())
+    info!(listen = %args.listen, store = %store_name, "apiguard-limiter serving");
+    let served = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown_signal())
         .await;
     match served {

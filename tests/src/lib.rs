@@ -19,7 +19,7 @@ use std::time::Duration;
 pub use echo::{Echo, Recorded};
 pub use envoy::{Envoy, EnvoySpec};
 pub use proc::Proc;
-pub use redis::{Limiter, Redis};
+pub use redis::{redis_cli, Limiter, Redis, RedisCluster};
 
 /// What can go wrong while setting up a test environment.
 #[derive(Debug, thiserror::Error)]

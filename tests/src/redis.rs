@@ -35,18 +35,24 @@ pub struct Redis {
 }
 
 impl Redis {
+    /// A standalone Redis on a free loopback port.
     pub fn start() -> Result<Redis> {
+        Self::start_on(free_port()?, &[])
+    }
+
+    /// A Redis on a given loopback port (a restart reuses the port) with extra arguments.
+    pub fn start_on(port: u16, extra: &[&str]) -> Result<Redis> {
         let dir = tempfile::Builder::new()
             .prefix("apiguard-redis-")
             .tempdir()
             .map_err(|e| HarnessError::Io("tempdir".into(), e))?;
-        let port = free_port()?;
         let mut cmd = Command::new(redis_server_bin()?);
         cmd.args(["--bind", "127.0.0.1", "--port", &port.to_string()])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
-            .arg(dir.path());
-        let mut proc = Proc::spawn("redis", cmd, dir.path())?;
+            .arg(dir.path())
+            .args(extra);
+        let mut proc = Proc::spawn(&format!("redis-{port}"), cmd, dir.path())?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let start = Instant::now();
         while !ping(addr) {
@@ -70,6 +76,78 @@ impl Redis {
     pub fn url(&self) -> String {
         format!("redis://{}", self.addr)
     }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Runs `redis-cli` against this server and returns its output.
+    pub fn cli(&self, args: &[&str]) -> Result<String> {
+        redis_cli(&["-p", &self.port().to_string()], args)
+    }
+}
+
+/// `redis-cli` next to `redis-server`.
+pub fn redis_cli(conn: &[&str], args: &[&str]) -> Result<String> {
+    let server = redis_server_bin()?;
+    let cli = server.with_file_name("redis-cli");
+    let out = Command::new(&cli)
+        .args(["-h", "127.0.0.1"])
+        .args(conn)
+        .args(args)
+        .output()
+        .map_err(|e| HarnessError::Io(format!("{} {args:?}", cli.display()), e))?;
+    Ok(format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    ))
+}
+
+/// A Redis Cluster of `masters` nodes (no replicas) on loopback, created with
+/// `redis-cli --cluster create` and waited on until every node reports `cluster_state:ok`.
+pub struct RedisCluster {
+    pub nodes: Vec<Redis>,
+}
+
+impl RedisCluster {
+    pub fn start(masters: usize) -> Result<RedisCluster> {
+        let mut nodes = Vec::new();
+        for _ in 0..masters {
+            nodes.push(Redis::start_on(
+                free_port()?,
+                &["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"],
+            )?);
+        }
+        let addrs: Vec<String> = nodes.iter().map(|n| n.addr.to_string()).collect();
+        let mut args = vec!["--cluster", "create"];
+        args.extend(addrs.iter().map(String::as_str));
+        args.extend(["--cluster-replicas", "0", "--cluster-yes"]);
+        let created = redis_cli(&[], &args)?;
+        let start = Instant::now();
+        loop {
+            let mut ok = true;
+            for n in &nodes {
+                ok &= n.cli(&["cluster", "info"])?.contains("cluster_state:ok");
+            }
+            if ok {
+                return Ok(RedisCluster { nodes });
+            }
+            if start.elapsed() > READY_TIMEOUT {
+                return Err(HarnessError::NotReady {
+                    name: "redis cluster".into(),
+                    waited: READY_TIMEOUT,
+                    log: created,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Seed URLs for a cluster client.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(Redis::url).collect()
+    }
 }
 
 /// `PING` over RESP, answered `+PONG`.
@@ -90,14 +168,20 @@ pub struct Limiter {
 }
 
 impl Limiter {
-    /// Starts the limiter with extra flags (e.g. `--redis URL`) and waits for `/healthz`.
+    /// Starts the workspace's limiter binary with extra flags (e.g. `--redis URL`) and waits
+    /// for `/healthz`.
     pub async fn start(args: &[String]) -> Result<Limiter> {
+        Self::start_bin(&workspace_bin("apiguard-limiter")?, args).await
+    }
+
+    /// Same, with a given binary (the limiter's own tests pass Cargo's `CARGO_BIN_EXE_…`).
+    pub async fn start_bin(bin: &std::path::Path, args: &[String]) -> Result<Limiter> {
         let dir = tempfile::Builder::new()
             .prefix("apiguard-limiter-")
             .tempdir()
             .map_err(|e| HarnessError::Io("tempdir".into(), e))?;
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        let mut cmd = Command::new(workspace_bin("apiguard-limiter")?);
+        let mut cmd = Command::new(bin);
         cmd.arg("--listen").arg(addr.to_string()).args(args);
         let mut proc = Proc::spawn("limiter", cmd, dir.path())?;
         let http = crate::client();

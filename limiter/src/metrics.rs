@@ -1,0 +1,98 @@
+//! Prometheus metrics, encoded by the `prometheus-client` crate.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    checks: Family<ResultLabel, Counter>,
+    store_errors: Family<KindLabel, Counter>,
+    latency: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("apiguard_limiter");
+        let checks = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "checks",
+            "Check calls by result: allowed, limited, store_error, bad_request",
+            checks.clone(),
+        );
+        let store_errors = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "store_errors",
+            "Store failures by kind: timeout, connection, redis, bad_reply",
+            store_errors.clone(),
+        );
+        // 50 µs to ~100 ms: a healthy Redis round trip is well under a millisecond.
+        let latency = Histogram::new([
+            0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+        ]);
+        registry.register(
+            "check_duration_seconds",
+            "Time to decide one check call, store round trip included",
+            latency.clone(),
+        );
+        Metrics {
+            registry,
+            checks,
+            store_errors,
+            latency,
+        }
+    }
+
+    pub fn decided(&self, allowed: bool) {
+        let result = if allowed { "allowed" } else { "limited" };
+        self.checks.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    pub fn bad_request(&self) {
+        self.checks
+            .get_or_create(&ResultLabel {
+                result: "bad_request",
+            })
+            .inc();
+    }
+
+    pub fn store_error(&self, kind: &'static str) {
+        self.checks
+            .get_or_create(&ResultLabel {
+                result: "store_error",
+            })
+            .inc();
+        self.store_errors.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    pub fn observe(&self, took: Duration) {
+        self.latency.observe(took.as_secs_f64());
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}

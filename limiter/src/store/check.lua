@@ -1,0 +1,121 @@
+-- apiguard-limiter: decide every check of one call atomically, in one round trip.
+--
+-- KEYS[i]  the Redis key of check i: apiguard:{TAG}:<log|counter>:<window_ms>:<client key>.
+--          Every key of one call carries the same {TAG}, so in Redis Cluster they share a slot.
+-- ARGV[1]  a call id unique across every limiter instance; log members are <call id>:<i>:<n>,
+--          so two hits in the same millisecond are two members.
+-- ARGV[2 + 4(i-1) .. 5 + 4(i-1)]  check i: algorithm ("log" | "counter"), limit, window_ms, cost.
+--
+-- Returns { allowed (1 | 0), then for each check: remaining, reset_ms, retry_after_ms }.
+--
+-- The one clock is Redis TIME (ms), so limiter replicas with skewed clocks still agree.
+-- Nothing is written unless every check fits: an over-limit call consumes nothing.
+--
+-- log:     a sorted set of admitted units scored by admission time. A unit admitted at T
+--          counts while now - window < T. Exact.
+-- counter: a hash {w = fixed-window index, c = its count, p = the previous window's count};
+--          estimate = p * (window - elapsed) / window + c. Approximate; retry_after and
+--          remaining are rounded so they never promise too early.
+
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local n = #KEYS
+local fits = true
+local st = {}
+
+for i = 1, n do
+  local b = 2 + (i - 1) * 4
+  local s = { algo = ARGV[b], limit = tonumber(ARGV[b + 1]), window = tonumber(ARGV[b + 2]),
+              cost = tonumber(ARGV[b + 3]) }
+  local key = KEYS[i]
+  if s.algo == 'log' then
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - s.window)
+    s.count = redis.call('ZCARD', key)
+    s.fits = s.count + s.cost <= s.limit
+  else
+    s.index = math.floor(now / s.window)
+    s.elapsed = now - s.index * s.window
+    local h = redis.call('HMGET', key, 'w', 'c', 'p')
+    local w, c, p = tonumber(h[1]), tonumber(h[2]) or 0, tonumber(h[3]) or 0
+    if w == s.index - 1 then
+      p = c
+      c = 0
+    elseif w ~= s.index then
+      p = 0
+      c = 0
+    end
+    s.curr, s.prev = c, p
+    s.fits = p * (s.window - s.elapsed) / s.window + c + s.cost <= s.limit
+  end
+  fits = fits and s.fits
+  st[i] = s
+end
+
+if fits then
+  for i = 1, n do
+    local s = st[i]
+    if s.algo == 'log' then
+      local args = {}
+      for j = 1, s.cost do
+        args[#args + 1] = now
+        args[#args + 1] = ARGV[1] .. ':' .. i .. ':' .. j
+      end
+      redis.call('ZADD', KEYS[i], unpack(args))
+      redis.call('PEXPIRE', KEYS[i], s.window)
+      s.count = s.count + s.cost
+    else
+      s.curr = s.curr + s.cost
+      redis.call('HSET', KEYS[i], 'w', s.index, 'c', s.curr, 'p', s.prev)
+      redis.call('PEXPIRE', KEYS[i], 2 * s.window)
+    end
+  end
+end
+
+local out = { fits and 1 or 0 }
+for i = 1, n do
+  local s = st[i]
+  local remaining, reset, retry = 0, 0, 0
+  if s.algo == 'log' then
+    remaining = math.max(0, s.limit - s.count)
+    if s.count > 0 then
+      local newest = redis.call('ZRANGE', KEYS[i], -1, -1, 'WITHSCORES')
+      reset = tonumber(newest[2]) + s.window - now
+    end
+    if not fits then
+      if s.cost > s.limit then
+        retry = s.window
+      elseif not s.fits then
+        -- The unit whose departure makes room for `cost` more.
+        local r = s.count + s.cost - s.limit - 1
+        local e = redis.call('ZRANGE', KEYS[i], r, r, 'WITHSCORES')
+        retry = tonumber(e[2]) + s.window - now
+      end
+    end
+  else
+    local W, L, k, c, p, e = s.window, s.limit, s.cost, s.curr, s.prev, s.elapsed
+    local est = p * (W - e) / W + c
+    remaining = math.max(0, math.floor(L - est))
+    if c > 0 then
+      reset = (W - e) + W
+    elseif p > 0 then
+      reset = W - e
+    end
+    if not fits and not s.fits then
+      if k > L then
+        retry = W
+      elseif L - c - k >= 0 and p > 0 then
+        retry = math.max(1, math.ceil(W * (1 - (L - c - k) / p) - e))
+      else
+        local at = 0
+        if c > 0 then
+          at = math.max(0, W * (1 - (L - k) / c))
+        end
+        retry = (W - e) + math.ceil(at)
+      end
+    end
+  end
+  out[#out + 1] = remaining
+  out[#out + 1] = reset
+  out[#out + 1] = retry
+end
+return out

@@ -1,0 +1,200 @@
+//! One test body per behaviour, run against every store: in-memory and Redis (a real
+//! `redis-server` started on a free loopback port). A missing `redis-server` fails the Redis
+//! variants with a message saying how to install it.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use apiguard::limiter_api::{Algorithm, Check};
+use apiguard_e2e::Redis;
+use apiguard_limiter::{MemoryStore, RedisStore, RedisTarget, Store};
+
+/// Generous: these tests run in parallel on a small machine; the fault tests use tight ones.
+const TIMEOUT: Duration = Duration::from_secs(2);
+
+fn check(key: &str, limit: u64, window_ms: u64, algorithm: Algorithm) -> Check {
+    Check {
+        key: key.into(),
+        limit,
+        window_ms,
+        cost: 1,
+        algorithm,
+    }
+}
+
+/// Runs `$body(store)` once per store, as `$name::memory` and `$name::redis`.
+macro_rules! for_each_store {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn memory() {
+                super::$name(Arc::new(MemoryStore::new())).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn redis() {
+                let redis = Redis::start().unwrap();
+                let store = RedisStore::new(RedisTarget::Single(redis.url()), TIMEOUT);
+                super::$name(Arc::new(store)).await;
+                drop(redis);
+            }
+        }
+    )*};
+}
+
+for_each_store!(
+    log_is_exact_under_concurrency,
+    counter_never_over_admits_under_concurrency,
+    multi_check_is_all_or_nothing,
+    no_double_burst_across_a_window_boundary,
+    log_retry_after_is_exact,
+    counter_retry_after_is_never_early,
+    results_report_remaining_and_reset,
+    cost_counts_units,
+);
+
+async fn admitted<S: Store>(store: &Arc<S>, checks: Vec<Check>, calls: usize) -> usize {
+    let mut tasks = Vec::new();
+    for _ in 0..calls {
+        let store = store.clone();
+        let checks = checks.clone();
+        tasks.push(tokio::spawn(async move { store.check(&checks).await }));
+    }
+    let mut n = 0;
+    for t in tasks {
+        if t.await.unwrap().unwrap().allowed {
+            n += 1;
+        }
+    }
+    n
+}
+
+async fn log_is_exact_under_concurrency<S: Store>(store: Arc<S>) {
+    let c = check("{exact}", 100, 60_000, Algorithm::Log);
+    assert_eq!(admitted(&store, vec![c], 500).await, 100);
+}
+
+async fn counter_never_over_admits_under_concurrency<S: Store>(store: Arc<S>) {
+    // One fixed window is a day long, so the 500 calls almost surely land in one window, where
+    // the counter is exact; across a boundary it may only admit fewer.
+    let c = check("{ctr}", 100, 86_400_000, Algorithm::Counter);
+    let n = admitted(&store, vec![c], 500).await;
+    assert!((95..=100).contains(&n), "admitted {n}");
+}
+
+async fn multi_check_is_all_or_nothing<S: Store>(store: Arc<S>) {
+    let burst = check("{u1}:burst", 3, 60_000, Algorithm::Log);
+    let sustained = check("{u1}:sustained", 5, 60_000, Algorithm::Counter);
+    let both = vec![burst.clone(), sustained.clone()];
+    for _ in 0..3 {
+        assert!(store.check(&both).await.unwrap().allowed);
+    }
+    // The burst window is full: the call is refused and the sustained window is not charged.
+    let d = store.check(&both).await.unwrap();
+    assert!(!d.allowed);
+    assert_eq!(d.results[0].remaining, 0);
+    assert!(d.results[0].retry_after_ms > 0);
+    assert_eq!(d.results[1].retry_after_ms, 0, "{d:?}");
+    assert_eq!(d.results[1].remaining, 2, "{d:?}");
+    // The sustained window alone still has exactly two left.
+    assert!(store.check(&[sustained.clone()]).await.unwrap().allowed);
+    assert!(store.check(&[sustained.clone()]).await.unwrap().allowed);
+    assert!(!store.check(&[sustained]).await.unwrap().allowed);
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Sleeps until `now % period` is `at` (ms).
+async fn align(period: u64, at: u64) {
+    let phase = now_ms() % period;
+    let wait = (at + period - phase) % period;
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+}
+
+async fn no_double_burst_across_a_window_boundary<S: Store>(store: Arc<S>) {
+    for algorithm in [Algorithm::Log, Algorithm::Counter] {
+        let c = check(&format!("{{burst-{algorithm:?}}}"), 5, 1000, algorithm);
+        // Fill the window late in a fixed window, then ask again just after the boundary: a
+        // fixed window would admit a second burst there; a sliding one must not.
+        align(1000, 700).await;
+        for _ in 0..5 {
+            assert!(store.check(&[c.clone()]).await.unwrap().allowed);
+        }
+        align(1000, 100).await;
+        let d = store.check(&[c.clone()]).await.unwrap();
+        assert!(!d.allowed, "{algorithm:?} admitted a second burst: {d:?}");
+    }
+}
+
+async fn log_retry_after_is_exact<S: Store>(store: Arc<S>) {
+    let c = check("{retry}", 3, 1000, Algorithm::Log);
+    for _ in 0..3 {
+        assert!(store.check(&[c.clone()]).await.unwrap().allowed);
+    }
+    let d = store.check(&[c.clone()]).await.unwrap();
+    assert!(!d.allowed);
+    let retry = d.results[0].retry_after_ms;
+    assert!((800..=1000).contains(&retry), "retry_after_ms {retry}");
+    tokio::time::sleep(Duration::from_millis(retry - 200)).await;
+    assert!(
+        !store.check(&[c.clone()]).await.unwrap().allowed,
+        "admitted early"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        store.check(&[c]).await.unwrap().allowed,
+        "refused after retry_after_ms"
+    );
+}
+
+async fn counter_retry_after_is_never_early<S: Store>(store: Arc<S>) {
+    let c = check("{retry-ctr}", 3, 1000, Algorithm::Counter);
+    align(1000, 100).await;
+    for _ in 0..3 {
+        assert!(store.check(&[c.clone()]).await.unwrap().allowed);
+    }
+    let d = store.check(&[c.clone()]).await.unwrap();
+    assert!(!d.allowed);
+    let retry = d.results[0].retry_after_ms;
+    assert!(retry > 0 && retry <= 2000, "retry_after_ms {retry}");
+    tokio::time::sleep(Duration::from_millis(retry + 50)).await;
+    assert!(
+        store.check(&[c]).await.unwrap().allowed,
+        "refused after retry_after_ms"
+    );
+}
+
+async fn results_report_remaining_and_reset<S: Store>(store: Arc<S>) {
+    let c = check("{report}", 10, 60_000, Algorithm::Log);
+    let d = store.check(&[c.clone()]).await.unwrap();
+    let r = &d.results[0];
+    assert_eq!((r.key.as_str(), r.limit, r.remaining), ("{report}", 10, 9));
+    assert!((59_000..=60_000).contains(&r.reset_ms), "{r:?}");
+    assert_eq!(r.retry_after_ms, 0);
+    let d = store.check(&[c]).await.unwrap();
+    assert_eq!(d.results[0].remaining, 8);
+}
+
+async fn cost_counts_units<S: Store>(store: Arc<S>) {
+    for algorithm in [Algorithm::Log, Algorithm::Counter] {
+        let mut c = check(&format!("{{cost-{algorithm:?}}}"), 10, 60_000, algorithm);
+        c.cost = 4;
+        assert!(store.check(&[c.clone()]).await.unwrap().allowed);
+        assert!(store.check(&[c.clone()]).await.unwrap().allowed);
+        let d = store.check(&[c.clone()]).await.unwrap();
+        assert!(
+            !d.allowed,
+            "{algorithm:?}: 12 units admitted under a limit of 10"
+        );
+        assert_eq!(d.results[0].remaining, 2);
+        c.cost = 2;
+        assert!(store.check(&[c]).await.unwrap().allowed);
+    }
+}
