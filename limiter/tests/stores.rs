@@ -2,6 +2,9 @@
 //! `redis-server` started on a free loopback port). A missing `redis-server` fails the Redis
 //! variants with a message saying how to install it.
 
+// Test code: helpers outside `#[test]` functions may panic too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -55,6 +58,10 @@ for_each_store!(
     cost_counts_units,
 );
 
+async fn one<S: Store>(store: &Arc<S>, c: &Check) -> apiguard_limiter::store::Decision {
+    store.check(std::slice::from_ref(c)).await.unwrap()
+}
+
 async fn admitted<S: Store>(store: &Arc<S>, checks: Vec<Check>, calls: usize) -> usize {
     let mut tasks = Vec::new();
     for _ in 0..calls {
@@ -99,9 +106,9 @@ async fn multi_check_is_all_or_nothing<S: Store>(store: Arc<S>) {
     assert_eq!(d.results[1].retry_after_ms, 0, "{d:?}");
     assert_eq!(d.results[1].remaining, 2, "{d:?}");
     // The sustained window alone still has exactly two left.
-    assert!(store.check(&[sustained.clone()]).await.unwrap().allowed);
-    assert!(store.check(&[sustained.clone()]).await.unwrap().allowed);
-    assert!(!store.check(&[sustained]).await.unwrap().allowed);
+    assert!(one(&store, &sustained).await.allowed);
+    assert!(one(&store, &sustained).await.allowed);
+    assert!(!one(&store, &sustained).await.allowed);
 }
 
 fn now_ms() -> u64 {
@@ -125,10 +132,10 @@ async fn no_double_burst_across_a_window_boundary<S: Store>(store: Arc<S>) {
         // fixed window would admit a second burst there; a sliding one must not.
         align(1000, 700).await;
         for _ in 0..5 {
-            assert!(store.check(&[c.clone()]).await.unwrap().allowed);
+            assert!(one(&store, &c).await.allowed);
         }
         align(1000, 100).await;
-        let d = store.check(&[c.clone()]).await.unwrap();
+        let d = one(&store, &c).await;
         assert!(!d.allowed, "{algorithm:?} admitted a second burst: {d:?}");
     }
 }
@@ -136,20 +143,20 @@ async fn no_double_burst_across_a_window_boundary<S: Store>(store: Arc<S>) {
 async fn log_retry_after_is_exact<S: Store>(store: Arc<S>) {
     let c = check("{retry}", 3, 1000, Algorithm::Log);
     for _ in 0..3 {
-        assert!(store.check(&[c.clone()]).await.unwrap().allowed);
+        assert!(one(&store, &c).await.allowed);
     }
-    let d = store.check(&[c.clone()]).await.unwrap();
+    let d = one(&store, &c).await;
     assert!(!d.allowed);
     let retry = d.results[0].retry_after_ms;
     assert!((800..=1000).contains(&retry), "retry_after_ms {retry}");
     tokio::time::sleep(Duration::from_millis(retry - 200)).await;
     assert!(
-        !store.check(&[c.clone()]).await.unwrap().allowed,
+        !one(&store, &c).await.allowed,
         "admitted early"
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
-        store.check(&[c]).await.unwrap().allowed,
+        one(&store, &c).await.allowed,
         "refused after retry_after_ms"
     );
 }
@@ -158,27 +165,27 @@ async fn counter_retry_after_is_never_early<S: Store>(store: Arc<S>) {
     let c = check("{retry-ctr}", 3, 1000, Algorithm::Counter);
     align(1000, 100).await;
     for _ in 0..3 {
-        assert!(store.check(&[c.clone()]).await.unwrap().allowed);
+        assert!(one(&store, &c).await.allowed);
     }
-    let d = store.check(&[c.clone()]).await.unwrap();
+    let d = one(&store, &c).await;
     assert!(!d.allowed);
     let retry = d.results[0].retry_after_ms;
     assert!(retry > 0 && retry <= 2000, "retry_after_ms {retry}");
     tokio::time::sleep(Duration::from_millis(retry + 50)).await;
     assert!(
-        store.check(&[c]).await.unwrap().allowed,
+        one(&store, &c).await.allowed,
         "refused after retry_after_ms"
     );
 }
 
 async fn results_report_remaining_and_reset<S: Store>(store: Arc<S>) {
     let c = check("{report}", 10, 60_000, Algorithm::Log);
-    let d = store.check(&[c.clone()]).await.unwrap();
+    let d = one(&store, &c).await;
     let r = &d.results[0];
     assert_eq!((r.key.as_str(), r.limit, r.remaining), ("{report}", 10, 9));
     assert!((59_000..=60_000).contains(&r.reset_ms), "{r:?}");
     assert_eq!(r.retry_after_ms, 0);
-    let d = store.check(&[c]).await.unwrap();
+    let d = one(&store, &c).await;
     assert_eq!(d.results[0].remaining, 8);
 }
 
@@ -186,15 +193,15 @@ async fn cost_counts_units<S: Store>(store: Arc<S>) {
     for algorithm in [Algorithm::Log, Algorithm::Counter] {
         let mut c = check(&format!("{{cost-{algorithm:?}}}"), 10, 60_000, algorithm);
         c.cost = 4;
-        assert!(store.check(&[c.clone()]).await.unwrap().allowed);
-        assert!(store.check(&[c.clone()]).await.unwrap().allowed);
-        let d = store.check(&[c.clone()]).await.unwrap();
+        assert!(one(&store, &c).await.allowed);
+        assert!(one(&store, &c).await.allowed);
+        let d = one(&store, &c).await;
         assert!(
             !d.allowed,
             "{algorithm:?}: 12 units admitted under a limit of 10"
         );
         assert_eq!(d.results[0].remaining, 2);
         c.cost = 2;
-        assert!(store.check(&[c]).await.unwrap().allowed);
+        assert!(one(&store, &c).await.allowed);
     }
 }

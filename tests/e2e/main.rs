@@ -3,4 +3,7 @@
 //! Every test starts its own processes on loopback ports and prints their logs if it fails.
 //! Build first with `just build`; `just test` does.
 
+// Test code: helpers outside `#[test]` functions may panic too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod foundation;
