@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod json_shape;
 pub mod limiter_api;
 
 pub use config::{Config, ConfigError, ConfigWarning};

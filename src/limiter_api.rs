@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::json_shape::{array_for_object, Shape};
+
 /// The check endpoint's path.
 pub const CHECK_PATH: &str = "/v1/check";
 /// Largest request body the limiter reads.
@@ -106,7 +108,45 @@ pub enum CheckError {
     TagMismatch(usize, String, String),
 }
 
+/// Why a check request body was refused (400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{0}: must be a JSON object")]
+    NotAnObject(String),
+    #[error(transparent)]
+    Invalid(#[from] CheckError),
+}
+
 impl CheckRequest {
+    /// Parses and validates a request body strictly: unknown fields, trailing bytes and arrays
+    /// standing for objects are refused, and every error names the field.
+    pub fn from_json(body: &[u8]) -> Result<CheckRequest, RequestError> {
+        let mut de = serde_json::Deserializer::from_slice(body);
+        let req: CheckRequest =
+            serde_path_to_error::deserialize(&mut de).map_err(|e| RequestError::Parse {
+                path: e.path().to_string(),
+                message: e.inner().to_string(),
+            })?;
+        de.end().map_err(|e| RequestError::Parse {
+            path: ".".into(),
+            message: e.to_string(),
+        })?;
+        const SHAPE: Shape<'static> = Shape {
+            arrays: &["checks"],
+            maps_of_arrays: &[],
+            opaque: &[],
+        };
+        if let Ok(tree) = serde_json::from_slice(body) {
+            if let Some(path) = array_for_object(&tree, &SHAPE) {
+                return Err(RequestError::NotAnObject(path));
+            }
+        }
+        req.validate()?;
+        Ok(req)
+    }
+
     /// Checks the bounds every limiter store relies on.
     pub fn validate(&self) -> Result<(), CheckError> {
         if self.checks.is_empty() {
@@ -193,6 +233,31 @@ mod tests {
         assert!(
             serde_json::from_str::<Check>(r#"{"key":"k","limit":1,"window_ms":1,"x":1}"#).is_err()
         );
+    }
+
+    #[test]
+    fn from_json_is_strict() {
+        let ok = br#"{"checks":[{"key":"k","limit":1,"window_ms":5}]}"#;
+        assert_eq!(CheckRequest::from_json(ok).unwrap().checks[0].window_ms, 5);
+        for (body, want) in [
+            (
+                &br#"[[{"key":"k","limit":1,"window_ms":5}]]"#[..],
+                "(root): must be a JSON object",
+            ),
+            (
+                br#"{"checks":[["k",1,5]]}"#,
+                "checks[0]: must be a JSON object",
+            ),
+            (br#"{"checks":[]} x"#, "trailing characters"),
+            (
+                br#"{"checks":[{"key":"k","limit":"1","window_ms":5}]}"#,
+                "checks[0].limit: invalid type",
+            ),
+            (br#"{"checks":[]}"#, "checks: must not be empty"),
+        ] {
+            let e = CheckRequest::from_json(body).unwrap_err().to_string();
+            assert!(e.contains(want), "{e}");
+        }
     }
 
     #[test]

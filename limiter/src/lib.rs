@@ -65,26 +65,13 @@ async fn check<S: Store>(
             return problem(StatusCode::BAD_REQUEST, &e.body_text());
         }
     };
-    let mut de = serde_json::Deserializer::from_slice(&body);
-    let req: CheckRequest = match serde_path_to_error::deserialize(&mut de) {
+    let req = match CheckRequest::from_json(&body) {
         Ok(r) => r,
         Err(e) => {
             st.metrics.bad_request();
-            let path = e.path().to_string();
-            return problem(
-                StatusCode::BAD_REQUEST,
-                &format!("{path}: {}", e.into_inner()),
-            );
+            return problem(StatusCode::BAD_REQUEST, &e.to_string());
         }
     };
-    if let Err(e) = de.end() {
-        st.metrics.bad_request();
-        return problem(StatusCode::BAD_REQUEST, &e.to_string());
-    }
-    if let Err(e) = req.validate() {
-        st.metrics.bad_request();
-        return problem(StatusCode::BAD_REQUEST, &e.to_string());
-    }
     let decided = tokio::time::timeout(st.store_timeout, st.store.check(&req.checks)).await;
     st.metrics.observe(started.elapsed());
     match decided {

@@ -150,10 +150,7 @@ async fn log_retry_after_is_exact<S: Store>(store: Arc<S>) {
     let retry = d.results[0].retry_after_ms;
     assert!((800..=1000).contains(&retry), "retry_after_ms {retry}");
     tokio::time::sleep(Duration::from_millis(retry - 200)).await;
-    assert!(
-        !one(&store, &c).await.allowed,
-        "admitted early"
-    );
+    assert!(!one(&store, &c).await.allowed, "admitted early");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         one(&store, &c).await.allowed,

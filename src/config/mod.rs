@@ -14,6 +14,8 @@ use std::fmt;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::json_shape::{array_for_object, Shape};
+
 /// Largest configuration accepted. Inline JWKS and Rego modules make configurations large,
 /// but anything past this is a mistake and parsing it would only waste worker memory.
 pub const MAX_CONFIG_BYTES: usize = 1024 * 1024;
@@ -360,7 +362,14 @@ impl Config {
         })?;
         // The typed parse succeeded, so this cannot fail on syntax; it only feeds the shape check.
         if let Ok(tree) = serde_json::from_slice::<Value>(bytes) {
-            reject_arrays_as_objects(&tree)?;
+            if let Some(path) = array_for_object(&tree, &SHAPE) {
+                let problem = if path == "(root)" {
+                    Problem::NotAnObject
+                } else {
+                    Problem::ArrayForObject
+                };
+                return Err(invalid(path, problem));
+            }
         }
         let mut warnings = Vec::new();
         config.validate(&mut warnings)?;
@@ -381,61 +390,24 @@ impl Config {
     }
 }
 
-/// Fields whose value is a JSON array. Every other field holds an object or a scalar.
-const ARRAY_FIELDS: &[&str] = &[
-    "audiences",
-    "algorithms",
-    "sources",
-    "claims_to_headers",
-    "rules",
-    "requires",
-    "resources",
-    "identity",
-    "routes",
-    "limits",
-    "keys",
-];
-
-/// serde's derived `Deserialize` also accepts a struct written as an array of its fields in
-/// order, so `["limiter"]` would silently be read as `{"cluster": "limiter"}`. No attribute turns
-/// that off, so the tree is checked by hand: an array stands only where the schema has one.
-/// `policy.data` and the members of JWK sets are free-form and not descended into.
-fn reject_arrays_as_objects(root: &Value) -> Result<(), ConfigError> {
-    fn walk(v: &Value, path: &str, key: &str) -> Result<(), ConfigError> {
-        match v {
-            Value::Object(map) => {
-                if (key == "data" && path == "policy.data") || key == "keys" {
-                    return Ok(());
-                }
-                for (k, child) in map {
-                    let at = if path.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{path}.{k}")
-                    };
-                    if child.is_array() && !ARRAY_FIELDS.contains(&k.as_str()) && key != "tiers" {
-                        return Err(invalid(at, Problem::ArrayForObject));
-                    }
-                    walk(child, &at, k)?;
-                }
-            }
-            Value::Array(items) if key != "keys" => {
-                for (i, child) in items.iter().enumerate() {
-                    if child.is_array() {
-                        return Err(invalid(format!("{path}[{i}]"), Problem::ArrayForObject));
-                    }
-                    walk(child, &format!("{path}[{i}]"), "")?;
-                }
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-    if !root.is_object() {
-        return Err(invalid("(root)", Problem::NotAnObject));
-    }
-    walk(root, "", "")
-}
+/// Where the configuration schema has arrays ([`crate::json_shape`]). `policy.data` is free-form
+/// Rego data and JWK members (`keys`) are checked by the JWKS loader.
+const SHAPE: Shape<'static> = Shape {
+    arrays: &[
+        "audiences",
+        "algorithms",
+        "sources",
+        "claims_to_headers",
+        "rules",
+        "requires",
+        "resources",
+        "identity",
+        "routes",
+        "limits",
+    ],
+    maps_of_arrays: &["tiers"],
+    opaque: &["data", "keys"],
+};
 
 fn invalid(path: impl Into<String>, problem: Problem) -> ConfigError {
     ConfigError::Invalid {
