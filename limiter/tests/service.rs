@@ -1,0 +1,245 @@
+//! The limiter binary as operators run it: real processes on loopback, a real Redis (single
+//! node and a three-master Cluster), faults injected into Redis.
+
+// Test code: helpers outside `#[test]` functions may panic too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use apiguard_e2e::{Limiter, Redis, RedisCluster};
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_apiguard-limiter");
+
+async fn limiter(args: &[&str]) -> Limiter {
+    let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+    Limiter::start_bin(Path::new(BIN), &args).await.unwrap()
+}
+
+fn body(key: &str, limit: u64) -> Value {
+    json!({"checks": [{"key": key, "limit": limit, "window_ms": 60_000}]})
+}
+
+/// Posts `calls` checks at once, spread over `limiters`; returns (allowed, limited, other).
+async fn storm(
+    limiters: &[&Limiter],
+    key: &str,
+    limit: u64,
+    calls: usize,
+) -> (usize, usize, Vec<u16>) {
+    let http = reqwest::Client::new();
+    let mut tasks = Vec::new();
+    for i in 0..calls {
+        let url = format!("http://{}/v1/check", limiters[i % limiters.len()].addr);
+        let http = http.clone();
+        let b = body(key, limit);
+        tasks.push(tokio::spawn(async move {
+            let res = http.post(url).json(&b).send().await.unwrap();
+            let status = res.status().as_u16();
+            let v: Value = res.json().await.unwrap_or(Value::Null);
+            (status, v["allowed"].as_bool())
+        }));
+    }
+    let (mut allowed, mut limited, mut other) = (0, 0, Vec::new());
+    for t in tasks {
+        match t.await.unwrap() {
+            (200, Some(true)) => allowed += 1,
+            (200, Some(false)) => limited += 1,
+            (s, _) => other.push(s),
+        }
+    }
+    (allowed, limited, other)
+}
+
+async fn post(l: &Limiter, b: &Value) -> (u16, Value, Duration) {
+    let t = Instant::now();
+    let res = reqwest::Client::new()
+        .post(format!("http://{}/v1/check", l.addr))
+        .json(b)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null), t.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn in_memory_process_is_exact_and_says_so() {
+    let l = limiter(&[]).await;
+    assert_eq!(storm(&[&l], "{mem}", 100, 500).await, (100, 400, vec![]));
+    assert!(
+        l.proc.log().contains("NO REDIS CONFIGURED"),
+        "{}",
+        l.proc.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_limiters_sharing_redis_admit_exactly_the_limit() {
+    let redis = Redis::start().unwrap();
+    let url = redis.url();
+    let a = limiter(&["--redis", &url, "--redis-timeout-ms", "5000"]).await;
+    let b = limiter(&["--redis", &url, "--redis-timeout-ms", "5000"]).await;
+    assert_eq!(
+        storm(&[&a, &b], "{shared}", 100, 500).await,
+        (100, 400, vec![])
+    );
+    // The script survives Redis forgetting it (restart, failover, SCRIPT FLUSH).
+    assert!(redis.cli(&["script", "flush"]).unwrap().contains("OK"));
+    let (status, v, _) = post(&a, &body("{after-flush}", 1)).await;
+    assert_eq!((status, v["allowed"].clone()), (200, json!(true)));
+    // Keys carry the hash tag and expire.
+    let keys = redis.cli(&["--scan", "--pattern", "apiguard:*"]).unwrap();
+    assert!(
+        keys.contains("apiguard:{shared}:log:60000:{shared}"),
+        "{keys}"
+    );
+    let ttl: i64 = redis
+        .cli(&["pttl", "apiguard:{shared}:log:60000:{shared}"])
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!((1..=60_000).contains(&ttl), "pttl {ttl}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_down_is_503_then_recovers_without_restart() {
+    let mut redis = Redis::start().unwrap();
+    let port = redis.port();
+    let l = limiter(&["--redis", &redis.url(), "--redis-timeout-ms", "200"]).await;
+    let (status, _, _) = post(&l, &body("{k}", 1000)).await;
+    assert_eq!(status, 200);
+
+    redis.proc.kill();
+    for _ in 0..5 {
+        let (status, v, took) = post(&l, &body("{k}", 1000)).await;
+        assert_eq!(status, 503, "{v}");
+        assert_eq!(v["status"], 503);
+        assert!(v.get("allowed").is_none());
+        assert!(took < Duration::from_millis(1200), "took {took:?}");
+    }
+    let ready = reqwest::get(format!("http://{}/readyz", l.addr))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+
+    drop(redis);
+    let _redis = Redis::start_on(port, &[]).unwrap();
+    let start = Instant::now();
+    loop {
+        let (status, _, _) = post(&l, &body("{k}", 1000)).await;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "no recovery: {}",
+            l.proc.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ready = reqwest::get(format!("http://{}/readyz", l.addr))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let metrics = reqwest::get(format!("http://{}/metrics", l.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("apiguard_limiter_store_errors_total{kind="),
+        "{metrics}"
+    );
+}
+
+fn connected_clients(redis: &Redis) -> u64 {
+    let info = redis.cli(&["info", "clients"]).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("connected_clients:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn paused_redis_gives_bounded_503s_without_piling_up_connections() {
+    let redis = Redis::start().unwrap();
+    let l = limiter(&["--redis", &redis.url(), "--redis-timeout-ms", "100"]).await;
+    assert_eq!(post(&l, &body("{p}", 1000)).await.0, 200);
+    let before = connected_clients(&redis);
+
+    assert!(redis
+        .cli(&["client", "pause", "3000", "ALL"])
+        .unwrap()
+        .contains("OK"));
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let addr = l.addr;
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let res = reqwest::Client::new()
+                .post(format!("http://{addr}/v1/check"))
+                .json(&body("{p}", 1000))
+                .send()
+                .await
+                .unwrap();
+            (res.status().as_u16(), t.elapsed())
+        }));
+    }
+    for t in tasks {
+        let (status, took) = t.await.unwrap();
+        assert_eq!(status, 503);
+        assert!(took < Duration::from_millis(1500), "took {took:?}");
+    }
+    // Let the pause end, then the same multiplexed connection serves again.
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    let start = Instant::now();
+    while post(&l, &body("{p}", 1000)).await.0 != 200 {
+        assert!(start.elapsed() < Duration::from_secs(10), "no recovery");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = connected_clients(&redis);
+    assert!(
+        after <= before + 2,
+        "connections grew from {before} to {after}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_cluster_through_two_limiters_is_exact() {
+    let cluster = RedisCluster::start(3).unwrap();
+    let seeds = cluster.urls().join(",");
+    let args = [
+        "--redis-cluster",
+        seeds.as_str(),
+        "--redis-timeout-ms",
+        "5000",
+    ];
+    let a = limiter(&args).await;
+    let b = limiter(&args).await;
+    // Keys whose tags hash to different slots, so more than one master is exercised.
+    for key in ["{alpha}", "{bravo}", "{charlie}"] {
+        assert_eq!(
+            storm(&[&a, &b], key, 50, 200).await,
+            (50, 150, vec![]),
+            "{key}"
+        );
+    }
+    // A burst and a sustained window of one user, atomic within one slot.
+    let both = json!({"checks": [
+        {"key": "{u9}:burst", "limit": 2, "window_ms": 60_000},
+        {"key": "{u9}:sustained", "limit": 5, "window_ms": 60_000, "algorithm": "counter"}
+    ]});
+    assert_eq!(post(&a, &both).await.1["allowed"], true);
+    assert_eq!(post(&b, &both).await.1["allowed"], true);
+    let (_, v, _) = post(&a, &both).await;
+    assert_eq!(v["allowed"], false);
+    assert_eq!(v["results"][1]["remaining"], 3, "{v}");
+    let ready = reqwest::get(format!("http://{}/readyz", a.addr))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+}
