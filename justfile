@@ -92,7 +92,7 @@ lint: setup-rust
 demo: setup build
     cargo run --quiet -p apiguard-e2e --bin apiguard-demo
 
-# Envoy CPU per request with apiguard against a baseline in the same run.
-bench: setup build
+# Benchmarks against baselines measured in the same run; name suites (envoy, limiter) or run all.
+bench *suites: setup build
     cargo build --quiet --release --workspace --exclude apiguard-wasm
-    cargo run --quiet --release -p apiguard-e2e --bin apiguard-bench
+    cargo run --quiet --release -p apiguard-e2e --bin apiguard-bench -- {{suites}}

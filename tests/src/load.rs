@@ -32,28 +32,43 @@ pub async fn drive(
     total: u64,
     concurrency: u64,
 ) -> LoadReport {
+    let url = url.to_owned();
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    drive_with(total, concurrency, move |client| {
+        let mut req = client.get(&url);
+        for (k, v) in &headers {
+            req = req.header(k, v);
+        }
+        req
+    })
+    .await
+}
+
+/// Sends `total` requests made by `make` with `concurrency` workers, each over its own
+/// kept-alive connection.
+pub async fn drive_with<F>(total: u64, concurrency: u64, make: F) -> LoadReport
+where
+    F: Fn(&reqwest::Client) -> reqwest::RequestBuilder + Send + Sync + 'static,
+{
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency as usize)
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap_or_else(|_| reqwest::Client::new());
+    let make = std::sync::Arc::new(make);
     let start = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..concurrency {
         let share = total / concurrency + u64::from(w < total % concurrency);
         let client = client.clone();
-        let url = url.to_owned();
-        let headers: Vec<(String, String)> = headers
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
+        let make = make.clone();
         tasks.push(tokio::spawn(async move {
             let mut r = LoadReport::default();
             for _ in 0..share {
-                let mut req = client.get(&url);
-                for (k, v) in &headers {
-                    req = req.header(k, v);
-                }
+                let req = make(&client);
                 let t = Instant::now();
                 match req.send().await {
                     Ok(res) => {

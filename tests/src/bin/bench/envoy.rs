@@ -1,4 +1,4 @@
-//! `just bench`: Envoy CPU time per request, apiguard against a baseline measured in the same run.
+//! Envoy CPU time per request, apiguard against a baseline measured in the same run.
 //!
 //! Method: one Envoy per variant, each with `--concurrency 1`, all started up front and warmed.
 //! Rounds interleave the variants (A B A B …) so drift in machine speed hits both alike. A round
@@ -8,8 +8,6 @@
 //!
 //! Environment: `APIGUARD_BENCH_ROUNDS` (default 7), `APIGUARD_BENCH_REQUESTS` per round
 //! (default 20000), `APIGUARD_BENCH_CONCURRENCY` connections (default 16).
-
-use std::process::ExitCode;
 
 use apiguard_e2e::load::{drive, process_cpu, summary};
 use apiguard_e2e::{Echo, Envoy, EnvoySpec};
@@ -22,25 +20,9 @@ struct Variant {
     cpu_us_per_req: Vec<f64>,
 }
 
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use crate::{env_u64, BenchResult};
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    match run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("bench failed: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn run() -> Result<(), Box<dyn std::error::Error>> {
+pub async fn run() -> BenchResult {
     let rounds = env_u64("APIGUARD_BENCH_ROUNDS", 7);
     let requests = env_u64("APIGUARD_BENCH_REQUESTS", 20_000);
     let conc = env_u64("APIGUARD_BENCH_CONCURRENCY", 16);

@@ -1,0 +1,55 @@
+//! `just bench`: apiguard's benchmarks. Every figure is reported as a median and range over
+//! interleaved rounds, next to a baseline measured in the same run.
+
+mod envoy;
+mod limiter;
+
+use std::process::ExitCode;
+
+use clap::{Parser, ValueEnum};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Suite {
+    /// Envoy CPU per request: no filter vs apiguard.
+    Envoy,
+    /// apiguard-limiter vs Redis executing the same script (redis-benchmark).
+    Limiter,
+}
+
+/// apiguard benchmarks (see docs/testing.md).
+#[derive(Debug, Parser)]
+struct Args {
+    /// Which suites to run; all when none is named.
+    suites: Vec<Suite>,
+}
+
+pub type BenchResult = Result<(), Box<dyn std::error::Error>>;
+
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let suites = if args.suites.is_empty() {
+        vec![Suite::Envoy, Suite::Limiter]
+    } else {
+        args.suites
+    };
+    for s in suites {
+        let r = match s {
+            Suite::Envoy => envoy::run().await,
+            Suite::Limiter => limiter::run().await,
+        };
+        if let Err(e) = r {
+            eprintln!("bench {s:?} failed: {e}");
+            return ExitCode::FAILURE;
+        }
+        println!();
+    }
+    ExitCode::SUCCESS
+}
