@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod json_shape;
+pub mod jwt;
 pub mod limiter_api;
 
 pub use config::{Config, ConfigError, ConfigWarning};
