@@ -9,8 +9,12 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod flow;
 pub mod json_shape;
 pub mod jwt;
 pub mod limiter_api;
+pub mod path;
+pub mod reply;
 
 pub use config::{Config, ConfigError, ConfigWarning};
+pub use flow::{Headers, Pipeline, Step};

@@ -44,6 +44,12 @@ pub struct JwtConfig {
     /// Without rules every request needs a valid token from any provider.
     #[serde(default)]
     pub rules: Option<Vec<JwtRule>>,
+    /// Tokens longer than this are refused unread.
+    #[serde(default = "default_max_token_bytes")]
+    pub max_token_bytes: usize,
+    /// Verified tokens remembered per worker (0 turns the cache off).
+    #[serde(default = "default_cache_entries")]
+    pub cache_entries: usize,
 }
 
 /// `jwt.providers.<name>`.
@@ -68,6 +74,18 @@ pub struct ProviderConfig {
     pub claims_to_headers: Vec<ClaimToHeader>,
     #[serde(default = "default_true")]
     pub forward_token: bool,
+    /// Refuse tokens whose lifetime (`exp` − `iat`) is longer than this.
+    #[serde(default)]
+    pub max_lifetime_s: Option<u64>,
+    /// Claims that must be present (and not null).
+    #[serde(default)]
+    pub required_claims: Vec<String>,
+    /// Required header `typ`, e.g. `at+jwt` for RFC 9068 access tokens.
+    #[serde(default)]
+    pub typ: Option<String>,
+    /// Also forward all verified claims as base64url JSON in this header.
+    #[serde(default)]
+    pub claims_header: Option<String>,
 }
 
 /// JOSE signature algorithms apiguard can be told to accept. `none` has no variant on purpose:
@@ -227,6 +245,12 @@ pub struct RouteLimit {
 fn default_clock_skew_s() -> u64 {
     DEFAULT_CLOCK_SKEW_S
 }
+fn default_max_token_bytes() -> usize {
+    8 * 1024
+}
+fn default_cache_entries() -> usize {
+    1024
+}
 fn default_true() -> bool {
     true
 }
@@ -279,6 +303,8 @@ pub enum Problem {
     Zero,
     #[error("must be at most {max}")]
     TooLarge { max: u64 },
+    #[error("must be between {min} and {max}")]
+    OutOfRange { min: u64, max: u64 },
     #[error("must start with '/'")]
     NotAbsolutePath,
     #[error("names provider `{0}`, which is not configured under jwt.providers")]
@@ -303,6 +329,10 @@ pub enum Problem {
     BadTemplate(String, &'static str),
     #[error("must look like `data.<package>`")]
     BadEntrypoint,
+    #[error("no key can verify any of these algorithms")]
+    NoUsableKey,
+    #[error("{0}")]
+    Jwks(String),
 }
 
 /// Something legal but probably unintended; the filter logs each one at configure time.
@@ -404,6 +434,7 @@ const SHAPE: Shape<'static> = Shape {
         "identity",
         "routes",
         "limits",
+        "required_claims",
     ],
     maps_of_arrays: &["tiers"],
     opaque: &["data", "keys"],
@@ -416,9 +447,31 @@ fn invalid(path: impl Into<String>, problem: Problem) -> ConfigError {
     }
 }
 
+/// Bounds of `jwt.max_token_bytes` and `jwt.cache_entries`.
+pub const MAX_TOKEN_BYTES_RANGE: (usize, usize) = (256, 64 * 1024);
+pub const MAX_CACHE_ENTRIES: usize = 100_000;
+
 fn validate_jwt(jwt: &JwtConfig, warnings: &mut Vec<ConfigWarning>) -> Result<(), ConfigError> {
     if jwt.providers.is_empty() {
         return Err(invalid("jwt.providers", Problem::Empty));
+    }
+    let (lo, hi) = MAX_TOKEN_BYTES_RANGE;
+    if !(lo..=hi).contains(&jwt.max_token_bytes) {
+        return Err(invalid(
+            "jwt.max_token_bytes",
+            Problem::OutOfRange {
+                min: lo as u64,
+                max: hi as u64,
+            },
+        ));
+    }
+    if jwt.cache_entries > MAX_CACHE_ENTRIES {
+        return Err(invalid(
+            "jwt.cache_entries",
+            Problem::TooLarge {
+                max: MAX_CACHE_ENTRIES as u64,
+            },
+        ));
     }
     for (name, p) in &jwt.providers {
         let at = format!("jwt.providers.{name}");
@@ -463,7 +516,25 @@ fn validate_jwt(jwt: &JwtConfig, warnings: &mut Vec<ConfigWarning>) -> Result<()
                 validate_source(s, &format!("{at}.sources[{i}]"))?;
             }
         }
+        if p.max_lifetime_s == Some(0) {
+            return Err(invalid(format!("{at}.max_lifetime_s"), Problem::Zero));
+        }
+        for (i, c) in p.required_claims.iter().enumerate() {
+            if c.is_empty() {
+                return Err(invalid(
+                    format!("{at}.required_claims[{i}]"),
+                    Problem::Empty,
+                ));
+            }
+        }
+        if p.typ.as_ref().is_some_and(String::is_empty) {
+            return Err(invalid(format!("{at}.typ"), Problem::Empty));
+        }
         let mut seen = Vec::new();
+        if let Some(h) = &p.claims_header {
+            check_settable_header(h, &format!("{at}.claims_header"))?;
+            seen.push(h.as_str());
+        }
         for (i, m) in p.claims_to_headers.iter().enumerate() {
             let mat = format!("{at}.claims_to_headers[{i}]");
             if m.claim.is_empty() {

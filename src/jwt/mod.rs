@@ -1,10 +1,16 @@
 //! The JWT authentication stage.
 
 pub mod alg;
+pub mod cache;
 pub mod es384;
 pub mod json;
 pub mod keys;
+pub mod mint;
+pub mod stage;
 pub mod token;
 
 #[cfg(test)]
 mod vectors;
+
+#[cfg(test)]
+mod stage_tests;

@@ -1,0 +1,269 @@
+//! Request path normalisation, so that path-based rules (which prefixes need a token, which
+//! resource a request names) see the path the upstream will act on, not a disguise of it.
+//!
+//! Steps: split off the query; decode percent-encoded unreserved characters (RFC 3986 §2.3,
+//! so `%2e` is `.` and `%41` is `A`) and upper-case the hex of the others; merge repeated
+//! slashes; remove dot segments (RFC 3986 §5.2.4), never climbing above the root.
+//!
+//! A path that stays ambiguous is refused rather than guessed at: an encoded `/` or `\` (servers
+//! disagree on whether it separates segments), a raw `\`, invalid percent-encoding, control or
+//! non-ASCII bytes, or a path that does not start with `/`.
+
+/// A normalised path and the untouched query string (without `?`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NormalizedPath {
+    pub path: String,
+    pub query: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("the path does not start with '/'")]
+    NotAbsolute,
+    #[error("the path has invalid percent-encoding")]
+    BadEncoding,
+    #[error("the path has an encoded '/' or '\\'")]
+    EncodedSeparator,
+    #[error("the path has a backslash")]
+    Backslash,
+    #[error("the path has control or non-ASCII bytes")]
+    BadByte,
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Normalises a raw `:path` value.
+pub fn normalize(raw: &[u8]) -> Result<NormalizedPath, PathError> {
+    let (path, query) = match raw.iter().position(|b| *b == b'?') {
+        Some(i) => (&raw[..i], Some(&raw[i + 1..])),
+        None => (raw, None),
+    };
+    if path.first() != Some(&b'/') {
+        return Err(PathError::NotAbsolute);
+    }
+    let mut decoded = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < path.len() {
+        let b = path[i];
+        match b {
+            b'%' => {
+                let (h, l) = match (
+                    path.get(i + 1).copied().and_then(hex_val),
+                    path.get(i + 2).copied().and_then(hex_val),
+                ) {
+                    (Some(h), Some(l)) => (h, l),
+                    _ => return Err(PathError::BadEncoding),
+                };
+                let v = h << 4 | l;
+                if v == b'/' || v == b'\\' {
+                    return Err(PathError::EncodedSeparator);
+                }
+                if is_unreserved(v) {
+                    decoded.push(char::from(v));
+                } else {
+                    decoded.push('%');
+                    decoded.push(char::from(b"0123456789ABCDEF"[usize::from(h)]));
+                    decoded.push(char::from(b"0123456789ABCDEF"[usize::from(l)]));
+                }
+                i += 3;
+            }
+            b'\\' => return Err(PathError::Backslash),
+            0x21..=0x7e => {
+                decoded.push(char::from(b));
+                i += 1;
+            }
+            _ => return Err(PathError::BadByte),
+        }
+    }
+    let query = match query {
+        Some(q) if q.iter().all(|b| (0x21..=0x7e).contains(b)) => {
+            Some(q.iter().map(|b| char::from(*b)).collect())
+        }
+        Some(_) => return Err(PathError::BadByte),
+        None => None,
+    };
+    Ok(NormalizedPath {
+        path: remove_dot_segments(&decoded),
+        query,
+    })
+}
+
+/// Merges empty segments and resolves `.` and `..`; the result starts with `/`, and keeps a
+/// trailing `/` when the input's last segment was empty, `.` or `..`.
+fn remove_dot_segments(path: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    let mut trailing_slash = false;
+    for (i, seg) in segments.iter().enumerate() {
+        let last = i + 1 == segments.len();
+        match *seg {
+            "" | "." => trailing_slash = last,
+            ".." => {
+                out.pop();
+                trailing_slash = last;
+            }
+            s => {
+                out.push(s);
+                trailing_slash = false;
+            }
+        }
+    }
+    let mut p = String::with_capacity(path.len());
+    for s in &out {
+        p.push('/');
+        p.push_str(s);
+    }
+    if p.is_empty() || trailing_slash {
+        p.push('/');
+    }
+    p
+}
+
+/// Whether `prefix` covers `path` on a segment boundary: `/api` covers `/api` and `/api/x`
+/// but not `/apix`; a prefix ending in `/` covers everything under it.
+pub fn prefix_matches(prefix: &str, path: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+/// Why a query parameter could not be read unambiguously.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    #[error("the parameter appears more than once")]
+    Repeated,
+    #[error("the parameter does not decode to UTF-8")]
+    NotUtf8,
+}
+
+/// The value of query parameter `name`, percent-decoded.
+pub fn query_param(query: &str, name: &str) -> Result<Option<String>, QueryError> {
+    let mut found = None;
+    for pair in query.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if percent_decode(k).as_deref() == Some(name) {
+            if found.is_some() {
+                return Err(QueryError::Repeated);
+            }
+            found = Some(percent_decode(v).ok_or(QueryError::NotUtf8)?);
+        }
+    }
+    Ok(found)
+}
+
+/// `application/x-www-form-urlencoded` decoding: `+` is a space, `%XX` a byte.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let h = hex_val(*b.get(i + 1)?)?;
+                let l = hex_val(*b.get(i + 2)?)?;
+                out.push(h << 4 | l);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+
+    fn n(p: &str) -> Result<String, PathError> {
+        normalize(p.as_bytes()).map(|n| n.path)
+    }
+
+    #[test]
+    fn normalises_disguises() {
+        for (raw, want) in [
+            ("/", "/"),
+            ("/a/b", "/a/b"),
+            ("//a///b", "/a/b"),
+            ("/a/./b", "/a/b"),
+            ("/a/../b", "/b"),
+            ("/../../etc", "/etc"),
+            ("/a/%2e%2e/b", "/b"),
+            ("/a/%2E/b", "/a/b"),
+            ("/%61%70%69", "/api"),
+            ("/a/b/", "/a/b/"),
+            ("/a/b/..", "/a/"),
+            ("/a/%7e", "/a/~"),
+            ("/a/%3a", "/a/%3A"),
+            ("/a%20b", "/a%20b"),
+        ] {
+            assert_eq!(n(raw).as_deref(), Ok(want), "{raw}");
+        }
+    }
+
+    #[test]
+    fn refuses_ambiguity() {
+        assert_eq!(n("/a%2Fb"), Err(PathError::EncodedSeparator));
+        assert_eq!(n("/a%2fb"), Err(PathError::EncodedSeparator));
+        assert_eq!(n("/a%5cb"), Err(PathError::EncodedSeparator));
+        assert_eq!(n("/a\\b"), Err(PathError::Backslash));
+        assert_eq!(n("/a%zz"), Err(PathError::BadEncoding));
+        assert_eq!(n("/a%4"), Err(PathError::BadEncoding));
+        assert_eq!(n("a/b"), Err(PathError::NotAbsolute));
+        assert_eq!(n("*"), Err(PathError::NotAbsolute));
+        assert_eq!(
+            normalize(b"/a\xffb").map(|n| n.path),
+            Err(PathError::BadByte)
+        );
+        assert_eq!(n("/a b"), Err(PathError::BadByte));
+    }
+
+    #[test]
+    fn keeps_the_query() {
+        let p = normalize(b"/x/../y?a=1&b=%2F").unwrap();
+        assert_eq!(
+            (p.path.as_str(), p.query.as_deref()),
+            ("/y", Some("a=1&b=%2F"))
+        );
+    }
+
+    #[test]
+    fn prefixes_match_on_segments() {
+        assert!(prefix_matches("/api", "/api"));
+        assert!(prefix_matches("/api", "/api/v1"));
+        assert!(!prefix_matches("/api", "/apix"));
+        assert!(prefix_matches("/api/", "/api/v1"));
+        assert!(prefix_matches("/", "/anything"));
+    }
+
+    #[test]
+    fn query_params() {
+        assert_eq!(
+            query_param("a=1&access_token=x%2By+z", "access_token"),
+            Ok(Some("x+y z".into()))
+        );
+        assert_eq!(query_param("a=1", "access_token"), Ok(None));
+        assert_eq!(query_param("t=1&t=2", "t"), Err(QueryError::Repeated));
+    }
+}

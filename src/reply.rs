@@ -1,0 +1,103 @@
+//! Local replies: the answers apiguard gives instead of the upstream's, as RFC 9457
+//! `application/problem+json` documents.
+//!
+//! Every invalid token gets the very same 401 (status, headers and body), whatever the reason:
+//! telling a caller which check failed would be an oracle. The reason goes to the log and the
+//! counters only.
+
+use serde_json::json;
+
+/// A response the filter sends itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// For Envoy's response-code details (access logs), e.g. `apiguard_jwt_invalid`.
+    pub details: &'static str,
+}
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+impl Reply {
+    fn problem(status: u16, title: &str, detail: &str, details: &'static str) -> Reply {
+        let body = json!({
+            "type": "about:blank",
+            "title": title,
+            "status": status,
+            "detail": detail,
+        });
+        Reply {
+            status,
+            headers: vec![("content-type".into(), PROBLEM_JSON.into())],
+            body: body.to_string().into_bytes(),
+            details,
+        }
+    }
+
+    fn with_header(mut self, name: &str, value: &str) -> Reply {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// 401: no token where one is required.
+    pub fn token_missing() -> Reply {
+        Reply::problem(
+            401,
+            "Unauthorized",
+            "A bearer token is required.",
+            "apiguard_jwt_missing",
+        )
+        .with_header("www-authenticate", r#"Bearer realm="apiguard""#)
+    }
+
+    /// 401: a token was presented and refused, for any reason.
+    pub fn token_invalid() -> Reply {
+        Reply::problem(
+            401,
+            "Unauthorized",
+            "The bearer token is not valid.",
+            "apiguard_jwt_invalid",
+        )
+        .with_header(
+            "www-authenticate",
+            r#"Bearer realm="apiguard", error="invalid_token""#,
+        )
+    }
+
+    /// 400: a path apiguard cannot interpret unambiguously.
+    pub fn bad_path() -> Reply {
+        Reply::problem(
+            400,
+            "Bad Request",
+            "The request path is ambiguous.",
+            "apiguard_bad_path",
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+
+    #[test]
+    fn unauthorized_replies_follow_rfc6750() {
+        let m = Reply::token_missing();
+        assert_eq!(m.status, 401);
+        assert!(m.headers.contains(&(
+            "www-authenticate".into(),
+            r#"Bearer realm="apiguard""#.into()
+        )));
+        let i = Reply::token_invalid();
+        assert!(i
+            .headers
+            .iter()
+            .any(|(_, v)| v.contains(r#"error="invalid_token""#)));
+        let body: serde_json::Value = serde_json::from_slice(&i.body).unwrap();
+        assert_eq!(body["status"], 401);
+        assert_eq!(body["type"], "about:blank");
+    }
+}
