@@ -6,6 +6,7 @@ pub mod es384;
 pub mod json;
 pub mod keys;
 pub mod mint;
+pub mod remote;
 pub mod stage;
 pub mod token;
 

@@ -7,3 +7,4 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod foundation;
+mod jwt;

@@ -11,6 +11,9 @@ use serde_json::{json, Value};
 
 use crate::{repo_root, wasm_path, HarnessError, Proc, Result};
 
+/// One line per request, with what apiguard published in filter state.
+pub const ACCESS_LOG_FORMAT: &str = "%REQ(:METHOD)% %REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_CODE_DETAILS% provider=%FILTER_STATE(wasm.apiguard.provider:PLAIN)% claims=%FILTER_STATE(wasm.apiguard.claims:PLAIN)%\n";
+
 /// How long Envoy may take to load the Wasm module and become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -72,8 +75,9 @@ impl EnvoySpec {
         self
     }
 
-    /// Envoy's bootstrap configuration as JSON (Envoy reads JSON as YAML).
-    pub fn bootstrap(&self) -> Result<Value> {
+    /// Envoy's bootstrap configuration as JSON (Envoy reads JSON as YAML); the access log goes
+    /// to `<dir>/access.log`.
+    pub fn bootstrap(&self, dir: &Path) -> Result<Value> {
         let mut filters = Vec::new();
         if let Some(cfg) = &self.plugin_config {
             filters.push(wasm_filter(&wasm_path()?, cfg));
@@ -95,6 +99,14 @@ impl EnvoySpec {
                         "typed_config": {
                             "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                             "stat_prefix": "ingress_http",
+                            "access_log": [{
+                                "name": "envoy.access_loggers.file",
+                                "typed_config": {
+                                    "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                                    "path": dir.join("access.log").display().to_string(),
+                                    "log_format": {"text_format_source": {"inline_string": ACCESS_LOG_FORMAT}}
+                                }
+                            }],
                             "route_config": {"virtual_hosts": [{
                                 "name": "all", "domains": ["*"],
                                 "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}]
@@ -213,6 +225,11 @@ impl Envoy {
         proc.wait_exit(READY_TIMEOUT)
     }
 
+    /// The access log so far (flushed every 100 ms).
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("access.log")).unwrap_or_default()
+    }
+
     pub fn url(&self, path_and_query: &str) -> String {
         format!("http://{}{}", self.addr, path_and_query)
     }
@@ -262,7 +279,7 @@ fn tempdir() -> Result<tempfile::TempDir> {
 
 fn write_bootstrap(spec: &EnvoySpec, dir: &Path) -> Result<PathBuf> {
     let config = dir.join("envoy.json");
-    let text = serde_json::to_string_pretty(&spec.bootstrap()?).unwrap_or_default();
+    let text = serde_json::to_string_pretty(&spec.bootstrap(dir)?).unwrap_or_default();
     std::fs::write(&config, text).map_err(|e| HarnessError::Io(config.display().to_string(), e))?;
     Ok(config)
 }
@@ -276,6 +293,7 @@ fn spawn(config: &Path, concurrency: u32, wasm_log_level: &str, dir: &Path) -> R
         .arg("--concurrency")
         .arg(concurrency.to_string())
         .arg("--disable-hot-restart")
+        .args(["--file-flush-interval-msec", "100"])
         .arg("--admin-address-path")
         .arg(dir.join("admin.addr"))
         .arg("--log-level")

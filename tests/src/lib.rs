@@ -8,6 +8,8 @@
 
 pub mod echo;
 pub mod envoy;
+pub mod jwks;
+pub mod keys;
 pub mod load;
 pub mod proc;
 pub mod redis;
@@ -18,6 +20,7 @@ use std::time::Duration;
 
 pub use echo::{Echo, Recorded};
 pub use envoy::{Envoy, EnvoySpec};
+pub use jwks::JwksServer;
 pub use proc::Proc;
 pub use redis::{redis_cli, Limiter, Redis, RedisCluster};
 

@@ -1,36 +1,68 @@
 //! apiguard as a Proxy-Wasm HTTP filter.
 //!
 //! This crate is a thin translation layer: host events become calls into the host-independent
-//! core (`apiguard-core`), and what the core returns becomes host calls. It never calls an SDK
+//! core (`apiguard-core`), and the core's steps become host calls. It never calls an SDK
 //! convenience method that unwraps a host-call result (those panic on a host error, and a panic
 //! kills the Wasm VM for every later request on this worker); it goes through
-//! `proxy_wasm::hostcalls` and handles every `Result`.
+//! `proxy_wasm::hostcalls` (wrapped in [`host`]) and handles every `Result`.
 
+mod host;
+mod worker;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
 
-use apiguard_core::Config;
-use log::{error, info, warn};
+use apiguard_core::flow::{Event, Headers, Pipeline, Step};
+use apiguard_core::jwt::remote::FetchReason;
+use apiguard_core::jwt::stage::Invalid;
+use apiguard_core::jwt::token::Reject;
+use apiguard_core::reply::Reply;
+use log::{debug, error, info, warn};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
+
+use worker::Worker;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Trace);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
 
-/// One per plugin configuration per worker. Holds the compiled configuration that every
-/// request context on this worker shares.
+/// How often each worker looks for keys other workers fetched, and for due refreshes.
+const TICK: Duration = Duration::from_secs(1);
+
+/// One per plugin configuration per worker.
 #[derive(Default)]
 struct Root {
-    config: Option<Rc<Config>>,
+    worker: Option<Rc<RefCell<Worker>>>,
+    /// JWKS fetches this root context started: call token → provider.
+    pending: HashMap<u32, usize>,
 }
 
-impl Context for Root {}
+impl Context for Root {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
+        let Some(provider) = self.pending.remove(&token) else {
+            return;
+        };
+        if let Some(Ok(mut w)) = self.worker.as_ref().map(|w| w.try_borrow_mut()) {
+            w.finish_fetch(provider, host::now(), body_size);
+        }
+    }
+}
 
 impl RootContext for Root {
-    /// Parses and validates the configuration once. Returning `false` makes Envoy refuse the
-    /// plugin, so a bad configuration never serves traffic; the log line names the field.
+    /// Parses, validates and compiles the configuration once. Returning `false` makes Envoy
+    /// refuse the plugin, so a bad configuration never serves traffic; the log names the field.
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
             Ok(Some(bytes)) => bytes,
@@ -40,23 +72,46 @@ impl RootContext for Root {
                 return false;
             }
         };
-        match Config::from_json(&bytes) {
-            Ok(validated) => {
-                for w in &validated.warnings {
-                    warn!("apiguard: configuration warning: {w}");
-                }
-                info!(
-                    "apiguard: configuration loaded (jwt: {}, policy: {}, rate_limit: {})",
-                    on_off(validated.config.jwt.is_some()),
-                    on_off(validated.config.policy.is_some()),
-                    on_off(validated.config.rate_limit.is_some()),
-                );
-                self.config = Some(Rc::new(validated.config));
-                true
-            }
+        let (pipeline, warnings) = match Pipeline::from_json(&bytes) {
+            Ok(p) => p,
             Err(e) => {
                 error!("apiguard: invalid configuration: {e}");
-                false
+                return false;
+            }
+        };
+        for w in &warnings {
+            warn!("apiguard: configuration warning: {w}");
+        }
+        info!(
+            "apiguard: configuration loaded (jwt: {}, policy: {}, rate_limit: {})",
+            on_off(pipeline.config.jwt.is_some()),
+            on_off(pipeline.config.policy.is_some()),
+            on_off(pipeline.config.rate_limit.is_some()),
+        );
+        let worker = Worker::new(Arc::new(pipeline));
+        if worker.has_remote_keys() {
+            worker.create_leases();
+            if let Err(status) = hostcalls::set_tick_period(TICK) {
+                error!("apiguard: cannot start the JWKS refresh timer: {status:?}");
+                return false;
+            }
+        }
+        self.worker = Some(Rc::new(RefCell::new(worker)));
+        true
+    }
+
+    /// Picks up keys other workers fetched and starts refreshes that are due.
+    fn on_tick(&mut self) {
+        let Some(Ok(mut w)) = self.worker.as_ref().map(|w| w.try_borrow_mut()) else {
+            return;
+        };
+        let now = host::now();
+        w.sync(now);
+        for provider in w.due(now) {
+            if let Some(fetch) = w.begin_fetch(provider, now, FetchReason::Refresh) {
+                if let Some(token) = w.dispatch(&fetch, now) {
+                    self.pending.insert(token, provider);
+                }
             }
         }
     }
@@ -67,7 +122,9 @@ impl RootContext for Root {
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Request {
-            _config: self.config.clone(),
+            worker: self.worker.clone(),
+            pending: None,
+            retried: false,
         }))
     }
 }
@@ -82,14 +139,120 @@ fn on_off(on: bool) -> &'static str {
 
 /// One per HTTP request.
 struct Request {
-    // Held for the stages that read it; the pass-through stage does not.
-    _config: Option<Rc<Config>>,
+    worker: Option<Rc<RefCell<Worker>>>,
+    /// A JWKS fetch this request waits for: call token and provider.
+    pending: Option<(u32, usize)>,
+    /// The request already waited for one fetch; it does not wait for another.
+    retried: bool,
 }
 
-impl Context for Request {}
+impl Request {
+    /// Runs the pipeline and carries out its step. Fails closed: without a worker (which
+    /// Envoy never allows, since a failed configuration refuses the plugin) nothing passes.
+    fn process(&mut self) -> Action {
+        let Some(Ok(mut w)) = self.worker.as_ref().map(|w| w.try_borrow_mut()) else {
+            host::respond(&unavailable());
+            return Action::Pause;
+        };
+        let now = host::now();
+        let headers = host::request_headers();
+        let path = host::header_bytes(MapType::HttpRequestHeaders, ":path").unwrap_or_default();
+        let pipeline = w.pipeline.clone();
+        let outcome = pipeline.on_request(&path, &Headers::new(&headers), now, &mut w.state);
+        w.count(&outcome.events);
+        for e in &outcome.events {
+            if let Event::JwtRejected(why) = e {
+                debug!(
+                    "apiguard: token refused ({}): {why:?} on {}",
+                    why.class(),
+                    String::from_utf8_lossy(&path)
+                );
+            }
+        }
+        match outcome.step {
+            Step::Continue(ops) => {
+                host::apply(&ops);
+                if let Some(who) = &outcome.identity {
+                    host::set_filter_state("apiguard.provider", who.provider.as_bytes());
+                    let claims = serde_json::Value::Object((*who.claims).clone()).to_string();
+                    host::set_filter_state("apiguard.claims", claims.as_bytes());
+                }
+                Action::Continue
+            }
+            Step::Respond(reply) => {
+                host::respond(&reply);
+                Action::Pause
+            }
+            Step::FetchKeys {
+                provider,
+                unknown_kid,
+            } => {
+                let reason = if unknown_kid {
+                    FetchReason::UnknownKid
+                } else {
+                    FetchReason::Refresh
+                };
+                if !self.retried {
+                    if let Some(fetch) = w.begin_fetch(provider, now, reason) {
+                        if let Some(token) = w.dispatch(&fetch, now) {
+                            self.pending = Some((token, provider));
+                            return Action::Pause;
+                        }
+                    }
+                }
+                let why = if unknown_kid {
+                    Invalid::Token(Reject::UnknownKid)
+                } else {
+                    Invalid::NoKeys
+                };
+                w.count(&[Event::JwtRejected(why)]);
+                debug!("apiguard: token refused ({}): {why:?}", why.class());
+                host::respond(&Reply::token_invalid());
+                Action::Pause
+            }
+        }
+    }
+}
+
+/// The answer when the filter cannot work at all.
+fn unavailable() -> Reply {
+    Reply {
+        status: 503,
+        headers: vec![("content-type".into(), "application/problem+json".into())],
+        body: br#"{"type":"about:blank","title":"Service Unavailable","status":503,"detail":"apiguard is not ready."}"#.to_vec(),
+        details: "apiguard_unavailable",
+    }
+}
+
+impl Context for Request {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
+        let Some((waiting, provider)) = self.pending.take() else {
+            return;
+        };
+        if waiting != token {
+            self.pending = Some((waiting, provider));
+            return;
+        }
+        if let Some(Ok(mut w)) = self.worker.as_ref().map(|w| w.try_borrow_mut()) {
+            w.finish_fetch(provider, host::now(), body_size);
+        }
+        self.retried = true;
+        if let Action::Continue = self.process() {
+            if let Err(status) = hostcalls::resume_http_request() {
+                warn!("apiguard: cannot resume the request: {status:?}");
+            }
+        }
+    }
+}
 
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        Action::Continue
+        self.process()
     }
 }

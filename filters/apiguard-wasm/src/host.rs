@@ -1,0 +1,144 @@
+//! Thin wrappers over `proxy_wasm::hostcalls`: every host result is handled here, so the rest
+//! of the filter never sees a `Result` it could be tempted to unwrap.
+//!
+//! `get_map_bytes` is the one SDK call that could panic on host data (it expects UTF-8 header
+//! names); Envoy's HTTP codecs only admit RFC 9110 token characters in names, and values are
+//! kept as bytes.
+
+use std::collections::HashMap;
+use std::time::{Duration, UNIX_EPOCH};
+
+use apiguard_core::flow::HeaderOp;
+use apiguard_core::reply::Reply;
+use log::warn;
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{BufferType, MapType, MetricType};
+
+/// Unix seconds by the host's clock (0 if the host cannot tell, which fails every `exp`).
+pub fn now() -> i64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// All request headers, values as bytes.
+pub fn request_headers() -> Vec<(String, Vec<u8>)> {
+    hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default()
+}
+
+pub fn header_bytes(map: MapType, name: &str) -> Option<Vec<u8>> {
+    hostcalls::get_map_value_bytes(map, name).ok().flatten()
+}
+
+/// Applies header changes to the request on its way upstream.
+pub fn apply(ops: &[HeaderOp]) {
+    for op in ops {
+        let result = match op {
+            HeaderOp::Remove(name) => {
+                hostcalls::remove_map_value(MapType::HttpRequestHeaders, name)
+            }
+            HeaderOp::Set(name, value) => {
+                hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
+            }
+        };
+        if let Err(status) = result {
+            warn!("apiguard: cannot change request header ({op:?}): {status:?}");
+        }
+    }
+}
+
+/// Sends a local reply.
+pub fn respond(reply: &Reply) {
+    let headers: Vec<(&str, &str)> = reply
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    if let Err(status) =
+        hostcalls::send_http_response(u32::from(reply.status), headers, Some(&reply.body))
+    {
+        warn!(
+            "apiguard: cannot send the {} reply: {status:?}",
+            reply.status
+        );
+    }
+}
+
+/// Stores a value in this request's filter state as `wasm.<name>` (readable in access logs
+/// with `%FILTER_STATE(wasm.<name>:PLAIN)%`).
+pub fn set_filter_state(name: &str, value: &[u8]) {
+    if let Err(status) = hostcalls::set_property(vec![name], Some(value)) {
+        warn!("apiguard: cannot set filter state {name}: {status:?}");
+    }
+}
+
+/// An outgoing GET to an Envoy cluster; the call's token on success.
+pub fn http_get(
+    cluster: &str,
+    path: &str,
+    authority: &str,
+    timeout: Duration,
+) -> Result<u32, String> {
+    let headers = vec![
+        (":method", "GET"),
+        (":path", path),
+        (":authority", authority),
+        ("accept", "application/json"),
+    ];
+    hostcalls::dispatch_http_call(cluster, headers, None, vec![], timeout)
+        .map_err(|s| format!("{s:?}"))
+}
+
+/// A finished call's status (`None` when no response arrived: reset, timeout, no cluster) and
+/// body, the body read only when it is at most `max` bytes.
+pub fn call_response(body_size: usize, max: usize) -> (Option<u16>, Vec<u8>) {
+    let status = header_bytes(MapType::HttpCallResponseHeaders, ":status")
+        .and_then(|s| std::str::from_utf8(&s).ok().and_then(|s| s.parse().ok()));
+    let body = if body_size <= max {
+        hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    (status, body)
+}
+
+/// A shared-data value and its compare-and-swap version.
+pub fn shared_get(key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+    hostcalls::get_shared_data(key).unwrap_or((None, None))
+}
+
+/// Writes shared data; with `cas`, only if nobody wrote since that version.
+pub fn shared_set(key: &str, value: &[u8], cas: Option<u32>) -> bool {
+    hostcalls::set_shared_data(key, Some(value), cas).is_ok()
+}
+
+/// Envoy counters, defined once per VM (Envoy shows them as `wasmcustom.<name>`).
+#[derive(Default)]
+pub struct Counters {
+    ids: HashMap<&'static str, u32>,
+}
+
+impl Counters {
+    pub fn define(names: &[&'static str]) -> Counters {
+        let mut ids = HashMap::new();
+        for name in names {
+            match hostcalls::define_metric(MetricType::Counter, name) {
+                Ok(id) => {
+                    ids.insert(*name, id);
+                }
+                Err(status) => warn!("apiguard: cannot define metric {name}: {status:?}"),
+            }
+        }
+        Counters { ids }
+    }
+
+    pub fn inc(&self, name: &str) {
+        if let Some(id) = self.ids.get(name) {
+            let _ = hostcalls::increment_metric(*id, 1);
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! A JWK Set server for remote-JWKS tests: serves whatever document the test sets, counts
+//! fetches, and can be stopped (connections refused) mid-test.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use tokio::sync::oneshot;
+
+use crate::{HarnessError, Result};
+
+#[derive(Default)]
+struct Served {
+    status: u16,
+    body: String,
+    fetches: usize,
+}
+
+pub struct JwksServer {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<Served>>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl JwksServer {
+    /// Serves `body` at `/.well-known/jwks.json` with status 200.
+    pub async fn start(body: &str) -> Result<JwksServer> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| HarnessError::Io("jwks server: bind".into(), e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| HarnessError::Io("jwks server: local_addr".into(), e))?;
+        let state = Arc::new(Mutex::new(Served {
+            status: 200,
+            body: body.to_owned(),
+            fetches: 0,
+        }));
+        let app = Router::new()
+            .route("/.well-known/jwks.json", get(serve))
+            .with_state(state.clone());
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Ok(JwksServer {
+            addr,
+            state,
+            stop: Some(stop),
+        })
+    }
+
+    /// From now on, answer with this status and body.
+    pub fn set(&self, status: u16, body: &str) {
+        if let Ok(mut s) = self.state.lock() {
+            s.status = status;
+            s.body = body.to_owned();
+        }
+    }
+
+    pub fn fetches(&self) -> usize {
+        self.state.lock().map(|s| s.fetches).unwrap_or_default()
+    }
+
+    /// Stops listening: later fetches find the port closed.
+    pub fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl Drop for JwksServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn serve(State(state): State<Arc<Mutex<Served>>>) -> impl IntoResponse {
+    let (status, body) = match state.lock() {
+        Ok(mut s) => {
+            s.fetches += 1;
+            (s.status, s.body.clone())
+        }
+        Err(_) => (500, String::new()),
+    };
+    (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        [("content-type", "application/json")],
+        body,
+    )
+}
