@@ -303,16 +303,20 @@ async fn remote_jwks_fetch_rotation_and_outage() {
         envoy.proc.log()
     );
 
-    // Unknown kids do not turn into a fetch storm: at most one refetch per min_refetch_s.
+    // Unknown kids do not turn into a fetch storm: at most one refetch per min_refetch_s (1 s),
+    // besides the periodic refresh (2 s here).
     let before = server.fetches();
+    let started = std::time::Instant::now();
     let stranger = token(Algorithm::ES256, "nobody", es, &claims(json!({})));
     for _ in 0..30 {
         assert_eq!(get(&envoy, "/a", bearer(&stranger)).await.0, 401);
     }
+    let fetched = server.fetches() - before;
+    let allowed = 2 + (started.elapsed().as_secs_f64() * 1.5).ceil() as usize;
     assert!(
-        server.fetches() - before <= 2,
-        "{} fetches for 30 unknown-kid requests",
-        server.fetches() - before
+        fetched <= allowed.min(10),
+        "{fetched} fetches for 30 unknown-kid requests in {:?}",
+        started.elapsed()
     );
 
     // Outage after warm-up: refreshes fail, the last good keys keep working.
