@@ -4,11 +4,9 @@
 
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
-
 use crate::config::{Config, ConfigError, ConfigWarning};
 use crate::jwt::cache::TokenCache;
-use crate::jwt::stage::{AuthOutcome, Invalid, JwtStage, KeyRing};
+use crate::jwt::stage::{AuthOutcome, Claims, Invalid, JwtStage, KeyRing};
 use crate::path::{self, NormalizedPath};
 use crate::reply::Reply;
 
@@ -72,8 +70,8 @@ pub enum Event {
 /// The verified identity, for later stages and for access logs.
 #[derive(Debug, Clone)]
 pub struct Authenticated {
-    pub provider: String,
-    pub claims: Arc<Map<String, Value>>,
+    pub provider: Arc<str>,
+    pub claims: Arc<Claims>,
 }
 
 /// A step and what led to it.
@@ -163,7 +161,7 @@ impl Pipeline {
             AuthOutcome::Verified { identity, cached } => {
                 events.push(Event::JwtAccepted { cached: *cached });
                 let who = Authenticated {
-                    provider: jwt.provider_name(identity.provider).to_owned(),
+                    provider: jwt.provider_name(identity.provider),
                     claims: identity.claims.clone(),
                 };
                 (Step::Continue(jwt.mutations(&auth)), Some(who))

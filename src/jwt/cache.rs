@@ -7,12 +7,13 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use lru::LruCache;
-use serde_json::{Map, Value};
+
+use super::stage::Claims;
 
 #[derive(Debug, Clone)]
 pub struct CachedToken {
     pub provider: usize,
-    pub claims: Arc<Map<String, Value>>,
+    pub claims: Arc<Claims>,
     pub exp: i64,
     /// The token arrived in this header (stripped when the provider does not forward tokens).
     pub header: Option<String>,

@@ -37,7 +37,7 @@ pub enum Jwks {
 
 #[derive(Debug, Clone)]
 pub struct Provider {
-    pub name: String,
+    pub name: Arc<str>,
     pub policy: Policy,
     pub jwks: Jwks,
     sources: Vec<Source>,
@@ -104,11 +104,26 @@ impl KeyRing {
     }
 }
 
+/// A verified claims set, with its JSON serialised once (for filter state and the optional
+/// claims header) rather than on every request.
+#[derive(Debug)]
+pub struct Claims {
+    pub map: Map<String, Value>,
+    pub json: String,
+}
+
+impl Claims {
+    pub fn new(map: Map<String, Value>) -> Claims {
+        let json = Value::Object(map.clone()).to_string();
+        Claims { map, json }
+    }
+}
+
 /// The verified caller.
 #[derive(Debug, Clone)]
 pub struct Identity {
     pub provider: usize,
-    pub claims: Arc<Map<String, Value>>,
+    pub claims: Arc<Claims>,
     pub exp: i64,
     /// The header the token came in, if it came in one.
     header: Option<String>,
@@ -226,7 +241,7 @@ impl JwtStage {
                 }
             }
             providers.push(Provider {
-                name: name.clone(),
+                name: Arc::from(name.as_str()),
                 policy: Policy {
                     issuer: p.issuer.clone(),
                     audiences: p.audiences.clone(),
@@ -367,7 +382,7 @@ impl JwtStage {
         };
         match token::verify(&parsed, &claims, &provider.policy, keys, now) {
             Ok(v) => {
-                let claims = Arc::new(v.claims);
+                let claims = Arc::new(Claims::new(v.claims));
                 cache.put(
                     &token,
                     CachedToken {
@@ -397,37 +412,48 @@ impl JwtStage {
         }
     }
 
-    /// What to change in the upstream request: the identity headers are always removed first
-    /// (so a client can never supply them), then set from a verified token.
+    /// What to change in the upstream request: every identity header a client sent is removed
+    /// or replaced (so a client can never supply one), and set from a verified token.
     pub fn mutations(&self, outcome: &AuthOutcome) -> Vec<HeaderOp> {
-        let mut ops: Vec<HeaderOp> = self.strip.iter().cloned().map(HeaderOp::Remove).collect();
+        let mut set: Vec<HeaderOp> = Vec::new();
+        let mut ops: Vec<HeaderOp> = Vec::new();
         if let AuthOutcome::Verified { identity, .. } = outcome {
-            let Some(p) = self.providers.get(identity.provider) else {
-                return ops;
-            };
-            for (path, header) in &p.claims_to_headers {
-                if let Some(v) = claim_header_value(&identity.claims, path) {
-                    ops.push(HeaderOp::Set(header.clone(), v));
+            if let Some(p) = self.providers.get(identity.provider) {
+                for (path, header) in &p.claims_to_headers {
+                    if let Some(v) = claim_header_value(&identity.claims.map, path) {
+                        set.push(HeaderOp::Set(header.clone(), v));
+                    }
                 }
-            }
-            if let Some(h) = &p.claims_header {
-                let json = Value::Object((*identity.claims).clone()).to_string();
-                ops.push(HeaderOp::Set(
-                    h.clone(),
-                    Base64UrlUnpadded::encode_string(json.as_bytes()),
-                ));
-            }
-            if !p.forward_token {
-                if let Some(h) = &identity.header {
-                    ops.push(HeaderOp::Remove(h.clone()));
+                if let Some(h) = &p.claims_header {
+                    set.push(HeaderOp::Set(
+                        h.clone(),
+                        Base64UrlUnpadded::encode_string(identity.claims.json.as_bytes()),
+                    ));
+                }
+                if !p.forward_token {
+                    if let Some(h) = &identity.header {
+                        ops.push(HeaderOp::Remove(h.clone()));
+                    }
                 }
             }
         }
+        // A Set replaces every value a client sent; the other identity headers are removed.
+        for h in &self.strip {
+            if !set
+                .iter()
+                .any(|op| matches!(op, HeaderOp::Set(n, _) if n == h))
+            {
+                ops.push(HeaderOp::Remove(h.clone()));
+            }
+        }
+        ops.extend(set);
         ops
     }
 
-    pub fn provider_name(&self, i: usize) -> &str {
-        self.providers.get(i).map_or("", |p| p.name.as_str())
+    pub fn provider_name(&self, i: usize) -> Arc<str> {
+        self.providers
+            .get(i)
+            .map_or_else(|| Arc::from(""), |p| p.name.clone())
     }
 }
 

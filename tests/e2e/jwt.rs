@@ -100,11 +100,7 @@ async fn every_algorithm_passes_and_identity_headers_cannot_be_spoofed() {
     assert!(log.contains("provider=primary claims={"), "{log}");
     assert!(log.contains(r#""sub":"user-ed""#), "{log}");
     assert!(
-        envoy
-            .stat("wasmcustom.apiguard.jwt.accepted")
-            .await
-            .unwrap_or(0)
-            >= 4,
+        envoy.wait_stat("wasmcustom.apiguard.jwt.accepted", 4).await >= 4,
         "{}",
         envoy.stats_text("apiguard").await
     );
@@ -241,19 +237,14 @@ async fn hostile_requests_get_401_never_reach_the_upstream_and_the_vm_survives()
     );
     assert!(
         envoy
-            .stat("wasmcustom.apiguard.jwt.rejected.malformed")
+            .wait_stat("wasmcustom.apiguard.jwt.rejected.malformed", 1)
             .await
-            .unwrap_or(0)
             > 0,
         "{stats}"
     );
     // "missing" also counts the vectors' empty tokens: Envoy trims `Bearer ` to `Bearer`.
     assert!(
-        envoy
-            .stat("wasmcustom.apiguard.jwt.missing")
-            .await
-            .unwrap_or(0)
-            >= 1,
+        envoy.wait_stat("wasmcustom.apiguard.jwt.missing", 1).await >= 1,
         "{stats}"
     );
 }
@@ -331,18 +322,16 @@ async fn remote_jwks_fetch_rotation_and_outage() {
     assert_eq!(get(&envoy, "/a", bearer(&fresh)).await.0, 200);
     assert!(
         envoy
-            .stat("wasmcustom.apiguard.jwks.fetch_failure")
+            .wait_stat("wasmcustom.apiguard.jwks.fetch_failure", 1)
             .await
-            .unwrap_or(0)
             >= 1,
         "{}",
         envoy.stats_text("apiguard").await
     );
     assert!(
         envoy
-            .stat("wasmcustom.apiguard.jwks.fetch_success")
+            .wait_stat("wasmcustom.apiguard.jwks.fetch_success", 2)
             .await
-            .unwrap_or(0)
             >= 2
     );
 }
@@ -365,9 +354,8 @@ async fn remote_jwks_down_from_the_start_is_401_never_200() {
     assert!(echo.requests().is_empty());
     assert!(
         envoy
-            .stat("wasmcustom.apiguard.jwt.rejected.keys_unavailable")
+            .wait_stat("wasmcustom.apiguard.jwt.rejected.keys_unavailable", 1)
             .await
-            .unwrap_or(0)
             >= 1,
         "{}",
         envoy.stats_text("apiguard").await

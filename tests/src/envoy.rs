@@ -46,6 +46,8 @@ pub struct EnvoySpec {
     pub concurrency: u32,
     /// Envoy's `--component-log-level` for the `wasm` component.
     pub wasm_log_level: &'static str,
+    /// Native HTTP filters placed before the apiguard filter (e.g. `jwt_authn` baselines).
+    pub native_filters: Vec<Value>,
 }
 
 impl EnvoySpec {
@@ -56,6 +58,7 @@ impl EnvoySpec {
             clusters: Vec::new(),
             concurrency: 1,
             wasm_log_level: "debug",
+            native_filters: Vec::new(),
         }
     }
 
@@ -70,6 +73,12 @@ impl EnvoySpec {
         self
     }
 
+    /// Adds a native HTTP filter (its full `http_filters` entry).
+    pub fn with_native_filter(mut self, filter: Value) -> Self {
+        self.native_filters.push(filter);
+        self
+    }
+
     pub fn concurrency(mut self, workers: u32) -> Self {
         self.concurrency = workers;
         self
@@ -78,7 +87,7 @@ impl EnvoySpec {
     /// Envoy's bootstrap configuration as JSON (Envoy reads JSON as YAML); the access log goes
     /// to `<dir>/access.log`.
     pub fn bootstrap(&self, dir: &Path) -> Result<Value> {
-        let mut filters = Vec::new();
+        let mut filters = self.native_filters.clone();
         if let Some(cfg) = &self.plugin_config {
             filters.push(wasm_filter(&wasm_path()?, cfg));
         }
@@ -254,6 +263,19 @@ impl Envoy {
             .find(|s| s["name"] == name)?
             .get("value")?
             .as_u64()
+    }
+
+    /// Waits (up to 5 s) until a counter reaches `min` and returns its value: apiguard hands
+    /// its counters to Envoy once a second.
+    pub async fn wait_stat(&self, name: &str, min: u64) -> u64 {
+        let start = Instant::now();
+        loop {
+            let v = self.stat(name).await.unwrap_or(0);
+            if v >= min || start.elapsed() > Duration::from_secs(5) {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// All stats whose names contain `needle`, as `name: value` lines (for diagnostics).

@@ -5,7 +5,6 @@
 //! names); Envoy's HTTP codecs only admit RFC 9110 token characters in names, and values are
 //! kept as bytes.
 
-use std::collections::HashMap;
 use std::time::{Duration, UNIX_EPOCH};
 
 use apiguard_core::flow::HeaderOp;
@@ -117,28 +116,46 @@ pub fn shared_set(key: &str, value: &[u8], cas: Option<u32>) -> bool {
 }
 
 /// Envoy counters, defined once per VM (Envoy shows them as `wasmcustom.<name>`).
+///
+/// Increments are kept in the VM and handed to Envoy in one batch per tick ([`Counters::flush`]):
+/// a host call per counter per request would cost more than the counting is worth. Envoy's own
+/// stats are flushed every few seconds anyway, so nothing observable is lost.
 #[derive(Default)]
 pub struct Counters {
-    ids: HashMap<&'static str, u32>,
+    ids: Vec<(&'static str, Option<u32>, u64)>,
 }
 
 impl Counters {
     pub fn define(names: &[&'static str]) -> Counters {
-        let mut ids = HashMap::new();
-        for name in names {
-            match hostcalls::define_metric(MetricType::Counter, name) {
-                Ok(id) => {
-                    ids.insert(*name, id);
-                }
-                Err(status) => warn!("apiguard: cannot define metric {name}: {status:?}"),
-            }
-        }
+        let ids = names
+            .iter()
+            .map(
+                |name| match hostcalls::define_metric(MetricType::Counter, name) {
+                    Ok(id) => (*name, Some(id), 0),
+                    Err(status) => {
+                        warn!("apiguard: cannot define metric {name}: {status:?}");
+                        (*name, None, 0)
+                    }
+                },
+            )
+            .collect();
         Counters { ids }
     }
 
-    pub fn inc(&self, name: &str) {
-        if let Some(id) = self.ids.get(name) {
-            let _ = hostcalls::increment_metric(*id, 1);
+    pub fn inc(&mut self, name: &str) {
+        if let Some(c) = self.ids.iter_mut().find(|(n, _, _)| *n == name) {
+            c.2 += 1;
+        }
+    }
+
+    /// Hands the pending increments to Envoy.
+    pub fn flush(&mut self) {
+        for (_, id, pending) in &mut self.ids {
+            if let (Some(id), true) = (id, *pending > 0) {
+                let _ =
+                    hostcalls::increment_metric(*id, i64::try_from(*pending).unwrap_or(i64::MAX));
+                *pending = 0;
+            }
         }
     }
 }

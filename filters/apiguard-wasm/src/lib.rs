@@ -23,7 +23,7 @@ use apiguard_core::reply::Reply;
 use log::{debug, error, info, warn};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel};
 
 use worker::Worker;
 
@@ -32,7 +32,8 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
 
-/// How often each worker looks for keys other workers fetched, and for due refreshes.
+/// How often each worker flushes its counters to Envoy and looks for keys other workers
+/// fetched and for due refreshes.
 const TICK: Duration = Duration::from_secs(1);
 
 /// One per plugin configuration per worker.
@@ -89,12 +90,11 @@ impl RootContext for Root {
             on_off(pipeline.config.rate_limit.is_some()),
         );
         let worker = Worker::new(Arc::new(pipeline));
-        if worker.has_remote_keys() {
-            worker.create_leases();
-            if let Err(status) = hostcalls::set_tick_period(TICK) {
-                error!("apiguard: cannot start the JWKS refresh timer: {status:?}");
-                return false;
-            }
+        worker.create_leases();
+        // The tick flushes counters and, with remote JWKS, syncs and refreshes keys.
+        if let Err(status) = hostcalls::set_tick_period(TICK) {
+            error!("apiguard: cannot start the timer: {status:?}");
+            return false;
         }
         self.worker = Some(Rc::new(RefCell::new(worker)));
         true
@@ -105,6 +105,10 @@ impl RootContext for Root {
         let Some(Ok(mut w)) = self.worker.as_ref().map(|w| w.try_borrow_mut()) else {
             return;
         };
+        w.counters.flush();
+        if !w.has_remote_keys() {
+            return;
+        }
         let now = host::now();
         w.sync(now);
         for provider in w.due(now) {
@@ -156,9 +160,13 @@ impl Request {
         };
         let now = host::now();
         let headers = host::request_headers();
-        let path = host::header_bytes(MapType::HttpRequestHeaders, ":path").unwrap_or_default();
+        let path = headers
+            .iter()
+            .find(|(n, _)| n == ":path")
+            .map(|(_, v)| v.as_slice())
+            .unwrap_or_default();
         let pipeline = w.pipeline.clone();
-        let outcome = pipeline.on_request(&path, &Headers::new(&headers), now, &mut w.state);
+        let outcome = pipeline.on_request(path, &Headers::new(&headers), now, &mut w.state);
         w.count(&outcome.events);
         for e in &outcome.events {
             if let Event::JwtRejected(why) = e {
@@ -174,8 +182,7 @@ impl Request {
                 host::apply(&ops);
                 if let Some(who) = &outcome.identity {
                     host::set_filter_state("apiguard.provider", who.provider.as_bytes());
-                    let claims = serde_json::Value::Object((*who.claims).clone()).to_string();
-                    host::set_filter_state("apiguard.claims", claims.as_bytes());
+                    host::set_filter_state("apiguard.claims", who.claims.json.as_bytes());
                 }
                 Action::Continue
             }

@@ -106,7 +106,7 @@ impl Worker {
         self.remote.iter().any(Option::is_some)
     }
 
-    pub fn count(&self, events: &[Event]) {
+    pub fn count(&mut self, events: &[Event]) {
         for e in events {
             match e {
                 Event::JwtAccepted { cached } => {

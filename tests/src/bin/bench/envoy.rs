@@ -1,65 +1,91 @@
-//! Envoy CPU time per request, apiguard against a baseline measured in the same run.
+//! Envoy CPU time per request: apiguard against baselines measured in the same run.
 //!
 //! Method: one Envoy per variant, each with `--concurrency 1`, all started up front and warmed.
-//! Rounds interleave the variants (A B A B …) so drift in machine speed hits both alike. A round
-//! sends a fixed number of requests over kept-alive connections and divides the Envoy process's
-//! CPU time (`/proc/<pid>/stat`, user + system) by the growth of Envoy's completed-request
-//! counter. The figure to quote is the per-round ratio to the baseline: its median and range.
+//! Rounds interleave the variants (A B C … A B C …) so drift in machine speed hits all alike. A
+//! round sends a fixed number of requests over kept-alive connections and divides the Envoy
+//! process's CPU time (`/proc/<pid>/stat`, user + system) by the growth of Envoy's
+//! completed-request counter. The figures to quote are per-round ratios to a baseline: their
+//! median and range.
 //!
 //! Environment: `APIGUARD_BENCH_ROUNDS` (default 7), `APIGUARD_BENCH_REQUESTS` per round
-//! (default 20000), `APIGUARD_BENCH_CONCURRENCY` connections (default 16).
+//! (default 20000; variants that verify a signature on every request send a tenth),
+//! `APIGUARD_BENCH_CONCURRENCY` connections (default 16).
 
+use apiguard::config::Algorithm;
+use apiguard_e2e::keys::{self, claims, token};
 use apiguard_e2e::load::{drive, process_cpu, summary};
 use apiguard_e2e::{Echo, Envoy, EnvoySpec};
-
-const COMPLETED: &str = "http.ingress_http.downstream_rq_completed";
-
-struct Variant {
-    name: &'static str,
-    envoy: Envoy,
-    cpu_us_per_req: Vec<f64>,
-}
+use serde_json::{json, Value};
 
 use crate::{env_u64, BenchResult};
 
-pub async fn run() -> BenchResult {
+const COMPLETED: &str = "http.ingress_http.downstream_rq_completed";
+
+pub struct Variant {
+    pub name: String,
+    pub envoy: Envoy,
+    /// The Authorization header value sent, if any.
+    pub auth: Option<String>,
+    /// Divides the round's request count (slow variants send fewer).
+    pub divisor: u64,
+    pub cpu_us_per_req: Vec<f64>,
+}
+
+impl Variant {
+    pub async fn new(
+        name: &str,
+        spec: EnvoySpec,
+        auth: Option<String>,
+        divisor: u64,
+    ) -> Result<Variant, Box<dyn std::error::Error>> {
+        let mut spec = spec;
+        spec.wasm_log_level = "info";
+        Ok(Variant {
+            name: name.to_owned(),
+            envoy: Envoy::start(&spec).await?,
+            auth,
+            divisor,
+            cpu_us_per_req: Vec::new(),
+        })
+    }
+}
+
+/// Runs interleaved rounds over `variants` and fills their figures.
+pub async fn measure(variants: &mut [Variant]) -> BenchResult {
     let rounds = env_u64("APIGUARD_BENCH_ROUNDS", 7);
     let requests = env_u64("APIGUARD_BENCH_REQUESTS", 20_000);
     let conc = env_u64("APIGUARD_BENCH_CONCURRENCY", 16);
-    let echo = Echo::start().await?;
-
-    let mut variants = vec![
-        Variant {
-            name: "no filter (baseline)",
-            envoy: Envoy::start(&EnvoySpec::new(echo.addr)).await?,
-            cpu_us_per_req: Vec::new(),
-        },
-        Variant {
-            name: "apiguard pass-through",
-            envoy: Envoy::start(&EnvoySpec::new(echo.addr).with_filter("{}")).await?,
-            cpu_us_per_req: Vec::new(),
-        },
-    ];
-    println!(
-        "Envoy CPU per request: {rounds} interleaved rounds x {requests} requests, {conc} connections, --concurrency 1"
-    );
-    for v in &variants {
-        let warm = drive(&v.envoy.url("/bench"), &[], requests / 4, conc).await;
-        if warm.ok == 0 {
-            return Err(format!("{}: warm-up got no 2xx ({warm:?})", v.name).into());
+    println!("Envoy CPU per request: {rounds} interleaved rounds x {requests} requests, {conc} connections, --concurrency 1");
+    for v in variants.iter() {
+        let headers = auth_header(v);
+        let warm = drive(
+            &v.envoy.url("/bench"),
+            &headers,
+            requests / v.divisor / 4,
+            conc,
+        )
+        .await;
+        if warm.ok == 0 || warm.other_status > 0 {
+            return Err(format!(
+                "{}: warm-up got {} 2xx and {} other answers",
+                v.name, warm.ok, warm.other_status
+            )
+            .into());
         }
     }
     for round in 0..rounds {
-        for v in &mut variants {
+        for v in variants.iter_mut() {
+            let n = requests / v.divisor;
+            let headers = auth_header(v);
             let pid = v.envoy.proc.pid();
             let cpu0 = process_cpu(pid).ok_or("cannot read Envoy CPU time")?;
             let n0 = v.envoy.stat(COMPLETED).await.ok_or("no request counter")?;
-            let r = drive(&v.envoy.url("/bench"), &[], requests, conc).await;
+            let r = drive(&v.envoy.url("/bench"), &headers, n, conc).await;
             let cpu1 = process_cpu(pid).ok_or("cannot read Envoy CPU time")?;
             let n1 = v.envoy.stat(COMPLETED).await.ok_or("no request counter")?;
-            if r.ok != requests {
+            if r.ok != n {
                 return Err(format!(
-                    "{} round {round}: {} of {requests} succeeded ({} other status, {} errors)",
+                    "{} round {round}: {} of {n} succeeded ({} other status, {} errors)",
                     v.name, r.ok, r.other_status, r.errors
                 )
                 .into());
@@ -70,31 +96,152 @@ pub async fn run() -> BenchResult {
         }
     }
     println!(
-        "{:<26} {:>12} {:>20}",
+        "{:<44} {:>12} {:>20}",
         "variant", "CPU µs/req", "range (min–max)"
     );
-    for v in &variants {
+    for v in variants.iter() {
         let (med, lo, hi) = summary(&v.cpu_us_per_req);
         println!(
-            "{:<26} {med:>12.1} {:>20}",
+            "{:<44} {med:>12.1} {:>20}",
             v.name,
             format!("{lo:.1}–{hi:.1}")
         );
     }
-    let base = &variants[0].cpu_us_per_req;
-    for v in &variants[1..] {
-        let ratios: Vec<f64> = v
-            .cpu_us_per_req
-            .iter()
-            .zip(base)
-            .map(|(x, b)| x / b)
-            .collect();
-        let (med, lo, hi) = summary(&ratios);
-        println!(
-            "ratio {} / baseline: median {med:.3}x (range {lo:.3}–{hi:.3}x over {} rounds)",
-            v.name,
-            ratios.len()
-        );
+    Ok(())
+}
+
+fn auth_header(v: &Variant) -> Vec<(&str, &str)> {
+    match &v.auth {
+        Some(a) => vec![("authorization", a.as_str())],
+        None => Vec::new(),
     }
+}
+
+/// Prints the per-round ratio `a / b`: median and range.
+pub fn ratio(variants: &[Variant], a: &str, b: &str, goal: Option<f64>) {
+    let find = |n: &str| variants.iter().find(|v| v.name == n);
+    let (Some(va), Some(vb)) = (find(a), find(b)) else {
+        return;
+    };
+    let ratios: Vec<f64> = va
+        .cpu_us_per_req
+        .iter()
+        .zip(&vb.cpu_us_per_req)
+        .map(|(x, y)| x / y)
+        .collect();
+    let (med, lo, hi) = summary(&ratios);
+    let goal = goal.map(|g| format!(" (goal ≤ {g}x)")).unwrap_or_default();
+    println!(
+        "ratio {a} / {b}: median {med:.3}x (range {lo:.3}–{hi:.3}x over {} rounds){goal}",
+        ratios.len()
+    );
+}
+
+/// Pass-through against no filter.
+pub async fn run() -> BenchResult {
+    let echo = Echo::start().await?;
+    let mut variants = vec![
+        Variant::new("no filter", EnvoySpec::new(echo.addr), None, 1).await?,
+        Variant::new(
+            "apiguard pass-through",
+            EnvoySpec::new(echo.addr).with_filter("{}"),
+            None,
+            1,
+        )
+        .await?,
+    ];
+    measure(&mut variants).await?;
+    ratio(&variants, "apiguard pass-through", "no filter", None);
+    Ok(())
+}
+
+/// The JWT stage against Envoy's native `jwt_authn`, same key and token.
+pub async fn run_jwt() -> BenchResult {
+    let echo = Echo::start().await?;
+    let all = keys::all();
+    let jwks = keys::jwks(&all);
+    let tok = |alg: Algorithm| {
+        let (a, kid, k) = all.iter().find(|(a, _, _)| *a == alg).ok_or("no key")?;
+        Ok::<String, String>(format!(
+            "Bearer {}",
+            token(*a, kid, k, &claims(json!({"exp": keys::now() + 86_400})))
+        ))
+    };
+    let rs = tok(Algorithm::RS256)?;
+    let apiguard = |cache: usize| {
+        json!({"jwt": {"providers": {"p": {"issuer": "https://idp.test/", "audiences": ["api"], "jwks": {"inline": jwks}}},
+                       "cache_entries": cache}})
+        .to_string()
+    };
+    let native = |cache: bool| -> Value {
+        let mut provider = json!({"issuer": "https://idp.test/", "audiences": ["api"], "forward": true,
+                                  "local_jwks": {"inline_string": jwks.to_string()}});
+        if cache {
+            provider["jwt_cache_config"] = json!({"jwt_cache_size": 100});
+        }
+        json!({"name": "envoy.filters.http.jwt_authn", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+            "providers": {"p": provider},
+            "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "p"}}]}})
+    };
+    let spec = || EnvoySpec::new(echo.addr);
+    let mut variants = vec![
+        Variant::new("no filter", spec(), Some(rs.clone()), 1).await?,
+        Variant::new(
+            "native jwt_authn + cache, RS256",
+            spec().with_native_filter(native(true)),
+            Some(rs.clone()),
+            1,
+        )
+        .await?,
+        Variant::new(
+            "native jwt_authn, RS256",
+            spec().with_native_filter(native(false)),
+            Some(rs.clone()),
+            1,
+        )
+        .await?,
+        Variant::new(
+            "apiguard jwt cached, RS256",
+            spec().with_filter(apiguard(1024)),
+            Some(rs.clone()),
+            1,
+        )
+        .await?,
+        Variant::new(
+            "apiguard jwt uncached, RS256",
+            spec().with_filter(apiguard(0)),
+            Some(rs.clone()),
+            10,
+        )
+        .await?,
+        Variant::new(
+            "apiguard jwt uncached, ES256",
+            spec().with_filter(apiguard(0)),
+            Some(tok(Algorithm::ES256)?),
+            10,
+        )
+        .await?,
+        Variant::new(
+            "apiguard jwt uncached, EdDSA",
+            spec().with_filter(apiguard(0)),
+            Some(tok(Algorithm::EdDSA)?),
+            10,
+        )
+        .await?,
+    ];
+    measure(&mut variants).await?;
+    ratio(
+        &variants,
+        "apiguard jwt cached, RS256",
+        "native jwt_authn + cache, RS256",
+        Some(1.3),
+    );
+    ratio(
+        &variants,
+        "apiguard jwt uncached, RS256",
+        "native jwt_authn, RS256",
+        None,
+    );
     Ok(())
 }

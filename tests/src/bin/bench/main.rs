@@ -10,8 +10,10 @@ use clap::{Parser, ValueEnum};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Suite {
-    /// Envoy CPU per request: no filter vs apiguard.
+    /// Envoy CPU per request: no filter vs apiguard pass-through.
     Envoy,
+    /// The JWT stage vs Envoy's native jwt_authn (with and without its cache).
+    Jwt,
     /// apiguard-limiter vs Redis executing the same script (redis-benchmark).
     Limiter,
 }
@@ -36,13 +38,14 @@ pub fn env_u64(name: &str, default: u64) -> u64 {
 async fn main() -> ExitCode {
     let args = Args::parse();
     let suites = if args.suites.is_empty() {
-        vec![Suite::Envoy, Suite::Limiter]
+        vec![Suite::Envoy, Suite::Jwt, Suite::Limiter]
     } else {
         args.suites
     };
     for s in suites {
         let r = match s {
             Suite::Envoy => envoy::run().await,
+            Suite::Jwt => envoy::run_jwt().await,
             Suite::Limiter => limiter::run().await,
         };
         if let Err(e) = r {
