@@ -173,7 +173,7 @@ impl Request {
                 debug!(
                     "apiguard: token refused ({}): {why:?} on {}",
                     why.class(),
-                    String::from_utf8_lossy(&path)
+                    String::from_utf8_lossy(path)
                 );
             }
         }
