@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use apiguard::Config;
+use apiguard::Pipeline;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -45,9 +45,10 @@ fn validate(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match Config::from_json(&bytes) {
-        Ok(v) => {
-            for w in &v.warnings {
+    // The same parse, validation and compilation (JWKS decoding) the filter does in Envoy.
+    match Pipeline::from_json(&bytes) {
+        Ok((_, warnings)) => {
+            for w in &warnings {
                 eprintln!("warning: {w}");
             }
             println!("ok: {}", path.display());
