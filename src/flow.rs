@@ -34,6 +34,11 @@ impl<'a> Headers<'a> {
     pub fn get(&self, name: &'a str) -> Option<&'a [u8]> {
         self.all(name).next()
     }
+
+    /// Every header, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
+        self.list.iter().map(|(n, v)| (n.as_str(), v.as_slice()))
+    }
 }
 
 /// A change to the request before it goes upstream.

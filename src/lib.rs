@@ -14,6 +14,7 @@ pub mod json_shape;
 pub mod jwt;
 pub mod limiter_api;
 pub mod path;
+pub mod policy;
 pub mod reply;
 
 pub use config::{Config, ConfigError, ConfigWarning};

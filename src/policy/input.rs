@@ -1,0 +1,226 @@
+//! The policy input document (docs/policies.md): what the request is, who sent it, which
+//! resource the path names. Sizes are capped here, before evaluation, so no request can hand
+//! the policy engine an input large enough to exhaust the VM.
+
+use serde_json::{json, Map, Value};
+
+use crate::flow::Headers;
+use crate::jwt::stage::Claims;
+use crate::path::NormalizedPath;
+
+/// Most request headers passed to the policy; the rest are left out (and `request.truncated`
+/// says so).
+pub const MAX_HEADERS: usize = 64;
+/// Longest header value passed; longer ones are left out.
+pub const MAX_HEADER_VALUE: usize = 1024;
+/// Most query parameters passed.
+pub const MAX_QUERY_PARAMS: usize = 32;
+/// Longest path passed; a longer path is refused before the policy runs.
+pub const MAX_PATH: usize = 4096;
+
+/// Headers never shown to a policy: credentials.
+const HIDDEN: &[&str] = &["authorization", "cookie", "proxy-authorization"];
+
+/// A path template such as `/api/v1/tenants/{tenant_id}/documents/{doc_id}`.
+#[derive(Debug, Clone)]
+pub struct Template {
+    segments: Vec<Segment>,
+}
+
+#[derive(Debug, Clone)]
+enum Segment {
+    Literal(String),
+    Capture(String),
+}
+
+impl Template {
+    /// Templates are validated with the configuration (`policy.resources`).
+    pub fn parse(t: &str) -> Template {
+        Template {
+            segments: t
+                .trim_start_matches('/')
+                .split('/')
+                .map(
+                    |s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                        Some(name) => Segment::Capture(name.to_owned()),
+                        None => Segment::Literal(s.to_owned()),
+                    },
+                )
+                .collect(),
+        }
+    }
+
+    /// The captures, if the template covers the path: the path has at least the template's
+    /// segments (a template also names the resource of deeper paths, such as
+    /// `…/documents/7/versions`), literal segments compare case-insensitively (a disguise such
+    /// as `/API/V1/Tenants/…` must not dodge the match), and a capture takes one whole segment.
+    pub fn captures(&self, path: &str) -> Option<Map<String, Value>> {
+        let mut parts = path.trim_start_matches('/').split('/');
+        let mut out = Map::new();
+        for seg in &self.segments {
+            let part = parts.next().filter(|p| !p.is_empty())?;
+            match seg {
+                Segment::Literal(l) => {
+                    if !l.eq_ignore_ascii_case(part) {
+                        return None;
+                    }
+                }
+                Segment::Capture(name) => {
+                    out.insert(name.clone(), Value::String(part.to_owned()));
+                }
+            }
+        }
+        Some(out)
+    }
+}
+
+/// The parameters of the first template that covers `path` (an empty object when none does).
+pub fn resource(templates: &[Template], path: &str) -> Map<String, Value> {
+    templates
+        .iter()
+        .find_map(|t| t.captures(path))
+        .unwrap_or_default()
+}
+
+/// Builds the input document.
+pub fn build(
+    headers: &Headers<'_>,
+    path: &NormalizedPath,
+    source: Option<&str>,
+    identity: Option<(&str, &Claims)>,
+    templates: &[Template],
+) -> Value {
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .unwrap_or("")
+    };
+    let mut shown = Map::new();
+    let mut truncated = false;
+    for (name, value) in headers.iter() {
+        if name.starts_with(':') || HIDDEN.contains(&name) {
+            continue;
+        }
+        let Ok(value) = std::str::from_utf8(value) else {
+            continue;
+        };
+        if value.len() > MAX_HEADER_VALUE
+            || (shown.len() >= MAX_HEADERS && !shown.contains_key(name))
+        {
+            truncated = true;
+            continue;
+        }
+        // Repeated headers are joined with commas, as HTTP allows for list-valued fields.
+        match shown.get_mut(name) {
+            Some(Value::String(prev)) => {
+                prev.push(',');
+                prev.push_str(value);
+            }
+            _ => {
+                shown.insert(name.to_owned(), Value::String(value.to_owned()));
+            }
+        }
+    }
+    let mut query = Map::new();
+    if let Some(q) = &path.query {
+        for pair in q.split('&').filter(|p| !p.is_empty()) {
+            if query.len() >= MAX_QUERY_PARAMS {
+                truncated = true;
+                break;
+            }
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            if let (Some(k), Some(v)) = (form_decode(k), form_decode(v)) {
+                query.entry(k).or_insert(Value::String(v));
+            }
+        }
+    }
+    let mut doc = json!({
+        "request": {
+            "method": text(":method"),
+            "path": path.path,
+            "query": query,
+            "headers": shown,
+            "host": text(":authority"),
+            "truncated": truncated,
+        },
+        "source": {"address": source.unwrap_or("")},
+        "resource": resource(templates, &path.path),
+    });
+    if let (Some((provider, claims)), Some(o)) = (identity, doc.as_object_mut()) {
+        o.insert("token".into(), Value::Object(claims.map.clone()));
+        o.insert("provider".into(), Value::String(provider.to_owned()));
+    }
+    doc
+}
+
+fn form_decode(s: &str) -> Option<String> {
+    crate::path::query_param(&format!("k={s}"), "k")
+        .ok()
+        .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+
+    #[test]
+    fn templates_match_on_segments_case_insensitively() {
+        let t = Template::parse("/api/v1/tenants/{tenant_id}/documents/{doc_id}");
+        let got = t.captures("/api/v1/tenants/t1/documents/7").unwrap();
+        assert_eq!(got["tenant_id"], "t1");
+        assert_eq!(got["doc_id"], "7");
+        assert_eq!(
+            t.captures("/API/V1/Tenants/t2/Documents/9").unwrap()["tenant_id"],
+            "t2"
+        );
+        assert_eq!(
+            t.captures("/api/v1/tenants/t1/documents/7/versions")
+                .unwrap()["doc_id"],
+            "7"
+        );
+        assert!(t.captures("/api/v1/tenants/t1/documents").is_none());
+        assert!(t.captures("/api/v1/tenants/t1/documents/").is_none());
+        assert!(t.captures("/api/v2/tenants/t1/documents/7").is_none());
+        let all = [Template::parse("/a/{x}/b"), Template::parse("/a/{y}")];
+        assert_eq!(resource(&all, "/a/1/b")["x"], "1");
+        assert_eq!(resource(&all, "/a/1/c")["y"], "1");
+        assert!(resource(&all, "/z").is_empty());
+    }
+
+    #[test]
+    fn input_hides_credentials_and_caps_sizes() {
+        let mut list: Vec<(String, Vec<u8>)> = vec![
+            (":method".into(), b"GET".to_vec()),
+            (":authority".into(), b"api.example.com".to_vec()),
+            ("authorization".into(), b"Bearer x".to_vec()),
+            ("cookie".into(), b"s=1".to_vec()),
+            ("x-api-key".into(), b"k1".to_vec()),
+            ("x-multi".into(), b"a".to_vec()),
+            ("x-multi".into(), b"b".to_vec()),
+            ("x-bin".into(), b"\xff".to_vec()),
+            ("x-big".into(), vec![b'a'; MAX_HEADER_VALUE + 1]),
+        ];
+        for i in 0..100 {
+            list.push((format!("x-h{i}"), b"v".to_vec()));
+        }
+        let path = crate::path::normalize(b"/api/x?page=2&page=3&q=a+b").unwrap();
+        let doc = build(&Headers::new(&list), &path, Some("10.0.0.5"), None, &[]);
+        let h = doc["request"]["headers"].as_object().unwrap();
+        assert!(h.get("authorization").is_none() && h.get("cookie").is_none());
+        assert_eq!(h["x-api-key"], "k1");
+        assert_eq!(h["x-multi"], "a,b");
+        assert!(h.get("x-bin").is_none() && h.get("x-big").is_none());
+        assert_eq!(h.len(), MAX_HEADERS);
+        assert_eq!(doc["request"]["truncated"], true);
+        assert_eq!(doc["request"]["method"], "GET");
+        assert_eq!(doc["request"]["host"], "api.example.com");
+        assert_eq!(doc["request"]["query"]["page"], "2");
+        assert_eq!(doc["request"]["query"]["q"], "a b");
+        assert_eq!(doc["source"]["address"], "10.0.0.5");
+        assert!(doc.get("token").is_none());
+    }
+}

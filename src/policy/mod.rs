@@ -1,0 +1,401 @@
+//! The policy stage: Rego evaluated in the filter with regorus.
+//!
+//! Modules and data are compiled once, at configure time, into a regorus program for its
+//! virtual machine (RVM); each worker keeps one VM loaded with the program and the data and only
+//! swaps the input per request. A construct the RVM compiler does not support falls back to the
+//! interpreter (on a compiled policy), and the configuration loader says so.
+//!
+//! The filter reads the entrypoint package's `allow`, `reasons`, `rate_limit_tier`,
+//! `rate_limit_cost` and `headers` rules through one generated entry rule, so one evaluation
+//! yields the whole decision. Anything but `allow == true` is a deny; any error, an undefined
+//! `allow` or a time-budget overrun is a deny with a reason code (fail closed).
+
+pub mod input;
+pub mod testcases;
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use regorus::rvm::program::Program;
+use regorus::rvm::vm::RegoVM;
+use regorus::utils::limits::ExecutionTimerConfig;
+use regorus::Value as RegoValue;
+use sha2::{Digest, Sha256};
+
+/// The built-in policy pack (`policies/api_authz.rego`), compiled into the module.
+pub const BUILTIN_PACK: &str = include_str!("../../policies/api_authz.rego");
+pub const BUILTIN_NAME: &str = "api_authz.rego";
+
+/// The generated rule that gathers the decision. A user package of the same name is refused.
+const ENTRY_PACKAGE: &str = "apiguard_entry";
+const ENTRY_RULE: &str = "data.apiguard_entry.decision";
+/// Marks an output the policy left undefined.
+const UNDEFINED: &str = "apiguard:undefined";
+/// Outputs read from the policy package.
+const OUTPUTS: [&str; 5] = [
+    "allow",
+    "reasons",
+    "rate_limit_tier",
+    "rate_limit_cost",
+    "headers",
+];
+
+/// Why a policy did not compile (the configuration is refused).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompileError {
+    #[error("{0}")]
+    Rego(String),
+    #[error("`data` could not be loaded: {0}")]
+    Data(String),
+    #[error("package `{0}` defines no `allow` rule")]
+    NoAllow(String),
+}
+
+/// Which evaluator runs the policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Evaluator {
+    /// regorus's compiled program on its virtual machine.
+    Rvm,
+    /// regorus's tree-walking interpreter (on a compiled policy): used when the RVM compiler
+    /// refuses a construct.
+    Interpreter,
+}
+
+/// A policy compiled at configure time.
+#[derive(Clone)]
+pub struct PolicyProgram {
+    compiled: regorus::CompiledPolicy,
+    program: Option<Arc<Program>>,
+    data: RegoValue,
+    budget: Duration,
+    /// Hex SHA-256 of the modules and data (for logs and access logs).
+    pub digest: String,
+    pub evaluator: Evaluator,
+    /// Why the interpreter is used, if it is.
+    pub fallback_reason: Option<String>,
+}
+
+impl std::fmt::Debug for PolicyProgram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyProgram")
+            .field("digest", &self.digest)
+            .field("evaluator", &self.evaluator)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a policy failed to decide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// An evaluation error, or outputs of the wrong type.
+    Error,
+    /// Over the time budget (or the instruction limit).
+    Timeout,
+    /// `allow` is undefined.
+    Undefined,
+}
+
+impl Failure {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Failure::Error => "policy_error",
+            Failure::Timeout => "policy_timeout",
+            Failure::Undefined => "policy_undefined",
+        }
+    }
+}
+
+/// A policy's decision.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Decision {
+    pub allow: bool,
+    pub reasons: Vec<String>,
+    pub tier: Option<String>,
+    pub cost: Option<u64>,
+    pub headers: Vec<(String, String)>,
+    pub failure: Option<Failure>,
+}
+
+impl Decision {
+    fn failed(f: Failure) -> Decision {
+        Decision {
+            allow: false,
+            reasons: vec![f.reason().to_owned()],
+            failure: Some(f),
+            ..Decision::default()
+        }
+    }
+}
+
+impl PolicyProgram {
+    /// Compiles `modules` (file name → source) with `data` for the rules of `package`
+    /// (e.g. `data.api.authz`), evaluated within `budget`.
+    pub fn compile(
+        modules: &BTreeMap<String, String>,
+        data: &serde_json::Value,
+        package: &str,
+        budget: Duration,
+    ) -> Result<PolicyProgram, CompileError> {
+        let mut engine = regorus::Engine::new();
+        for (name, source) in modules {
+            engine
+                .add_policy(name.clone(), source.clone())
+                .map_err(|e| CompileError::Rego(format!("{e:#}")))?;
+        }
+        let packages = engine
+            .get_packages()
+            .map_err(|e| CompileError::Rego(format!("{e:#}")))?;
+        if packages
+            .iter()
+            .any(|p| p == &format!("data.{ENTRY_PACKAGE}"))
+        {
+            return Err(CompileError::Rego(format!(
+                "package name `{ENTRY_PACKAGE}` is reserved"
+            )));
+        }
+        // Compiling for `allow` alone fails when the package does not define it (or does not
+        // compile, which is reported as such).
+        if let Err(e) = engine
+            .clone()
+            .compile_with_entrypoint(&format!("{package}.allow").into())
+        {
+            let msg = format!("{e:#}");
+            return Err(if msg.contains("not a valid rule path") {
+                CompileError::NoAllow(package.to_owned())
+            } else {
+                CompileError::Rego(msg)
+            });
+        }
+        // The entry rule gathers the outputs the package defines into one object. An output
+        // that is undefined for a request shows as UNDEFINED (a rule with a default), since an
+        // object literal with one undefined member would be undefined as a whole.
+        let mut entry = format!("package {ENTRY_PACKAGE}\nimport rego.v1\n");
+        let mut members = Vec::new();
+        for out in OUTPUTS {
+            let defined = out == "allow"
+                || engine
+                    .clone()
+                    .compile_with_entrypoint(&format!("{package}.{out}").into())
+                    .is_ok();
+            if defined {
+                entry.push_str(&format!(
+                    "default o_{out} := \"{UNDEFINED}\"\no_{out} := {package}.{out}\n"
+                ));
+                members.push(format!("\"{out}\": o_{out}"));
+            }
+        }
+        entry.push_str(&format!("decision := {{{}}}\n", members.join(", ")));
+        engine
+            .add_policy("apiguard_entry.rego".into(), entry)
+            .map_err(|e| CompileError::Rego(format!("{e:#}")))?;
+        let data_value = RegoValue::from(data.clone());
+        engine
+            .add_data(data_value.clone())
+            .map_err(|e| CompileError::Data(format!("{e:#}")))?;
+        let compiled = engine
+            .compile_with_entrypoint(&ENTRY_RULE.into())
+            .map_err(|e| CompileError::Rego(format!("{e:#}")))?;
+        let (program, fallback_reason) =
+            match regorus::languages::rego::compiler::Compiler::compile_from_policy(
+                &compiled,
+                &[ENTRY_RULE],
+            ) {
+                Ok(p) => (Some(p), None),
+                Err(e) => (None, Some(format!("{e:#}"))),
+            };
+        let mut h = Sha256::new();
+        for (name, source) in modules {
+            h.update(name.as_bytes());
+            h.update([0]);
+            h.update(source.as_bytes());
+            h.update([0]);
+        }
+        h.update(data.to_string().as_bytes());
+        let digest = h
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>();
+        Ok(PolicyProgram {
+            evaluator: if program.is_some() {
+                Evaluator::Rvm
+            } else {
+                Evaluator::Interpreter
+            },
+            compiled,
+            program,
+            data: data_value,
+            budget,
+            digest,
+            fallback_reason,
+        })
+    }
+
+    /// A per-worker evaluator, loaded once.
+    pub fn vm(&self) -> PolicyVm {
+        let vm = self.program.as_ref().map(|p| {
+            let mut vm = RegoVM::new_with_policy(self.compiled.clone());
+            vm.load_program(p.clone());
+            // Data was accepted by the engine at compile time; the VM re-checks it against the
+            // program's rules.
+            let _ = vm.set_data(self.data.clone());
+            vm.set_strict_builtin_errors(false);
+            set_timer(&mut vm, self.budget);
+            vm
+        });
+        PolicyVm {
+            vm,
+            compiled: self.compiled.clone(),
+        }
+    }
+}
+
+/// The execution timer needs a clock; a browser-style Wasm VM (the in-VM test tier) has none,
+/// so there the budget is not enforced. Envoy's Wasm runtime provides WASI clocks.
+#[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+fn set_timer(vm: &mut RegoVM, budget: Duration) {
+    vm.set_execution_timer_config(Some(ExecutionTimerConfig {
+        limit: budget,
+        check_interval: NonZeroU32::MIN,
+    }));
+}
+
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+fn set_timer(_vm: &mut RegoVM, _budget: Duration) {
+    let _ = (ExecutionTimerConfig::clone, NonZeroU32::MIN);
+}
+
+/// One worker's evaluator.
+pub struct PolicyVm {
+    vm: Option<RegoVM>,
+    compiled: regorus::CompiledPolicy,
+}
+
+impl PolicyVm {
+    /// Evaluates the policy on an input document.
+    pub fn evaluate(&mut self, input: serde_json::Value) -> Decision {
+        let input = RegoValue::from(input);
+        let result = match &mut self.vm {
+            Some(vm) => {
+                vm.set_input(input);
+                vm.execute_entry_point_by_name(ENTRY_RULE)
+                    .map_err(|e| match e {
+                        regorus::rvm::vm::VmError::TimeLimitExceeded { .. }
+                        | regorus::rvm::vm::VmError::InstructionLimitExceeded { .. } => {
+                            Failure::Timeout
+                        }
+                        _ => Failure::Error,
+                    })
+            }
+            None => self.compiled.eval_with_input(input).map_err(|e| {
+                if format!("{e}").contains("time limit") {
+                    Failure::Timeout
+                } else {
+                    Failure::Error
+                }
+            }),
+        };
+        match result {
+            Ok(v) => decode(&v),
+            Err(f) => Decision::failed(f),
+        }
+    }
+}
+
+/// Reads the decision object; outputs of the wrong type are a policy error.
+fn decode(v: &RegoValue) -> Decision {
+    let undefined = RegoValue::from(UNDEFINED);
+    let get = |k: &str| {
+        let x = &v[&RegoValue::from(k)];
+        if *x == undefined {
+            &RegoValue::Undefined
+        } else {
+            x
+        }
+    };
+    let allow = match get("allow") {
+        RegoValue::Undefined => return Decision::failed(Failure::Undefined),
+        RegoValue::Bool(b) => *b,
+        // Anything but a boolean `true` denies, but it is not an error: OPA's own contract.
+        _ => false,
+    };
+    let mut d = Decision {
+        allow,
+        ..Decision::default()
+    };
+    match get("reasons") {
+        RegoValue::Undefined => {}
+        RegoValue::Set(s) => d.reasons = s.iter().filter_map(as_str).collect(),
+        RegoValue::Array(a) => d.reasons = a.iter().filter_map(as_str).collect(),
+        _ => return Decision::failed(Failure::Error),
+    }
+    match get("rate_limit_tier") {
+        RegoValue::Undefined => {}
+        RegoValue::String(s) => d.tier = Some(s.to_string()),
+        _ => return Decision::failed(Failure::Error),
+    }
+    match get("rate_limit_cost") {
+        RegoValue::Undefined => {}
+        n @ RegoValue::Number(_) => match n.as_u64() {
+            Ok(c) if c >= 1 => d.cost = Some(c),
+            _ => return Decision::failed(Failure::Error),
+        },
+        _ => return Decision::failed(Failure::Error),
+    }
+    match get("headers") {
+        RegoValue::Undefined => {}
+        RegoValue::Object(o) => {
+            for (k, val) in o.iter() {
+                match (as_str(k), as_str(val)) {
+                    (Some(name), Some(value)) if header_ok(&name, &value) => {
+                        d.headers.push((name, value))
+                    }
+                    _ => return Decision::failed(Failure::Error),
+                }
+            }
+        }
+        _ => return Decision::failed(Failure::Error),
+    }
+    if !d.allow && d.reasons.is_empty() {
+        d.reasons.push("denied".into());
+    }
+    d.reasons.sort();
+    d
+}
+
+fn as_str(v: &RegoValue) -> Option<String> {
+    match v {
+        RegoValue::String(s) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+/// A header a policy may add upstream: a lowercase name that is not a pseudo-header, a
+/// hop-by-hop header or a credential, and a value without control characters.
+fn header_ok(name: &str, value: &str) -> bool {
+    const RESERVED: &[&str] = &[
+        "authorization",
+        "cookie",
+        "host",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "te",
+        "trailer",
+        "upgrade",
+        "content-length",
+    ];
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && !RESERVED.contains(&name)
+        && value.len() <= 4096
+        && !value.bytes().any(|b| b < 0x20 || b == 0x7f)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,90 @@
+//! Policy test cases as data files, one case a file (`policies/tests/*.json`):
+//!
+//! ```json
+//! {"description": "…", "input": {…}, "data": {…optional…},
+//!  "expected": {"allow": false, "reasons": ["tenant_mismatch"], "rate_limit_tier": "standard"}}
+//! ```
+//!
+//! `expected.reasons` and `expected.rate_limit_tier` are compared only when present; reasons
+//! compare as sets. The same runner serves `cargo test` and `apiguard policy test`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{CompileError, Decision, PolicyProgram};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Case {
+    #[serde(default)]
+    pub description: String,
+    pub input: Value,
+    /// Data for this case, instead of the suite's.
+    #[serde(default)]
+    pub data: Option<Value>,
+    pub expected: Expected,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expected {
+    pub allow: bool,
+    #[serde(default)]
+    pub reasons: Option<Vec<String>>,
+    #[serde(default)]
+    pub rate_limit_tier: Option<String>,
+}
+
+/// How one case went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Pass,
+    Fail(String),
+}
+
+/// Runs one case against `modules` (compiled with the case's data, or `data`).
+pub fn run(
+    modules: &BTreeMap<String, String>,
+    data: &Value,
+    package: &str,
+    case: &Case,
+) -> Result<(Verdict, Decision), CompileError> {
+    let data = case.data.as_ref().unwrap_or(data);
+    let program = PolicyProgram::compile(modules, data, package, Duration::from_secs(1))?;
+    let decision = program.vm().evaluate(case.input.clone());
+    Ok((judge(case, &decision), decision))
+}
+
+/// Compares a decision with a case's expectations.
+pub fn judge(case: &Case, d: &Decision) -> Verdict {
+    let mut problems = Vec::new();
+    if d.allow != case.expected.allow {
+        problems.push(format!(
+            "allow is {}, expected {}",
+            d.allow, case.expected.allow
+        ));
+    }
+    if let Some(want) = &case.expected.reasons {
+        let mut want = want.clone();
+        want.sort();
+        if want != d.reasons {
+            problems.push(format!("reasons are {:?}, expected {want:?}", d.reasons));
+        }
+    }
+    if let Some(want) = &case.expected.rate_limit_tier {
+        if d.tier.as_ref() != Some(want) {
+            problems.push(format!(
+                "rate_limit_tier is {:?}, expected {want:?}",
+                d.tier
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Verdict::Pass
+    } else {
+        Verdict::Fail(problems.join("; "))
+    }
+}

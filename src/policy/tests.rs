@@ -1,0 +1,179 @@
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::*;
+
+fn pack() -> BTreeMap<String, String> {
+    BTreeMap::from([(BUILTIN_NAME.to_owned(), BUILTIN_PACK.to_owned())])
+}
+
+fn program(modules: &BTreeMap<String, String>) -> PolicyProgram {
+    PolicyProgram::compile(
+        modules,
+        &json!({}),
+        "data.api.authz",
+        Duration::from_millis(50),
+    )
+    .unwrap()
+}
+
+#[test]
+fn the_pack_compiles_for_the_rvm() {
+    let p = program(&pack());
+    assert_eq!(p.evaluator, Evaluator::Rvm, "{:?}", p.fallback_reason);
+    assert_eq!(p.digest.len(), 64);
+}
+
+#[test]
+fn compile_errors_name_the_module_and_line() {
+    let bad = BTreeMap::from([(
+        "authz.rego".to_owned(),
+        "package api.authz\n\nallow if {\n  input.x ==\n}\n".to_owned(),
+    )]);
+    let err = PolicyProgram::compile(&bad, &json!({}), "data.api.authz", Duration::from_millis(5))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("authz.rego:"), "{err}");
+    let no_allow = BTreeMap::from([(
+        "a.rego".to_owned(),
+        "package api.authz\nimport rego.v1\nx := 1\n".to_owned(),
+    )]);
+    let err = PolicyProgram::compile(
+        &no_allow,
+        &json!({}),
+        "data.api.authz",
+        Duration::from_millis(5),
+    )
+    .unwrap_err();
+    assert_eq!(err, CompileError::NoAllow("data.api.authz".into()));
+}
+
+fn custom(body: &str) -> PolicyVm {
+    let m = BTreeMap::from([(
+        "p.rego".to_owned(),
+        format!("package api.authz\nimport rego.v1\n{body}\n"),
+    )]);
+    program(&m).vm()
+}
+
+#[test]
+fn outputs_are_read_strictly() {
+    let d = custom("allow := true\nrate_limit_tier := \"gold\"\nrate_limit_cost := 3\nheaders := {\"x-plan\": \"gold\"}").evaluate(json!({}));
+    assert_eq!(
+        d,
+        Decision {
+            allow: true,
+            reasons: vec![],
+            tier: Some("gold".into()),
+            cost: Some(3),
+            headers: vec![("x-plan".into(), "gold".into())],
+            failure: None
+        }
+    );
+    // Only boolean true allows.
+    let d = custom("allow := \"true\"").evaluate(json!({}));
+    assert!(!d.allow);
+    assert_eq!(d.reasons, vec!["denied"]);
+    // Undefined allow, wrong output types, forbidden headers: fail closed with a reason.
+    assert_eq!(
+        custom("allow if input.never").evaluate(json!({})).reasons,
+        vec!["policy_undefined"]
+    );
+    assert_eq!(
+        custom("allow := true\nrate_limit_cost := \"x\"")
+            .evaluate(json!({}))
+            .failure,
+        Some(Failure::Error)
+    );
+    assert_eq!(
+        custom("allow := true\nheaders := {\"host\": \"evil\"}")
+            .evaluate(json!({}))
+            .failure,
+        Some(Failure::Error)
+    );
+    assert_eq!(
+        custom("allow := true\nheaders := {\"x-a\": \"a\\nb\"}")
+            .evaluate(json!({}))
+            .failure,
+        Some(Failure::Error)
+    );
+    // Conflicting values of a complete rule deny (as an error or an undefined decision).
+    let d = custom("allow := true if input.a\nallow := false if input.a").evaluate(json!({"a": 1}));
+    assert!(!d.allow);
+    assert!(d.failure.is_some(), "{d:?}");
+}
+
+#[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+#[test]
+fn the_time_budget_stops_a_runaway_policy() {
+    let mut vm = custom("allow if { count([x | some i in numbers.range(1, 3000); some j in numbers.range(1, 3000); x := i * j]) < 0 }");
+    let started = std::time::Instant::now();
+    let d = vm.evaluate(json!({}));
+    assert_eq!(d.failure, Some(Failure::Timeout), "{d:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // The same VM serves the next request normally.
+    let mut ok = custom("allow := true");
+    assert!(ok.evaluate(json!({})).allow);
+}
+
+fn check_case(name: &str, text: &str) -> Option<String> {
+    let case: testcases::Case =
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let (verdict, decision) = testcases::run(&pack(), &json!({}), "data.api.authz", &case).unwrap();
+    match verdict {
+        testcases::Verdict::Pass => None,
+        testcases::Verdict::Fail(why) => Some(format!("{name}: {why} ({decision:?})")),
+    }
+}
+
+/// Every case file under `policies/tests/`.
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn the_pack_passes_its_case_files() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/policies/tests");
+    let mut failures = Vec::new();
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|x| x == "json") {
+            n += 1;
+            failures.extend(check_case(
+                &path.display().to_string(),
+                &std::fs::read_to_string(&path).unwrap(),
+            ));
+        }
+    }
+    assert!(n >= 30, "only {n} cases");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A subset inside the Wasm VM (no file system there).
+#[test]
+fn case_files_subset() {
+    macro_rules! case {
+        ($f:literal) => {
+            ($f, include_str!(concat!("../../policies/tests/", $f)))
+        };
+    }
+    let failures: Vec<String> = [
+        case!("editor_reads_own_tenant.json"),
+        case!("tenant_mismatch.json"),
+        case!("viewer_cannot_delete.json"),
+        case!("editor_on_admin_path.json"),
+        case!("no_token_on_public_path.json"),
+        case!("override_roles_claim.json"),
+    ]
+    .into_iter()
+    .filter_map(|(n, t)| check_case(n, t))
+    .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
