@@ -18,4 +18,4 @@ pub mod policy;
 pub mod reply;
 
 pub use config::{Config, ConfigError, ConfigWarning};
-pub use flow::{Headers, Pipeline, Step};
+pub use flow::{Headers, Pipeline, RequestFacts, Step};

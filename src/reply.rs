@@ -65,6 +65,22 @@ impl Reply {
         )
     }
 
+    /// 403: the policy denied the request; `reasons` only when the configuration exposes them.
+    pub fn forbidden(reasons: Option<&[String]>) -> Reply {
+        let mut r = Reply::problem(
+            403,
+            "Forbidden",
+            "The request is not allowed.",
+            "apiguard_policy_denied",
+        );
+        if let Some(reasons) = reasons {
+            let mut body: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+            body["reasons"] = json!(reasons);
+            r.body = body.to_string().into_bytes();
+        }
+        r
+    }
+
     /// 400: a path apiguard cannot interpret unambiguously.
     pub fn bad_path() -> Reply {
         Reply::problem(

@@ -186,6 +186,25 @@ pub struct PolicyConfig {
     pub resources: Vec<String>,
     #[serde(default)]
     pub expose_reasons: bool,
+    /// `enforce` (default) or `dry_run` (never denies; would-denies are counted and logged).
+    #[serde(default)]
+    pub mode: PolicyMode,
+    /// A candidate policy evaluated beside the enforced one; disagreements are counted and
+    /// logged, never enforced.
+    #[serde(default)]
+    pub shadow_modules: Option<BTreeMap<String, String>>,
+    /// Evaluation time budget; past it the request is denied (`policy_timeout`).
+    #[serde(default = "default_time_budget_ms")]
+    pub time_budget_ms: u64,
+}
+
+/// Whether policy denials are enforced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyMode {
+    #[default]
+    Enforce,
+    DryRun,
 }
 
 /// `rate_limit`: the callout to apiguard-limiter.
@@ -269,6 +288,9 @@ fn default_max_stale_s() -> u64 {
 fn default_entrypoint() -> String {
     "data.api.authz".to_owned()
 }
+fn default_time_budget_ms() -> u64 {
+    5
+}
 fn default_limiter_timeout_ms() -> u64 {
     50
 }
@@ -333,6 +355,8 @@ pub enum Problem {
     NoUsableKey,
     #[error("{0}")]
     Jwks(String),
+    #[error("does not compile:{0}")]
+    Rego(String),
 }
 
 /// Something legal but probably unintended; the filter logs each one at configure time.
@@ -340,6 +364,9 @@ pub enum Problem {
 pub enum ConfigWarning {
     /// A provider without `audiences` accepts tokens minted for any audience of its issuer.
     NoAudiences { provider: String },
+    /// The policy uses a construct regorus's compiled-program VM does not support; it runs on
+    /// the (slower) interpreter.
+    PolicyInterpreted { why: String },
 }
 
 impl fmt::Display for ConfigWarning {
@@ -348,6 +375,10 @@ impl fmt::Display for ConfigWarning {
             ConfigWarning::NoAudiences { provider } => write!(
                 f,
                 "jwt.providers.{provider}.audiences is not set: tokens for any audience of this issuer are accepted"
+            ),
+            ConfigWarning::PolicyInterpreted { why } => write!(
+                f,
+                "policy: evaluated by the regorus interpreter, not its compiled-program VM ({why})"
             ),
         }
     }
@@ -437,7 +468,7 @@ const SHAPE: Shape<'static> = Shape {
         "required_claims",
     ],
     maps_of_arrays: &["tiers"],
-    opaque: &["data", "keys"],
+    opaque: &["data", "keys", "modules", "shadow_modules"],
 };
 
 fn invalid(path: impl Into<String>, problem: Problem) -> ConfigError {
@@ -639,6 +670,17 @@ fn validate_policy(p: &PolicyConfig) -> Result<(), ConfigError> {
         if modules.is_empty() {
             return Err(invalid("policy.modules", Problem::Empty));
         }
+    }
+    if let Some(modules) = &p.shadow_modules {
+        if modules.is_empty() {
+            return Err(invalid("policy.shadow_modules", Problem::Empty));
+        }
+    }
+    if !(1..=1000).contains(&p.time_budget_ms) {
+        return Err(invalid(
+            "policy.time_budget_ms",
+            Problem::OutOfRange { min: 1, max: 1000 },
+        ));
     }
     if p.data.as_ref().is_some_and(|d| !d.is_object()) {
         return Err(invalid("policy.data", Problem::NotAnObject));

@@ -10,7 +10,7 @@ use super::mint::{mint, sign_raw, SigningKey};
 use super::stage::Invalid;
 use super::token::Reject;
 use crate::config::Algorithm;
-use crate::flow::{Event, HeaderOp, Headers, Outcome, Pipeline, Step, WorkerState};
+use crate::flow::{Event, HeaderOp, Headers, Outcome, Pipeline, RequestFacts, Step, WorkerState};
 
 const NOW: i64 = 1_800_000_000;
 
@@ -86,7 +86,15 @@ fn run(p: &Pipeline, s: &mut WorkerState, path: &str, headers: &[(&str, &[u8])])
         .iter()
         .map(|(n, v)| ((*n).to_owned(), v.to_vec()))
         .collect();
-    p.on_request(path.as_bytes(), &Headers::new(&list), NOW, s)
+    p.on_request(
+        &RequestFacts {
+            path: path.as_bytes(),
+            headers: Headers::new(&list),
+            source: None,
+        },
+        NOW,
+        s,
+    )
 }
 
 fn bearer(t: &str) -> Vec<u8> {
@@ -164,7 +172,12 @@ fn cache_hits_are_rechecked_for_expiry_and_flushed_on_key_change() {
     );
     // Past exp + leeway the cached entry does not count.
     let list = vec![("authorization".to_owned(), h.clone())];
-    let late = p.on_request(b"/a", &Headers::new(&list), NOW + 5 + 30, &mut s);
+    let facts = RequestFacts {
+        path: b"/a",
+        headers: Headers::new(&list),
+        source: None,
+    };
+    let late = p.on_request(&facts, NOW + 5 + 30, &mut s);
     assert_eq!(
         late.events,
         vec![Event::JwtRejected(Invalid::Token(Reject::Expired))]

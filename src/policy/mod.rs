@@ -11,6 +11,7 @@
 //! `allow` or a time-budget overrun is a deny with a reason code (fail closed).
 
 pub mod input;
+pub mod stage;
 pub mod testcases;
 
 use std::collections::BTreeMap;
@@ -119,7 +120,7 @@ pub struct Decision {
 }
 
 impl Decision {
-    fn failed(f: Failure) -> Decision {
+    pub(crate) fn failed(f: Failure) -> Decision {
         Decision {
             allow: false,
             reasons: vec![f.reason().to_owned()],

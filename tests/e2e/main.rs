@@ -8,3 +8,4 @@
 
 mod foundation;
 mod jwt;
+mod policy;

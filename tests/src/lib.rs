@@ -12,6 +12,7 @@ pub mod jwks;
 pub mod keys;
 pub mod load;
 pub mod proc;
+pub mod raw;
 pub mod redis;
 
 use std::net::TcpListener;

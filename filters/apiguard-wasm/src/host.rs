@@ -26,6 +26,18 @@ pub fn request_headers() -> Vec<(String, Vec<u8>)> {
     hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default()
 }
 
+/// The downstream address without its port (Envoy's `source.address` property).
+pub fn source_address() -> Option<String> {
+    let raw = hostcalls::get_property(vec!["source", "address"])
+        .ok()
+        .flatten()?;
+    let text = String::from_utf8(raw).ok()?;
+    Some(match text.parse::<std::net::SocketAddr>() {
+        Ok(addr) => addr.ip().to_string(),
+        Err(_) => text,
+    })
+}
+
 pub fn header_bytes(map: MapType, name: &str) -> Option<Vec<u8>> {
     hostcalls::get_map_value_bytes(map, name).ok().flatten()
 }

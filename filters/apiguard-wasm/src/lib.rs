@@ -15,7 +15,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use apiguard_core::flow::{Event, Headers, Pipeline, Step};
+use apiguard_core::flow::{Event, Headers, Outcome, Pipeline, RequestFacts, Step};
 use apiguard_core::jwt::remote::FetchReason;
 use apiguard_core::jwt::stage::Invalid;
 use apiguard_core::jwt::token::Reject;
@@ -166,24 +166,23 @@ impl Request {
             .map(|(_, v)| v.as_slice())
             .unwrap_or_default();
         let pipeline = w.pipeline.clone();
-        let outcome = pipeline.on_request(path, &Headers::new(&headers), now, &mut w.state);
+        let source = if pipeline.policy.is_some() {
+            host::source_address()
+        } else {
+            None
+        };
+        let facts = RequestFacts {
+            path,
+            headers: Headers::new(&headers),
+            source: source.as_deref(),
+        };
+        let outcome = pipeline.on_request(&facts, now, &mut w.state);
         w.count(&outcome.events);
-        for e in &outcome.events {
-            if let Event::JwtRejected(why) = e {
-                debug!(
-                    "apiguard: token refused ({}): {why:?} on {}",
-                    why.class(),
-                    String::from_utf8_lossy(path)
-                );
-            }
-        }
+        log_outcome(&outcome, path);
+        publish(&outcome, &pipeline);
         match outcome.step {
             Step::Continue(ops) => {
                 host::apply(&ops);
-                if let Some(who) = &outcome.identity {
-                    host::set_filter_state("apiguard.provider", who.provider.as_bytes());
-                    host::set_filter_state("apiguard.claims", who.claims.json.as_bytes());
-                }
                 Action::Continue
             }
             Step::Respond(reply) => {
@@ -218,6 +217,72 @@ impl Request {
                 Action::Pause
             }
         }
+    }
+}
+
+fn log_outcome(outcome: &Outcome, path: &[u8]) {
+    for e in &outcome.events {
+        match e {
+            Event::JwtRejected(why) => {
+                debug!(
+                    "apiguard: token refused ({}): {why:?} on {}",
+                    why.class(),
+                    String::from_utf8_lossy(path)
+                );
+            }
+            Event::PolicyDenied | Event::PolicyDryRunDeny => {
+                let reasons = outcome
+                    .policy
+                    .as_ref()
+                    .map(|p| p.decision.reasons.join(","))
+                    .unwrap_or_default();
+                let what = if *e == Event::PolicyDryRunDeny {
+                    "would deny (dry run)"
+                } else {
+                    "denied"
+                };
+                debug!(
+                    "apiguard: policy {what} {} [{reasons}]",
+                    String::from_utf8_lossy(path)
+                );
+            }
+            Event::PolicyFailed(f) => warn!(
+                "apiguard: policy failed to decide ({}) on {}",
+                f.reason(),
+                String::from_utf8_lossy(path)
+            ),
+            Event::PolicyShadowDisagree => {
+                info!(
+                    "apiguard: shadow policy disagrees on {}",
+                    String::from_utf8_lossy(path)
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Publishes the identity and the policy decision in filter state, for access logs.
+fn publish(outcome: &Outcome, pipeline: &Pipeline) {
+    if let Some(who) = &outcome.identity {
+        host::set_filter_state("apiguard.provider", who.provider.as_bytes());
+        host::set_filter_state("apiguard.claims", who.claims.json.as_bytes());
+    }
+    if let (Some(p), Some(stage)) = (&outcome.policy, &pipeline.policy) {
+        let decision = if p.decision.allow {
+            "allow"
+        } else if p.dry_run_deny {
+            "dry_run_deny"
+        } else {
+            "deny"
+        };
+        let doc = serde_json::json!({
+            "decision": decision,
+            "reasons": p.decision.reasons,
+            "tier": p.decision.tier,
+            "policy": &stage.program.digest[..16],
+        });
+        host::set_filter_state("apiguard.decision", doc.to_string().as_bytes());
     }
 }
 

@@ -9,6 +9,7 @@ use apiguard_core::flow::{Event, Pipeline, WorkerState};
 use apiguard_core::jwt::keys::{KeySet, MAX_JWKS_BYTES};
 use apiguard_core::jwt::remote::{self, FetchError, FetchReason, Lease, SharedJwks};
 use apiguard_core::jwt::stage::Jwks;
+use apiguard_core::policy::Failure;
 use log::{debug, info, warn};
 
 use crate::host::{self, Counters};
@@ -28,6 +29,13 @@ pub const COUNTERS: &[&str] = &[
     "apiguard.jwks.fetch_success",
     "apiguard.jwks.fetch_failure",
     "apiguard.request.bad_path",
+    "apiguard.policy.allowed",
+    "apiguard.policy.denied",
+    "apiguard.policy.error",
+    "apiguard.policy.timeout",
+    "apiguard.policy.undefined",
+    "apiguard.policy.dry_run_deny",
+    "apiguard.policy.shadow_disagree",
 ];
 
 /// This worker's view of one remote provider's shared keys.
@@ -123,6 +131,15 @@ impl Worker {
                         .inc(&format!("apiguard.jwt.rejected.{}", why.class()));
                 }
                 Event::BadPath => self.counters.inc("apiguard.request.bad_path"),
+                Event::PolicyAllowed => self.counters.inc("apiguard.policy.allowed"),
+                Event::PolicyDenied => self.counters.inc("apiguard.policy.denied"),
+                Event::PolicyFailed(f) => self.counters.inc(match f {
+                    Failure::Error => "apiguard.policy.error",
+                    Failure::Timeout => "apiguard.policy.timeout",
+                    Failure::Undefined => "apiguard.policy.undefined",
+                }),
+                Event::PolicyDryRunDeny => self.counters.inc("apiguard.policy.dry_run_deny"),
+                Event::PolicyShadowDisagree => self.counters.inc("apiguard.policy.shadow_disagree"),
             }
         }
     }
