@@ -88,3 +88,53 @@ pub fn judge(case: &Case, d: &Decision) -> Verdict {
         Verdict::Fail(problems.join("; "))
     }
 }
+
+/// Line coverage of a policy's modules over a set of cases.
+#[cfg(feature = "coverage")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileCoverage {
+    pub path: String,
+    pub covered: usize,
+    pub not_covered: Vec<u32>,
+}
+
+/// Evaluates every case with regorus's interpreter, recording which rule lines ran.
+#[cfg(feature = "coverage")]
+pub fn coverage(
+    modules: &BTreeMap<String, String>,
+    data: &Value,
+    package: &str,
+    cases: &[Case],
+) -> Result<Vec<FileCoverage>, CompileError> {
+    let mut engine = regorus::Engine::new();
+    for (name, source) in modules {
+        engine
+            .add_policy(name.clone(), source.clone())
+            .map_err(|e| CompileError::Rego(format!("{e:#}")))?;
+    }
+    engine.set_enable_coverage(true);
+    for case in cases {
+        engine.clear_data();
+        let data = case.data.as_ref().unwrap_or(data);
+        engine
+            .add_data(regorus::Value::from(data.clone()))
+            .map_err(|e| CompileError::Data(format!("{e:#}")))?;
+        engine.set_input(regorus::Value::from(case.input.clone()));
+        for out in super::OUTPUTS {
+            // Coverage only; errors are reported by the cases themselves.
+            let _ = engine.eval_rule(format!("{package}.{out}"));
+        }
+    }
+    let report = engine
+        .get_coverage_report()
+        .map_err(|e| CompileError::Rego(format!("{e:#}")))?;
+    Ok(report
+        .files
+        .into_iter()
+        .map(|f| FileCoverage {
+            path: f.path,
+            covered: f.covered.len(),
+            not_covered: f.not_covered.into_iter().collect(),
+        })
+        .collect())
+}

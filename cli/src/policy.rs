@@ -1,0 +1,199 @@
+//! `apiguard policy test` and `apiguard policy eval`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use apiguard::config::Config;
+use apiguard::policy::testcases::{self, Case, Verdict};
+use apiguard::policy::{PolicyProgram, BUILTIN_NAME, BUILTIN_PACK};
+use clap::Subcommand;
+use serde_json::{json, Value};
+
+use crate::read;
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Run policy test cases (one JSON file per case) and report rule coverage.
+    ///
+    /// A case file holds `input`, optional `data`, and `expected` (`allow`, optional `reasons`
+    /// and `rate_limit_tier`). The policy is the built-in pack, or the `policy` section of
+    /// `--config`.
+    Test {
+        /// Folder of case files (`*.json`).
+        dir: PathBuf,
+        /// Plugin configuration whose `policy` section (modules, data, entrypoint) to test.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Evaluate the policy on one input document and print the decision as JSON.
+    Eval {
+        /// Plugin configuration whose `policy` section to use.
+        #[arg(long)]
+        config: PathBuf,
+        /// The input document (docs/policies.md).
+        #[arg(long)]
+        input: PathBuf,
+    },
+}
+
+/// The policy under test: modules, data, entrypoint.
+struct Subject {
+    modules: BTreeMap<String, String>,
+    data: Value,
+    package: String,
+}
+
+fn subject(config: Option<&Path>) -> Result<Subject, ExitCode> {
+    let builtin = || BTreeMap::from([(BUILTIN_NAME.to_owned(), BUILTIN_PACK.to_owned())]);
+    let Some(path) = config else {
+        return Ok(Subject {
+            modules: builtin(),
+            data: json!({}),
+            package: "data.api.authz".into(),
+        });
+    };
+    let bytes = read(path)?;
+    let cfg = Config::from_json(&bytes).map_err(|e| {
+        eprintln!("error: {}: {e}", path.display());
+        ExitCode::from(1)
+    })?;
+    let Some(policy) = cfg.config.policy else {
+        eprintln!("error: {}: has no `policy` section", path.display());
+        return Err(ExitCode::from(1));
+    };
+    Ok(Subject {
+        modules: policy.modules.unwrap_or_else(builtin),
+        data: policy.data.unwrap_or_else(|| json!({})),
+        package: policy.entrypoint,
+    })
+}
+
+pub fn run(cmd: PolicyCommand) -> ExitCode {
+    match cmd {
+        PolicyCommand::Test { dir, config } => test(&dir, config.as_deref()),
+        PolicyCommand::Eval { config, input } => eval(&config, &input),
+    }
+}
+
+fn test(dir: &Path, config: Option<&Path>) -> ExitCode {
+    let subject = match subject(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect(),
+        Err(e) => {
+            eprintln!("apiguard: cannot read {}: {e}", dir.display());
+            return ExitCode::from(2);
+        }
+    };
+    files.sort();
+    if files.is_empty() {
+        eprintln!("apiguard: no case files (*.json) in {}", dir.display());
+        return ExitCode::from(2);
+    }
+    let (mut passed, mut failed) = (0, 0);
+    let mut cases = Vec::new();
+    for file in &files {
+        let name = file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let case: Case = match read(file).map(|b| serde_json::from_slice(&b)) {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                println!("FAIL {name}: not a case file: {e}");
+                failed += 1;
+                continue;
+            }
+            Err(code) => return code,
+        };
+        match testcases::run(&subject.modules, &subject.data, &subject.package, &case) {
+            Ok((Verdict::Pass, _)) => {
+                passed += 1;
+                println!("ok   {name}: {}", case.description);
+            }
+            Ok((Verdict::Fail(why), _)) => {
+                failed += 1;
+                println!("FAIL {name}: {}\n     {why}", case.description);
+            }
+            Err(e) => {
+                eprintln!("error: the policy does not compile: {e}");
+                return ExitCode::from(1);
+            }
+        }
+        cases.push(case);
+    }
+    println!("\n{passed} cases passed, {failed} failed");
+    match testcases::coverage(&subject.modules, &subject.data, &subject.package, &cases) {
+        Ok(files) => {
+            for f in files.iter().filter(|f| f.path != "apiguard_entry.rego") {
+                let total = f.covered + f.not_covered.len();
+                let pct = if total == 0 {
+                    100.0
+                } else {
+                    f.covered as f64 * 100.0 / total as f64
+                };
+                let missing = if f.not_covered.is_empty() {
+                    String::new()
+                } else {
+                    format!("; lines never evaluated: {:?}", f.not_covered)
+                };
+                println!(
+                    "coverage {}: {pct:.0}% of {total} rule lines{missing}",
+                    f.path
+                );
+            }
+        }
+        Err(e) => eprintln!("warning: no coverage report: {e}"),
+    }
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn eval(config: &Path, input: &Path) -> ExitCode {
+    let subject = match subject(Some(config)) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let input: Value = match read(input).map(|b| serde_json::from_slice(&b)) {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => {
+            eprintln!("error: {}: not JSON: {e}", input.display());
+            return ExitCode::from(1);
+        }
+        Err(code) => return code,
+    };
+    let program = match PolicyProgram::compile(
+        &subject.modules,
+        &subject.data,
+        &subject.package,
+        Duration::from_secs(1),
+    ) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: the policy does not compile: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let d = program.vm().evaluate(input);
+    let out = json!({
+        "allow": d.allow,
+        "reasons": d.reasons,
+        "rate_limit_tier": d.tier,
+        "rate_limit_cost": d.cost,
+        "headers": d.headers.iter().cloned().collect::<BTreeMap<String, String>>(),
+        "failure": d.failure.map(|f| f.reason()),
+        "evaluator": format!("{:?}", program.evaluator),
+    });
+    println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    ExitCode::SUCCESS
+}

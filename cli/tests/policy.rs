@@ -1,0 +1,57 @@
+use assert_cmd::Command;
+use predicates::str::contains;
+
+fn repo(p: &str) -> String {
+    format!("{}/../{p}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn policy_test_runs_the_pack_cases_with_coverage() {
+    Command::cargo_bin("apiguard")
+        .unwrap()
+        .args(["policy", "test", &repo("policies/tests")])
+        .assert()
+        .success()
+        .stdout(contains(
+            "ok   tenant_mismatch: Tenant A's token on tenant B's document (BOLA)",
+        ))
+        .stdout(contains("cases passed, 0 failed"))
+        .stdout(contains("coverage api_authz.rego:"));
+}
+
+#[test]
+fn policy_test_reports_a_failing_case_and_exits_1() {
+    let dir = std::env::temp_dir().join(format!("apiguard-policy-cases-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("wrong.json"),
+        r#"{"description": "expects the wrong thing", "input": {"request": {"method": "GET", "path": "/healthz"}}, "expected": {"allow": false}}"#,
+    )
+    .unwrap();
+    Command::cargo_bin("apiguard")
+        .unwrap()
+        .args(["policy", "test", dir.to_str().unwrap()])
+        .assert()
+        .code(1)
+        .stdout(contains("FAIL wrong: expects the wrong thing"))
+        .stdout(contains("allow is true, expected false"));
+}
+
+#[test]
+fn policy_eval_prints_the_decision() {
+    Command::cargo_bin("apiguard")
+        .unwrap()
+        .args([
+            "policy",
+            "eval",
+            "--config",
+            &repo("tests/fixtures/pack-config.json"),
+            "--input",
+            &repo("tests/fixtures/policy-input.json"),
+        ])
+        .assert()
+        .success()
+        .stdout(contains(r#""allow": false"#))
+        .stdout(contains(r#""tenant_mismatch""#))
+        .stdout(contains(r#""evaluator": "Rvm""#));
+}
