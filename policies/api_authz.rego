@@ -8,65 +8,37 @@
 # that fails to evaluate (a missing claim, a wrong type) can only leave a reason out if it was
 # written to add one: the checks below are phrased as "deny unless proven fine".
 #
-# Everything in `defaults` can be overridden through the plugin configuration's `policy.data`
-# under `api_authz`, e.g. {"api_authz": {"admin_prefixes": ["/admin"]}}.
+# Every setting in api_authz.data.json can be overridden through the plugin configuration's
+# `policy.data` under `api_authz`, e.g. {"api_authz": {"admin_prefixes": ["/admin"]}}.
 package api.authz
 
 import rego.v1
 
-defaults := {
-	# Lowest to highest; a caller's rank is that of its highest known role.
-	"role_hierarchy": ["viewer", "editor", "admin", "super_admin"],
-	# Methods each role may use (cumulative up the hierarchy).
-	"role_methods": {
-		"viewer": ["GET", "HEAD"],
-		"editor": ["GET", "HEAD", "POST", "PUT", "PATCH"],
-		"admin": ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],
-		"super_admin": ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],
-	},
-	# Paths only these roles may use at all.
-	"admin_prefixes": ["/api/v1/admin", "/api/v1/users", "/api/v1/audit-logs"],
-	"admin_roles": ["admin", "super_admin"],
-	# Paths whose resources belong to a tenant: the resource's tenant must be resolved from the
-	# path (a `resources` template) and equal the token's.
-	"tenant_prefixes": ["/api/v1/tenants"],
-	# Paths open to requests without a token (the JWT stage decides which paths need one; this
-	# keeps anonymous requests out of everything else even if a JWT rule is too broad).
-	"public_prefixes": ["/healthz"],
-	# The claim holding the caller's roles (a string or an array of strings).
-	"roles_claim": "roles",
-	"tenant_claim": "tenant_id",
-	"tiers": {"super_admin": "unlimited", "admin": "high"},
-	"default_tier": "standard",
-	# Methods no role may use.
-	"blocked_methods": ["TRACE", "CONNECT"],
-}
-
-default overrides := {}
-
-overrides := data.api_authz
-
-config := object.union(defaults, overrides)
+# Settings come from `data.api_authz`. apiguard merges the operator's `policy.data.api_authz`
+# over the defaults in `api_authz.data.json` once, when the configuration loads (evaluating an
+# object merge on every request would cost more than the rest of the policy). To run this pack
+# elsewhere, load that file as data.
+config := data.api_authz
 
 # --- facts about the request ------------------------------------------------------------------
 
-under(path, prefix) if path == prefix
-
-under(path, prefix) if startswith(path, concat("", [trim_right(prefix, "/"), "/"]))
+# The path with a trailing slash: `p/` is a prefix of it exactly when the path is `p` or lies
+# under `p` (segment-aware, so /api/v1/administrators is not under /api/v1/admin).
+path_slash := concat("", [trim_right(input.request.path, "/"), "/"])
 
 public_path if {
 	some p in config.public_prefixes
-	under(input.request.path, p)
+	startswith(path_slash, concat("", [trim_right(p, "/"), "/"]))
 }
 
 admin_path if {
 	some p in config.admin_prefixes
-	under(input.request.path, p)
+	startswith(path_slash, concat("", [trim_right(p, "/"), "/"]))
 }
 
 tenant_path if {
 	some p in config.tenant_prefixes
-	under(input.request.path, p)
+	startswith(path_slash, concat("", [trim_right(p, "/"), "/"]))
 }
 
 claimed_roles contains r if {

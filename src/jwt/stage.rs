@@ -110,12 +110,17 @@ impl KeyRing {
 pub struct Claims {
     pub map: Map<String, Value>,
     pub json: String,
+    /// The claims as a policy value, converted once per verified token (cache hits reuse it).
+    pub rego: regorus::Value,
 }
 
 impl Claims {
+    /// Runs once per verification (not per cache hit), so the copies cost nothing that matters.
     pub fn new(map: Map<String, Value>) -> Claims {
-        let json = Value::Object(map.clone()).to_string();
-        Claims { map, json }
+        let value = Value::Object(map.clone());
+        let json = value.to_string();
+        let rego = regorus::Value::from(value);
+        Claims { map, json, rego }
     }
 }
 

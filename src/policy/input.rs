@@ -2,7 +2,9 @@
 //! resource the path names. Sizes are capped here, before evaluation, so no request can hand
 //! the policy engine an input large enough to exhaust the VM.
 
-use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+
+use regorus::Value as RegoValue;
 
 use crate::flow::Headers;
 use crate::jwt::stage::Claims;
@@ -54,9 +56,9 @@ impl Template {
     /// segments (a template also names the resource of deeper paths, such as
     /// `…/documents/7/versions`), literal segments compare case-insensitively (a disguise such
     /// as `/API/V1/Tenants/…` must not dodge the match), and a capture takes one whole segment.
-    pub fn captures(&self, path: &str) -> Option<Map<String, Value>> {
+    pub fn captures(&self, path: &str) -> Option<BTreeMap<String, String>> {
         let mut parts = path.trim_start_matches('/').split('/');
-        let mut out = Map::new();
+        let mut out = BTreeMap::new();
         for seg in &self.segments {
             let part = parts.next().filter(|p| !p.is_empty())?;
             match seg {
@@ -66,7 +68,7 @@ impl Template {
                     }
                 }
                 Segment::Capture(name) => {
-                    out.insert(name.clone(), Value::String(part.to_owned()));
+                    out.insert(name.clone(), part.to_owned());
                 }
             }
         }
@@ -75,28 +77,28 @@ impl Template {
 }
 
 /// The parameters of the first template that covers `path` (an empty object when none does).
-pub fn resource(templates: &[Template], path: &str) -> Map<String, Value> {
+pub fn resource(templates: &[Template], path: &str) -> BTreeMap<String, String> {
     templates
         .iter()
         .find_map(|t| t.captures(path))
         .unwrap_or_default()
 }
 
-/// Builds the input document.
+/// Builds the input document, directly as a policy value (no JSON round trip).
 pub fn build(
     headers: &Headers<'_>,
     path: &NormalizedPath,
     source: Option<&str>,
     identity: Option<(&str, &Claims)>,
     templates: &[Template],
-) -> Value {
+) -> RegoValue {
     let text = |name| {
         headers
             .get(name)
             .and_then(|v| std::str::from_utf8(v).ok())
             .unwrap_or("")
     };
-    let mut shown = Map::new();
+    let mut shown: BTreeMap<RegoValue, RegoValue> = BTreeMap::new();
     let mut truncated = false;
     for (name, value) in headers.iter() {
         if name.starts_with(':') || HIDDEN.contains(&name) {
@@ -105,24 +107,21 @@ pub fn build(
         let Ok(value) = std::str::from_utf8(value) else {
             continue;
         };
+        let key = RegoValue::from(name);
         if value.len() > MAX_HEADER_VALUE
-            || (shown.len() >= MAX_HEADERS && !shown.contains_key(name))
+            || (shown.len() >= MAX_HEADERS && !shown.contains_key(&key))
         {
             truncated = true;
             continue;
         }
         // Repeated headers are joined with commas, as HTTP allows for list-valued fields.
-        match shown.get_mut(name) {
-            Some(Value::String(prev)) => {
-                prev.push(',');
-                prev.push_str(value);
-            }
-            _ => {
-                shown.insert(name.to_owned(), Value::String(value.to_owned()));
-            }
-        }
+        let joined = match shown.get(&key) {
+            Some(RegoValue::String(prev)) => format!("{prev},{value}"),
+            _ => value.to_owned(),
+        };
+        shown.insert(key, RegoValue::from(joined));
     }
-    let mut query = Map::new();
+    let mut query: BTreeMap<RegoValue, RegoValue> = BTreeMap::new();
     if let Some(q) = &path.query {
         for pair in q.split('&').filter(|p| !p.is_empty()) {
             if query.len() >= MAX_QUERY_PARAMS {
@@ -131,27 +130,46 @@ pub fn build(
             }
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             if let (Some(k), Some(v)) = (form_decode(k), form_decode(v)) {
-                query.entry(k).or_insert(Value::String(v));
+                query
+                    .entry(RegoValue::from(k))
+                    .or_insert(RegoValue::from(v));
             }
         }
     }
-    let mut doc = json!({
-        "request": {
-            "method": text(":method"),
-            "path": path.path,
-            "query": query,
-            "headers": shown,
-            "host": text(":authority"),
-            "truncated": truncated,
-        },
-        "source": {"address": source.unwrap_or("")},
-        "resource": resource(templates, &path.path),
-    });
-    if let (Some((provider, claims)), Some(o)) = (identity, doc.as_object_mut()) {
-        o.insert("token".into(), Value::Object(claims.map.clone()));
-        o.insert("provider".into(), Value::String(provider.to_owned()));
+    let request = obj([
+        ("method", RegoValue::from(text(":method"))),
+        ("path", RegoValue::from(path.path.as_str())),
+        ("query", RegoValue::from(query)),
+        ("headers", RegoValue::from(shown)),
+        ("host", RegoValue::from(text(":authority"))),
+        ("truncated", RegoValue::from(truncated)),
+    ]);
+    let resource: BTreeMap<RegoValue, RegoValue> = resource(templates, &path.path)
+        .into_iter()
+        .map(|(k, v)| (RegoValue::from(k), RegoValue::from(v)))
+        .collect();
+    let mut doc: BTreeMap<RegoValue, RegoValue> = BTreeMap::from([
+        (RegoValue::from("request"), request),
+        (
+            RegoValue::from("source"),
+            obj([("address", RegoValue::from(source.unwrap_or("")))]),
+        ),
+        (RegoValue::from("resource"), RegoValue::from(resource)),
+    ]);
+    if let Some((provider, claims)) = identity {
+        doc.insert(RegoValue::from("token"), claims.rego.clone());
+        doc.insert(RegoValue::from("provider"), RegoValue::from(provider));
     }
-    doc
+    RegoValue::from(doc)
+}
+
+fn obj<const N: usize>(members: [(&str, RegoValue); N]) -> RegoValue {
+    RegoValue::from(
+        members
+            .into_iter()
+            .map(|(k, v)| (RegoValue::from(k), v))
+            .collect::<BTreeMap<_, _>>(),
+    )
 }
 
 fn form_decode(s: &str) -> Option<String> {
@@ -208,7 +226,12 @@ mod tests {
             list.push((format!("x-h{i}"), b"v".to_vec()));
         }
         let path = crate::path::normalize(b"/api/x?page=2&page=3&q=a+b").unwrap();
-        let doc = build(&Headers::new(&list), &path, Some("10.0.0.5"), None, &[]);
+        let doc: serde_json::Value = serde_json::from_str(
+            &build(&Headers::new(&list), &path, Some("10.0.0.5"), None, &[])
+                .to_json_str()
+                .unwrap(),
+        )
+        .unwrap();
         let h = doc["request"]["headers"].as_object().unwrap();
         assert!(h.get("authorization").is_none() && h.get("cookie").is_none());
         assert_eq!(h["x-api-key"], "k1");

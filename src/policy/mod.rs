@@ -28,6 +28,38 @@ use sha2::{Digest, Sha256};
 /// The built-in policy pack (`policies/api_authz.rego`), compiled into the module.
 pub const BUILTIN_PACK: &str = include_str!("../../policies/api_authz.rego");
 pub const BUILTIN_NAME: &str = "api_authz.rego";
+/// The pack's default settings (`data.api_authz`).
+pub const BUILTIN_DATA: &str = include_str!("../../policies/api_authz.data.json");
+
+/// The data a policy is compiled with: for the built-in pack, the operator's data merged over
+/// the pack's defaults (objects merge member by member, anything else replaces), once, here.
+pub fn effective_data(
+    modules: &BTreeMap<String, String>,
+    data: &serde_json::Value,
+) -> serde_json::Value {
+    if modules.get(BUILTIN_NAME).map(String::as_str) != Some(BUILTIN_PACK) {
+        return data.clone();
+    }
+    let mut base: serde_json::Value = serde_json::from_str(BUILTIN_DATA).unwrap_or_default();
+    merge(&mut base, data);
+    base
+}
+
+fn merge(base: &mut serde_json::Value, over: &serde_json::Value) {
+    match (base, over) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v.clone(),
+    }
+}
 
 /// The generated rule that gathers the decision. A user package of the same name is refused.
 const ENTRY_PACKAGE: &str = "apiguard_entry";
@@ -191,6 +223,7 @@ impl PolicyProgram {
         engine
             .add_policy("apiguard_entry.rego".into(), entry)
             .map_err(|e| CompileError::Rego(format!("{e:#}")))?;
+        let data = &effective_data(modules, data);
         let data_value = RegoValue::from(data.clone());
         engine
             .add_data(data_value.clone())
@@ -253,13 +286,22 @@ impl PolicyProgram {
     }
 }
 
+/// Work units between two reads of the clock. Reading it is a host call in Envoy's Wasm VM,
+/// far dearer than a VM instruction, so it is read every 64 units; a unit is small enough that
+/// the budget still holds to well under a millisecond.
+#[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+const TIMER_CHECK_INTERVAL: NonZeroU32 = match NonZeroU32::new(64) {
+    Some(n) => n,
+    None => NonZeroU32::MIN,
+};
+
 /// The execution timer needs a clock; a browser-style Wasm VM (the in-VM test tier) has none,
 /// so there the budget is not enforced. Envoy's Wasm runtime provides WASI clocks.
 #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 fn set_timer(vm: &mut RegoVM, budget: Duration) {
     vm.set_execution_timer_config(Some(ExecutionTimerConfig {
         limit: budget,
-        check_interval: NonZeroU32::MIN,
+        check_interval: TIMER_CHECK_INTERVAL,
     }));
 }
 
@@ -275,9 +317,13 @@ pub struct PolicyVm {
 }
 
 impl PolicyVm {
-    /// Evaluates the policy on an input document.
+    /// Evaluates the policy on an input document given as JSON.
     pub fn evaluate(&mut self, input: serde_json::Value) -> Decision {
-        let input = RegoValue::from(input);
+        self.evaluate_value(RegoValue::from(input))
+    }
+
+    /// Evaluates the policy on an input document.
+    pub fn evaluate_value(&mut self, input: RegoValue) -> Decision {
         let result = match &mut self.vm {
             Some(vm) => {
                 vm.set_input(input);

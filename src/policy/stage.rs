@@ -107,8 +107,8 @@ impl PolicyStage {
         let shadow_allow = worker
             .shadow
             .as_mut()
-            .map(|s| s.evaluate(doc.clone()).allow);
-        let decision = worker.vm.evaluate(doc);
+            .map(|s| s.evaluate_value(doc.clone()).allow);
+        let decision = worker.vm.evaluate_value(doc);
         let dry_run_deny = !decision.allow && self.mode == PolicyMode::DryRun;
         PolicyOutcome {
             decision,

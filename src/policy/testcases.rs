@@ -115,9 +115,9 @@ pub fn coverage(
     engine.set_enable_coverage(true);
     for case in cases {
         engine.clear_data();
-        let data = case.data.as_ref().unwrap_or(data);
+        let data = super::effective_data(modules, case.data.as_ref().unwrap_or(data));
         engine
-            .add_data(regorus::Value::from(data.clone()))
+            .add_data(regorus::Value::from(data))
             .map_err(|e| CompileError::Data(format!("{e:#}")))?;
         engine.set_input(regorus::Value::from(case.input.clone()));
         for out in super::OUTPUTS {

@@ -30,6 +30,23 @@ fn the_pack_compiles_for_the_rvm() {
 }
 
 #[test]
+fn pack_defaults_merge_under_operator_data() {
+    let d = effective_data(
+        &pack(),
+        &json!({"api_authz": {"tiers": {"editor": "gold"}, "admin_prefixes": ["/ops"]}, "other": 1}),
+    );
+    assert_eq!(
+        d["api_authz"]["tiers"],
+        json!({"super_admin": "unlimited", "admin": "high", "editor": "gold"})
+    );
+    assert_eq!(d["api_authz"]["admin_prefixes"], json!(["/ops"]));
+    assert_eq!(d["api_authz"]["default_tier"], "standard");
+    assert_eq!(d["other"], 1);
+    let custom = BTreeMap::from([("x.rego".to_owned(), "package x".to_owned())]);
+    assert_eq!(effective_data(&custom, &json!({"a": 1})), json!({"a": 1}));
+}
+
+#[test]
 fn compile_errors_name_the_module_and_line() {
     let bad = BTreeMap::from([(
         "authz.rego".to_owned(),

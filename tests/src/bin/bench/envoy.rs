@@ -28,6 +28,8 @@ pub struct Variant {
     pub auth: Option<String>,
     /// Divides the round's request count (slow variants send fewer).
     pub divisor: u64,
+    /// The request path.
+    pub path: String,
     pub cpu_us_per_req: Vec<f64>,
 }
 
@@ -45,6 +47,7 @@ impl Variant {
             envoy: Envoy::start(&spec).await?,
             auth,
             divisor,
+            path: "/bench".into(),
             cpu_us_per_req: Vec::new(),
         })
     }
@@ -80,7 +83,7 @@ pub async fn measure(variants: &mut [Variant]) -> BenchResult {
             let pid = v.envoy.proc.pid();
             let cpu0 = process_cpu(pid).ok_or("cannot read Envoy CPU time")?;
             let n0 = v.envoy.stat(COMPLETED).await.ok_or("no request counter")?;
-            let r = drive(&v.envoy.url("/bench"), &headers, n, conc).await;
+            let r = drive(&v.envoy.url(&v.path), &headers, n, conc).await;
             let cpu1 = process_cpu(pid).ok_or("cannot read Envoy CPU time")?;
             let n1 = v.envoy.stat(COMPLETED).await.ok_or("no request counter")?;
             if r.ok != n {
@@ -241,6 +244,77 @@ pub async fn run_jwt() -> BenchResult {
         &variants,
         "apiguard jwt uncached, RS256",
         "native jwt_authn, RS256",
+        None,
+    );
+    Ok(())
+}
+
+/// The policy pack on top of the JWT stage (cache hit), same token and path.
+pub async fn run_policy() -> BenchResult {
+    let echo = Echo::start().await?;
+    let all = keys::all();
+    let jwks = keys::jwks(&all);
+    let (alg, kid, key) = &all[1];
+    let auth = format!(
+        "Bearer {}",
+        token(
+            *alg,
+            kid,
+            key,
+            &claims(json!({"exp": keys::now() + 86_400}))
+        )
+    );
+    let jwt = json!({"providers": {"p": {"issuer": "https://idp.test/", "audiences": ["api"], "jwks": {"inline": jwks}}}});
+    let jwt_only = json!({"jwt": jwt}).to_string();
+    let with_pack = json!({"jwt": jwt, "policy": {
+        "resources": ["/api/v1/tenants/{tenant_id}/documents/{doc_id}", "/api/v1/tenants/{tenant_id}"]}})
+    .to_string();
+    let spec = || EnvoySpec::new(echo.addr);
+    let doc = "/api/v1/tenants/t1/documents/7";
+    let mut variants = vec![
+        Variant::new("no filter", spec(), Some(auth.clone()), 1).await?,
+        Variant::new(
+            "apiguard jwt (cached)",
+            spec().with_filter(jwt_only),
+            Some(auth.clone()),
+            1,
+        )
+        .await?,
+        Variant::new(
+            "apiguard jwt (cached) + policy pack",
+            spec().with_filter(with_pack),
+            Some(auth),
+            1,
+        )
+        .await?,
+    ];
+    for v in &mut variants {
+        v.path = doc.into();
+    }
+    measure(&mut variants).await?;
+    let med = |n: &str| {
+        variants
+            .iter()
+            .find(|v| v.name == n)
+            .map(|v| summary(&v.cpu_us_per_req).0)
+            .unwrap_or(f64::NAN)
+    };
+    let added: Vec<f64> = variants[2]
+        .cpu_us_per_req
+        .iter()
+        .zip(&variants[1].cpu_us_per_req)
+        .map(|(p, j)| p - j)
+        .collect();
+    let (m, lo, hi) = summary(&added);
+    println!(
+        "policy pack adds {m:.1} µs of Envoy CPU per request (range {lo:.1}–{hi:.1} over rounds; goal ≤ 15 µs); jwt-only {:.1}, with pack {:.1}",
+        med("apiguard jwt (cached)"),
+        med("apiguard jwt (cached) + policy pack")
+    );
+    ratio(
+        &variants,
+        "apiguard jwt (cached) + policy pack",
+        "apiguard jwt (cached)",
         None,
     );
     Ok(())

@@ -14,6 +14,8 @@ enum Suite {
     Envoy,
     /// The JWT stage vs Envoy's native jwt_authn (with and without its cache).
     Jwt,
+    /// The policy pack on top of the JWT stage.
+    Policy,
     /// apiguard-limiter vs Redis executing the same script (redis-benchmark).
     Limiter,
 }
@@ -38,7 +40,7 @@ pub fn env_u64(name: &str, default: u64) -> u64 {
 async fn main() -> ExitCode {
     let args = Args::parse();
     let suites = if args.suites.is_empty() {
-        vec![Suite::Envoy, Suite::Jwt, Suite::Limiter]
+        vec![Suite::Envoy, Suite::Jwt, Suite::Policy, Suite::Limiter]
     } else {
         args.suites
     };
@@ -46,6 +48,7 @@ async fn main() -> ExitCode {
         let r = match s {
             Suite::Envoy => envoy::run().await,
             Suite::Jwt => envoy::run_jwt().await,
+            Suite::Policy => envoy::run_policy().await,
             Suite::Limiter => limiter::run().await,
         };
         if let Err(e) = r {
