@@ -10,6 +10,7 @@ use crate::jwt::stage::{AuthOutcome, Claims, Invalid, JwtStage, KeyRing};
 use crate::path::{self, NormalizedPath};
 use crate::policy::stage::{PolicyOutcome, PolicyStage, PolicyWorker};
 use crate::policy::Failure;
+use crate::ratelimit::{self, LimitCall, LocalLimits, Plan, PlanError, RateLimitStage, Verdict};
 use crate::reply::Reply;
 
 /// Request headers as the host gave them: lowercase names, values as raw bytes (a value that
@@ -63,6 +64,17 @@ pub enum Step {
     /// fetch the JWKS (if its refetch rules allow), then run the request again; otherwise it
     /// answers [`Reply::token_invalid`].
     FetchKeys { provider: usize, unknown_kid: bool },
+    /// Ask the limiter, then hand the answer and [`Outcome::pending`] to
+    /// [`Pipeline::on_limiter_answer`].
+    CheckLimits(LimitCall),
+}
+
+/// What a request waiting for the limiter carries over.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub plan: Plan,
+    /// The header changes decided so far, applied if the request goes on.
+    pub ops: Vec<HeaderOp>,
 }
 
 /// Things worth counting, reported with each step.
@@ -82,6 +94,15 @@ pub enum Event {
     PolicyDryRunDeny,
     /// The shadow policy decided otherwise.
     PolicyShadowDisagree,
+    RateAllowed,
+    RateLimited,
+    /// Answered 429 from the local over-limit cache, without a call.
+    RateLimitedLocal,
+    /// Over a shadow limit: counted, not enforced.
+    RateShadowLimited,
+    RateFailed(ratelimit::Failure),
+    /// A limiter failure let through by `failure_mode: allow`.
+    RateFailurePass,
 }
 
 /// The request as the filter sees it.
@@ -108,6 +129,10 @@ pub struct Outcome {
     pub events: Vec<Event>,
     pub identity: Option<Authenticated>,
     pub policy: Option<PolicyOutcome>,
+    /// With [`Step::CheckLimits`]: what to hand back with the limiter's answer.
+    pub pending: Option<Pending>,
+    /// Headers to add to the upstream's response (rate-limit headers).
+    pub response_headers: Vec<(String, String)>,
 }
 
 /// Per-worker mutable state: the keys known now, the verified-token cache, the policy VMs.
@@ -115,6 +140,7 @@ pub struct WorkerState {
     pub keys: KeyRing,
     pub cache: TokenCache,
     pub policy: Option<PolicyWorker>,
+    pub local_limits: LocalLimits,
 }
 
 /// The compiled configuration.
@@ -123,6 +149,7 @@ pub struct Pipeline {
     pub config: Config,
     pub jwt: Option<JwtStage>,
     pub policy: Option<PolicyStage>,
+    pub ratelimit: Option<RateLimitStage>,
 }
 
 impl Pipeline {
@@ -142,11 +169,17 @@ impl Pipeline {
             .as_ref()
             .map(|p| PolicyStage::compile(p, &mut warnings))
             .transpose()?;
+        let ratelimit = validated
+            .config
+            .rate_limit
+            .as_ref()
+            .map(RateLimitStage::compile);
         Ok((
             Pipeline {
                 config: validated.config,
                 jwt,
                 policy,
+                ratelimit,
             },
             warnings,
         ))
@@ -162,18 +195,29 @@ impl Pipeline {
             keys,
             cache,
             policy: self.policy.as_ref().map(PolicyStage::worker),
+            local_limits: LocalLimits::new(
+                self.ratelimit.as_ref().map_or(0, |r| r.local_cache_entries),
+            ),
         }
     }
 
-    /// Runs the request through the configured stages at Unix time `now`.
-    pub fn on_request(&self, req: &RequestFacts<'_>, now: i64, state: &mut WorkerState) -> Outcome {
+    /// Runs the request through the configured stages at Unix time `now_ms` (milliseconds).
+    pub fn on_request(
+        &self,
+        req: &RequestFacts<'_>,
+        now_ms: i64,
+        state: &mut WorkerState,
+    ) -> Outcome {
+        let now = now_ms.div_euclid(1000);
         let mut out = Outcome {
             step: Step::Continue(Vec::new()),
             events: Vec::new(),
             identity: None,
             policy: None,
+            pending: None,
+            response_headers: Vec::new(),
         };
-        if self.jwt.is_none() && self.policy.is_none() {
+        if self.jwt.is_none() && self.policy.is_none() && self.ratelimit.is_none() {
             return out;
         }
         let path: NormalizedPath = match path::normalize(req.path) {
@@ -250,7 +294,85 @@ impl Pipeline {
             }
             out.policy = Some(result);
         }
+        if let Some(rl) = &self.ratelimit {
+            let tier = out.policy.as_ref().and_then(|p| p.decision.tier.as_deref());
+            let cost = out
+                .policy
+                .as_ref()
+                .and_then(|p| p.decision.cost)
+                .unwrap_or(1);
+            let claims = out.identity.as_ref().map(|i| &*i.claims);
+            match rl.plan(&path, &req.headers, req.source, claims, tier, cost) {
+                Ok(None) => {}
+                Err(PlanError::UnknownTier(_)) => {
+                    let j = rl.unknown_tier();
+                    out.events
+                        .push(Event::RateFailed(ratelimit::Failure::UnknownTier));
+                    if let Some(reply) = j.reply {
+                        out.step = Step::Respond(reply);
+                        return out;
+                    }
+                    out.events.push(Event::RateFailurePass);
+                }
+                Ok(Some(plan)) => {
+                    if !plan.shadow {
+                        if let Some(reply) = state.local_limits.blocked(&plan.key, now_ms) {
+                            out.events.push(Event::RateLimitedLocal);
+                            out.step = Step::Respond(reply);
+                            return out;
+                        }
+                    }
+                    out.step = Step::CheckLimits(rl.call(&plan));
+                    out.pending = Some(Pending { plan, ops });
+                    return out;
+                }
+            }
+        }
         out.step = Step::Continue(ops);
+        out
+    }
+
+    /// Finishes a request that waited for the limiter: `answer` is the status and body, or how
+    /// the call failed.
+    pub fn on_limiter_answer(
+        &self,
+        pending: Pending,
+        answer: Result<(u16, &[u8]), ratelimit::Failure>,
+        now_ms: i64,
+        state: &mut WorkerState,
+    ) -> Outcome {
+        let mut out = Outcome {
+            step: Step::Continue(Vec::new()),
+            events: Vec::new(),
+            identity: None,
+            policy: None,
+            pending: None,
+            response_headers: Vec::new(),
+        };
+        let Some(rl) = &self.ratelimit else {
+            out.step = Step::Continue(pending.ops);
+            return out;
+        };
+        let j = rl.judge(&pending.plan, answer, now_ms);
+        out.events.push(match j.verdict {
+            Verdict::Allowed => Event::RateAllowed,
+            Verdict::Limited => Event::RateLimited,
+            Verdict::ShadowLimited => Event::RateShadowLimited,
+            Verdict::Failed(f) => Event::RateFailed(f),
+        });
+        if let (Some(until), Some(reply)) = (j.block_until_ms, &j.reply) {
+            state.local_limits.block(&pending.plan.key, until, reply);
+        }
+        match j.reply {
+            Some(reply) => out.step = Step::Respond(reply),
+            None => {
+                if matches!(j.verdict, Verdict::Failed(_)) {
+                    out.events.push(Event::RateFailurePass);
+                }
+                out.response_headers = j.response_headers;
+                out.step = Step::Continue(pending.ops);
+            }
+        }
         out
     }
 }

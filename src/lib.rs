@@ -15,6 +15,7 @@ pub mod jwt;
 pub mod limiter_api;
 pub mod path;
 pub mod policy;
+pub mod ratelimit;
 pub mod reply;
 
 pub use config::{Config, ConfigError, ConfigWarning};

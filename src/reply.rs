@@ -81,6 +81,28 @@ impl Reply {
         r
     }
 
+    /// 429: over a rate limit. The caller adds the rate-limit headers.
+    pub fn too_many_requests(retry_after_s: u64) -> Reply {
+        Reply::problem(
+            429,
+            "Too Many Requests",
+            "The rate limit for this request is exhausted.",
+            "apiguard_rate_limited",
+        )
+        .with_header("retry-after", &retry_after_s.max(1).to_string())
+    }
+
+    /// 503: the rate limiter could not decide and the failure mode is `deny`.
+    pub fn limiter_unavailable() -> Reply {
+        Reply::problem(
+            503,
+            "Service Unavailable",
+            "The rate limiter is unavailable.",
+            "apiguard_limiter_unavailable",
+        )
+        .with_header("retry-after", "1")
+    }
+
     /// 400: a path apiguard cannot interpret unambiguously.
     pub fn bad_path() -> Reply {
         Reply::problem(

@@ -223,6 +223,25 @@ pub struct RateLimitConfig {
     pub tiers: BTreeMap<String, Vec<Limit>>,
     #[serde(default)]
     pub routes: Vec<RouteLimit>,
+    /// Which rate-limit headers responses carry.
+    #[serde(default)]
+    pub headers: HeaderMode,
+    /// Tiers that are called and counted but never block.
+    #[serde(default)]
+    pub shadow_tiers: Vec<String>,
+    /// Keys remembered as over their limit per worker (answered 429 locally until their reset).
+    #[serde(default = "default_local_cache_entries")]
+    pub local_cache_entries: usize,
+}
+
+/// `X-RateLimit-*` (`legacy`), the IETF draft `RateLimit-Policy`/`RateLimit` (`ietf`), or both.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeaderMode {
+    Legacy,
+    Ietf,
+    #[default]
+    Both,
 }
 
 /// What to do when the limiter cannot give an answer. `deny` unless an operator says otherwise.
@@ -259,6 +278,12 @@ pub struct RouteLimit {
     pub name: String,
     pub prefix: String,
     pub limits: Vec<Limit>,
+    /// Overrides `rate_limit.failure_mode` for this route.
+    #[serde(default)]
+    pub failure_mode: Option<FailureMode>,
+    /// Call and count, never block.
+    #[serde(default)]
+    pub shadow: bool,
 }
 
 fn default_clock_skew_s() -> u64 {
@@ -287,6 +312,9 @@ fn default_max_stale_s() -> u64 {
 }
 fn default_entrypoint() -> String {
     "data.api.authz".to_owned()
+}
+fn default_local_cache_entries() -> usize {
+    1024
 }
 fn default_time_budget_ms() -> u64 {
     5
@@ -351,6 +379,8 @@ pub enum Problem {
     BadTemplate(String, &'static str),
     #[error("must look like `data.<package>`")]
     BadEntrypoint,
+    #[error("names tier `{0}`, which is not configured under rate_limit.tiers")]
+    UnknownTier(String),
     #[error("no key can verify any of these algorithms")]
     NoUsableKey,
     #[error("{0}")]
@@ -466,6 +496,7 @@ const SHAPE: Shape<'static> = Shape {
         "routes",
         "limits",
         "required_claims",
+        "shadow_tiers",
     ],
     maps_of_arrays: &["tiers"],
     opaque: &["data", "keys", "modules", "shadow_modules"],
@@ -749,6 +780,22 @@ fn validate_rate_limit(rl: &RateLimitConfig) -> Result<(), ConfigError> {
     for (name, limits) in &rl.tiers {
         validate_limits(limits, &format!("rate_limit.tiers.{name}"))?;
     }
+    for (i, t) in rl.shadow_tiers.iter().enumerate() {
+        if !rl.tiers.contains_key(t) {
+            return Err(invalid(
+                format!("rate_limit.shadow_tiers[{i}]"),
+                Problem::UnknownTier(t.clone()),
+            ));
+        }
+    }
+    if rl.local_cache_entries > MAX_CACHE_ENTRIES {
+        return Err(invalid(
+            "rate_limit.local_cache_entries",
+            Problem::TooLarge {
+                max: MAX_CACHE_ENTRIES as u64,
+            },
+        ));
+    }
     let mut names: Vec<&str> = Vec::new();
     for (i, r) in rl.routes.iter().enumerate() {
         let at = format!("rate_limit.routes[{i}]");
@@ -775,7 +822,22 @@ fn validate_rate_limit(rl: &RateLimitConfig) -> Result<(), ConfigError> {
 const MAX_WINDOW_S: u64 = 86_400;
 
 fn validate_limits(limits: &[Limit], at: &str) -> Result<(), ConfigError> {
+    if limits.len() > crate::limiter_api::MAX_CHECKS {
+        return Err(invalid(
+            at,
+            Problem::TooLarge {
+                max: crate::limiter_api::MAX_CHECKS as u64,
+            },
+        ));
+    }
     for (i, l) in limits.iter().enumerate() {
+        // The limiter refuses two checks of one window in one call.
+        if limits[..i].iter().any(|o| o.window_s == l.window_s) {
+            return Err(invalid(
+                format!("{at}[{i}].window_s"),
+                Problem::Duplicate(l.window_s.to_string()),
+            ));
+        }
         if l.requests == 0 {
             return Err(invalid(format!("{at}[{i}].requests"), Problem::Zero));
         }

@@ -92,7 +92,7 @@ fn run(p: &Pipeline, s: &mut WorkerState, path: &str, headers: &[(&str, &[u8])])
             headers: Headers::new(&list),
             source: None,
         },
-        NOW,
+        NOW * 1000,
         s,
     )
 }
@@ -105,7 +105,7 @@ fn status(o: &Outcome) -> u16 {
     match &o.step {
         Step::Continue(_) => 200,
         Step::Respond(r) => r.status,
-        Step::FetchKeys { .. } => 0,
+        Step::FetchKeys { .. } | Step::CheckLimits(_) => 0,
     }
 }
 
@@ -177,7 +177,7 @@ fn cache_hits_are_rechecked_for_expiry_and_flushed_on_key_change() {
         headers: Headers::new(&list),
         source: None,
     };
-    let late = p.on_request(&facts, NOW + 5 + 30, &mut s);
+    let late = p.on_request(&facts, (NOW + 5 + 30) * 1000, &mut s);
     assert_eq!(
         late.events,
         vec![Event::JwtRejected(Invalid::Token(Reject::Expired))]
