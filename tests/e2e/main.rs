@@ -9,3 +9,4 @@
 mod foundation;
 mod jwt;
 mod policy;
+mod ratelimit;

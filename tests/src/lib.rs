@@ -8,6 +8,7 @@
 
 pub mod echo;
 pub mod envoy;
+pub mod fake_limiter;
 pub mod jwks;
 pub mod keys;
 pub mod load;

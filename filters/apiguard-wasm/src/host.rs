@@ -15,10 +15,15 @@ use proxy_wasm::types::{BufferType, MapType, MetricType};
 
 /// Unix seconds by the host's clock (0 if the host cannot tell, which fails every `exp`).
 pub fn now() -> i64 {
+    now_ms().div_euclid(1000)
+}
+
+/// Unix milliseconds by the host's clock.
+pub fn now_ms() -> i64 {
     hostcalls::get_current_time()
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// All request headers, values as bytes.
@@ -101,6 +106,25 @@ pub fn http_get(
         .map_err(|s| format!("{s:?}"))
 }
 
+/// An outgoing JSON POST to an Envoy cluster; the call's token on success.
+pub fn http_post(cluster: &str, path: &str, body: &[u8], timeout: Duration) -> Result<u32, String> {
+    let headers = vec![
+        (":method", "POST"),
+        (":path", path),
+        (":authority", "apiguard-limiter"),
+        ("content-type", "application/json"),
+    ];
+    hostcalls::dispatch_http_call(cluster, headers, Some(body), vec![], timeout)
+        .map_err(|s| format!("{s:?}"))
+}
+
+/// Sets a response header (replacing any value the upstream sent).
+pub fn set_response_header(name: &str, value: &str) {
+    if let Err(status) = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(value)) {
+        warn!("apiguard: cannot set response header {name}: {status:?}");
+    }
+}
+
 /// A finished call's status (`None` when no response arrived: reset, timeout, no cluster) and
 /// body, the body read only when it is at most `max` bytes.
 pub fn call_response(body_size: usize, max: usize) -> (Option<u16>, Vec<u8>) {
@@ -125,6 +149,21 @@ pub fn shared_get(key: &str) -> (Option<Vec<u8>>, Option<u32>) {
 /// Writes shared data; with `cas`, only if nobody wrote since that version.
 pub fn shared_set(key: &str, value: &[u8], cas: Option<u32>) -> bool {
     hostcalls::set_shared_data(key, Some(value), cas).is_ok()
+}
+
+/// An Envoy histogram (shown as `wasmcustom.<name>`).
+pub fn define_histogram(name: &str) -> Option<u32> {
+    match hostcalls::define_metric(MetricType::Histogram, name) {
+        Ok(id) => Some(id),
+        Err(status) => {
+            warn!("apiguard: cannot define metric {name}: {status:?}");
+            None
+        }
+    }
+}
+
+pub fn record(id: u32, value: u64) {
+    let _ = hostcalls::record_metric(id, value);
 }
 
 /// Envoy counters, defined once per VM (Envoy shows them as `wasmcustom.<name>`).

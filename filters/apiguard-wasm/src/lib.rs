@@ -15,10 +15,11 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use apiguard_core::flow::{Event, Headers, Outcome, Pipeline, RequestFacts, Step};
+use apiguard_core::flow::{Event, Headers, Outcome, Pending, Pipeline, RequestFacts, Step};
 use apiguard_core::jwt::remote::FetchReason;
 use apiguard_core::jwt::stage::Invalid;
 use apiguard_core::jwt::token::Reject;
+use apiguard_core::ratelimit::{Failure as RateFailure, MAX_ANSWER_BYTES};
 use apiguard_core::reply::Reply;
 use log::{debug, error, info, warn};
 use proxy_wasm::hostcalls;
@@ -127,8 +128,10 @@ impl RootContext for Root {
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Request {
             worker: self.worker.clone(),
-            pending: None,
+            fetch: None,
             retried: false,
+            limit: None,
+            response_headers: Vec::new(),
         }))
     }
 }
@@ -145,20 +148,28 @@ fn on_off(on: bool) -> &'static str {
 struct Request {
     worker: Option<Rc<RefCell<Worker>>>,
     /// A JWKS fetch this request waits for: call token and provider.
-    pending: Option<(u32, usize)>,
+    fetch: Option<(u32, usize)>,
     /// The request already waited for one fetch; it does not wait for another.
     retried: bool,
+    /// A limiter call this request waits for: call token, what to resume with, when it left.
+    limit: Option<(u32, Pending, i64)>,
+    /// Rate-limit headers for the response.
+    response_headers: Vec<(String, String)>,
 }
 
 impl Request {
     /// Runs the pipeline and carries out its step. Fails closed: without a worker (which
     /// Envoy never allows, since a failed configuration refuses the plugin) nothing passes.
     fn process(&mut self) -> Action {
-        let Some(Ok(mut w)) = self.worker.as_ref().map(|w| w.try_borrow_mut()) else {
+        let Some(wrc) = self.worker.clone() else {
             host::respond(&unavailable());
             return Action::Pause;
         };
-        let now = host::now();
+        let Ok(mut w) = wrc.try_borrow_mut() else {
+            host::respond(&unavailable());
+            return Action::Pause;
+        };
+        let now_ms = host::now_ms();
         let headers = host::request_headers();
         let path = headers
             .iter()
@@ -166,7 +177,7 @@ impl Request {
             .map(|(_, v)| v.as_slice())
             .unwrap_or_default();
         let pipeline = w.pipeline.clone();
-        let source = if pipeline.policy.is_some() {
+        let source = if pipeline.policy.is_some() || pipeline.ratelimit.is_some() {
             host::source_address()
         } else {
             None
@@ -176,13 +187,18 @@ impl Request {
             headers: Headers::new(&headers),
             source: source.as_deref(),
         };
-        let outcome = pipeline.on_request(&facts, now, &mut w.state);
+        let outcome = pipeline.on_request(&facts, now_ms, &mut w.state);
         w.count(&outcome.events);
         log_outcome(&outcome, path);
         publish(&outcome, &pipeline);
+        self.carry_out(&mut w, outcome, now_ms)
+    }
+
+    fn carry_out(&mut self, w: &mut Worker, outcome: Outcome, now_ms: i64) -> Action {
         match outcome.step {
             Step::Continue(ops) => {
                 host::apply(&ops);
+                self.response_headers = outcome.response_headers;
                 Action::Continue
             }
             Step::Respond(reply) => {
@@ -198,10 +214,11 @@ impl Request {
                 } else {
                     FetchReason::Refresh
                 };
+                let now = now_ms.div_euclid(1000);
                 if !self.retried {
                     if let Some(fetch) = w.begin_fetch(provider, now, reason) {
                         if let Some(token) = w.dispatch(&fetch, now) {
-                            self.pending = Some((token, provider));
+                            self.fetch = Some((token, provider));
                             return Action::Pause;
                         }
                     }
@@ -216,7 +233,68 @@ impl Request {
                 host::respond(&Reply::token_invalid());
                 Action::Pause
             }
+            Step::CheckLimits(call) => {
+                let Some(pending) = outcome.pending else {
+                    host::respond(&unavailable());
+                    return Action::Pause;
+                };
+                match host::http_post(
+                    &call.cluster,
+                    call.path,
+                    &call.body,
+                    Duration::from_millis(call.timeout_ms),
+                ) {
+                    Ok(token) => {
+                        self.limit = Some((token, pending, now_ms));
+                        Action::Pause
+                    }
+                    Err(status) => {
+                        warn!(
+                            "apiguard: cannot call the limiter on cluster `{}`: {status}",
+                            call.cluster
+                        );
+                        let pipeline = w.pipeline.clone();
+                        let next = pipeline.on_limiter_answer(
+                            pending,
+                            Err(RateFailure::Dispatch),
+                            now_ms,
+                            &mut w.state,
+                        );
+                        w.count(&next.events);
+                        self.carry_out(w, next, now_ms)
+                    }
+                }
+            }
         }
+    }
+
+    /// The limiter answered (or the call failed).
+    fn limiter_answered(&mut self, pending: Pending, sent_ms: i64, body_size: usize) -> Action {
+        let Some(wrc) = self.worker.clone() else {
+            host::respond(&unavailable());
+            return Action::Pause;
+        };
+        let Ok(mut w) = wrc.try_borrow_mut() else {
+            host::respond(&unavailable());
+            return Action::Pause;
+        };
+        let now_ms = host::now_ms();
+        w.record_callout(now_ms.saturating_sub(sent_ms));
+        let (status, body) = host::call_response(body_size, MAX_ANSWER_BYTES);
+        let answer = match status {
+            None => Err(RateFailure::NoResponse),
+            Some(_) if body_size > MAX_ANSWER_BYTES => Err(RateFailure::TooLarge),
+            Some(s) => Ok((s, body.as_slice())),
+        };
+        let pipeline = w.pipeline.clone();
+        let outcome = pipeline.on_limiter_answer(pending, answer, now_ms, &mut w.state);
+        w.count(&outcome.events);
+        for e in &outcome.events {
+            if let Event::RateFailed(f) = e {
+                warn!("apiguard: rate limiter call failed ({})", f.name());
+            }
+        }
+        self.carry_out(&mut w, outcome, now_ms)
     }
 }
 
@@ -304,11 +382,20 @@ impl Context for Request {
         body_size: usize,
         _trailers: usize,
     ) {
-        let Some((waiting, provider)) = self.pending.take() else {
+        if let Some((waiting, pending, sent)) = self.limit.take() {
+            if waiting == token {
+                if let Action::Continue = self.limiter_answered(pending, sent, body_size) {
+                    resume();
+                }
+                return;
+            }
+            self.limit = Some((waiting, pending, sent));
+        }
+        let Some((waiting, provider)) = self.fetch.take() else {
             return;
         };
         if waiting != token {
-            self.pending = Some((waiting, provider));
+            self.fetch = Some((waiting, provider));
             return;
         }
         if let Some(Ok(mut w)) = self.worker.as_ref().map(|w| w.try_borrow_mut()) {
@@ -316,15 +403,26 @@ impl Context for Request {
         }
         self.retried = true;
         if let Action::Continue = self.process() {
-            if let Err(status) = hostcalls::resume_http_request() {
-                warn!("apiguard: cannot resume the request: {status:?}");
-            }
+            resume();
         }
+    }
+}
+
+fn resume() {
+    if let Err(status) = hostcalls::resume_http_request() {
+        warn!("apiguard: cannot resume the request: {status:?}");
     }
 }
 
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         self.process()
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        for (name, value) in &self.response_headers {
+            host::set_response_header(name, value);
+        }
+        Action::Continue
     }
 }

@@ -10,6 +10,7 @@ use apiguard_core::jwt::keys::{KeySet, MAX_JWKS_BYTES};
 use apiguard_core::jwt::remote::{self, FetchError, FetchReason, Lease, SharedJwks};
 use apiguard_core::jwt::stage::Jwks;
 use apiguard_core::policy::Failure;
+use apiguard_core::ratelimit::Failure as RateFailure;
 use log::{debug, info, warn};
 
 use crate::host::{self, Counters};
@@ -36,6 +37,17 @@ pub const COUNTERS: &[&str] = &[
     "apiguard.policy.undefined",
     "apiguard.policy.dry_run_deny",
     "apiguard.policy.shadow_disagree",
+    "apiguard.ratelimit.allowed",
+    "apiguard.ratelimit.limited",
+    "apiguard.ratelimit.limited_local",
+    "apiguard.ratelimit.shadow_limited",
+    "apiguard.ratelimit.failure_mode_pass",
+    "apiguard.ratelimit.failure.dispatch",
+    "apiguard.ratelimit.failure.no_response",
+    "apiguard.ratelimit.failure.status",
+    "apiguard.ratelimit.failure.too_large",
+    "apiguard.ratelimit.failure.malformed",
+    "apiguard.ratelimit.failure.unknown_tier",
 ];
 
 /// This worker's view of one remote provider's shared keys.
@@ -63,6 +75,8 @@ pub struct Worker {
     pub pipeline: Arc<Pipeline>,
     pub state: WorkerState,
     pub counters: Counters,
+    /// Histogram of limiter call latency (ms).
+    callout_ms: Option<u32>,
     remote: Vec<Option<RemoteSlot>>,
 }
 
@@ -88,10 +102,16 @@ impl Worker {
                     .collect()
             })
             .unwrap_or_default();
+        let callout_ms = if pipeline.ratelimit.is_some() {
+            host::define_histogram("apiguard.ratelimit.callout_ms")
+        } else {
+            None
+        };
         Worker {
             pipeline,
             state,
             counters: Counters::define(COUNTERS),
+            callout_ms,
             remote,
         }
     }
@@ -140,7 +160,27 @@ impl Worker {
                 }),
                 Event::PolicyDryRunDeny => self.counters.inc("apiguard.policy.dry_run_deny"),
                 Event::PolicyShadowDisagree => self.counters.inc("apiguard.policy.shadow_disagree"),
+                Event::RateAllowed => self.counters.inc("apiguard.ratelimit.allowed"),
+                Event::RateLimited => self.counters.inc("apiguard.ratelimit.limited"),
+                Event::RateLimitedLocal => self.counters.inc("apiguard.ratelimit.limited_local"),
+                Event::RateShadowLimited => self.counters.inc("apiguard.ratelimit.shadow_limited"),
+                Event::RateFailurePass => self.counters.inc("apiguard.ratelimit.failure_mode_pass"),
+                Event::RateFailed(f) => self.counters.inc(match f {
+                    RateFailure::Dispatch => "apiguard.ratelimit.failure.dispatch",
+                    RateFailure::NoResponse => "apiguard.ratelimit.failure.no_response",
+                    RateFailure::Status => "apiguard.ratelimit.failure.status",
+                    RateFailure::TooLarge => "apiguard.ratelimit.failure.too_large",
+                    RateFailure::Malformed => "apiguard.ratelimit.failure.malformed",
+                    RateFailure::UnknownTier => "apiguard.ratelimit.failure.unknown_tier",
+                }),
             }
+        }
+    }
+
+    /// Records one limiter call's latency.
+    pub fn record_callout(&self, ms: i64) {
+        if let Some(id) = self.callout_ms {
+            host::record(id, u64::try_from(ms).unwrap_or(0));
         }
     }
 

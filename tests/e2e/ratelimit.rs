@@ -1,0 +1,381 @@
+//! The rate-limit stage through real Envoy, the real limiter binary and a real Redis; failure
+//! modes against a limiter that misbehaves on purpose.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use apiguard::config::Algorithm;
+use apiguard::jwt::mint::sign_raw;
+use apiguard_e2e::fake_limiter::{FakeLimiter, Mode};
+use apiguard_e2e::keys::{self, claims, token};
+use apiguard_e2e::{Echo, Envoy, EnvoySpec, Limiter, Redis};
+use reqwest::header::HeaderMap;
+use serde_json::{json, Value};
+
+fn config(rate_limit: Value) -> String {
+    let mut rl = json!({"cluster": "limiter", "timeout_ms": 200, "identity": ["claim:sub", "source_ip"],
+                        "tiers": {"standard": [{"requests": 5, "window_s": 60}]}});
+    if let (Some(o), Some(e)) = (rl.as_object_mut(), rate_limit.as_object()) {
+        for (k, v) in e {
+            o.insert(k.clone(), v.clone());
+        }
+    }
+    json!({"jwt": {"providers": {"p": {"issuer": "https://idp.test/", "audiences": ["api"],
+                                       "jwks": {"inline": keys::jwks(&keys::all())}}}},
+           "rate_limit": rl})
+    .to_string()
+}
+
+fn bearer(sub: &str) -> String {
+    let all = keys::all();
+    let (alg, kid, key) = &all[1];
+    format!(
+        "Bearer {}",
+        token(
+            *alg,
+            kid,
+            key,
+            &claims(json!({"sub": sub, "jti": rand_jti()}))
+        )
+    )
+}
+
+fn rand_jti() -> String {
+    format!("{:?}", Instant::now())
+}
+
+async fn envoy_with(limiter: SocketAddr, rate_limit: Value) -> (Echo, Envoy) {
+    let echo = Echo::start().await.unwrap();
+    let spec = EnvoySpec::new(echo.addr)
+        .with_cluster("limiter", limiter)
+        .with_filter(config(rate_limit));
+    (echo, Envoy::start(&spec).await.unwrap())
+}
+
+async fn real_limiter() -> (Redis, Limiter) {
+    let redis = Redis::start().unwrap();
+    let limiter = Limiter::start(&[
+        "--redis".into(),
+        redis.url(),
+        "--redis-timeout-ms".into(),
+        "2000".into(),
+    ])
+    .await
+    .unwrap();
+    (redis, limiter)
+}
+
+async fn get(envoy: &Envoy, path: &str, auth: &str) -> (u16, HeaderMap) {
+    let res = apiguard_e2e::client()
+        .get(envoy.url(path))
+        .header("authorization", auth)
+        .send()
+        .await
+        .unwrap();
+    (res.status().as_u16(), res.headers().clone())
+}
+
+fn h<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exactly_the_limit_passes_and_the_rest_get_429_with_headers() {
+    let (_redis, limiter) = real_limiter().await;
+    let (echo, envoy) = envoy_with(limiter.addr, json!({})).await;
+    let auth = bearer("alice");
+    let mut tasks = Vec::new();
+    for _ in 0..25 {
+        let (url, auth) = (envoy.url("/api/x"), auth.clone());
+        tasks.push(tokio::spawn(async move {
+            let res = apiguard_e2e::client()
+                .get(url)
+                .header("authorization", auth)
+                .send()
+                .await
+                .unwrap();
+            (res.status().as_u16(), res.headers().clone())
+        }));
+    }
+    let (mut ok, mut limited) = (0, 0);
+    for t in tasks {
+        let (status, headers) = t.await.unwrap();
+        match status {
+            200 => {
+                ok += 1;
+                assert_eq!(h(&headers, "x-ratelimit-limit"), "5");
+                assert!(
+                    h(&headers, "ratelimit-policy").contains(";q=5;w=60"),
+                    "{headers:?}"
+                );
+            }
+            429 => {
+                limited += 1;
+                let retry: u64 = h(&headers, "retry-after").parse().unwrap();
+                assert!((1..=60).contains(&retry), "{headers:?}");
+                assert_eq!(h(&headers, "x-ratelimit-remaining"), "0");
+                let reset: i64 = h(&headers, "x-ratelimit-reset").parse().unwrap();
+                assert!(reset > keys::now() && reset <= keys::now() + 61, "{reset}");
+                assert!(h(&headers, "ratelimit").contains(";r=0;t="), "{headers:?}");
+                assert_eq!(h(&headers, "content-type"), "application/problem+json");
+            }
+            other => panic!("unexpected {other}: {headers:?}"),
+        }
+    }
+    assert_eq!((ok, limited), (5, 20));
+    assert_eq!(echo.count(), 5);
+    // Another token of the same subject shares the quota.
+    assert_eq!(get(&envoy, "/api/x", &bearer("alice")).await.0, 429);
+    assert_eq!(get(&envoy, "/api/x", &bearer("bob")).await.0, 200);
+}
+
+async fn limiter_checks(limiter: &Limiter) -> u64 {
+    let text = reqwest::get(format!("http://{}/metrics", limiter.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("apiguard_limiter_checks_total{"))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<u64>().ok()))
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_tokens_never_spend_a_victims_quota() {
+    let (_redis, limiter) = real_limiter().await;
+    let (echo, envoy) = envoy_with(
+        limiter.addr,
+        json!({"tiers": {"standard": [{"requests": 1, "window_s": 60}]}}),
+    )
+    .await;
+    let all = keys::all();
+    let (_, _, es) = &all[1];
+    let forged_claims = claims(json!({"sub": "victim"})).to_string();
+    for i in 0..200 {
+        // Signed with the right algorithm but a payload that does not match the signature.
+        let good = sign_raw(
+            Algorithm::ES256,
+            es,
+            br#"{"alg":"ES256","kid":"es"}"#,
+            forged_claims.as_bytes(),
+        )
+        .unwrap();
+        let parts: Vec<&str> = good.split('.').collect();
+        let forged = format!("{}.{}x{i}.{}", parts[0], parts[1], parts[2]);
+        assert_eq!(
+            get(&envoy, "/api/x", &format!("Bearer {forged}")).await.0,
+            401
+        );
+    }
+    assert_eq!(
+        limiter_checks(&limiter).await,
+        0,
+        "a refused token reached the limiter"
+    );
+    assert_eq!(get(&envoy, "/api/x", &bearer("victim")).await.0, 200);
+    assert_eq!(limiter_checks(&limiter).await, 1);
+    assert_eq!(echo.count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_after_is_honoured_and_the_local_cache_answers_meanwhile() {
+    let (_redis, limiter) = real_limiter().await;
+    let (_echo, envoy) = envoy_with(
+        limiter.addr,
+        json!({"tiers": {"standard": [{"requests": 1, "window_s": 2}]}}),
+    )
+    .await;
+    let auth = bearer("carol");
+    assert_eq!(get(&envoy, "/api/x", &auth).await.0, 200);
+    let (status, headers) = get(&envoy, "/api/x", &auth).await;
+    assert_eq!(status, 429);
+    let retry: u64 = h(&headers, "retry-after").parse().unwrap();
+    assert!((1..=2).contains(&retry), "{retry}");
+    let checks = limiter_checks(&limiter).await;
+    // Just before: still 429, answered locally (no call).
+    assert_eq!(get(&envoy, "/api/x", &auth).await.0, 429);
+    assert_eq!(
+        limiter_checks(&limiter).await,
+        checks,
+        "the local cache should have answered"
+    );
+    assert!(
+        envoy
+            .wait_stat("wasmcustom.apiguard.ratelimit.limited_local", 1)
+            .await
+            >= 1
+    );
+    tokio::time::sleep(Duration::from_millis(retry * 1000 + 300)).await;
+    assert_eq!(get(&envoy, "/api/x", &auth).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_or_slow_limiter_follows_the_failure_mode_and_recovery_needs_no_restart() {
+    let (redis, mut limiter) = real_limiter().await;
+    let limiter_addr = limiter.addr;
+    let (echo, deny) = envoy_with(limiter_addr, json!({"timeout_ms": 100})).await;
+    let spec = EnvoySpec::new(echo.addr)
+        .with_cluster("limiter", limiter_addr)
+        .with_filter(config(json!({"timeout_ms": 100, "failure_mode": "allow"})));
+    let allow = Envoy::start(&spec).await.unwrap();
+    assert_eq!(get(&deny, "/api/x", &bearer("dave")).await.0, 200);
+
+    limiter.proc.kill();
+    for envoy in [&deny, &allow] {
+        let started = Instant::now();
+        let (status, headers) = get(envoy, "/api/x", &bearer("dave")).await;
+        let took = started.elapsed();
+        assert!(took < Duration::from_millis(1000), "took {took:?}");
+        if std::ptr::eq(envoy, &deny) {
+            assert_eq!(status, 503);
+            assert_eq!(h(&headers, "retry-after"), "1");
+        } else {
+            assert_eq!(status, 200);
+        }
+    }
+    assert!(
+        allow
+            .wait_stat("wasmcustom.apiguard.ratelimit.failure_mode_pass", 1)
+            .await
+            >= 1
+    );
+
+    // A slow limiter: answers after the timeout.
+    let slow = FakeLimiter::start(Mode::Slow(Duration::from_millis(800)))
+        .await
+        .unwrap();
+    let (_e, slow_deny) = envoy_with(slow.addr, json!({"timeout_ms": 100})).await;
+    let started = Instant::now();
+    assert_eq!(get(&slow_deny, "/api/x", &bearer("erin")).await.0, 503);
+    assert!(
+        started.elapsed() < Duration::from_millis(600),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // The limiter comes back on the same port: no Envoy restart needed.
+    let port = limiter_addr.port();
+    drop(limiter);
+    let bin = apiguard_e2e::workspace_bin("apiguard-limiter").unwrap();
+    let mut cmd = std::process::Command::new(bin);
+    cmd.args([
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--redis",
+        &redis.url(),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let _back = apiguard_e2e::Proc::spawn("limiter-again", cmd, dir.path()).unwrap();
+    let started = Instant::now();
+    loop {
+        if get(&deny, "/api/x", &bearer("frank")).await.0 == 200 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "no recovery");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn broken_limiter_answers_follow_the_failure_mode_and_the_filter_stays_alive() {
+    let fake = FakeLimiter::start(Mode::Garbage).await.unwrap();
+    let (_echo, deny) = envoy_with(fake.addr, json!({})).await;
+    let echo2 = Echo::start().await.unwrap();
+    let allow = Envoy::start(
+        &EnvoySpec::new(echo2.addr)
+            .with_cluster("limiter", fake.addr)
+            .with_filter(config(json!({"failure_mode": "allow"}))),
+    )
+    .await
+    .unwrap();
+    for mode in [
+        Mode::Garbage,
+        Mode::ServerError,
+        Mode::Oversized,
+        Mode::Reset,
+    ] {
+        fake.set(mode);
+        assert_eq!(
+            get(&deny, "/api/x", &bearer("gina")).await.0,
+            503,
+            "{mode:?}"
+        );
+        assert_eq!(
+            get(&allow, "/api/x", &bearer("gina")).await.0,
+            200,
+            "{mode:?}"
+        );
+    }
+    assert_eq!(echo2.count(), 4);
+    // Still alive: an unprotected counter moved and requests are still answered by the filter.
+    assert!(
+        deny.wait_stat("wasmcustom.apiguard.ratelimit.failure.malformed", 1)
+            .await
+            >= 1,
+        "{}",
+        deny.stats_text("ratelimit").await
+    );
+    assert!(
+        deny.wait_stat("wasmcustom.apiguard.ratelimit.failure.status", 1)
+            .await
+            >= 1
+    );
+    assert!(
+        deny.wait_stat("wasmcustom.apiguard.ratelimit.failure.too_large", 1)
+            .await
+            >= 1,
+        "{}",
+        deny.stats_text("ratelimit").await
+    );
+    assert_eq!(get(&deny, "/api/x", "Bearer junk").await.0, 401);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn header_modes_and_shadow_limits() {
+    let (_redis, limiter) = real_limiter().await;
+    for (mode, legacy, ietf) in [
+        ("legacy", true, false),
+        ("ietf", false, true),
+        ("both", true, true),
+    ] {
+        let (_echo, envoy) = envoy_with(limiter.addr, json!({"headers": mode})).await;
+        let (status, headers) = get(&envoy, "/api/x", &bearer(&format!("hdr-{mode}"))).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            headers.contains_key("x-ratelimit-limit"),
+            legacy,
+            "{mode}: {headers:?}"
+        );
+        assert_eq!(
+            headers.contains_key("ratelimit"),
+            ietf,
+            "{mode}: {headers:?}"
+        );
+        assert_eq!(
+            headers.contains_key("ratelimit-policy"),
+            ietf,
+            "{mode}: {headers:?}"
+        );
+    }
+    let (echo, envoy) = envoy_with(
+        limiter.addr,
+        json!({"tiers": {"standard": [{"requests": 1, "window_s": 60}]}, "shadow_tiers": ["standard"]}),
+    )
+    .await;
+    let auth = bearer("shadowed");
+    for _ in 0..4 {
+        assert_eq!(get(&envoy, "/api/x", &auth).await.0, 200);
+    }
+    assert_eq!(echo.count(), 4);
+    assert!(
+        envoy
+            .wait_stat("wasmcustom.apiguard.ratelimit.shadow_limited", 3)
+            .await
+            >= 3
+    );
+}
