@@ -30,6 +30,11 @@ pub struct Variant {
     pub divisor: u64,
     /// The request path.
     pub path: String,
+    /// The status every request must get (200, or 429 for the local over-limit path).
+    pub expect: u16,
+    /// Per-round client latency p50 and p99 (ms).
+    pub p50_ms: Vec<f64>,
+    pub p99_ms: Vec<f64>,
     pub cpu_us_per_req: Vec<f64>,
 }
 
@@ -48,6 +53,9 @@ impl Variant {
             auth,
             divisor,
             path: "/bench".into(),
+            expect: 200,
+            p50_ms: Vec::new(),
+            p99_ms: Vec::new(),
             cpu_us_per_req: Vec::new(),
         })
     }
@@ -62,13 +70,18 @@ pub async fn measure(variants: &mut [Variant]) -> BenchResult {
     for v in variants.iter() {
         let headers = auth_header(v);
         let warm = drive(
-            &v.envoy.url("/bench"),
+            &v.envoy.url(&v.path),
             &headers,
             requests / v.divisor / 4,
             conc,
         )
         .await;
-        if warm.ok == 0 || warm.other_status > 0 {
+        let as_expected = if v.expect == 200 {
+            warm.ok > 0 && warm.other_status == 0
+        } else {
+            warm.other_status > 0
+        };
+        if !as_expected {
             return Err(format!(
                 "{}: warm-up got {} 2xx and {} other answers",
                 v.name, warm.ok, warm.other_status
@@ -86,7 +99,12 @@ pub async fn measure(variants: &mut [Variant]) -> BenchResult {
             let r = drive(&v.envoy.url(&v.path), &headers, n, conc).await;
             let cpu1 = process_cpu(pid).ok_or("cannot read Envoy CPU time")?;
             let n1 = v.envoy.stat(COMPLETED).await.ok_or("no request counter")?;
-            if r.ok != n {
+            let good = if v.expect == 200 {
+                r.ok
+            } else {
+                r.other_status
+            };
+            if good != n {
                 return Err(format!(
                     "{} round {round}: {} of {n} succeeded ({} other status, {} errors)",
                     v.name, r.ok, r.other_status, r.errors
@@ -96,6 +114,8 @@ pub async fn measure(variants: &mut [Variant]) -> BenchResult {
             let reqs = n1.saturating_sub(n0).max(1) as f64;
             v.cpu_us_per_req
                 .push((cpu1 - cpu0).as_secs_f64() * 1e6 / reqs);
+            v.p50_ms.push(r.quantile(0.5).as_secs_f64() * 1e3);
+            v.p99_ms.push(r.quantile(0.99).as_secs_f64() * 1e3);
         }
     }
     println!(
@@ -315,6 +335,100 @@ pub async fn run_policy() -> BenchResult {
         &variants,
         "apiguard jwt (cached) + policy pack",
         "apiguard jwt (cached)",
+        None,
+    );
+    Ok(())
+}
+
+/// The full pipeline (cached JWT + policy pack + limiter callout) against pass-through, the
+/// same without the callout, and the local over-limit path.
+pub async fn run_ratelimit() -> BenchResult {
+    let echo = Echo::start().await?;
+    let redis = apiguard_e2e::Redis::start()?;
+    let limiter = apiguard_e2e::Limiter::start(&[
+        "--redis".into(),
+        redis.url(),
+        "--redis-timeout-ms".into(),
+        "1000".into(),
+    ])
+    .await?;
+    let all = keys::all();
+    let jwks = keys::jwks(&all);
+    let (alg, kid, key) = &all[1];
+    let auth = format!(
+        "Bearer {}",
+        token(
+            *alg,
+            kid,
+            key,
+            &claims(json!({"exp": keys::now() + 86_400}))
+        )
+    );
+    let jwt = json!({"providers": {"p": {"issuer": "https://idp.test/", "audiences": ["api"], "jwks": {"inline": jwks}}}});
+    let policy = json!({"resources": ["/api/v1/tenants/{tenant_id}/documents/{doc_id}", "/api/v1/tenants/{tenant_id}"]});
+    let cfg = |tiers: Value| {
+        json!({"jwt": jwt, "policy": policy, "rate_limit": {"cluster": "limiter", "timeout_ms": 200, "tiers": tiers}}).to_string()
+    };
+    let big = json!({"standard": [{"requests": 1_000_000_000u64, "window_s": 60}]});
+    let tiny = json!({"standard": [{"requests": 1, "window_s": 86_400}]});
+    let spec = || EnvoySpec::new(echo.addr).with_cluster("limiter", limiter.addr);
+    let doc = "/api/v1/tenants/t1/documents/7";
+    let mut variants = vec![
+        Variant::new(
+            "apiguard pass-through",
+            spec().with_filter("{}"),
+            Some(auth.clone()),
+            1,
+        )
+        .await?,
+        Variant::new(
+            "apiguard jwt + pack",
+            spec().with_filter(json!({"jwt": jwt, "policy": policy}).to_string()),
+            Some(auth.clone()),
+            1,
+        )
+        .await?,
+        Variant::new(
+            "apiguard jwt + pack + limiter call",
+            spec().with_filter(cfg(big)),
+            Some(auth.clone()),
+            1,
+        )
+        .await?,
+        Variant::new(
+            "apiguard local over-limit (429)",
+            spec().with_filter(cfg(tiny)),
+            Some(auth),
+            1,
+        )
+        .await?,
+    ];
+    for v in &mut variants {
+        v.path = doc.into();
+    }
+    variants[3].expect = 429;
+    measure(&mut variants).await?;
+    for v in &variants {
+        let (p50, _, _) = summary(&v.p50_ms);
+        let (p99, _, _) = summary(&v.p99_ms);
+        println!("latency {:<40} p50 {p50:.2} ms, p99 {p99:.2} ms", v.name);
+    }
+    ratio(
+        &variants,
+        "apiguard jwt + pack + limiter call",
+        "apiguard pass-through",
+        None,
+    );
+    ratio(
+        &variants,
+        "apiguard jwt + pack + limiter call",
+        "apiguard jwt + pack",
+        None,
+    );
+    ratio(
+        &variants,
+        "apiguard local over-limit (429)",
+        "apiguard pass-through",
         None,
     );
     Ok(())

@@ -16,6 +16,8 @@ enum Suite {
     Jwt,
     /// The policy pack on top of the JWT stage.
     Policy,
+    /// The full pipeline with the limiter callout, and the local over-limit path.
+    Ratelimit,
     /// apiguard-limiter vs Redis executing the same script (redis-benchmark).
     Limiter,
 }
@@ -40,7 +42,13 @@ pub fn env_u64(name: &str, default: u64) -> u64 {
 async fn main() -> ExitCode {
     let args = Args::parse();
     let suites = if args.suites.is_empty() {
-        vec![Suite::Envoy, Suite::Jwt, Suite::Policy, Suite::Limiter]
+        vec![
+            Suite::Envoy,
+            Suite::Jwt,
+            Suite::Policy,
+            Suite::Ratelimit,
+            Suite::Limiter,
+        ]
     } else {
         args.suites
     };
@@ -49,6 +57,7 @@ async fn main() -> ExitCode {
             Suite::Envoy => envoy::run().await,
             Suite::Jwt => envoy::run_jwt().await,
             Suite::Policy => envoy::run_policy().await,
+            Suite::Ratelimit => envoy::run_ratelimit().await,
             Suite::Limiter => limiter::run().await,
         };
         if let Err(e) = r {
