@@ -135,6 +135,20 @@ pub struct Outcome {
     pub response_headers: Vec<(String, String)>,
 }
 
+impl Outcome {
+    /// Continue, nothing changed, nothing counted: what the stages start from.
+    fn pass() -> Outcome {
+        Outcome {
+            step: Step::Continue(Vec::new()),
+            events: Vec::new(),
+            identity: None,
+            policy: None,
+            pending: None,
+            response_headers: Vec::new(),
+        }
+    }
+}
+
 /// Per-worker mutable state: the keys known now, the verified-token cache, the policy VMs.
 pub struct WorkerState {
     pub keys: KeyRing,
@@ -209,14 +223,7 @@ impl Pipeline {
         state: &mut WorkerState,
     ) -> Outcome {
         let now = now_ms.div_euclid(1000);
-        let mut out = Outcome {
-            step: Step::Continue(Vec::new()),
-            events: Vec::new(),
-            identity: None,
-            policy: None,
-            pending: None,
-            response_headers: Vec::new(),
-        };
+        let mut out = Outcome::pass();
         if self.jwt.is_none() && self.policy.is_none() && self.ratelimit.is_none() {
             return out;
         }
@@ -341,14 +348,7 @@ impl Pipeline {
         now_ms: i64,
         state: &mut WorkerState,
     ) -> Outcome {
-        let mut out = Outcome {
-            step: Step::Continue(Vec::new()),
-            events: Vec::new(),
-            identity: None,
-            policy: None,
-            pending: None,
-            response_headers: Vec::new(),
-        };
+        let mut out = Outcome::pass();
         let Some(rl) = &self.ratelimit else {
             out.step = Step::Continue(pending.ops);
             return out;

@@ -419,27 +419,10 @@ fn as_str(v: &RegoValue) -> Option<String> {
     }
 }
 
-/// A header a policy may add upstream: a lowercase name that is not a pseudo-header, a
-/// hop-by-hop header or a credential, and a value without control characters.
+/// A header a policy may add upstream: one the filter may set at all
+/// ([`crate::config::is_settable_header`]), with a value without control characters.
 fn header_ok(name: &str, value: &str) -> bool {
-    const RESERVED: &[&str] = &[
-        "authorization",
-        "cookie",
-        "host",
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "transfer-encoding",
-        "te",
-        "trailer",
-        "upgrade",
-        "content-length",
-    ];
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        && !RESERVED.contains(&name)
+    crate::config::is_settable_header(name)
         && value.len() <= 4096
         && !value.bytes().any(|b| b < 0x20 || b == 0x7f)
 }

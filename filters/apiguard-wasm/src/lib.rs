@@ -158,9 +158,9 @@ struct Request {
 }
 
 impl Request {
-    /// Runs the pipeline and carries out its step. Fails closed: without a worker (which
-    /// Envoy never allows, since a failed configuration refuses the plugin) nothing passes.
-    fn process(&mut self) -> Action {
+    /// Runs `f` with the worker. Fails closed: without one (which Envoy never allows, since a
+    /// failed configuration refuses the plugin) nothing passes.
+    fn with_worker(&mut self, f: impl FnOnce(&mut Self, &mut Worker) -> Action) -> Action {
         let Some(wrc) = self.worker.clone() else {
             host::respond(&unavailable());
             return Action::Pause;
@@ -169,6 +169,15 @@ impl Request {
             host::respond(&unavailable());
             return Action::Pause;
         };
+        f(self, &mut w)
+    }
+
+    /// Runs the pipeline and carries out its step.
+    fn process(&mut self) -> Action {
+        self.with_worker(|this, w| this.run(w))
+    }
+
+    fn run(&mut self, w: &mut Worker) -> Action {
         let now_ms = host::now_ms();
         let headers = host::request_headers();
         let path = headers
@@ -191,7 +200,7 @@ impl Request {
         w.count(&outcome.events);
         log_outcome(&outcome, path);
         publish(&outcome, &pipeline);
-        self.carry_out(&mut w, outcome, now_ms)
+        self.carry_out(w, outcome, now_ms)
     }
 
     fn carry_out(&mut self, w: &mut Worker, outcome: Outcome, now_ms: i64) -> Action {
@@ -270,14 +279,16 @@ impl Request {
 
     /// The limiter answered (or the call failed).
     fn limiter_answered(&mut self, pending: Pending, sent_ms: i64, body_size: usize) -> Action {
-        let Some(wrc) = self.worker.clone() else {
-            host::respond(&unavailable());
-            return Action::Pause;
-        };
-        let Ok(mut w) = wrc.try_borrow_mut() else {
-            host::respond(&unavailable());
-            return Action::Pause;
-        };
+        self.with_worker(|this, w| this.answered(w, pending, sent_ms, body_size))
+    }
+
+    fn answered(
+        &mut self,
+        w: &mut Worker,
+        pending: Pending,
+        sent_ms: i64,
+        body_size: usize,
+    ) -> Action {
         let now_ms = host::now_ms();
         w.record_callout(now_ms.saturating_sub(sent_ms));
         let (status, body) = host::call_response(body_size, MAX_ANSWER_BYTES);
@@ -294,7 +305,7 @@ impl Request {
                 warn!("apiguard: rate limiter call failed ({})", f.name());
             }
         }
-        self.carry_out(&mut w, outcome, now_ms)
+        self.carry_out(w, outcome, now_ms)
     }
 }
 
