@@ -9,9 +9,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, Uri};
 use axum::Router;
 use serde_json::json;
-use tokio::sync::oneshot;
 
-use crate::{HarnessError, Result};
+use crate::serve::Server;
+use crate::Result;
 
 /// One request as the upstream saw it. Header values are kept as bytes.
 #[derive(Debug, Clone)]
@@ -46,7 +46,7 @@ type Log = Arc<Mutex<Vec<Recorded>>>;
 pub struct Echo {
     pub addr: SocketAddr,
     log: Log,
-    stop: Option<oneshot::Sender<()>>,
+    _server: Server,
 }
 
 impl Echo {
@@ -57,26 +57,13 @@ impl Echo {
 
     /// Serves on a given address (the demo uses a fixed port).
     pub async fn start_on(addr: &str) -> Result<Echo> {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| HarnessError::Io(format!("echo upstream: bind {addr}"), e))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| HarnessError::Io("echo upstream: local_addr".into(), e))?;
         let log: Log = Arc::default();
         let app = Router::new().fallback(record).with_state(log.clone());
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
+        let server = Server::start("echo upstream", addr, app).await?;
         Ok(Echo {
-            addr,
+            addr: server.addr,
             log,
-            stop: Some(stop),
+            _server: server,
         })
     }
 
@@ -96,14 +83,6 @@ impl Echo {
     pub fn clear(&self) {
         if let Ok(mut l) = self.log.lock() {
             l.clear();
-        }
-    }
-}
-
-impl Drop for Echo {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
         }
     }
 }

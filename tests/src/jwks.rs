@@ -9,9 +9,9 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use tokio::sync::oneshot;
 
-use crate::{HarnessError, Result};
+use crate::serve::Server;
+use crate::Result;
 
 #[derive(Default)]
 struct Served {
@@ -23,18 +23,12 @@ struct Served {
 pub struct JwksServer {
     pub addr: SocketAddr,
     state: Arc<Mutex<Served>>,
-    stop: Option<oneshot::Sender<()>>,
+    server: Server,
 }
 
 impl JwksServer {
     /// Serves `body` at `/.well-known/jwks.json` with status 200.
     pub async fn start(body: &str) -> Result<JwksServer> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| HarnessError::Io("jwks server: bind".into(), e))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| HarnessError::Io("jwks server: local_addr".into(), e))?;
         let state = Arc::new(Mutex::new(Served {
             status: 200,
             body: body.to_owned(),
@@ -43,18 +37,11 @@ impl JwksServer {
         let app = Router::new()
             .route("/.well-known/jwks.json", get(serve))
             .with_state(state.clone());
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
+        let server = Server::start("jwks server", "127.0.0.1:0", app).await?;
         Ok(JwksServer {
-            addr,
+            addr: server.addr,
             state,
-            stop: Some(stop),
+            server,
         })
     }
 
@@ -72,15 +59,7 @@ impl JwksServer {
 
     /// Stops listening: later fetches find the port closed.
     pub fn stop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
-impl Drop for JwksServer {
-    fn drop(&mut self) {
-        self.stop();
+        self.server.stop();
     }
 }
 

@@ -15,6 +15,7 @@ pub mod load;
 pub mod proc;
 pub mod raw;
 pub mod redis;
+pub mod serve;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
