@@ -73,9 +73,10 @@ build: setup-rust
     cargo build --quiet --release --target wasm32-wasip1 -p apiguard-wasm
     @echo "built {{wasm}} ($(stat -c %s {{wasm}}) bytes)"
 
-# Every test: lint, native unit and end-to-end tests (real Envoy, Redis, limiter), and the core's tests inside a Wasm VM.
+# Every test: lint, native unit and end-to-end tests (real Envoy, Redis, limiter), the demo walkthrough, and the core's tests inside a Wasm VM.
 test: setup build lint
     cargo test --quiet
+    just demo-check
     just test-wasm
 
 # The core's unit tests compiled to wasm32-unknown-unknown, run in Node.
@@ -88,9 +89,13 @@ lint: setup-rust
     cargo clippy --quiet --workspace --all-targets -- -D warnings
     cargo clippy --quiet --target wasm32-wasip1 -p apiguard -p apiguard-wasm --all-targets -- -D warnings
 
-# Envoy with apiguard in front of an echo upstream on localhost, until Ctrl-C.
+# The whole pipeline on localhost (Envoy + apiguard, limiter, Redis, issuer, upstream): a walkthrough, then serving until Ctrl-C.
 demo: setup build
     cargo run --quiet -p apiguard-e2e --bin apiguard-demo
+
+# The demo's walkthrough on free ports, failing on any unexpected answer.
+demo-check: setup build
+    cargo run --quiet -p apiguard-e2e --bin apiguard-demo -- --check
 
 # Benchmarks against baselines measured in the same run; name suites (envoy, limiter) or run all.
 bench *suites: setup build

@@ -29,6 +29,11 @@ pub struct JwksServer {
 impl JwksServer {
     /// Serves `body` at `/.well-known/jwks.json` with status 200.
     pub async fn start(body: &str) -> Result<JwksServer> {
+        Self::start_on("127.0.0.1:0", body).await
+    }
+
+    /// Same, on a given address (the demo uses a fixed port).
+    pub async fn start_on(addr: &str, body: &str) -> Result<JwksServer> {
         let state = Arc::new(Mutex::new(Served {
             status: 200,
             body: body.to_owned(),
@@ -37,7 +42,7 @@ impl JwksServer {
         let app = Router::new()
             .route("/.well-known/jwks.json", get(serve))
             .with_state(state.clone());
-        let server = Server::start("jwks server", "127.0.0.1:0", app).await?;
+        let server = Server::start("jwks server", addr, app).await?;
         Ok(JwksServer {
             addr: server.addr,
             state,

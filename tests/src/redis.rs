@@ -176,11 +176,24 @@ impl Limiter {
 
     /// Same, with a given binary (the limiter's own tests pass Cargo's `CARGO_BIN_EXE_…`).
     pub async fn start_bin(bin: &std::path::Path, args: &[String]) -> Result<Limiter> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        Self::start_bin_on(bin, addr, args).await
+    }
+
+    /// The workspace's limiter on a given address.
+    pub async fn start_on(addr: SocketAddr, args: &[String]) -> Result<Limiter> {
+        Self::start_bin_on(&workspace_bin("apiguard-limiter")?, addr, args).await
+    }
+
+    async fn start_bin_on(
+        bin: &std::path::Path,
+        addr: SocketAddr,
+        args: &[String],
+    ) -> Result<Limiter> {
         let dir = tempfile::Builder::new()
             .prefix("apiguard-limiter-")
             .tempdir()
             .map_err(|e| HarnessError::Io("tempdir".into(), e))?;
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
         let mut cmd = Command::new(bin);
         cmd.arg("--listen").arg(addr.to_string()).args(args);
         let mut proc = Proc::spawn("limiter", cmd, dir.path())?;

@@ -1,17 +1,28 @@
-//! `just demo`: Envoy with apiguard (`envoy/demo.yaml`) in front of an echo upstream, on
-//! localhost, until Ctrl-C.
+//! `just demo`: the whole apiguard pipeline on localhost — Envoy with `envoy/demo.yaml` (JWT with
+//! keys from the demo issuer, the built-in policy pack, rate limits through apiguard-limiter) in
+//! front of an echo upstream — then a walkthrough of what it does, then serving until Ctrl-C.
+//!
+//! `--check` (`just demo-check`, part of `just test`) runs the walkthrough on free ports and
+//! exits non-zero on any unexpected answer.
 
 use std::process::ExitCode;
 
-use apiguard_e2e::{repo_root, Echo, Envoy};
+use apiguard_e2e::demo::{self, Ports, Stack};
+use clap::Parser;
 
-/// The upstream port `envoy/demo.yaml` routes to.
-const UPSTREAM: &str = "127.0.0.1:18080";
+/// The apiguard demo.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Run the walkthrough on free ports, check every answer, and exit.
+    #[arg(long)]
+    check: bool,
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run().await {
-        Ok(()) => ExitCode::SUCCESS,
+    let args = Args::parse();
+    match run(args.check).await {
+        Ok(code) => code,
         Err(e) => {
             eprintln!("demo failed: {e}");
             ExitCode::FAILURE
@@ -19,42 +30,75 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let echo = Echo::start_on(UPSTREAM)
+async fn run(check: bool) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let ports = if check { Ports::FREE } else { Ports::FIXED };
+    let stack = Stack::start(ports)
         .await
-        .map_err(|e| format!("{e} (is another demo running?)"))?;
-    let config = repo_root().join("envoy/demo.yaml");
-    let envoy = Envoy::start_file(&config, 1).await?;
-    let url = envoy.url("/api/v1/hello?name=apiguard");
-
-    // One request through the filter, so the demo proves itself before it waits.
-    let res = apiguard_e2e::client()
-        .get(&url)
-        .header("x-demo", "1")
-        .send()
-        .await?;
-    let status = res.status();
-    let body = res.text().await?;
+        .map_err(|e| format!("{e}\n(is another demo running on ports 10000 and 18080–18082?)"))?;
+    println!("apiguard demo");
     println!(
-        "apiguard demo: Envoy {} with apiguard.wasm in front of an echo upstream on {UPSTREAM}",
-        envoy.addr
+        "  Envoy with apiguard    http://{}  (admin http://{}/)",
+        stack.envoy.addr, stack.envoy.admin
     );
-    println!("  Envoy admin:    http://{}/", envoy.admin);
-    println!("  Envoy log:      {}", envoy.proc.log_path().display());
-    println!();
-    println!("$ curl -s -H 'x-demo: 1' '{url}'");
-    println!("{status}\n{body}");
-    println!();
+    println!("  upstream (echo)        http://{}", stack.upstream.addr);
     println!(
-        "The filter runs in pass-through mode here (configuration `{{}}`); try your own requests:"
+        "  demo issuer JWKS       http://{}/.well-known/jwks.json",
+        stack.issuer.addr
     );
-    println!("  curl -i {}", envoy.url("/anything"));
-    println!("  curl -s http://{}/stats | grep wasm", envoy.admin);
-    println!();
+    match &stack.redis {
+        Some(r) => println!(
+            "  apiguard-limiter       http://{} (Redis {})",
+            stack.limiter.addr,
+            r.url()
+        ),
+        None => println!(
+            "  apiguard-limiter       http://{} (redis-server is not installed: in-memory store)",
+            stack.limiter.addr
+        ),
+    }
+    println!(
+        "  Envoy log              {}",
+        demo::log_path(&stack).display()
+    );
+    let mut wrong = demo::walkthrough(&stack).await;
+    if check {
+        // What the README promises to find in Envoy's log.
+        tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+        let log = stack.envoy.proc.log();
+        if !log.contains("apiguard: configuration loaded (jwt: on, policy: on, rate_limit: on)") {
+            wrong.push("Envoy's log lacks the configuration-loaded line".into());
+        }
+        let denied = log.lines().any(|l| {
+            l.starts_with("[access] GET /api/v1/tenants/acme/%2e%2e/globex/documents/7 403")
+                && l.contains(r#"decision={"decision":"deny""#)
+                && l.contains(r#""reasons":["tenant_mismatch"]"#)
+        });
+        if !denied {
+            wrong.push("Envoy's access log lacks the tenant_mismatch decision".into());
+        }
+        if wrong.is_empty() {
+            println!("\ndemo-check: every scenario answered as expected");
+            return Ok(ExitCode::SUCCESS);
+        }
+        eprintln!(
+            "\ndemo-check: {} unexpected answers:\n  {}",
+            wrong.len(),
+            wrong.join("\n  ")
+        );
+        eprintln!("----- Envoy log -----\n{}", stack.envoy.proc.log());
+        return Ok(ExitCode::FAILURE);
+    }
+    if !wrong.is_empty() {
+        eprintln!(
+            "\nwarning: {} scenarios did not answer as expected:\n  {}",
+            wrong.len(),
+            wrong.join("\n  ")
+        );
+    }
+    println!("\n{}", demo::cheat_sheet(&stack));
     println!("Serving until Ctrl-C.");
     tokio::signal::ctrl_c().await?;
-    println!("\nStopping Envoy and the upstream.");
-    drop(envoy);
-    drop(echo);
-    Ok(())
+    println!("\nStopping Envoy, the limiter, Redis, the issuer and the upstream.");
+    drop(stack);
+    Ok(ExitCode::SUCCESS)
 }

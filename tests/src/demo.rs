@@ -1,0 +1,321 @@
+//! The demo stack (`just demo`, `just demo-check`): Redis (when installed), apiguard-limiter, an
+//! echo upstream standing in for the API, a demo issuer serving a JWKS, and Envoy with
+//! `envoy/demo.yaml` — all three apiguard stages on. Then a walkthrough of the scenarios a new
+//! user wants to see, each checked against the answer it must get.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use apiguard::config::Algorithm;
+use apiguard::jwt::mint::{mint, SigningKey};
+use serde_json::{json, Value};
+
+use crate::keys::{now, signing_key};
+use crate::{repo_root, Echo, Envoy, HarnessError, JwksServer, Limiter, Redis, Result};
+
+pub const ISSUER: &str = "https://issuer.demo.local/";
+pub const AUDIENCE: &str = "apiguard-demo";
+const KID: &str = "demo-es256";
+
+/// Where things listen: fixed ports for the interactive demo (so the printed `curl` commands
+/// work), port 0 for the checked run.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub envoy: u16,
+    pub upstream: u16,
+    pub issuer: u16,
+    pub limiter: u16,
+}
+
+impl Ports {
+    pub const FIXED: Ports = Ports {
+        envoy: 10000,
+        upstream: 18080,
+        issuer: 18081,
+        limiter: 18082,
+    };
+    pub const FREE: Ports = Ports {
+        envoy: 0,
+        upstream: 0,
+        issuer: 0,
+        limiter: 0,
+    };
+}
+
+pub struct Stack {
+    pub envoy: Envoy,
+    pub upstream: Echo,
+    pub issuer: JwksServer,
+    pub limiter: Limiter,
+    /// `None` when `redis-server` is not installed: the limiter then keeps windows in memory.
+    pub redis: Option<Redis>,
+    key: SigningKey,
+    _dir: tempfile::TempDir,
+}
+
+fn at(port: u16) -> String {
+    format!("127.0.0.1:{port}")
+}
+
+impl Stack {
+    pub async fn start(ports: Ports) -> Result<Stack> {
+        let key = signing_key("es256.json");
+        let jwks = json!({"keys": [key.public_jwk(Some(KID))]}).to_string();
+        let issuer = JwksServer::start_on(&at(ports.issuer), &jwks).await?;
+        let upstream = Echo::start_on(&at(ports.upstream)).await?;
+        let redis = crate::redis::redis_server_bin()
+            .ok()
+            .and_then(|_| Redis::start().ok());
+        let mut args: Vec<String> = Vec::new();
+        if let Some(r) = &redis {
+            args.extend(["--redis".into(), r.url()]);
+        }
+        let limiter_addr: SocketAddr = at(ports.limiter).parse().map_err(|_| {
+            HarnessError::Io(
+                "limiter address".into(),
+                std::io::ErrorKind::InvalidInput.into(),
+            )
+        })?;
+        let limiter = if ports.limiter == 0 {
+            Limiter::start(&args).await?
+        } else {
+            Limiter::start_on(limiter_addr, &args).await?
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("apiguard-demo-")
+            .tempdir()
+            .map_err(|e| HarnessError::Io("tempdir".into(), e))?;
+        let config = demo_config(ports.envoy, upstream.addr, issuer.addr, limiter.addr)?;
+        let path = dir.path().join("demo.json");
+        std::fs::write(&path, config.to_string())
+            .map_err(|e| HarnessError::Io(path.display().to_string(), e))?;
+        let envoy = Envoy::start_file(&path, 1).await?;
+        Ok(Stack {
+            envoy,
+            upstream,
+            issuer,
+            limiter,
+            redis,
+            key,
+            _dir: dir,
+        })
+    }
+
+    /// A token from the demo issuer.
+    pub fn token(&self, sub: &str, tenant: &str, roles: &[&str], expires_in: i64) -> String {
+        let n = now();
+        let claims = json!({"iss": ISSUER, "aud": AUDIENCE, "sub": sub, "tenant_id": tenant, "roles": roles,
+                            "iat": n.min(n + expires_in - 60), "exp": n + expires_in});
+        mint(Algorithm::ES256, &self.key, Some(KID), &claims).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        self.envoy.url(path)
+    }
+}
+
+/// `envoy/demo.yaml` with the ports of this run: the listener on `envoy_port`, the admin
+/// interface on a free port, the three clusters at the addresses given.
+fn demo_config(
+    envoy_port: u16,
+    upstream: SocketAddr,
+    issuer: SocketAddr,
+    limiter: SocketAddr,
+) -> Result<Value> {
+    let file = repo_root().join("envoy/demo.yaml");
+    let text = std::fs::read_to_string(&file)
+        .map_err(|e| HarnessError::Io(file.display().to_string(), e))?;
+    let mut v: Value = serde_yaml_ng::from_str(&text).map_err(|e| {
+        HarnessError::Io(
+            format!("{}: {e}", file.display()),
+            std::io::ErrorKind::InvalidData.into(),
+        )
+    })?;
+    v["admin"]["address"]["socket_address"]["port_value"] = json!(0);
+    v["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] =
+        json!(envoy_port);
+    if let Some(clusters) = v["static_resources"]["clusters"].as_array_mut() {
+        for c in clusters {
+            let addr = match c["name"].as_str() {
+                Some("upstream") => upstream,
+                Some("issuer") => issuer,
+                Some("limiter") => limiter,
+                _ => continue,
+            };
+            c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+                ["socket_address"] =
+                json!({"address": addr.ip().to_string(), "port_value": addr.port()});
+        }
+    }
+    Ok(v)
+}
+
+/// One scenario of the walkthrough.
+struct Scenario {
+    title: &'static str,
+    method: &'static str,
+    path: &'static str,
+    token: Option<String>,
+    /// How many times to send it (the burst); the last answer is the one checked and shown.
+    times: usize,
+    expect: u16,
+    show: &'static [&'static str],
+}
+
+/// Runs the walkthrough, printing each `curl`, status and telling headers. Returns the
+/// scenarios whose answer was not the expected one.
+pub async fn walkthrough(stack: &Stack) -> Vec<String> {
+    let editor = stack.token("alice", "acme", &["editor"], 3600);
+    let scenarios = vec![
+        Scenario {
+            title: "A valid editor token reads a document of its own tenant; the upstream gets the verified identity",
+            method: "GET",
+            path: "/api/v1/tenants/acme/documents/7",
+            token: Some(editor.clone()),
+            times: 1,
+            expect: 200,
+            show: &["x-ratelimit-limit", "x-ratelimit-remaining", "ratelimit"],
+        },
+        Scenario {
+            title: "No token",
+            method: "GET",
+            path: "/api/v1/tenants/acme/documents/7",
+            token: None,
+            times: 1,
+            expect: 401,
+            show: &["www-authenticate"],
+        },
+        Scenario {
+            title: "An expired token",
+            method: "GET",
+            path: "/api/v1/tenants/acme/documents/7",
+            token: Some(stack.token("alice", "acme", &["editor"], -120)),
+            times: 1,
+            expect: 401,
+            show: &["www-authenticate"],
+        },
+        Scenario {
+            title: "Tenant acme's token on tenant globex's document (BOLA), even through a path trick",
+            method: "GET",
+            path: "/api/v1/tenants/acme/%2e%2e/globex/documents/7",
+            token: Some(editor.clone()),
+            times: 1,
+            expect: 403,
+            show: &[],
+        },
+        Scenario {
+            title: "A viewer may not DELETE",
+            method: "DELETE",
+            path: "/api/v1/tenants/acme/documents/7",
+            token: Some(stack.token("victor", "acme", &["viewer"], 3600)),
+            times: 1,
+            expect: 403,
+            show: &[],
+        },
+        Scenario {
+            title: "A burst on the auth route (3 per minute): the 4th call is refused",
+            method: "POST",
+            path: "/api/v1/auth/token",
+            token: Some(stack.token("bob", "acme", &["editor"], 3600)),
+            times: 4,
+            expect: 429,
+            show: &["retry-after", "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset", "ratelimit-policy", "ratelimit"],
+        },
+        Scenario {
+            title: "An admin call",
+            method: "GET",
+            path: "/api/v1/admin/settings",
+            token: Some(stack.token("ada", "acme", &["admin"], 3600)),
+            times: 1,
+            expect: 200,
+            show: &["x-ratelimit-limit"],
+        },
+    ];
+    let mut wrong = Vec::new();
+    for (i, s) in scenarios.iter().enumerate() {
+        println!("\n{}. {}", i + 1, s.title);
+        let auth = s
+            .token
+            .as_ref()
+            .map(|t| format!(" -H 'authorization: Bearer {}…'", &t[..t.len().min(24)]))
+            .unwrap_or_default();
+        let repeat = if s.times > 1 {
+            format!("   # {} times", s.times)
+        } else {
+            String::new()
+        };
+        println!(
+            "$ curl -i -X {}{auth} '{}'{repeat}",
+            s.method,
+            stack.url(s.path)
+        );
+        // The raw client keeps the path exactly as written (no dot-segment folding).
+        let mut last = None;
+        for _ in 0..s.times {
+            let mut headers: Vec<(&str, &[u8])> = Vec::new();
+            let bearer = s.token.as_ref().map(|t| format!("Bearer {t}"));
+            if let Some(b) = &bearer {
+                headers.push(("authorization", b.as_bytes()));
+            }
+            last = crate::raw::request(stack.envoy.addr, s.method, s.path.as_bytes(), &headers)
+                .await
+                .ok();
+        }
+        let Some(r) = last else {
+            wrong.push(format!("{}: no answer", s.title));
+            continue;
+        };
+        println!("HTTP {}", r.status);
+        for line in r.head.lines().skip(1) {
+            let name = line.split(':').next().unwrap_or("").to_ascii_lowercase();
+            if s.show.contains(&name.as_str()) {
+                println!("{line}");
+            }
+        }
+        if r.status == 200 {
+            if let Ok(echo) = serde_json::from_str::<Value>(&r.body) {
+                let h = &echo["headers"];
+                println!(
+                    "upstream saw: x-user-id={} x-tenant-id={} x-user-roles={}",
+                    h["x-user-id"], h["x-tenant-id"], h["x-user-roles"]
+                );
+            }
+        } else if !r.body.is_empty() {
+            println!("{}", r.body.trim());
+        }
+        if r.status != s.expect {
+            println!("!! expected {}", s.expect);
+            wrong.push(format!(
+                "{}: got {}, expected {}",
+                s.title, r.status, s.expect
+            ));
+        }
+    }
+    wrong
+}
+
+/// Ready-to-paste commands with fresh tokens, for the interactive demo.
+pub fn cheat_sheet(stack: &Stack) -> String {
+    let editor = stack.token("alice", "acme", &["editor"], 3600);
+    let viewer = stack.token("victor", "acme", &["viewer"], 3600);
+    let admin = stack.token("ada", "acme", &["admin"], 3600);
+    let u = |p: &str| stack.url(p);
+    format!(
+        "Tokens (valid for an hour), to paste into a shell:\n  export TOKEN_EDITOR={editor}\n  export TOKEN_VIEWER={viewer}\n  export TOKEN_ADMIN={admin}\n\n\
+         Try:\n  curl -i -H \"authorization: Bearer $TOKEN_EDITOR\" '{}'\n  curl -i -H \"authorization: Bearer $TOKEN_EDITOR\" '{}'\n  \
+         curl -i -X DELETE -H \"authorization: Bearer $TOKEN_VIEWER\" '{}'\n  curl -i -H \"authorization: Bearer $TOKEN_ADMIN\" '{}'\n  \
+         for i in 1 2 3 4; do curl -s -o /dev/null -w '%{{http_code}}\\n' -X POST -H \"authorization: Bearer $TOKEN_EDITOR\" '{}'; done\n  \
+         curl -s http://{}/stats | grep apiguard\n",
+        u("/api/v1/tenants/acme/documents/7"),
+        u("/api/v1/tenants/globex/documents/7"),
+        u("/api/v1/tenants/acme/documents/7"),
+        u("/api/v1/admin/settings"),
+        u("/api/v1/auth/token"),
+        stack.envoy.admin,
+    )
+}
+
+/// The demo's Envoy log file, for the user to follow.
+pub fn log_path(stack: &Stack) -> &Path {
+    stack.envoy.proc.log_path()
+}
