@@ -166,7 +166,7 @@ struct Scenario {
 /// scenarios whose answer was not the expected one.
 pub async fn walkthrough(stack: &Stack) -> Vec<String> {
     let editor = stack.token("alice", "acme", &["editor"], 3600);
-    let scenarios = vec![
+    let scenarios = [
         Scenario {
             title: "A valid editor token reads a document of its own tenant; the upstream gets the verified identity",
             method: "GET",
