@@ -4,6 +4,8 @@
 //! failing policy case); 2 usage error or unreadable input (clap's convention for usage errors).
 
 mod policy;
+mod simulate;
+mod token;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -24,23 +26,45 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Check a plugin configuration (the JSON in the Wasm filter's `configuration` value).
+    /// Check a plugin configuration: a JSON file, or an Envoy YAML whose Wasm filters carry one.
     ///
     /// Runs the same parse, validation and compilation as the filter (JWKS decoded, Rego
     /// compiled). Prints `ok` and any warnings, or the error with the JSON path of the field.
     Validate {
-        /// Path to the configuration JSON file.
+        /// A plugin configuration (`.json`) or an Envoy configuration (`.yaml`, `.yml`).
         config: PathBuf,
     },
     /// Test and evaluate policies.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Mint and inspect tokens.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
+    /// The filter's decision for one request, offline (401/403/400, the rate-limit check it
+    /// would make, or pass, with the header changes).
+    Simulate {
+        /// Plugin configuration JSON.
+        #[arg(long)]
+        config: PathBuf,
+        /// The request: {"method", "path", "headers": {…}, "source", "host"}.
+        #[arg(long)]
+        request: PathBuf,
+        /// Keys for providers whose JWKS is remote.
+        #[arg(long)]
+        jwks: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Validate { config } => validate(&config),
         Command::Policy(cmd) => policy::run(cmd),
+        Command::Token(cmd) => token::run(cmd),
+        Command::Simulate {
+            config,
+            request,
+            jwks,
+        } => simulate::run(&config, &request, jwks.as_deref()),
     }
 }
 
@@ -52,22 +76,83 @@ pub fn read(path: &Path) -> Result<Vec<u8>, ExitCode> {
     })
 }
 
+const WASM_FILTER: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
+
 fn validate(path: &Path) -> ExitCode {
     let bytes = match read(path) {
         Ok(b) => b,
         Err(code) => return code,
     };
+    let yaml = path.extension().is_some_and(|x| x == "yaml" || x == "yml");
+    if !yaml {
+        return validate_one(&path.display().to_string(), &bytes);
+    }
+    let envoy: serde_json::Value = match serde_yaml_ng::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: {}: not YAML: {e}", path.display());
+            return ExitCode::from(1);
+        }
+    };
+    let mut found = Vec::new();
+    find_wasm(&envoy, String::new(), &mut found);
+    if found.is_empty() {
+        eprintln!(
+            "error: {}: no Wasm HTTP filter with a configuration",
+            path.display()
+        );
+        return ExitCode::from(1);
+    }
+    let mut code = ExitCode::SUCCESS;
+    for (at, config) in found {
+        if validate_one(&format!("{}: {at}", path.display()), config.as_bytes())
+            != ExitCode::SUCCESS
+        {
+            code = ExitCode::from(1);
+        }
+    }
+    code
+}
+
+/// Every Wasm filter's `configuration` value, with where it is.
+fn find_wasm(v: &serde_json::Value, at: String, out: &mut Vec<(String, String)>) {
+    match v {
+        serde_json::Value::Object(o) => {
+            if o.get("@type").and_then(|t| t.as_str()) == Some(WASM_FILTER) {
+                if let Some(cfg) = v["config"]["configuration"]["value"].as_str() {
+                    out.push((format!("{at}.config.configuration.value"), cfg.to_owned()));
+                }
+            }
+            for (k, child) in o {
+                let next = if at.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{at}.{k}")
+                };
+                find_wasm(child, next, out);
+            }
+        }
+        serde_json::Value::Array(a) => {
+            for (i, child) in a.iter().enumerate() {
+                find_wasm(child, format!("{at}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn validate_one(what: &str, bytes: &[u8]) -> ExitCode {
     // The same parse, validation and compilation the filter does in Envoy.
-    match Pipeline::from_json(&bytes) {
+    match Pipeline::from_json(bytes) {
         Ok((_, warnings)) => {
             for w in &warnings {
                 eprintln!("warning: {w}");
             }
-            println!("ok: {}", path.display());
+            println!("ok: {what}");
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {}: {e}", path.display());
+            eprintln!("error: {what}: {e}");
             ExitCode::from(1)
         }
     }

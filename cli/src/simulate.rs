@@ -1,0 +1,151 @@
+//! `apiguard simulate`: the filter's decision for one request, offline, with the same core code
+//! the filter runs (`Pipeline::on_request`).
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use apiguard::flow::{HeaderOp, Headers, Pipeline, RequestFacts, Step};
+use apiguard::jwt::keys::KeySet;
+use apiguard::jwt::stage::Jwks;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::read;
+
+/// The request to simulate.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SimRequest {
+    #[serde(default = "get")]
+    method: String,
+    path: String,
+    #[serde(default)]
+    headers: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    source: Option<String>,
+    #[serde(default = "host")]
+    host: String,
+}
+
+fn get() -> String {
+    "GET".into()
+}
+fn host() -> String {
+    "api.example.com".into()
+}
+
+pub fn run(config: &Path, request: &Path, jwks: Option<&Path>) -> ExitCode {
+    let cfg = match read(config) {
+        Ok(b) => b,
+        Err(code) => return code,
+    };
+    let (pipeline, _) = match Pipeline::from_json(&cfg) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {}: {e}", config.display());
+            return ExitCode::from(1);
+        }
+    };
+    let req: SimRequest = match read(request).map(|b| serde_json::from_slice(&b)) {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            eprintln!("error: {}: {e}", request.display());
+            return ExitCode::from(1);
+        }
+        Err(code) => return code,
+    };
+    let mut state = pipeline.worker_state();
+    if let (Some(path), Some(jwt)) = (jwks, &pipeline.jwt) {
+        let keys = match read(path).map(|b| KeySet::from_document(&b)) {
+            Ok(Ok((k, _))) => Arc::new(k),
+            Ok(Err(e)) => {
+                eprintln!("error: {}: {e}", path.display());
+                return ExitCode::from(1);
+            }
+            Err(code) => return code,
+        };
+        for (i, p) in jwt.providers.iter().enumerate() {
+            if matches!(p.jwks, Jwks::Remote(_)) {
+                state.keys.set(i, Some(keys.clone()));
+            }
+        }
+    }
+    let mut list: Vec<(String, Vec<u8>)> = vec![
+        (":method".into(), req.method.clone().into_bytes()),
+        (":path".into(), req.path.clone().into_bytes()),
+        (":authority".into(), req.host.clone().into_bytes()),
+    ];
+    list.extend(
+        req.headers
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone().into_bytes())),
+    );
+    let facts = RequestFacts {
+        path: req.path.as_bytes(),
+        headers: Headers::new(&list),
+        source: req.source.as_deref(),
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let out = pipeline.on_request(&facts, now_ms, &mut state);
+    let identity = out
+        .identity
+        .as_ref()
+        .map(|i| json!({"provider": &*i.provider, "claims": i.claims.map}));
+    let policy = out.policy.as_ref().map(|p| {
+        json!({"allow": p.decision.allow, "reasons": p.decision.reasons, "rate_limit_tier": p.decision.tier,
+               "rate_limit_cost": p.decision.cost, "dry_run_deny": p.dry_run_deny})
+    });
+    let ops = |ops: &[HeaderOp]| -> Vec<String> {
+        ops.iter()
+            .map(|op| match op {
+                HeaderOp::Remove(n) => format!("remove {n}"),
+                HeaderOp::Set(n, v) => format!("set {n}: {v}"),
+            })
+            .collect()
+    };
+    let (verdict, detail) = match &out.step {
+        Step::Continue(o) => ("pass", json!({"upstream_header_changes": ops(o)})),
+        Step::Respond(r) => (
+            "answer",
+            json!({"status": r.status, "headers": r.headers, "body": String::from_utf8_lossy(&r.body)}),
+        ),
+        Step::CheckLimits(call) => {
+            let pending = out.pending.as_ref();
+            (
+                "rate-limit check",
+                json!({
+                    "note": "the request passes if apiguard-limiter allows it, else 429",
+                    "cluster": call.cluster,
+                    "scope": pending.map(|p| p.plan.scope.clone()),
+                    "key": pending.map(|p| p.plan.key.clone()),
+                    "checks": pending.map(|p| p.plan.checks.clone()),
+                    "upstream_header_changes": pending.map(|p| ops(&p.ops)),
+                }),
+            )
+        }
+        Step::FetchKeys { provider, .. } => {
+            let name = pipeline
+                .jwt
+                .as_ref()
+                .map(|j| j.provider_name(*provider).to_string())
+                .unwrap_or_default();
+            eprintln!("provider `{name}` fetches its keys remotely: pass --jwks FILE to simulate with them");
+            return ExitCode::from(1);
+        }
+    };
+    let report = json!({
+        "verdict": verdict,
+        "detail": detail,
+        "identity": identity,
+        "policy": policy,
+        "events": out.events.iter().map(|e| format!("{e:?}")).collect::<Vec<_>>(),
+    });
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).unwrap_or_default()
+    );
+    ExitCode::SUCCESS
+}

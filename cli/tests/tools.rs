@@ -1,0 +1,157 @@
+//! `token mint`, `token inspect`, `simulate` and `validate` on Envoy YAML.
+
+use assert_cmd::Command;
+use predicates::str::contains;
+
+fn repo(p: &str) -> String {
+    format!("{}/../{p}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn apiguard() -> Command {
+    Command::cargo_bin("apiguard").unwrap()
+}
+
+fn mint(claims: &str) -> String {
+    let out = apiguard()
+        .args([
+            "token",
+            "mint",
+            "--key",
+            &repo("tests/fixtures/keys/es256.json"),
+            "--alg",
+            "ES256",
+            "--kid",
+            "es",
+            "--claims",
+            claims,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn tmp(name: &str, body: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("apiguard-cli-tools-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, body).unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn minted_tokens_inspect_and_verify_only_with_a_key() {
+    let t = mint(r#"{"sub":"u1","iss":"https://issuer.demo.local/"}"#);
+    apiguard()
+        .args(["token", "inspect", &t])
+        .assert()
+        .success()
+        .stdout(contains(r#""sub": "u1""#))
+        .stdout(contains("signature: NOT checked"));
+    let jwks = tmp(
+        "jwks.json",
+        &std::fs::read_to_string(repo("tests/fixtures/simulate-config.json")).unwrap(),
+    );
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(jwks).unwrap()).unwrap();
+    let jwks = tmp(
+        "keys.json",
+        &cfg["jwt"]["providers"]["demo"]["jwks"]["inline"].to_string(),
+    );
+    apiguard()
+        .args(["token", "inspect", &t, "--jwks", &jwks])
+        .assert()
+        .success()
+        .stdout(contains("signature: valid"));
+    let mut tampered = t.clone();
+    tampered.pop();
+    tampered.push(if t.ends_with('A') { 'B' } else { 'A' });
+    apiguard()
+        .args(["token", "inspect", &tampered, "--jwks", &jwks])
+        .assert()
+        .code(1)
+        .stdout(contains("INVALID"));
+    apiguard()
+        .args([
+            "token",
+            "mint",
+            "--key",
+            &repo("tests/fixtures/keys/es256.json"),
+            "--alg",
+            "none",
+        ])
+        .assert()
+        .code(2);
+}
+
+#[test]
+fn simulate_shows_the_filters_decision() {
+    let good = mint(
+        r#"{"sub":"u1","iss":"https://issuer.demo.local/","aud":"apiguard-demo","tenant_id":"t1","roles":["editor"]}"#,
+    );
+    let req = |path: &str, token: &str| {
+        tmp(
+            &format!("req{}.json", path.len() + token.len()),
+            &serde_json::json!({"method": "GET", "path": path, "headers": {"authorization": format!("Bearer {token}")}, "source": "10.0.0.5"}).to_string(),
+        )
+    };
+    let cfg = repo("tests/fixtures/simulate-config.json");
+    apiguard()
+        .args([
+            "simulate",
+            "--config",
+            &cfg,
+            "--request",
+            &req("/api/v1/tenants/t1/documents/7", &good),
+        ])
+        .assert()
+        .success()
+        .stdout(contains(r#""verdict": "rate-limit check""#))
+        .stdout(contains(r#""key": "{sub:u1}:tier:standard""#))
+        .stdout(contains("set x-user-id: u1"));
+    apiguard()
+        .args([
+            "simulate",
+            "--config",
+            &cfg,
+            "--request",
+            &req("/api/v1/tenants/t2/documents/7", &good),
+        ])
+        .assert()
+        .success()
+        .stdout(contains(r#""status": 403"#))
+        .stdout(contains("tenant_mismatch"));
+    apiguard()
+        .args([
+            "simulate",
+            "--config",
+            &cfg,
+            "--request",
+            &req("/api/v1/x", "garbage"),
+        ])
+        .assert()
+        .success()
+        .stdout(contains(r#""status": 401"#));
+}
+
+#[test]
+fn validate_reads_the_configuration_out_of_envoy_yaml() {
+    apiguard()
+        .args(["validate", &repo("envoy/demo.yaml")])
+        .assert()
+        .success()
+        .stdout(contains("typed_config.config.configuration.value"));
+    let bad = tmp(
+        "bad.yaml",
+        "static_resources:\n  listeners:\n  - filter_chains:\n    - filters:\n      - typed_config:\n          \"@type\": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm\n          config:\n            configuration:\n              value: '{\"jwt\": 1}'\n",
+    );
+    apiguard()
+        .args(["validate", &bad])
+        .assert()
+        .code(1)
+        .stderr(contains("jwt: invalid type"));
+}
