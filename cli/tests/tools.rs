@@ -1,5 +1,8 @@
 //! `token mint`, `token inspect`, `simulate` and `validate` on Envoy YAML.
 
+// Test code: helpers outside `#[test]` functions may panic too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use assert_cmd::Command;
 use predicates::str::contains;
 
