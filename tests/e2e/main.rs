@@ -6,6 +6,7 @@
 // Test code: helpers outside `#[test]` functions may panic too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod compose;
 mod foundation;
 mod jwt;
 mod policy;

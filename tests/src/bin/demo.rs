@@ -3,12 +3,16 @@
 //! front of an echo upstream — then a walkthrough of what it does, then serving until Ctrl-C.
 //!
 //! `--check` (`just demo-check`, part of `just test`) runs the walkthrough on free ports and
-//! exits non-zero on any unexpected answer.
+//! exits non-zero on any unexpected answer. The `upstream` and `issuer` subcommands run one piece
+//! alone, for the docker-compose demo (`demo/`).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use apiguard::jwt::mint::SigningKey;
 use apiguard_e2e::demo::{self, Ports, Stack};
-use clap::Parser;
+use apiguard_e2e::{Echo, JwksServer};
+use clap::{Parser, Subcommand};
 
 /// The apiguard demo.
 #[derive(Debug, Parser)]
@@ -16,12 +20,60 @@ struct Args {
     /// Run the walkthrough on free ports, check every answer, and exit.
     #[arg(long)]
     check: bool,
+    #[command(subcommand)]
+    part: Option<Part>,
+}
+
+/// Run one piece of the demo alone (for containers).
+#[derive(Debug, Subcommand)]
+enum Part {
+    /// The echo upstream: answers every request with what it received, as JSON.
+    Upstream {
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        listen: String,
+    },
+    /// The demo issuer: serves the public half of a private JWK at /.well-known/jwks.json.
+    Issuer {
+        #[arg(long, default_value = "0.0.0.0:8081")]
+        listen: String,
+        /// The private JWK whose public key to publish (tokens are minted with it).
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long, default_value = "demo-es256")]
+        kid: String,
+    },
+}
+
+async fn serve_part(part: Part) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    match part {
+        Part::Upstream { listen } => {
+            let echo = Echo::start_on(&listen).await?;
+            println!("echo upstream on http://{}", echo.addr);
+            tokio::signal::ctrl_c().await?;
+        }
+        Part::Issuer { listen, key, kid } => {
+            let jwk: serde_json::Value = serde_json::from_slice(&std::fs::read(&key)?)?;
+            let key = SigningKey::from_jwk(&jwk)?;
+            let jwks = serde_json::json!({"keys": [key.public_jwk(Some(&kid))]}).to_string();
+            let issuer = JwksServer::start_on(&listen, &jwks).await?;
+            println!(
+                "demo issuer JWKS on http://{}/.well-known/jwks.json",
+                issuer.addr
+            );
+            tokio::signal::ctrl_c().await?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    match run(args.check).await {
+    let result = match args.part {
+        Some(part) => serve_part(part).await,
+        None => run(args.check).await,
+    };
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("demo failed: {e}");

