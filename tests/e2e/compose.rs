@@ -105,3 +105,28 @@ fn the_mounted_envoy_yaml_validates_and_matches_the_demo() {
         "demo/envoy.yaml drifted from envoy/demo.yaml"
     );
 }
+
+/// The Istio `WasmPlugin` example in docs/operations.md carries the demo's configuration (with
+/// Istio cluster names) and compiles.
+#[test]
+fn the_istio_example_is_the_demo_configuration() {
+    let doc = std::fs::read_to_string(repo_root().join("docs/operations.md")).unwrap();
+    let section = &doc[doc.find("## Istio").unwrap()..];
+    let start = section.find("```yaml\n").unwrap() + "```yaml\n".len();
+    let end = start + section[start..].find("```").unwrap();
+    let plugin: Value = serde_yaml_ng::from_str(&section[start..end]).unwrap();
+    assert_eq!(plugin["kind"], "WasmPlugin");
+    let mut istio = plugin["spec"]["pluginConfig"].clone();
+    apiguard::Pipeline::from_json(istio.to_string().as_bytes()).unwrap();
+    // Same as envoy/demo.yaml once the cluster names are put back.
+    istio["jwt"]["providers"]["demo"]["jwks"]["remote"]["cluster"] = "issuer".into();
+    istio["rate_limit"]["cluster"] = "limiter".into();
+    let demo = yaml("envoy/demo.yaml");
+    let value = demo["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+        ["typed_config"]["http_filters"][0]["typed_config"]["config"]["configuration"]["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let demo_cfg: Value = serde_json::from_str(&value).unwrap();
+    assert_eq!(istio, demo_cfg);
+}

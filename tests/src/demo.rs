@@ -1,5 +1,5 @@
-//! The demo stack (`just demo`, `just demo-check`): Redis (when installed), apiguard-limiter, an
-//! echo upstream standing in for the API, a demo issuer serving a JWKS, and Envoy with
+//! The demo stack (`just demo`, `just demo-check`): Redis (when installed), apiguard-limiter, the
+//! sample API ([`crate::sample_api`]), a demo issuer serving a JWKS, and Envoy with
 //! `envoy/demo.yaml` — all three apiguard stages on. Then a walkthrough of the scenarios a new
 //! user wants to see, each checked against the answer it must get.
 
@@ -11,7 +11,8 @@ use apiguard::jwt::mint::{mint, SigningKey};
 use serde_json::{json, Value};
 
 use crate::keys::{now, signing_key};
-use crate::{repo_root, Echo, Envoy, HarnessError, JwksServer, Limiter, Redis, Result};
+use crate::serve::Server;
+use crate::{repo_root, Envoy, HarnessError, JwksServer, Limiter, Redis, Result};
 
 pub const ISSUER: &str = "https://issuer.demo.local/";
 pub const AUDIENCE: &str = "apiguard-demo";
@@ -44,7 +45,7 @@ impl Ports {
 
 pub struct Stack {
     pub envoy: Envoy,
-    pub upstream: Echo,
+    pub upstream: Server,
     pub issuer: JwksServer,
     pub limiter: Limiter,
     /// `None` when `redis-server` is not installed: the limiter then keeps windows in memory.
@@ -62,7 +63,7 @@ impl Stack {
         let key = signing_key("es256.json");
         let jwks = json!({"keys": [key.public_jwk(Some(KID))]}).to_string();
         let issuer = JwksServer::start_on(&at(ports.issuer), &jwks).await?;
-        let upstream = Echo::start_on(&at(ports.upstream)).await?;
+        let upstream = crate::sample_api::start(&at(ports.upstream)).await?;
         let redis = crate::redis::redis_server_bin()
             .ok()
             .and_then(|_| Redis::start().ok());
@@ -160,6 +161,8 @@ struct Scenario {
     times: usize,
     expect: u16,
     show: &'static [&'static str],
+    /// The user the API must see as the caller (on a 200).
+    caller: Option<&'static str>,
 }
 
 /// Runs the walkthrough, printing each `curl`, status and telling headers. Returns the
@@ -175,6 +178,7 @@ pub async fn walkthrough(stack: &Stack) -> Vec<String> {
             times: 1,
             expect: 200,
             show: &["x-ratelimit-limit", "x-ratelimit-remaining", "ratelimit"],
+            caller: Some("alice"),
         },
         Scenario {
             title: "No token",
@@ -184,6 +188,7 @@ pub async fn walkthrough(stack: &Stack) -> Vec<String> {
             times: 1,
             expect: 401,
             show: &["www-authenticate"],
+            caller: None,
         },
         Scenario {
             title: "An expired token",
@@ -193,6 +198,7 @@ pub async fn walkthrough(stack: &Stack) -> Vec<String> {
             times: 1,
             expect: 401,
             show: &["www-authenticate"],
+            caller: None,
         },
         Scenario {
             title: "Tenant acme's token on tenant globex's document (BOLA), even through a path trick",
@@ -202,6 +208,7 @@ pub async fn walkthrough(stack: &Stack) -> Vec<String> {
             times: 1,
             expect: 403,
             show: &[],
+            caller: None,
         },
         Scenario {
             title: "A viewer may not DELETE",
@@ -211,6 +218,7 @@ pub async fn walkthrough(stack: &Stack) -> Vec<String> {
             times: 1,
             expect: 403,
             show: &[],
+            caller: None,
         },
         Scenario {
             title: "A burst on the auth route (3 per minute): the 4th call is refused",
@@ -220,6 +228,7 @@ pub async fn walkthrough(stack: &Stack) -> Vec<String> {
             times: 4,
             expect: 429,
             show: &["retry-after", "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset", "ratelimit-policy", "ratelimit"],
+            caller: None,
         },
         Scenario {
             title: "An admin call",
@@ -229,6 +238,7 @@ pub async fn walkthrough(stack: &Stack) -> Vec<String> {
             times: 1,
             expect: 200,
             show: &["x-ratelimit-limit"],
+            caller: Some("ada"),
         },
     ];
     let mut wrong = Vec::new();
@@ -273,12 +283,16 @@ pub async fn walkthrough(stack: &Stack) -> Vec<String> {
             }
         }
         if r.status == 200 {
-            if let Ok(echo) = serde_json::from_str::<Value>(&r.body) {
-                let h = &echo["headers"];
-                println!(
-                    "upstream saw: x-user-id={} x-tenant-id={} x-user-roles={}",
-                    h["x-user-id"], h["x-tenant-id"], h["x-user-roles"]
-                );
+            // The sample API shows the identity apiguard forwarded as `caller`.
+            let body: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
+            println!("{}", r.body.trim());
+            if let Some(user) = s.caller {
+                if body["caller"]["user"] != user {
+                    wrong.push(format!(
+                        "{}: the API saw caller {}, expected {user}",
+                        s.title, body["caller"]
+                    ));
+                }
             }
         } else if !r.body.is_empty() {
             println!("{}", r.body.trim());

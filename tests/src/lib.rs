@@ -16,6 +16,7 @@ pub mod load;
 pub mod proc;
 pub mod raw;
 pub mod redis;
+pub mod sample_api;
 pub mod serve;
 
 use std::net::TcpListener;

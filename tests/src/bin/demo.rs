@@ -1,6 +1,6 @@
 //! `just demo`: the whole apiguard pipeline on localhost — Envoy with `envoy/demo.yaml` (JWT with
 //! keys from the demo issuer, the built-in policy pack, rate limits through apiguard-limiter) in
-//! front of an echo upstream — then a walkthrough of what it does, then serving until Ctrl-C.
+//! front of the sample API — then a walkthrough of what it does, then serving until Ctrl-C.
 //!
 //! `--check` (`just demo-check`, part of `just test`) runs the walkthrough on free ports and
 //! exits non-zero on any unexpected answer. The `upstream` and `issuer` subcommands run one piece
@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use apiguard::jwt::mint::SigningKey;
 use apiguard_e2e::demo::{self, Ports, Stack};
-use apiguard_e2e::{Echo, JwksServer};
+use apiguard_e2e::JwksServer;
 use clap::{Parser, Subcommand};
 
 /// The apiguard demo.
@@ -27,7 +27,7 @@ struct Args {
 /// Run one piece of the demo alone (for containers).
 #[derive(Debug, Subcommand)]
 enum Part {
-    /// The echo upstream: answers every request with what it received, as JSON.
+    /// The sample API (tenant documents, admin, auth, search, export).
     Upstream {
         #[arg(long, default_value = "0.0.0.0:8080")]
         listen: String,
@@ -47,8 +47,8 @@ enum Part {
 async fn serve_part(part: Part) -> Result<ExitCode, Box<dyn std::error::Error>> {
     match part {
         Part::Upstream { listen } => {
-            let echo = Echo::start_on(&listen).await?;
-            println!("echo upstream on http://{}", echo.addr);
+            let api = apiguard_e2e::sample_api::start(&listen).await?;
+            println!("sample API on http://{}", api.addr);
             tokio::signal::ctrl_c().await?;
         }
         Part::Issuer { listen, key, kid } => {
@@ -92,7 +92,7 @@ async fn run(check: bool) -> Result<ExitCode, Box<dyn std::error::Error>> {
         "  Envoy with apiguard    http://{}  (admin http://{}/)",
         stack.envoy.addr, stack.envoy.admin
     );
-    println!("  upstream (echo)        http://{}", stack.upstream.addr);
+    println!("  sample API (upstream)  http://{}", stack.upstream.addr);
     println!(
         "  demo issuer JWKS       http://{}/.well-known/jwks.json",
         stack.issuer.addr
