@@ -230,7 +230,8 @@ async fn a_dead_or_slow_limiter_follows_the_failure_mode_and_recovery_needs_no_r
         let started = Instant::now();
         let (status, headers) = get(envoy, "/api/x", &bearer("dave")).await;
         let took = started.elapsed();
-        assert!(took < Duration::from_millis(1000), "took {took:?}");
+        // The bound: the failure mode applies within timeout_ms (100) + 100 ms.
+        assert!(took < Duration::from_millis(200), "took {took:?}");
         if std::ptr::eq(envoy, &deny) {
             assert_eq!(status, 503);
             assert_eq!(h(&headers, "retry-after"), "1");
@@ -253,7 +254,7 @@ async fn a_dead_or_slow_limiter_follows_the_failure_mode_and_recovery_needs_no_r
     let started = Instant::now();
     assert_eq!(get(&slow_deny, "/api/x", &bearer("erin")).await.0, 503);
     assert!(
-        started.elapsed() < Duration::from_millis(600),
+        started.elapsed() < Duration::from_millis(200),
         "{:?}",
         started.elapsed()
     );
