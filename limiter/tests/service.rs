@@ -118,7 +118,8 @@ async fn redis_down_is_503_then_recovers_without_restart() {
         assert_eq!(status, 503, "{v}");
         assert_eq!(v["status"], 503);
         assert!(v.get("allowed").is_none());
-        assert!(took < Duration::from_millis(1200), "took {took:?}");
+        // Within the 200 ms store deadline, plus HTTP overhead on a busy test machine.
+        assert!(took < Duration::from_millis(400), "took {took:?}");
     }
     let ready = reqwest::get(format!("http://{}/readyz", l.addr))
         .await
@@ -192,7 +193,8 @@ async fn paused_redis_gives_bounded_503s_without_piling_up_connections() {
     for t in tasks {
         let (status, took) = t.await.unwrap();
         assert_eq!(status, 503);
-        assert!(took < Duration::from_millis(1500), "took {took:?}");
+        // The 100 ms store deadline, plus 50 concurrent requests' HTTP overhead.
+        assert!(took < Duration::from_millis(500), "took {took:?}");
     }
     // Let the pause end, then the same multiplexed connection serves again.
     tokio::time::sleep(Duration::from_millis(3200)).await;
