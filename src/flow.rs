@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::config::{Config, ConfigError, ConfigWarning};
 use crate::jwt::cache::TokenCache;
 use crate::jwt::stage::{AuthOutcome, Claims, Invalid, JwtStage, KeyRing};
+use crate::jwt::token::Reject;
 use crate::path::{self, NormalizedPath};
 use crate::policy::stage::{PolicyOutcome, PolicyStage, PolicyWorker};
 use crate::policy::Failure;
@@ -312,14 +313,8 @@ impl Pipeline {
             match rl.plan(&path, &req.headers, req.source, claims, tier, cost) {
                 Ok(None) => {}
                 Err(PlanError::UnknownTier(_)) => {
-                    let j = rl.unknown_tier();
-                    out.events
-                        .push(Event::RateFailed(ratelimit::Failure::UnknownTier));
-                    if let Some(reply) = j.reply {
-                        out.step = Step::Respond(reply);
-                        return out;
-                    }
-                    out.events.push(Event::RateFailurePass);
+                    conclude(&mut out, rl.unknown_tier(), ops, None, state);
+                    return out;
                 }
                 Ok(Some(plan)) => {
                     if !plan.shadow {
@@ -339,6 +334,20 @@ impl Pipeline {
         out
     }
 
+    /// The answer when [`Step::FetchKeys`] cannot be followed (another worker is fetching, the
+    /// refetch rules say no, or the request already waited once): the token is refused.
+    pub fn keys_unavailable(&self, unknown_kid: bool) -> Outcome {
+        let why = if unknown_kid {
+            Invalid::Token(Reject::UnknownKid)
+        } else {
+            Invalid::NoKeys
+        };
+        let mut out = Outcome::pass();
+        out.events.push(Event::JwtRejected(why));
+        out.step = Step::Respond(Reply::token_invalid());
+        out
+    }
+
     /// Finishes a request that waited for the limiter: `answer` is the status and body, or how
     /// the call failed.
     pub fn on_limiter_answer(
@@ -354,25 +363,37 @@ impl Pipeline {
             return out;
         };
         let j = rl.judge(&pending.plan, answer, now_ms);
-        out.events.push(match j.verdict {
-            Verdict::Allowed => Event::RateAllowed,
-            Verdict::Limited => Event::RateLimited,
-            Verdict::ShadowLimited => Event::RateShadowLimited,
-            Verdict::Failed(f) => Event::RateFailed(f),
-        });
-        if let (Some(until), Some(reply)) = (j.block_until_ms, &j.reply) {
-            state.local_limits.block(&pending.plan.key, until, reply);
-        }
-        match j.reply {
-            Some(reply) => out.step = Step::Respond(reply),
-            None => {
-                if matches!(j.verdict, Verdict::Failed(_)) {
-                    out.events.push(Event::RateFailurePass);
-                }
-                out.response_headers = j.response_headers;
-                out.step = Step::Continue(pending.ops);
-            }
-        }
+        conclude(&mut out, j, pending.ops, Some(&pending.plan.key), state);
         out
+    }
+}
+
+/// Applies a rate-limit judgement: the event to count, the key to remember as blocked, and the
+/// reply, or the request going on with `ops` and the rate-limit response headers.
+fn conclude(
+    out: &mut Outcome,
+    j: ratelimit::Judgement,
+    ops: Vec<HeaderOp>,
+    key: Option<&str>,
+    state: &mut WorkerState,
+) {
+    out.events.push(match j.verdict {
+        Verdict::Allowed => Event::RateAllowed,
+        Verdict::Limited => Event::RateLimited,
+        Verdict::ShadowLimited => Event::RateShadowLimited,
+        Verdict::Failed(f) => Event::RateFailed(f),
+    });
+    if let (Some(key), Some(until), Some(reply)) = (key, j.block_until_ms, &j.reply) {
+        state.local_limits.block(key, until, reply);
+    }
+    match j.reply {
+        Some(reply) => out.step = Step::Respond(reply),
+        None => {
+            if matches!(j.verdict, Verdict::Failed(_)) {
+                out.events.push(Event::RateFailurePass);
+            }
+            out.response_headers = j.response_headers;
+            out.step = Step::Continue(ops);
+        }
     }
 }

@@ -319,24 +319,12 @@ impl RateLimitStage {
 
     /// A failure follows the plan's failure mode: deny → 503, allow → pass (counted).
     pub fn failed(&self, plan: &Plan, f: Failure) -> Judgement {
-        let deny = plan.failure_mode == FailureMode::Deny && !plan.shadow;
-        Judgement {
-            verdict: Verdict::Failed(f),
-            reply: deny.then(Reply::limiter_unavailable),
-            response_headers: Vec::new(),
-            block_until_ms: None,
-        }
+        failure(f, plan.failure_mode == FailureMode::Deny && !plan.shadow)
     }
 
-    /// The failure for a plan that could not be made (unknown tier).
+    /// The failure for a plan that could not be made (unknown tier): the section's failure mode.
     pub fn unknown_tier(&self) -> Judgement {
-        let deny = self.failure_mode == FailureMode::Deny;
-        Judgement {
-            verdict: Verdict::Failed(Failure::UnknownTier),
-            reply: deny.then(Reply::limiter_unavailable),
-            response_headers: Vec::new(),
-            block_until_ms: None,
-        }
+        failure(Failure::UnknownTier, self.failure_mode == FailureMode::Deny)
     }
 
     /// Rate-limit headers for the most restrictive window (fewest remaining; on a tie, the
@@ -381,6 +369,15 @@ impl RateLimitStage {
             }
         }
         out
+    }
+}
+
+fn failure(f: Failure, deny: bool) -> Judgement {
+    Judgement {
+        verdict: Verdict::Failed(f),
+        reply: deny.then(Reply::limiter_unavailable),
+        response_headers: Vec::new(),
+        block_until_ms: None,
     }
 }
 

@@ -103,6 +103,16 @@ impl Reply {
         .with_header("retry-after", "1")
     }
 
+    /// 503: the filter cannot work at all (no compiled configuration on this worker).
+    pub fn filter_unavailable() -> Reply {
+        Reply::problem(
+            503,
+            "Service Unavailable",
+            "apiguard is not ready.",
+            "apiguard_unavailable",
+        )
+    }
+
     /// 400: a path apiguard cannot interpret unambiguously.
     pub fn bad_path() -> Reply {
         Reply::problem(

@@ -60,6 +60,8 @@ pub struct JwtStage {
     rules: Option<Vec<Rule>>,
     /// Identity headers the filter sets: always removed from the incoming request.
     strip: Vec<String>,
+    /// Every provider's index: what a path no rule covers accepts.
+    all_providers: Vec<usize>,
     max_token_bytes: usize,
     pub cache_entries: usize,
 }
@@ -282,6 +284,7 @@ impl JwtStage {
             compiled
         });
         Ok(JwtStage {
+            all_providers: (0..providers.len()).collect(),
             providers,
             rules,
             strip,
@@ -292,17 +295,12 @@ impl JwtStage {
 
     /// The providers a path accepts (any one of them); empty means the path is public. A path
     /// no rule covers needs a token from any provider: unmatched means protected.
-    fn required(&self, path: &str) -> Vec<usize> {
-        match &self.rules {
-            None => (0..self.providers.len()).collect(),
-            Some(rules) => rules
-                .iter()
-                .find(|r| prefix_matches(&r.prefix, path))
-                .map_or_else(
-                    || (0..self.providers.len()).collect(),
-                    |r| r.requires.clone(),
-                ),
-        }
+    fn required(&self, path: &str) -> &[usize] {
+        self.rules
+            .iter()
+            .flatten()
+            .find(|r| prefix_matches(&r.prefix, path))
+            .map_or(&self.all_providers, |r| &r.requires)
     }
 
     /// Authenticates a request at Unix time `now`.
@@ -320,7 +318,7 @@ impl JwtStage {
         }
         // The first token found, in each required provider's source order.
         let mut found: Option<(String, Option<String>)> = None;
-        for &pi in &required {
+        for &pi in required {
             for src in &self.providers[pi].sources {
                 match extract(src, headers, path) {
                     Ok(Some(t)) => {

@@ -337,10 +337,9 @@ impl PolicyVm {
                     })
             }
             None => self.compiled.eval_with_input(input).map_err(|e| {
-                if format!("{e}").contains("time limit") {
-                    Failure::Timeout
-                } else {
-                    Failure::Error
+                match e.downcast_ref::<regorus::LimitError>() {
+                    Some(regorus::LimitError::TimeLimitExceeded { .. }) => Failure::Timeout,
+                    _ => Failure::Error,
                 }
             }),
         };

@@ -166,6 +166,17 @@ pub fn record(id: u32, value: u64) {
     let _ = hostcalls::record_metric(id, value);
 }
 
+/// Declares the filter's counters once: an enum `Counter` (whose discriminant indexes
+/// [`Counters`]) and `COUNTER_NAMES`, the Envoy names in the same order.
+#[macro_export]
+macro_rules! counters {
+    ($($variant:ident => $name:literal,)*) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Counter { $($variant),* }
+        pub const COUNTER_NAMES: &[&str] = &[$($name),*];
+    };
+}
+
 /// Envoy counters, defined once per VM (Envoy shows them as `wasmcustom.<name>`).
 ///
 /// Increments are kept in the VM and handed to Envoy in one batch per tick ([`Counters::flush`]):
@@ -173,35 +184,37 @@ pub fn record(id: u32, value: u64) {
 /// stats are flushed every few seconds anyway, so nothing observable is lost.
 #[derive(Default)]
 pub struct Counters {
-    ids: Vec<(&'static str, Option<u32>, u64)>,
+    /// By counter index: Envoy's metric id (if defined) and the increments not yet handed over.
+    slots: Vec<(Option<u32>, u64)>,
 }
 
 impl Counters {
     pub fn define(names: &[&'static str]) -> Counters {
-        let ids = names
+        let slots = names
             .iter()
             .map(
                 |name| match hostcalls::define_metric(MetricType::Counter, name) {
-                    Ok(id) => (*name, Some(id), 0),
+                    Ok(id) => (Some(id), 0),
                     Err(status) => {
                         warn!("apiguard: cannot define metric {name}: {status:?}");
-                        (*name, None, 0)
+                        (None, 0)
                     }
                 },
             )
             .collect();
-        Counters { ids }
+        Counters { slots }
     }
 
-    pub fn inc(&mut self, name: &str) {
-        if let Some(c) = self.ids.iter_mut().find(|(n, _, _)| *n == name) {
-            c.2 += 1;
+    /// Adds one to the counter at `index` (a `Counter` discriminant).
+    pub fn inc(&mut self, index: impl Into<usize>) {
+        if let Some(slot) = self.slots.get_mut(index.into()) {
+            slot.1 += 1;
         }
     }
 
     /// Hands the pending increments to Envoy.
     pub fn flush(&mut self) {
-        for (_, id, pending) in &mut self.ids {
+        for (id, pending) in &mut self.slots {
             if let (Some(id), true) = (id, *pending > 0) {
                 let _ =
                     hostcalls::increment_metric(*id, i64::try_from(*pending).unwrap_or(i64::MAX));

@@ -17,14 +17,12 @@ use std::time::Duration;
 
 use apiguard_core::flow::{Event, Headers, Outcome, Pending, Pipeline, RequestFacts, Step};
 use apiguard_core::jwt::remote::FetchReason;
-use apiguard_core::jwt::stage::Invalid;
-use apiguard_core::jwt::token::Reject;
 use apiguard_core::ratelimit::{Failure as RateFailure, MAX_ANSWER_BYTES};
 use apiguard_core::reply::Reply;
 use log::{debug, error, info, warn};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 
 use worker::Worker;
 
@@ -162,11 +160,11 @@ impl Request {
     /// failed configuration refuses the plugin) nothing passes.
     fn with_worker(&mut self, f: impl FnOnce(&mut Self, &mut Worker) -> Action) -> Action {
         let Some(wrc) = self.worker.clone() else {
-            host::respond(&unavailable());
+            host::respond(&Reply::filter_unavailable());
             return Action::Pause;
         };
         let Ok(mut w) = wrc.try_borrow_mut() else {
-            host::respond(&unavailable());
+            host::respond(&Reply::filter_unavailable());
             return Action::Pause;
         };
         f(self, &mut w)
@@ -232,19 +230,17 @@ impl Request {
                         }
                     }
                 }
-                let why = if unknown_kid {
-                    Invalid::Token(Reject::UnknownKid)
-                } else {
-                    Invalid::NoKeys
-                };
-                w.count(&[Event::JwtRejected(why)]);
-                debug!("apiguard: token refused ({}): {why:?}", why.class());
-                host::respond(&Reply::token_invalid());
-                Action::Pause
+                let pipeline = w.pipeline.clone();
+                let next = pipeline.keys_unavailable(unknown_kid);
+                w.count(&next.events);
+                let path =
+                    host::header_bytes(MapType::HttpRequestHeaders, ":path").unwrap_or_default();
+                log_outcome(&next, &path);
+                self.carry_out(w, next, now_ms)
             }
             Step::CheckLimits(call) => {
                 let Some(pending) = outcome.pending else {
-                    host::respond(&unavailable());
+                    host::respond(&Reply::filter_unavailable());
                     return Action::Pause;
                 };
                 match host::http_post(
@@ -372,16 +368,6 @@ fn publish(outcome: &Outcome, pipeline: &Pipeline) {
             "policy": &stage.program.digest[..16],
         });
         host::set_filter_state("apiguard.decision", doc.to_string().as_bytes());
-    }
-}
-
-/// The answer when the filter cannot work at all.
-fn unavailable() -> Reply {
-    Reply {
-        status: 503,
-        headers: vec![("content-type".into(), "application/problem+json".into())],
-        body: br#"{"type":"about:blank","title":"Service Unavailable","status":503,"detail":"apiguard is not ready."}"#.to_vec(),
-        details: "apiguard_unavailable",
     }
 }
 

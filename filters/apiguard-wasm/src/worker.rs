@@ -13,42 +13,44 @@ use apiguard_core::policy::Failure;
 use apiguard_core::ratelimit::Failure as RateFailure;
 use log::{debug, info, warn};
 
+use crate::counters;
 use crate::host::{self, Counters};
 
-pub const COUNTERS: &[&str] = &[
-    "apiguard.jwt.accepted",
-    "apiguard.jwt.missing",
-    "apiguard.jwt.rejected.malformed",
-    "apiguard.jwt.rejected.header",
-    "apiguard.jwt.rejected.key",
-    "apiguard.jwt.rejected.signature",
-    "apiguard.jwt.rejected.expired",
-    "apiguard.jwt.rejected.claims",
-    "apiguard.jwt.rejected.keys_unavailable",
-    "apiguard.jwt.cache_hit",
-    "apiguard.jwt.cache_miss",
-    "apiguard.jwks.fetch_success",
-    "apiguard.jwks.fetch_failure",
-    "apiguard.request.bad_path",
-    "apiguard.policy.allowed",
-    "apiguard.policy.denied",
-    "apiguard.policy.error",
-    "apiguard.policy.timeout",
-    "apiguard.policy.undefined",
-    "apiguard.policy.dry_run_deny",
-    "apiguard.policy.shadow_disagree",
-    "apiguard.ratelimit.allowed",
-    "apiguard.ratelimit.limited",
-    "apiguard.ratelimit.limited_local",
-    "apiguard.ratelimit.shadow_limited",
-    "apiguard.ratelimit.failure_mode_pass",
-    "apiguard.ratelimit.failure.dispatch",
-    "apiguard.ratelimit.failure.no_response",
-    "apiguard.ratelimit.failure.status",
-    "apiguard.ratelimit.failure.too_large",
-    "apiguard.ratelimit.failure.malformed",
-    "apiguard.ratelimit.failure.unknown_tier",
-];
+// Every counter, once: its variant and its Envoy name.
+counters! {
+    JwtAccepted => "apiguard.jwt.accepted",
+    JwtMissing => "apiguard.jwt.missing",
+    JwtRejectedMalformed => "apiguard.jwt.rejected.malformed",
+    JwtRejectedHeader => "apiguard.jwt.rejected.header",
+    JwtRejectedKey => "apiguard.jwt.rejected.key",
+    JwtRejectedSignature => "apiguard.jwt.rejected.signature",
+    JwtRejectedExpired => "apiguard.jwt.rejected.expired",
+    JwtRejectedClaims => "apiguard.jwt.rejected.claims",
+    JwtRejectedKeysUnavailable => "apiguard.jwt.rejected.keys_unavailable",
+    JwtCacheHit => "apiguard.jwt.cache_hit",
+    JwtCacheMiss => "apiguard.jwt.cache_miss",
+    JwksFetchSuccess => "apiguard.jwks.fetch_success",
+    JwksFetchFailure => "apiguard.jwks.fetch_failure",
+    RequestBadPath => "apiguard.request.bad_path",
+    PolicyAllowed => "apiguard.policy.allowed",
+    PolicyDenied => "apiguard.policy.denied",
+    PolicyError => "apiguard.policy.error",
+    PolicyTimeout => "apiguard.policy.timeout",
+    PolicyUndefined => "apiguard.policy.undefined",
+    PolicyDryRunDeny => "apiguard.policy.dry_run_deny",
+    PolicyShadowDisagree => "apiguard.policy.shadow_disagree",
+    RatelimitAllowed => "apiguard.ratelimit.allowed",
+    RatelimitLimited => "apiguard.ratelimit.limited",
+    RatelimitLimitedLocal => "apiguard.ratelimit.limited_local",
+    RatelimitShadowLimited => "apiguard.ratelimit.shadow_limited",
+    RatelimitFailureModePass => "apiguard.ratelimit.failure_mode_pass",
+    RatelimitFailureDispatch => "apiguard.ratelimit.failure.dispatch",
+    RatelimitFailureNoResponse => "apiguard.ratelimit.failure.no_response",
+    RatelimitFailureStatus => "apiguard.ratelimit.failure.status",
+    RatelimitFailureTooLarge => "apiguard.ratelimit.failure.too_large",
+    RatelimitFailureMalformed => "apiguard.ratelimit.failure.malformed",
+    RatelimitFailureUnknownTier => "apiguard.ratelimit.failure.unknown_tier",
+}
 
 /// This worker's view of one remote provider's shared keys.
 struct RemoteSlot {
@@ -110,7 +112,7 @@ impl Worker {
         Worker {
             pipeline,
             state,
-            counters: Counters::define(COUNTERS),
+            counters: Counters::define(COUNTER_NAMES),
             callout_ms,
             remote,
         }
@@ -136,43 +138,13 @@ impl Worker {
 
     pub fn count(&mut self, events: &[Event]) {
         for e in events {
-            match e {
-                Event::JwtAccepted { cached } => {
-                    self.counters.inc("apiguard.jwt.accepted");
-                    self.counters.inc(if *cached {
-                        "apiguard.jwt.cache_hit"
-                    } else {
-                        "apiguard.jwt.cache_miss"
-                    });
-                }
-                Event::JwtMissing => self.counters.inc("apiguard.jwt.missing"),
-                Event::JwtRejected(why) => {
-                    self.counters
-                        .inc(&format!("apiguard.jwt.rejected.{}", why.class()));
-                }
-                Event::BadPath => self.counters.inc("apiguard.request.bad_path"),
-                Event::PolicyAllowed => self.counters.inc("apiguard.policy.allowed"),
-                Event::PolicyDenied => self.counters.inc("apiguard.policy.denied"),
-                Event::PolicyFailed(f) => self.counters.inc(match f {
-                    Failure::Error => "apiguard.policy.error",
-                    Failure::Timeout => "apiguard.policy.timeout",
-                    Failure::Undefined => "apiguard.policy.undefined",
-                }),
-                Event::PolicyDryRunDeny => self.counters.inc("apiguard.policy.dry_run_deny"),
-                Event::PolicyShadowDisagree => self.counters.inc("apiguard.policy.shadow_disagree"),
-                Event::RateAllowed => self.counters.inc("apiguard.ratelimit.allowed"),
-                Event::RateLimited => self.counters.inc("apiguard.ratelimit.limited"),
-                Event::RateLimitedLocal => self.counters.inc("apiguard.ratelimit.limited_local"),
-                Event::RateShadowLimited => self.counters.inc("apiguard.ratelimit.shadow_limited"),
-                Event::RateFailurePass => self.counters.inc("apiguard.ratelimit.failure_mode_pass"),
-                Event::RateFailed(f) => self.counters.inc(match f {
-                    RateFailure::Dispatch => "apiguard.ratelimit.failure.dispatch",
-                    RateFailure::NoResponse => "apiguard.ratelimit.failure.no_response",
-                    RateFailure::Status => "apiguard.ratelimit.failure.status",
-                    RateFailure::TooLarge => "apiguard.ratelimit.failure.too_large",
-                    RateFailure::Malformed => "apiguard.ratelimit.failure.malformed",
-                    RateFailure::UnknownTier => "apiguard.ratelimit.failure.unknown_tier",
-                }),
+            self.counters.inc(counter(e));
+            if let Event::JwtAccepted { cached } = e {
+                self.counters.inc(if *cached {
+                    Counter::JwtCacheHit
+                } else {
+                    Counter::JwtCacheMiss
+                });
             }
         }
     }
@@ -305,14 +277,14 @@ impl Worker {
                     keys.len()
                 );
                 self.state.keys.set(provider, Some(keys));
-                self.counters.inc("apiguard.jwks.fetch_success");
+                self.counters.inc(Counter::JwksFetchSuccess);
             }
             Err(e) => self.fail(provider, now, &e),
         }
     }
 
     fn fail(&mut self, provider: usize, now: i64, e: &FetchError) {
-        self.counters.inc("apiguard.jwks.fetch_failure");
+        self.counters.inc(Counter::JwksFetchFailure);
         let Some(Some(slot)) = self.remote.get(provider) else {
             return;
         };
@@ -329,5 +301,49 @@ impl Worker {
             &Lease::failed(prev, now, &slot.cfg).encode(),
             None,
         );
+    }
+}
+
+/// The counter an event moves.
+fn counter(e: &Event) -> Counter {
+    match e {
+        Event::JwtAccepted { .. } => Counter::JwtAccepted,
+        Event::JwtMissing => Counter::JwtMissing,
+        Event::JwtRejected(why) => match why.class() {
+            "malformed" => Counter::JwtRejectedMalformed,
+            "header" => Counter::JwtRejectedHeader,
+            "key" => Counter::JwtRejectedKey,
+            "signature" => Counter::JwtRejectedSignature,
+            "expired" => Counter::JwtRejectedExpired,
+            "claims" => Counter::JwtRejectedClaims,
+            _ => Counter::JwtRejectedKeysUnavailable,
+        },
+        Event::BadPath => Counter::RequestBadPath,
+        Event::PolicyAllowed => Counter::PolicyAllowed,
+        Event::PolicyDenied => Counter::PolicyDenied,
+        Event::PolicyFailed(Failure::Error) => Counter::PolicyError,
+        Event::PolicyFailed(Failure::Timeout) => Counter::PolicyTimeout,
+        Event::PolicyFailed(Failure::Undefined) => Counter::PolicyUndefined,
+        Event::PolicyDryRunDeny => Counter::PolicyDryRunDeny,
+        Event::PolicyShadowDisagree => Counter::PolicyShadowDisagree,
+        Event::RateAllowed => Counter::RatelimitAllowed,
+        Event::RateLimited => Counter::RatelimitLimited,
+        Event::RateLimitedLocal => Counter::RatelimitLimitedLocal,
+        Event::RateShadowLimited => Counter::RatelimitShadowLimited,
+        Event::RateFailurePass => Counter::RatelimitFailureModePass,
+        Event::RateFailed(f) => match f {
+            RateFailure::Dispatch => Counter::RatelimitFailureDispatch,
+            RateFailure::NoResponse => Counter::RatelimitFailureNoResponse,
+            RateFailure::Status => Counter::RatelimitFailureStatus,
+            RateFailure::TooLarge => Counter::RatelimitFailureTooLarge,
+            RateFailure::Malformed => Counter::RatelimitFailureMalformed,
+            RateFailure::UnknownTier => Counter::RatelimitFailureUnknownTier,
+        },
+    }
+}
+
+impl From<Counter> for usize {
+    fn from(c: Counter) -> usize {
+        c as usize
     }
 }
