@@ -101,6 +101,8 @@ pub enum Evaluator {
 pub struct PolicyProgram {
     compiled: regorus::CompiledPolicy,
     program: Option<Arc<Program>>,
+    /// Modules, data and the entry rule, for the interpreter when there is no program.
+    engine: regorus::Engine,
     data: RegoValue,
     budget: Duration,
     /// Hex SHA-256 of the modules and data (for logs and access logs).
@@ -171,6 +173,17 @@ impl PolicyProgram {
         package: &str,
         budget: Duration,
     ) -> Result<PolicyProgram, CompileError> {
+        Self::compile_for(modules, data, package, budget, false)
+    }
+
+    /// `interpreter_only` skips the RVM compiler (tests use it to exercise the fallback).
+    fn compile_for(
+        modules: &BTreeMap<String, String>,
+        data: &serde_json::Value,
+        package: &str,
+        budget: Duration,
+        interpreter_only: bool,
+    ) -> Result<PolicyProgram, CompileError> {
         let mut engine = regorus::Engine::new();
         for (name, source) in modules {
             engine
@@ -231,14 +244,17 @@ impl PolicyProgram {
         let compiled = engine
             .compile_with_entrypoint(&ENTRY_RULE.into())
             .map_err(|e| CompileError::Rego(format!("{e:#}")))?;
-        let (program, fallback_reason) =
+        let (program, fallback_reason) = if interpreter_only {
+            (None, Some("interpreter requested".to_owned()))
+        } else {
             match regorus::languages::rego::compiler::Compiler::compile_from_policy(
                 &compiled,
                 &[ENTRY_RULE],
             ) {
                 Ok(p) => (Some(p), None),
                 Err(e) => (None, Some(format!("{e:#}"))),
-            };
+            }
+        };
         let mut h = Sha256::new();
         for (name, source) in modules {
             h.update(name.as_bytes());
@@ -260,6 +276,7 @@ impl PolicyProgram {
             },
             compiled,
             program,
+            engine,
             data: data_value,
             budget,
             digest,
@@ -269,19 +286,26 @@ impl PolicyProgram {
 
     /// A per-worker evaluator, loaded once.
     pub fn vm(&self) -> PolicyVm {
-        let vm = self.program.as_ref().map(|p| {
-            let mut vm = RegoVM::new_with_policy(self.compiled.clone());
-            vm.load_program(p.clone());
-            // Data was accepted by the engine at compile time; the VM re-checks it against the
-            // program's rules.
-            let _ = vm.set_data(self.data.clone());
-            vm.set_strict_builtin_errors(false);
-            set_timer(&mut vm, self.budget);
-            vm
-        });
-        PolicyVm {
-            vm,
-            compiled: self.compiled.clone(),
+        match &self.program {
+            Some(p) => {
+                let mut vm = RegoVM::new_with_policy(self.compiled.clone());
+                vm.load_program(p.clone());
+                // Data was accepted by the engine at compile time; the VM re-checks it against
+                // the program's rules.
+                let _ = vm.set_data(self.data.clone());
+                vm.set_strict_builtin_errors(false);
+                if let Some(t) = timer(self.budget) {
+                    vm.set_execution_timer_config(Some(t));
+                }
+                PolicyVm::Rvm(Box::new(vm))
+            }
+            None => {
+                let mut engine = self.engine.clone();
+                if let Some(t) = timer(self.budget) {
+                    engine.set_execution_timer_config(t);
+                }
+                PolicyVm::Interpreter(Box::new(engine))
+            }
         }
     }
 }
@@ -289,31 +313,28 @@ impl PolicyProgram {
 /// Work units between two reads of the clock. Reading it is a host call in Envoy's Wasm VM,
 /// far dearer than a VM instruction, so it is read every 64 units; a unit is small enough that
 /// the budget still holds to well under a millisecond.
-#[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 const TIMER_CHECK_INTERVAL: NonZeroU32 = match NonZeroU32::new(64) {
     Some(n) => n,
     None => NonZeroU32::MIN,
 };
 
-/// The execution timer needs a clock; a browser-style Wasm VM (the in-VM test tier) has none,
-/// so there the budget is not enforced. Envoy's Wasm runtime provides WASI clocks.
-#[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
-fn set_timer(vm: &mut RegoVM, budget: Duration) {
-    vm.set_execution_timer_config(Some(ExecutionTimerConfig {
+/// The time budget for one evaluation. The execution timer needs a clock; a browser-style Wasm
+/// VM (the in-VM test tier) has none, so there the budget is not enforced. Envoy's Wasm runtime
+/// provides WASI clocks.
+fn timer(budget: Duration) -> Option<ExecutionTimerConfig> {
+    if cfg!(all(target_arch = "wasm32", target_os = "unknown")) {
+        return None;
+    }
+    Some(ExecutionTimerConfig {
         limit: budget,
         check_interval: TIMER_CHECK_INTERVAL,
-    }));
+    })
 }
 
-#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
-fn set_timer(_vm: &mut RegoVM, _budget: Duration) {
-    let _ = (ExecutionTimerConfig::clone, NonZeroU32::MIN);
-}
-
-/// One worker's evaluator.
-pub struct PolicyVm {
-    vm: Option<RegoVM>,
-    compiled: regorus::CompiledPolicy,
+/// One worker's evaluator: regorus's VM with the compiled program, or its interpreter.
+pub enum PolicyVm {
+    Rvm(Box<RegoVM>),
+    Interpreter(Box<regorus::Engine>),
 }
 
 impl PolicyVm {
@@ -324,8 +345,8 @@ impl PolicyVm {
 
     /// Evaluates the policy on an input document.
     pub fn evaluate_value(&mut self, input: RegoValue) -> Decision {
-        let result = match &mut self.vm {
-            Some(vm) => {
+        let result = match self {
+            PolicyVm::Rvm(vm) => {
                 vm.set_input(input);
                 vm.execute_entry_point_by_name(ENTRY_RULE)
                     .map_err(|e| match e {
@@ -336,12 +357,15 @@ impl PolicyVm {
                         _ => Failure::Error,
                     })
             }
-            None => self.compiled.eval_with_input(input).map_err(|e| {
-                match e.downcast_ref::<regorus::LimitError>() {
-                    Some(regorus::LimitError::TimeLimitExceeded { .. }) => Failure::Timeout,
-                    _ => Failure::Error,
-                }
-            }),
+            PolicyVm::Interpreter(engine) => {
+                engine.set_input(input);
+                engine.eval_rule(ENTRY_RULE.to_owned()).map_err(|e| {
+                    match e.downcast_ref::<regorus::LimitError>() {
+                        Some(regorus::LimitError::TimeLimitExceeded { .. }) => Failure::Timeout,
+                        _ => Failure::Error,
+                    }
+                })
+            }
         };
         match result {
             Ok(v) => decode(&v),

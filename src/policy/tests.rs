@@ -125,6 +125,45 @@ fn outputs_are_read_strictly() {
     assert!(d.failure.is_some(), "{d:?}");
 }
 
+/// The interpreter fallback keeps the same budget and the same decisions.
+#[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+#[test]
+fn the_interpreter_fallback_keeps_the_budget() {
+    let runaway = BTreeMap::from([(
+        "p.rego".to_owned(),
+        "package api.authz\nimport rego.v1\nallow if { count([x | some i in numbers.range(1, 3000); some j in numbers.range(1, 3000); x := i * j]) < 0 }\n".to_owned(),
+    )]);
+    let p = PolicyProgram::compile_for(
+        &runaway,
+        &json!({}),
+        "data.api.authz",
+        Duration::from_millis(50),
+        true,
+    )
+    .unwrap();
+    assert_eq!(p.evaluator, Evaluator::Interpreter);
+    let started = std::time::Instant::now();
+    let d = p.vm().evaluate(json!({}));
+    assert_eq!(d.failure, Some(Failure::Timeout), "{d:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let pack = PolicyProgram::compile_for(
+        &pack(),
+        &json!({}),
+        "data.api.authz",
+        Duration::from_millis(50),
+        true,
+    )
+    .unwrap();
+    let d = pack
+        .vm()
+        .evaluate(json!({"request": {"method": "GET", "path": "/healthz"}, "resource": {}}));
+    assert!(d.allow, "{d:?}");
+}
+
 #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 #[test]
 fn the_time_budget_stops_a_runaway_policy() {
