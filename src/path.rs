@@ -153,18 +153,19 @@ pub fn query_param(query: &str, name: &str) -> Result<Option<String>, QueryError
     let mut found = None;
     for pair in query.split('&') {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        if percent_decode(k).as_deref() == Some(name) {
+        if form_decode(k).as_deref() == Some(name) {
             if found.is_some() {
                 return Err(QueryError::Repeated);
             }
-            found = Some(percent_decode(v).ok_or(QueryError::NotUtf8)?);
+            found = Some(form_decode(v).ok_or(QueryError::NotUtf8)?);
         }
     }
     Ok(found)
 }
 
-/// `application/x-www-form-urlencoded` decoding: `+` is a space, `%XX` a byte.
-fn percent_decode(s: &str) -> Option<String> {
+/// `application/x-www-form-urlencoded` decoding: `+` is a space, `%XX` a byte; `None` for bad
+/// escapes or bytes that are not UTF-8.
+pub fn form_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -8,7 +8,7 @@ use regorus::Value as RegoValue;
 
 use crate::flow::Headers;
 use crate::jwt::stage::Claims;
-use crate::path::NormalizedPath;
+use crate::path::{form_decode, NormalizedPath};
 
 /// Most request headers passed to the policy; the rest are left out (and `request.truncated`
 /// says so).
@@ -170,12 +170,6 @@ fn obj<const N: usize>(members: [(&str, RegoValue); N]) -> RegoValue {
             .map(|(k, v)| (RegoValue::from(k), v))
             .collect::<BTreeMap<_, _>>(),
     )
-}
-
-fn form_decode(s: &str) -> Option<String> {
-    crate::path::query_param(&format!("k={s}"), "k")
-        .ok()
-        .flatten()
 }
 
 #[cfg(test)]
