@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::config::{Config, ConfigError, ConfigWarning};
 use crate::jwt::cache::TokenCache;
+use crate::jwt::host::SignatureHost;
 use crate::jwt::stage::{AuthOutcome, Claims, Invalid, JwtStage, KeyRing};
 use crate::jwt::token::Reject;
 use crate::path::{self, NormalizedPath};
@@ -156,6 +157,9 @@ pub struct WorkerState {
     pub cache: TokenCache,
     pub policy: Option<PolicyWorker>,
     pub local_limits: LocalLimits,
+    /// The host's signature verifier, when it offers one and `jwt.host_signatures` allows it
+    /// (the filter installs it after [`crate::jwt::host::self_test`]).
+    pub signature_host: Option<Box<dyn SignatureHost>>,
 }
 
 /// The compiled configuration.
@@ -213,6 +217,7 @@ impl Pipeline {
             local_limits: LocalLimits::new(
                 self.ratelimit.as_ref().map_or(0, |r| r.local_cache_entries),
             ),
+            signature_host: None,
         }
     }
 
@@ -238,7 +243,14 @@ impl Pipeline {
         };
         let mut ops = Vec::new();
         if let Some(jwt) = &self.jwt {
-            let auth = jwt.authenticate(&req.headers, &path, now, &state.keys, &mut state.cache);
+            let auth = jwt.authenticate(
+                &req.headers,
+                &path,
+                now,
+                &state.keys,
+                &mut state.cache,
+                state.signature_host.as_deref(),
+            );
             match &auth {
                 AuthOutcome::Public => {}
                 AuthOutcome::Verified { identity, cached } => {

@@ -147,7 +147,7 @@ fn inspect(t: &str, jwks: Option<&Path>) -> ExitCode {
     };
     let all = AlgSet::of(&Algorithm::ALL);
     match token::parse(t.trim().as_bytes(), 64 * 1024)
-        .and_then(|p| token::verify_signature(&p, all, &keys))
+        .and_then(|p| token::verify_signature(&p, all, &keys, None))
     {
         Ok(()) => {
             println!("signature: valid for a key in {} (claims such as iss, aud and exp are not checked here)", path.display());

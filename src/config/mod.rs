@@ -50,6 +50,19 @@ pub struct JwtConfig {
     /// Verified tokens remembered per worker (0 turns the cache off).
     #[serde(default = "default_cache_entries")]
     pub cache_entries: usize,
+    /// Whether RS*/ES* signatures are verified by the host's `verify_signature` foreign
+    /// function when the host offers it (`auto`), or always in Wasm (`off`).
+    #[serde(default)]
+    pub host_signatures: HostSignatures,
+}
+
+/// `jwt.host_signatures`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostSignatures {
+    #[default]
+    Auto,
+    Off,
 }
 
 /// `jwt.providers.<name>`.

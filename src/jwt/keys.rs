@@ -6,7 +6,10 @@
 //! 2048 bits (or with an even or tiny exponent), HMAC secrets shorter than the hash, EC points
 //! that are not on the curve, small-order Ed25519 points.
 
+use std::sync::Arc;
+
 use jwt_compact::jwk::JsonWebKey;
+use rsa::pkcs8::EncodePublicKey;
 use rsa::traits::PublicKeyParts;
 use rsa::RsaPublicKey;
 use serde_json::Value;
@@ -40,6 +43,9 @@ pub struct Jwk {
     /// The algorithms this key may verify.
     pub algs: AlgSet,
     pub material: KeyMaterial,
+    /// The key as a DER SubjectPublicKeyInfo, for keys the host can verify with
+    /// (RSA, P-256, P-384; see [`super::host`]). Encoded once, when the set is loaded.
+    pub spki: Option<Arc<[u8]>>,
 }
 
 /// The keys of one provider.
@@ -369,11 +375,25 @@ pub fn parse_key(v: &Value) -> Result<Jwk, KeyError> {
             AlgSet::single(alg)
         }
     };
+    let spki = spki_der(&material);
     Ok(Jwk {
         kid,
         algs,
         material,
+        spki,
     })
+}
+
+/// The SubjectPublicKeyInfo DER of a key the host verifies with; `None` for the others (and,
+/// were encoding ever to fail, the key is simply verified in Wasm).
+fn spki_der(material: &KeyMaterial) -> Option<Arc<[u8]>> {
+    let doc = match material {
+        KeyMaterial::Rsa(k) => k.to_public_key_der().ok()?,
+        KeyMaterial::P256(k) => p256::PublicKey::from(k).to_public_key_der().ok()?,
+        KeyMaterial::P384(k) => p384::PublicKey::from(k).to_public_key_der().ok()?,
+        KeyMaterial::Ed25519(_) | KeyMaterial::Hmac(_) => return None,
+    };
+    Some(Arc::from(doc.as_bytes()))
 }
 
 fn not_on_curve() -> KeyError {

@@ -3,6 +3,7 @@
 pub mod alg;
 pub mod cache;
 pub mod es384;
+pub mod host;
 pub mod json;
 pub mod keys;
 pub mod mint;

@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 
 use super::alg::AlgSet;
 use super::cache::{CachedToken, TokenCache};
+use super::host::SignatureHost;
 use super::keys::{JwksError, KeySet};
 use super::token::{self, Policy, Reject, DEFAULT_MAX_CLAIMS_DEPTH};
 use crate::config::{ConfigError, JwksConfig, JwtConfig, Problem, RemoteJwks};
@@ -311,6 +312,7 @@ impl JwtStage {
         now: i64,
         ring: &KeyRing,
         cache: &mut TokenCache,
+        host: Option<&dyn SignatureHost>,
     ) -> AuthOutcome {
         let required = self.required(&path.path);
         if required.is_empty() {
@@ -383,7 +385,7 @@ impl JwtStage {
                 Jwks::Inline(_) => AuthOutcome::Invalid(Invalid::NoKeys),
             };
         };
-        match token::verify(&parsed, &claims, &provider.policy, keys, now) {
+        match token::verify(&parsed, &claims, &provider.policy, keys, host, now) {
             Ok(v) => {
                 let claims = Arc::new(Claims::new(v.claims));
                 cache.put(

@@ -8,6 +8,7 @@ use base64ct::{Base64UrlUnpadded, Encoding};
 use serde_json::{Map, Value};
 
 use super::alg::{self, AlgSet};
+use super::host::{self, HostVerdict, SignatureHost};
 use super::keys::KeySet;
 use crate::config::Algorithm;
 
@@ -90,8 +91,10 @@ pub struct Parsed<'a> {
     pub typ: Option<String>,
     /// The decoded payload, not yet parsed.
     pub payload: Vec<u8>,
-    signing_input: &'a [u8],
-    signature: Vec<u8>,
+    /// `BASE64URL(header) '.' BASE64URL(payload)`: what the signature covers.
+    pub signing_input: &'a [u8],
+    /// The decoded signature.
+    pub signature: Vec<u8>,
 }
 
 impl Parsed<'_> {
@@ -201,6 +204,7 @@ pub fn verify(
     claims: &Map<String, Value>,
     policy: &Policy,
     keys: &KeySet,
+    host: Option<&dyn SignatureHost>,
     now: i64,
 ) -> Result<Verified, Reject> {
     if let Some(want) = &policy.typ {
@@ -212,14 +216,20 @@ pub fn verify(
             return Err(Reject::WrongType);
         }
     }
-    verify_signature(t, policy.algorithms, keys)?;
+    verify_signature(t, policy.algorithms, keys, host)?;
     check_claims(claims, policy, now)
 }
 
 /// The JWS part alone: the algorithm is allowed and fits the key, and the signature is good.
 /// Key selection: by `kid` when the token names one, else every key that fits the algorithm
-/// (at most [`MAX_KEY_TRIES`]).
-pub fn verify_signature(t: &Parsed<'_>, allowed: AlgSet, keys: &KeySet) -> Result<(), Reject> {
+/// (at most [`MAX_KEY_TRIES`]). With a `host`, RS*/ES* signatures are verified by it (see
+/// [`super::host`]); everything else, and any failed host call, is verified in Wasm.
+pub fn verify_signature(
+    t: &Parsed<'_>,
+    allowed: AlgSet,
+    keys: &KeySet,
+    host: Option<&dyn SignatureHost>,
+) -> Result<(), Reject> {
     let alg = Algorithm::from_name(&t.alg).ok_or(Reject::AlgorithmNotAllowed)?;
     if !allowed.contains(alg) {
         return Err(Reject::AlgorithmNotAllowed);
@@ -246,7 +256,17 @@ pub fn verify_signature(t: &Parsed<'_>, allowed: AlgSet, keys: &KeySet) -> Resul
             Reject::NoMatchingKey
         });
     }
-    if fitting.any(|k| alg::verify(alg, &k.material, t.signing_input, &t.signature)) {
+    let good = |k: &super::keys::Jwk| {
+        let verdict = host.map(|h| host::verify(h, alg, k, t.signing_input, &t.signature));
+        match verdict {
+            Some(HostVerdict::Valid) => true,
+            Some(HostVerdict::Invalid) => false,
+            None | Some(HostVerdict::NotOffered | HostVerdict::Failed(_)) => {
+                alg::verify(alg, &k.material, t.signing_input, &t.signature)
+            }
+        }
+    };
+    if fitting.any(good) {
         Ok(())
     } else {
         Err(Reject::BadSignature)

@@ -9,6 +9,8 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 use serde_json::{json, Value};
 
 use super::alg::{self, AlgSet};
+use super::host::software::{BrokenHost, SoftwareHost};
+use super::host::{self, HostVerdict, SignatureHost};
 use super::keys::{parse_key, KeySet};
 use super::token::{self, Policy, Reject};
 use crate::config::Algorithm;
@@ -27,14 +29,42 @@ fn all_algs() -> AlgSet {
     AlgSet::of(&Algorithm::ALL)
 }
 
-/// Signature-level verdict of a token against a JWK Set (loaded the way a fetched set is).
+/// Signature-level verdict of a token against a JWK Set (loaded the way a fetched set is),
+/// verified in Wasm and through the host path (the software stand-in for Envoy's
+/// `verify_signature`); the two must agree, and the host must be asked for RS*/ES*.
 fn jws_valid(token: &str, jwks: &Value) -> bool {
     let Ok((keys, _)) = KeySet::from_document(jwks.to_string().as_bytes()) else {
         return false;
     };
-    token::parse(token.as_bytes(), token::DEFAULT_MAX_TOKEN_BYTES)
-        .and_then(|p| token::verify_signature(&p, all_algs(), &keys))
-        .is_ok()
+    let host = SoftwareHost::default();
+    let check = |h: Option<&dyn SignatureHost>| {
+        token::parse(token.as_bytes(), token::DEFAULT_MAX_TOKEN_BYTES)
+            .and_then(|p| token::verify_signature(&p, all_algs(), &keys, h))
+            .is_ok()
+    };
+    let in_wasm = check(None);
+    assert_eq!(
+        check(Some(&host)),
+        in_wasm,
+        "host and Wasm disagree on {token}"
+    );
+    assert_eq!(
+        check(Some(&BrokenHost)),
+        in_wasm,
+        "fallback disagrees on {token}"
+    );
+    if in_wasm && token_alg(token).is_some_and(|a| host::hash_for(a).is_some()) {
+        assert!(
+            host.calls.get() > 0,
+            "a valid {token} never reached the host"
+        );
+    }
+    in_wasm
+}
+
+fn token_alg(token: &str) -> Option<Algorithm> {
+    let p = token::parse(token.as_bytes(), token::DEFAULT_MAX_TOKEN_BYTES).ok()?;
+    Algorithm::from_name(&p.alg)
 }
 
 /// The public half of a JWK (RFC 7520 keys carry their private members).
@@ -114,11 +144,12 @@ fn rfc7515_appendix_a() {
             let parsed = token::parse(token.as_bytes(), 8192).unwrap();
             let claims = parsed.claims(8).unwrap();
             assert_eq!(
-                token::verify(&parsed, &claims, &policy, &keys, 1_790_000_000),
+                token::verify(&parsed, &claims, &policy, &keys, None, 1_790_000_000),
                 Err(Reject::Expired),
                 "{id}: now"
             );
-            let then = token::verify(&parsed, &claims, &policy, &keys, 1_300_819_000).unwrap();
+            let then =
+                token::verify(&parsed, &claims, &policy, &keys, None, 1_300_819_000).unwrap();
             assert_eq!(then.exp, 1_300_819_380, "{id}");
             assert_eq!(then.claims["http://example.com/is_root"], true);
         }
@@ -207,13 +238,23 @@ fn primitive(text: &str, alg: Algorithm, key_field: &str) -> usize {
             if result == "acceptable" {
                 continue;
             }
+            let (msg, sig) = (
+                hex(t["msg"].as_str().unwrap()),
+                hex(t["sig"].as_str().unwrap()),
+            );
             let got = match &key {
-                Ok(k) => alg::verify(
-                    alg,
-                    &k.material,
-                    &hex(t["msg"].as_str().unwrap()),
-                    &hex(t["sig"].as_str().unwrap()),
-                ),
+                Ok(k) => {
+                    let in_wasm = alg::verify(alg, &k.material, &msg, &sig);
+                    let by_host = host::verify(&SoftwareHost::default(), alg, k, &msg, &sig);
+                    let agrees = match by_host {
+                        HostVerdict::Valid => in_wasm,
+                        HostVerdict::Invalid => !in_wasm,
+                        HostVerdict::NotOffered => host::hash_for(alg).is_none(),
+                        HostVerdict::Failed(_) => false,
+                    };
+                    assert!(agrees, "tc{}: host {by_host:?}, Wasm {in_wasm}", t["tcId"]);
+                    in_wasm
+                }
                 Err(_) => false,
             };
             n += 1;
@@ -294,4 +335,35 @@ fn wycheproof_hmac_sha256() {
         }
     }
     assert!(n > 20);
+}
+
+#[test]
+fn the_host_self_test_accepts_a_correct_host_only() {
+    assert_eq!(host::self_test(&SoftwareHost::default()), Ok(()));
+    assert!(matches!(
+        host::self_test(&BrokenHost),
+        Err(host::SelfTestError::Call(_))
+    ));
+    /// Says yes to everything: must be caught by the flipped-signature vectors.
+    struct Yes;
+    impl SignatureHost for Yes {
+        fn call(&self, _: &[u8]) -> Result<Vec<u8>, host::HostCallError> {
+            Ok(vec![0x08, 0x01]) // VerifySignatureResult { result: true }
+        }
+    }
+    assert_eq!(
+        host::self_test(&Yes),
+        Err(host::SelfTestError::WrongVerdict("RS256"))
+    );
+    /// Answers garbage.
+    struct Garbage;
+    impl SignatureHost for Garbage {
+        fn call(&self, _: &[u8]) -> Result<Vec<u8>, host::HostCallError> {
+            Ok(vec![0xff, 0xff, 0xff])
+        }
+    }
+    assert_eq!(
+        host::self_test(&Garbage),
+        Err(host::SelfTestError::Call(host::HostCallError::Undecodable))
+    );
 }

@@ -104,12 +104,44 @@ async fn every_algorithm_passes_and_identity_headers_cannot_be_spoofed() {
         "{}",
         envoy.stats_text("apiguard").await
     );
+    // RS256, ES256 and ES384 went to Envoy's verify_signature (EdDSA stays in Wasm), and the
+    // choice was logged at configure time.
+    assert!(
+        envoy
+            .proc
+            .log()
+            .contains("signatures are verified by the host (verify_signature)"),
+        "{}",
+        envoy.proc.log()
+    );
+    assert!(
+        envoy
+            .wait_stat("wasmcustom.apiguard.jwt.host_signatures", 3)
+            .await
+            >= 3,
+        "{}",
+        envoy.stats_text("apiguard").await
+    );
+    assert_eq!(
+        envoy
+            .stat("wasmcustom.apiguard.jwt.host_signature_failures")
+            .await,
+        Some(0)
+    );
 }
 
+/// The same hostile requests with signatures verified by Envoy (`auto`) and in Wasm (`off`).
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_requests_get_401_never_reach_the_upstream_and_the_vm_survives() {
+    hostile_requests("auto").await;
+    hostile_requests("off").await;
+}
+
+async fn hostile_requests(host_signatures: &str) {
     let echo = Echo::start().await.unwrap();
-    let envoy = Envoy::start(&EnvoySpec::new(echo.addr).with_filter(inline_config(json!({}))))
+    let mut cfg: Value = serde_json::from_str(&inline_config(json!({}))).unwrap();
+    cfg["jwt"]["host_signatures"] = json!(host_signatures);
+    let envoy = Envoy::start(&EnvoySpec::new(echo.addr).with_filter(cfg.to_string()))
         .await
         .unwrap();
     let all = keys::all();
@@ -247,6 +279,16 @@ async fn hostile_requests_get_401_never_reach_the_upstream_and_the_vm_survives()
         envoy.wait_stat("wasmcustom.apiguard.jwt.missing", 1).await >= 1,
         "{stats}"
     );
+    // The tampered and key-confusion cases reached a signature check on the chosen path.
+    let host_calls = "wasmcustom.apiguard.jwt.host_signatures";
+    if host_signatures == "off" {
+        // The counters above were flushed, so this one would have been too.
+        assert_eq!(envoy.stat(host_calls).await, Some(0), "{stats}");
+        assert!(envoy.proc.log().contains("jwt.host_signatures: off"));
+    } else {
+        let n = envoy.wait_stat(host_calls, 2).await;
+        assert!(n >= 2, "{}", envoy.stats_text("apiguard").await);
+    }
 }
 
 fn remote_config(jwks: std::net::SocketAddr, extra: Value) -> (String, EnvoySpec) {

@@ -5,13 +5,16 @@
 //! names); Envoy's HTTP codecs only admit RFC 9110 token characters in names, and values are
 //! kept as bytes.
 
+use std::cell::Cell;
+use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use apiguard_core::flow::HeaderOp;
+use apiguard_core::jwt::host::{HostCallError, SignatureHost, FOREIGN_FUNCTION};
 use apiguard_core::reply::Reply;
-use log::warn;
+use log::{debug, warn};
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, MapType, MetricType};
+use proxy_wasm::types::{BufferType, MapType, MetricType, Status};
 
 /// Unix seconds by the host's clock (0 if the host cannot tell, which fails every `exp`).
 pub fn now() -> i64 {
@@ -207,8 +210,12 @@ impl Counters {
 
     /// Adds one to the counter at `index` (a `Counter` discriminant).
     pub fn inc(&mut self, index: impl Into<usize>) {
+        self.add(index, 1);
+    }
+
+    pub fn add(&mut self, index: impl Into<usize>, n: u64) {
         if let Some(slot) = self.slots.get_mut(index.into()) {
-            slot.1 += 1;
+            slot.1 += n;
         }
     }
 
@@ -221,5 +228,43 @@ impl Counters {
                 *pending = 0;
             }
         }
+    }
+}
+
+/// Calls and failures of the host's signature verifier, read into counters at each tick.
+#[derive(Default)]
+pub struct SignatureStats {
+    pub calls: Cell<u64>,
+    pub failures: Cell<u64>,
+}
+
+/// Envoy's `verify_signature` foreign function (see `apiguard_core::jwt::host`).
+///
+/// The SDK's `call_foreign_function` panics on a status outside Ok, NotFound, BadArgument,
+/// SerializationFailure and InternalFailure; Envoy's `verify_signature` returns only Ok and
+/// BadArgument, and a host without the function answers NotFound.
+#[derive(Default)]
+pub struct EnvoySignatures {
+    pub stats: Rc<SignatureStats>,
+}
+
+impl SignatureHost for EnvoySignatures {
+    fn call(&self, arguments: &[u8]) -> Result<Vec<u8>, HostCallError> {
+        let stats = &self.stats;
+        stats.calls.set(stats.calls.get() + 1);
+        let answer = match hostcalls::call_foreign_function(FOREIGN_FUNCTION, Some(arguments)) {
+            Ok(Some(bytes)) => Ok(bytes),
+            Ok(None) => Err(HostCallError::Empty),
+            Err(Status::NotFound) => Err(HostCallError::Missing),
+            Err(Status::BadArgument) => Err(HostCallError::Status("BadArgument")),
+            Err(Status::SerializationFailure) => Err(HostCallError::Status("SerializationFailure")),
+            Err(Status::InternalFailure) => Err(HostCallError::Status("InternalFailure")),
+            Err(_) => Err(HostCallError::Status("unexpected")),
+        };
+        if let Err(e) = &answer {
+            stats.failures.set(stats.failures.get() + 1);
+            debug!("apiguard: host signature check failed, verifying in Wasm: {e}");
+        }
+        answer
     }
 }

@@ -88,8 +88,9 @@ impl RootContext for Root {
             on_off(pipeline.config.policy.is_some()),
             on_off(pipeline.config.rate_limit.is_some()),
         );
-        let worker = Worker::new(Arc::new(pipeline));
+        let mut worker = Worker::new(Arc::new(pipeline));
         worker.create_leases();
+        worker.choose_signature_path();
         // The tick flushes counters and, with remote JWKS, syncs and refreshes keys.
         if let Err(status) = hostcalls::set_tick_period(TICK) {
             error!("apiguard: cannot start the timer: {status:?}");
@@ -104,7 +105,7 @@ impl RootContext for Root {
         let Some(Ok(mut w)) = self.worker.as_ref().map(|w| w.try_borrow_mut()) else {
             return;
         };
-        w.counters.flush();
+        w.flush_counters();
         if !w.has_remote_keys() {
             return;
         }

@@ -1,11 +1,13 @@
 //! State one worker's VM keeps for the whole plugin: the compiled pipeline, the keys and token
 //! cache, counters, and the bookkeeping for remote JWKS shared with the other workers.
 
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use apiguard_core::config::RemoteJwks;
+use apiguard_core::config::{HostSignatures, RemoteJwks};
 use apiguard_core::flow::{Event, Pipeline, WorkerState};
+use apiguard_core::jwt::host as jwt_host;
 use apiguard_core::jwt::keys::{KeySet, MAX_JWKS_BYTES};
 use apiguard_core::jwt::remote::{self, FetchError, FetchReason, Lease, SharedJwks};
 use apiguard_core::jwt::stage::Jwks;
@@ -14,7 +16,7 @@ use apiguard_core::ratelimit::Failure as RateFailure;
 use log::{debug, info, warn};
 
 use crate::counters;
-use crate::host::{self, Counters};
+use crate::host::{self, Counters, EnvoySignatures, SignatureStats};
 
 // Every counter, once: its variant and its Envoy name.
 counters! {
@@ -29,6 +31,8 @@ counters! {
     JwtRejectedKeysUnavailable => "apiguard.jwt.rejected.keys_unavailable",
     JwtCacheHit => "apiguard.jwt.cache_hit",
     JwtCacheMiss => "apiguard.jwt.cache_miss",
+    JwtHostSignatures => "apiguard.jwt.host_signatures",
+    JwtHostSignatureFailures => "apiguard.jwt.host_signature_failures",
     JwksFetchSuccess => "apiguard.jwks.fetch_success",
     JwksFetchFailure => "apiguard.jwks.fetch_failure",
     RequestBadPath => "apiguard.request.bad_path",
@@ -80,6 +84,8 @@ pub struct Worker {
     /// Histogram of limiter call latency (ms).
     callout_ms: Option<u32>,
     remote: Vec<Option<RemoteSlot>>,
+    /// Present when signatures go to the host's `verify_signature`.
+    signature_stats: Option<Rc<SignatureStats>>,
 }
 
 impl Worker {
@@ -115,7 +121,41 @@ impl Worker {
             counters: Counters::define(COUNTER_NAMES),
             callout_ms,
             remote,
+            signature_stats: None,
         }
+    }
+
+    /// Sends RS*/ES* signatures to Envoy's `verify_signature` when `jwt.host_signatures` is
+    /// `auto` and the host passes the self-test; says which way it went in the log.
+    pub fn choose_signature_path(&mut self) {
+        let Some(jwt) = &self.pipeline.config.jwt else {
+            return;
+        };
+        if jwt.host_signatures == HostSignatures::Off {
+            info!("apiguard: signatures are verified in Wasm (jwt.host_signatures: off)");
+            return;
+        }
+        let envoy = EnvoySignatures::default();
+        match jwt_host::self_test(&envoy) {
+            Ok(()) => {
+                info!("apiguard: RS256/RS384/RS512/ES256/ES384 signatures are verified by the host (verify_signature); others in Wasm");
+                let stats = Rc::new(SignatureStats::default());
+                self.signature_stats = Some(stats.clone());
+                self.state.signature_host = Some(Box::new(EnvoySignatures { stats }));
+            }
+            Err(e) => info!("apiguard: signatures are verified in Wasm: {e}"),
+        }
+    }
+
+    /// Hands pending counts to Envoy (once a tick).
+    pub fn flush_counters(&mut self) {
+        if let Some(s) = &self.signature_stats {
+            self.counters
+                .add(Counter::JwtHostSignatures, s.calls.replace(0));
+            self.counters
+                .add(Counter::JwtHostSignatureFailures, s.failures.replace(0));
+        }
+        self.counters.flush();
     }
 
     /// Creates the fetch leases that do not exist yet, so that taking one is always a

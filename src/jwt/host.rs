@@ -1,0 +1,251 @@
+//! Signatures verified by the host: Envoy's `verify_signature` foreign function.
+//!
+//! Envoy (source/extensions/common/wasm/foreign.cc) exposes BoringSSL's `EVP_DigestVerify` to
+//! Wasm modules: a protobuf `VerifySignatureArguments {hash_function, public_key (DER
+//! SubjectPublicKeyInfo), signature, text}` in, `VerifySignatureResult {result, error}` out.
+//! With the default RSA padding that is PKCS#1 v1.5, so it verifies RS256/384/512, and with an
+//! EC key it verifies ECDSA signatures in DER, so ES256/ES384 once the JOSE `r‖s` form is
+//! converted. That is native speed where pure Wasm big-number arithmetic is an order of
+//! magnitude slower. Everything else (parsing, the algorithm–key binding, claims) stays in
+//! Rust, and jwt-compact remains the verifier for EdDSA, PS*, HS*, for hosts without the
+//! function, and whenever a host call fails.
+//!
+//! The wire messages are the two messages of Envoy's `verify_signature.proto`, declared here
+//! with prost's derive (no build script, no protoc).
+
+use super::keys::{Jwk, KeyMaterial};
+use crate::config::Algorithm;
+use rsa::traits::PublicKeyParts;
+
+/// The foreign function's name in Envoy.
+pub const FOREIGN_FUNCTION: &str = "verify_signature";
+
+/// `envoy.source.extensions.common.wasm.VerifySignatureArguments`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct VerifySignatureArguments {
+    #[prost(string, tag = "1")]
+    hash_function: String,
+    #[prost(bytes = "vec", tag = "2")]
+    public_key: Vec<u8>,
+    #[prost(bytes = "vec", tag = "3")]
+    signature: Vec<u8>,
+    #[prost(bytes = "vec", tag = "4")]
+    text: Vec<u8>,
+}
+
+/// `envoy.source.extensions.common.wasm.VerifySignatureResult`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct VerifySignatureResult {
+    #[prost(bool, tag = "1")]
+    result: bool,
+    #[prost(string, tag = "2")]
+    error: String,
+}
+
+/// The host side: one call of the foreign function with encoded arguments, returning the
+/// encoded result. The filter implements it with `proxy_call_foreign_function`.
+pub trait SignatureHost {
+    fn call(&self, arguments: &[u8]) -> Result<Vec<u8>, HostCallError>;
+}
+
+/// Why a host call gave no verdict. The token is then verified in Wasm instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostCallError {
+    #[error("the host has no `verify_signature` foreign function")]
+    Missing,
+    #[error("`verify_signature` answered with status {0}")]
+    Status(&'static str),
+    #[error("`verify_signature` answered with nothing")]
+    Empty,
+    #[error("`verify_signature` answered with bytes that are not a VerifySignatureResult")]
+    Undecodable,
+}
+
+/// The host's answer for one signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostVerdict {
+    Valid,
+    Invalid,
+    /// The host does not verify this algorithm (or this key has no DER form): use Wasm.
+    NotOffered,
+    /// The call failed: use Wasm.
+    Failed(HostCallError),
+}
+
+/// The digest name the host takes for an algorithm it verifies.
+pub fn hash_for(alg: Algorithm) -> Option<&'static str> {
+    match alg {
+        Algorithm::RS256 | Algorithm::ES256 => Some("sha256"),
+        Algorithm::RS384 | Algorithm::ES384 => Some("sha384"),
+        Algorithm::RS512 => Some("sha512"),
+        _ => None,
+    }
+}
+
+/// The signature in the form the host verifies, or `None` when it cannot be valid: an RSA
+/// signature must be exactly as long as the modulus; a JOSE ECDSA signature is exactly `r‖s`
+/// at the curve's size (RFC 7518 §3.4) with both scalars in range, and only then is it
+/// re-encoded as DER. The same inputs are invalid for jwt-compact, so both paths agree.
+fn host_signature(alg: Algorithm, key: &KeyMaterial, sig: &[u8]) -> Option<Vec<u8>> {
+    match (alg, key) {
+        (Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512, KeyMaterial::Rsa(k)) => {
+            (sig.len() == k.size()).then(|| sig.to_vec())
+        }
+        (Algorithm::ES256, KeyMaterial::P256(_)) if sig.len() == 64 => {
+            let s = p256::ecdsa::Signature::from_slice(sig).ok()?;
+            Some(s.to_der().as_bytes().to_vec())
+        }
+        (Algorithm::ES384, KeyMaterial::P384(_)) if sig.len() == 96 => {
+            let s = p384::ecdsa::Signature::from_slice(sig).ok()?;
+            Some(s.to_der().as_bytes().to_vec())
+        }
+        _ => None,
+    }
+}
+
+/// Verifies `sig` over `message` with `alg` and `key` through the host.
+pub fn verify(
+    host: &dyn SignatureHost,
+    alg: Algorithm,
+    key: &Jwk,
+    message: &[u8],
+    sig: &[u8],
+) -> HostVerdict {
+    let (Some(hash), Some(spki)) = (hash_for(alg), key.spki.as_ref()) else {
+        return HostVerdict::NotOffered;
+    };
+    // A mismatch between the algorithm and the key, or a malformed signature, is invalid
+    // without asking the host (the Wasm path says the same).
+    let Some(signature) = host_signature(alg, &key.material, sig) else {
+        return HostVerdict::Invalid;
+    };
+    let args = VerifySignatureArguments {
+        hash_function: hash.to_owned(),
+        public_key: spki.to_vec(),
+        signature,
+        text: message.to_vec(),
+    };
+    let answer = match host.call(&prost::Message::encode_to_vec(&args)) {
+        Ok(a) => a,
+        Err(e) => return HostVerdict::Failed(e),
+    };
+    match <VerifySignatureResult as prost::Message>::decode(answer.as_slice()) {
+        Ok(r) if r.result => HostVerdict::Valid,
+        Ok(_) => HostVerdict::Invalid,
+        Err(_) => HostVerdict::Failed(HostCallError::Undecodable),
+    }
+}
+
+/// Why [`self_test`] decided not to use the host.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SelfTestError {
+    #[error(transparent)]
+    Call(#[from] HostCallError),
+    #[error("`verify_signature` gave the wrong verdict on the {0} self-test vector")]
+    WrongVerdict(&'static str),
+}
+
+/// Checks, once at configure time, that the host's `verify_signature` exists and answers
+/// correctly: RFC 7515 Appendix A.2 (RS256) and A.3 (ES256) must verify, and the same
+/// signatures with one bit flipped must not. Only then are signatures sent to the host.
+pub fn self_test(host: &dyn SignatureHost) -> Result<(), SelfTestError> {
+    for (name, alg, jwk, token) in [
+        ("RS256", Algorithm::RS256, RFC7515_A2_JWK, RFC7515_A2_TOKEN),
+        ("ES256", Algorithm::ES256, RFC7515_A3_JWK, RFC7515_A3_TOKEN),
+    ] {
+        let key = serde_json::from_str(jwk)
+            .ok()
+            .and_then(|v| super::keys::parse_key(&v).ok())
+            .ok_or(SelfTestError::WrongVerdict(name))?;
+        let parsed = super::token::parse(token.as_bytes(), super::token::DEFAULT_MAX_TOKEN_BYTES)
+            .map_err(|_| SelfTestError::WrongVerdict(name))?;
+        let mut flipped = parsed.signature.to_vec();
+        if let Some(b) = flipped.last_mut() {
+            *b ^= 1;
+        }
+        for (sig, want) in [
+            (parsed.signature.as_ref(), HostVerdict::Valid),
+            (flipped.as_slice(), HostVerdict::Invalid),
+        ] {
+            match verify(host, alg, &key, parsed.signing_input, sig) {
+                HostVerdict::Failed(e) => return Err(e.into()),
+                got if got == want => {}
+                _ => return Err(SelfTestError::WrongVerdict(name)),
+            }
+        }
+    }
+    Ok(())
+}
+
+// RFC 7515 Appendix A.2 (RS256) and A.3 (ES256): the public keys and the example JWSs, as
+// printed in the RFC (also in ../shared/vectors/rfc7515-appendix-a.json).
+const RFC7515_A2_JWK: &str = r#"{"kty":"RSA","n":"ofgWCuLjybRlzo0tZWJjNiuSfb4p4fAkd_wWJcyQoTbji9k0l8W26mPddxHmfHQp-Vaw-4qPCJrcS2mJPMEzP1Pt0Bm4d4QlL-yRT-SFd2lZS-pCgNMsD1W_YpRPEwOWvG6b32690r2jZ47soMZo9wGzjb_7OMg0LOL-bSf63kpaSHSXndS5z5rexMdbBYUsLA9e-KXBdQOS-UTo7WTBEMa2R2CapHg665xsmtdVMTBQY4uDZlxvb3qCo5ZwKh9kG4LT6_I5IhlJH7aGhyxXFvUK-DWNmoudF8NAco9_h9iaGNj8q2ethFkMLs91kzk2PAcDTW9gb54h4FRWyuXpoQ","e":"AQAB"}"#;
+const RFC7515_A2_TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ.cC4hiUPoj9Eetdgtv3hF80EGrhuB__dzERat0XF9g2VtQgr9PJbu3XOiZj5RZmh7AAuHIm4Bh-0Qc_lF5YKt_O8W2Fp5jujGbds9uJdbF9CUAr7t1dnZcAcQjbKBYNX4BAynRFdiuB--f_nZLgrnbyTyWzO75vRK5h6xBArLIARNPvkSjtQBMHlb1L07Qe7K0GarZRmB_eSN9383LcOLn6_dO--xi12jzDwusC-eOkHWEsqtFZESc6BfI7noOPqvhJ1phCnvWh6IeYI2w9QOYEUipUTI8np6LbgGY9Fs98rqVt5AXLIhWkWywlVmtVrBp0igcN_IoypGlUPQGe77Rw";
+const RFC7515_A3_JWK: &str = r#"{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}"#;
+const RFC7515_A3_TOKEN: &str = "eyJhbGciOiJFUzI1NiJ9.eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ.DtEhU3ljbEg8L38VWAfUAqOyKAM6-Xx-F4GawxaepmXFCgfTjDxw5djxLa8ISlSApmWQxfKTUJqPP3-Kg6NU1Q";
+
+/// A software stand-in for Envoy's foreign function, for native tests: it decodes the same
+/// protobuf, imports the DER key, verifies PKCS#1 v1.5 or DER ECDSA with RustCrypto, and
+/// counts its calls so tests can tell the host path was taken.
+#[cfg(test)]
+pub mod software {
+    use std::cell::Cell;
+
+    use rsa::pkcs8::DecodePublicKey;
+    use sha2::{Digest, Sha256, Sha384, Sha512};
+
+    use super::{HostCallError, SignatureHost, VerifySignatureArguments, VerifySignatureResult};
+
+    #[derive(Default)]
+    pub struct SoftwareHost {
+        pub calls: Cell<usize>,
+    }
+
+    impl SignatureHost for SoftwareHost {
+        fn call(&self, arguments: &[u8]) -> Result<Vec<u8>, HostCallError> {
+            use p256::ecdsa::signature::Verifier;
+            self.calls.set(self.calls.get() + 1);
+            let a = <VerifySignatureArguments as prost::Message>::decode(arguments)
+                .map_err(|_| HostCallError::Status("BadArgument"))?;
+            let key = a.public_key.as_slice();
+            let (text, sig) = (a.text.as_slice(), a.signature.as_slice());
+            let ok = if let Ok(k) = rsa::RsaPublicKey::from_public_key_der(key) {
+                let pkcs1 = |scheme: rsa::Pkcs1v15Sign, digest: &[u8]| {
+                    k.verify(scheme, digest, sig).is_ok()
+                };
+                match a.hash_function.as_str() {
+                    "sha256" => pkcs1(rsa::Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(text)),
+                    "sha384" => pkcs1(rsa::Pkcs1v15Sign::new::<Sha384>(), &Sha384::digest(text)),
+                    "sha512" => pkcs1(rsa::Pkcs1v15Sign::new::<Sha512>(), &Sha512::digest(text)),
+                    _ => false,
+                }
+            } else if let Ok(k) = p256::PublicKey::from_public_key_der(key) {
+                let k = p256::ecdsa::VerifyingKey::from(k);
+                a.hash_function == "sha256"
+                    && p256::ecdsa::Signature::from_der(sig)
+                        .is_ok_and(|s| k.verify(text, &s).is_ok())
+            } else if let Ok(k) = p384::PublicKey::from_public_key_der(key) {
+                let k = p384::ecdsa::VerifyingKey::from(k);
+                a.hash_function == "sha384"
+                    && p384::ecdsa::Signature::from_der(sig)
+                        .is_ok_and(|s| k.verify(text, &s).is_ok())
+            } else {
+                return Err(HostCallError::Status("BadArgument"));
+            };
+            let r = VerifySignatureResult {
+                result: ok,
+                error: String::new(),
+            };
+            Ok(prost::Message::encode_to_vec(&r))
+        }
+    }
+
+    /// A host whose every call fails.
+    pub struct BrokenHost;
+
+    impl SignatureHost for BrokenHost {
+        fn call(&self, _: &[u8]) -> Result<Vec<u8>, HostCallError> {
+            Err(HostCallError::Status("InternalFailure"))
+        }
+    }
+}
