@@ -81,7 +81,7 @@ setup-compose-schema: setup-node
 # Build the native binaries (limiter, CLI, harness) and the filter module.
 build: setup-rust
     cargo build --quiet
-    cargo build --quiet --release --target wasm32-wasip1 -p apiguard-wasm
+    cargo build --quiet --release --target wasm32-wasip1 -p apiguard-wasm -p apiguard-probe
     @echo "built {{wasm}} ($(stat -c %s {{wasm}}) bytes)"
 
 # Every test: lint, native unit and end-to-end tests (real Envoy, Redis, limiter), the demo walkthrough, and the core's tests inside a Wasm VM.
@@ -98,7 +98,7 @@ test-wasm:
 lint: setup-rust
     cargo fmt --all -- --check
     cargo clippy --quiet --workspace --all-targets -- -D warnings
-    cargo clippy --quiet --target wasm32-wasip1 -p apiguard -p apiguard-wasm --all-targets -- -D warnings
+    cargo clippy --quiet --target wasm32-wasip1 -p apiguard -p apiguard-wasm -p apiguard-probe --all-targets -- -D warnings
 
 # The whole pipeline on localhost (Envoy + apiguard, limiter, Redis, issuer, upstream): a walkthrough, then serving until Ctrl-C.
 demo: setup build

@@ -11,3 +11,4 @@ mod foundation;
 mod jwt;
 mod policy;
 mod ratelimit;
+mod signatures;

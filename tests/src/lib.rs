@@ -94,6 +94,15 @@ pub fn wasm_path() -> Result<PathBuf> {
     )
 }
 
+/// The signature probe (`tests/probe`, a test fixture) built by `just build`.
+pub fn probe_wasm_path() -> Result<PathBuf> {
+    existing(
+        "apiguard_probe.wasm",
+        target_dir().join("wasm32-wasip1/release/apiguard_probe.wasm"),
+        "build it with `just build` (cargo build --release --target wasm32-wasip1 -p apiguard-probe)",
+    )
+}
+
 /// A binary of this workspace built by `just build` (debug profile unless the running harness
 /// is itself a release build, as the benchmark is).
 pub fn workspace_bin(name: &'static str) -> Result<PathBuf> {
