@@ -4,9 +4,12 @@
 # Outputs read by the filter: allow (only `true` allows), reasons (a set of reason codes),
 # rate_limit_tier (a tier name from the rate_limit configuration).
 #
-# Every deny has a reason code; allow is true exactly when there is no reason to deny, so a rule
-# that fails to evaluate (a missing claim, a wrong type) can only leave a reason out if it was
-# written to add one: the checks below are phrased as "deny unless proven fine".
+# Every deny has a reason code, and allow is true exactly when there is no reason to deny. The
+# two are written separately for speed: `allow` is a short positive proof that every check
+# passes (evaluated on every request), `reasons` spells out each failed check (apiguard reads it
+# only for denied requests). A test evaluates both on every case in policies/tests/ and
+# requires `allow == (count(reasons) == 0)`. Both are phrased as "deny unless proven fine": a
+# rule that fails to evaluate (a missing claim, a wrong type) leaves `allow` false.
 #
 # Every setting in api_authz.data.json can be overridden through the plugin configuration's
 # `policy.data` under `api_authz`, e.g. {"api_authz": {"admin_prefixes": ["/admin"]}}.
@@ -16,44 +19,36 @@ import rego.v1
 
 # Settings come from `data.api_authz`. apiguard merges the operator's `policy.data.api_authz`
 # over the defaults in `api_authz.data.json` once, when the configuration loads (evaluating an
-# object merge on every request would cost more than the rest of the policy). To run this pack
-# elsewhere, load that file as data.
+# object merge on every request would cost more than the rest of the policy), and ends every
+# prefix in `*_prefixes` with exactly one `/`. To run this pack elsewhere, load that file as
+# data, with prefixes written that way.
 config := data.api_authz
 
 # --- facts about the request ------------------------------------------------------------------
 
-# The path with a trailing slash: `p/` is a prefix of it exactly when the path is `p` or lies
-# under `p` (segment-aware, so /api/v1/administrators is not under /api/v1/admin).
+# The path with a trailing slash: a prefix `p/` matches it exactly when the path is `p` or lies
+# under `p` (segment-aware, so /api/v1/administrators is not under /api/v1/admin/).
 path_slash := concat("", [trim_right(input.request.path, "/"), "/"])
 
-public_path if {
-	some p in config.public_prefixes
-	startswith(path_slash, concat("", [trim_right(p, "/"), "/"]))
+public_path if strings.any_prefix_match(path_slash, config.public_prefixes)
+
+admin_path if strings.any_prefix_match(path_slash, config.admin_prefixes)
+
+tenant_path if strings.any_prefix_match(path_slash, config.tenant_prefixes)
+
+# The roles claim, as a list (a single role may come as a plain string).
+claimed_roles := r if {
+	r := input.token[config.roles_claim]
+	is_array(r)
 }
 
-admin_path if {
-	some p in config.admin_prefixes
-	startswith(path_slash, concat("", [trim_right(p, "/"), "/"]))
-}
-
-tenant_path if {
-	some p in config.tenant_prefixes
-	startswith(path_slash, concat("", [trim_right(p, "/"), "/"]))
-}
-
-claimed_roles contains r if {
-	some r in input.token[config.roles_claim]
-	is_string(r)
-}
-
-claimed_roles contains r if {
+claimed_roles := [r] if {
 	r := input.token[config.roles_claim]
 	is_string(r)
 }
 
-rank := max({i | some i, r in config.role_hierarchy; r in claimed_roles})
-
-role := config.role_hierarchy[rank]
+# The highest claimed role in the hierarchy; undefined when no claimed role is in it.
+role := config.role_hierarchy[max([i | some i, r in config.role_hierarchy; r in claimed_roles])]
 
 method_allowed if input.request.method in config.role_methods[role]
 
@@ -100,11 +95,43 @@ reasons contains "tenant_mismatch" if {
 	not tenant_matches
 }
 
-# --- outputs ----------------------------------------------------------------------------------
+# --- the decision ------------------------------------------------------------------------------
 
 default allow := false
 
-allow if count(reasons) == 0
+# A token whose highest role may use this method...
+allow if {
+	input.token
+	method_allowed
+	passes_common_checks
+}
+
+# ...or no token, on a public path.
+allow if {
+	not input.token
+	public_path
+	passes_common_checks
+}
+
+passes_common_checks if {
+	not input.request.method in config.blocked_methods
+	admin_ok
+	tenant_ok
+}
+
+admin_ok if not admin_path
+
+admin_ok if is_admin
+
+# The resource's tenant is the caller's, or the path names no tenant at all.
+tenant_ok if tenant_matches
+
+tenant_ok if {
+	not input.resource.tenant_id
+	not tenant_path
+}
+
+# --- other outputs ------------------------------------------------------------------------------
 
 rate_limit_tier := object.get(config.tiers, role, config.default_tier) if role
 

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use regorus::Value as RegoValue;
 
+use super::reads::InputReads;
 use crate::flow::Headers;
 use crate::jwt::stage::Claims;
 use crate::path::{form_decode, NormalizedPath};
@@ -84,20 +85,8 @@ pub fn resource(templates: &[Template], path: &str) -> BTreeMap<String, String> 
         .unwrap_or_default()
 }
 
-/// Builds the input document, directly as a policy value (no JSON round trip).
-pub fn build(
-    headers: &Headers<'_>,
-    path: &NormalizedPath,
-    source: Option<&str>,
-    identity: Option<(&str, &Claims)>,
-    templates: &[Template],
-) -> RegoValue {
-    let text = |name| {
-        headers
-            .get(name)
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .unwrap_or("")
-    };
+/// The headers a policy is shown, and whether some were left out.
+fn shown_headers(headers: &Headers<'_>) -> (BTreeMap<RegoValue, RegoValue>, bool) {
     let mut shown: BTreeMap<RegoValue, RegoValue> = BTreeMap::new();
     let mut truncated = false;
     for (name, value) in headers.iter() {
@@ -121,8 +110,55 @@ pub fn build(
         };
         shown.insert(key, RegoValue::from(joined));
     }
+    (shown, truncated)
+}
+
+/// Whether [`shown_headers`] would leave headers out, without building them when it plainly
+/// would not (few enough headers, none too long).
+fn headers_truncated(headers: &Headers<'_>) -> bool {
+    let mut count = 0;
+    for (name, value) in headers.iter() {
+        if name.starts_with(':') || HIDDEN.contains(&name) || std::str::from_utf8(value).is_err() {
+            continue;
+        }
+        if value.len() > MAX_HEADER_VALUE {
+            return true;
+        }
+        count += 1;
+    }
+    count > MAX_HEADERS && shown_headers(headers).1
+}
+
+/// Builds the input document, directly as a policy value (no JSON round trip). Headers and
+/// query parameters are filled in only when the policy `reads` them (see [`super::reads`]);
+/// otherwise they are empty objects, which such a policy cannot tell apart. `truncated` is
+/// exact either way.
+pub fn build(
+    headers: &Headers<'_>,
+    path: &NormalizedPath,
+    source: Option<&str>,
+    identity: Option<(&str, &Claims)>,
+    templates: &[Template],
+    reads: InputReads,
+) -> RegoValue {
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .unwrap_or("")
+    };
+    let (shown, mut truncated) = if reads.headers {
+        shown_headers(headers)
+    } else {
+        (BTreeMap::new(), headers_truncated(headers))
+    };
     let mut query: BTreeMap<RegoValue, RegoValue> = BTreeMap::new();
-    if let Some(q) = &path.query {
+    // Without `reads.query` the parameters are decoded only when there are enough of them to
+    // be cut (for `truncated`), then dropped.
+    let decode = |q: &&String| {
+        reads.query || q.split('&').filter(|p| !p.is_empty()).count() > MAX_QUERY_PARAMS
+    };
+    if let Some(q) = path.query.as_ref().filter(decode) {
         for pair in q.split('&').filter(|p| !p.is_empty()) {
             if query.len() >= MAX_QUERY_PARAMS {
                 truncated = true;
@@ -135,6 +171,9 @@ pub fn build(
                     .or_insert(RegoValue::from(v));
             }
         }
+    }
+    if !reads.query {
+        query.clear();
     }
     let request = obj([
         ("method", RegoValue::from(text(":method"))),
@@ -221,9 +260,16 @@ mod tests {
         }
         let path = crate::path::normalize(b"/api/x?page=2&page=3&q=a+b").unwrap();
         let doc: serde_json::Value = serde_json::from_str(
-            &build(&Headers::new(&list), &path, Some("10.0.0.5"), None, &[])
-                .to_json_str()
-                .unwrap(),
+            &build(
+                &Headers::new(&list),
+                &path,
+                Some("10.0.0.5"),
+                None,
+                &[],
+                InputReads::ALL,
+            )
+            .to_json_str()
+            .unwrap(),
         )
         .unwrap();
         let h = doc["request"]["headers"].as_object().unwrap();

@@ -11,6 +11,7 @@
 //! `allow` or a time-budget overrun is a deny with a reason code (fail closed).
 
 pub mod input;
+pub mod reads;
 pub mod stage;
 pub mod testcases;
 
@@ -24,6 +25,8 @@ use regorus::rvm::vm::RegoVM;
 use regorus::utils::limits::ExecutionTimerConfig;
 use regorus::Value as RegoValue;
 use sha2::{Digest, Sha256};
+
+use reads::InputReads;
 
 /// The built-in policy pack (`policies/api_authz.rego`), compiled into the module.
 pub const BUILTIN_PACK: &str = include_str!("../../policies/api_authz.rego");
@@ -42,6 +45,19 @@ pub fn effective_data(
     }
     let mut base: serde_json::Value = serde_json::from_str(BUILTIN_DATA).unwrap_or_default();
     merge(&mut base, data);
+    // The pack matches prefixes with `strings.any_prefix_match` on the path plus `/`, so each
+    // prefix ends with exactly one `/` (written `/api/v1/admin` or `/api/v1/admin/` alike).
+    if let Some(settings) = base.get_mut("api_authz").and_then(|v| v.as_object_mut()) {
+        for key in ["public_prefixes", "admin_prefixes", "tenant_prefixes"] {
+            if let Some(list) = settings.get_mut(key).and_then(|v| v.as_array_mut()) {
+                for p in list.iter_mut() {
+                    if let Some(text) = p.as_str() {
+                        *p = format!("{}/", text.trim_end_matches('/')).into();
+                    }
+                }
+            }
+        }
+    }
     base
 }
 
@@ -110,6 +126,8 @@ pub struct PolicyProgram {
     pub evaluator: Evaluator,
     /// Why the interpreter is used, if it is.
     pub fallback_reason: Option<String>,
+    /// The optional parts of the input the modules can read.
+    pub reads: InputReads,
 }
 
 impl std::fmt::Debug for PolicyProgram {
@@ -214,7 +232,8 @@ impl PolicyProgram {
                 CompileError::Rego(msg)
             });
         }
-        // The entry rule gathers the outputs the package defines into one object. An output
+        // The entry rule gathers the outputs the package defines into one object (reasons only
+        // for a request the policy does not allow). An output
         // that is undefined for a request shows as UNDEFINED (a rule with a default), since an
         // object literal with one undefined member would be undefined as a whole.
         let mut entry = format!("package {ENTRY_PACKAGE}\nimport rego.v1\n");
@@ -226,8 +245,15 @@ impl PolicyProgram {
                     .compile_with_entrypoint(&format!("{package}.{out}").into())
                     .is_ok();
             if defined {
+                // Reasons explain a denial; on an allowed request they are not evaluated at
+                // all (for a pack like the built-in one, most of its rules).
+                let only_on_deny = if out == "reasons" {
+                    format!(" if not {package}.allow == true")
+                } else {
+                    String::new()
+                };
                 entry.push_str(&format!(
-                    "default o_{out} := \"{UNDEFINED}\"\no_{out} := {package}.{out}\n"
+                    "default o_{out} := \"{UNDEFINED}\"\no_{out} := {package}.{out}{only_on_deny}\n"
                 ));
                 members.push(format!("\"{out}\": o_{out}"));
             }
@@ -281,6 +307,7 @@ impl PolicyProgram {
             budget,
             digest,
             fallback_reason,
+            reads: reads::analyse(modules.iter().map(|(n, t)| (n.as_str(), t.as_str()))),
         })
     }
 

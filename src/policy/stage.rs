@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::input::{self, Template};
+use super::reads::InputReads;
 use super::{CompileError, Decision, PolicyProgram, PolicyVm, BUILTIN_NAME, BUILTIN_PACK};
 use crate::config::{ConfigError, ConfigWarning, PolicyConfig, PolicyMode, Problem};
 use crate::flow::Headers;
@@ -20,6 +21,8 @@ pub struct PolicyStage {
     templates: Vec<Template>,
     pub expose_reasons: bool,
     pub mode: PolicyMode,
+    /// What the enforced and the shadow policy read, together.
+    reads: InputReads,
 }
 
 /// The per-worker evaluators.
@@ -71,7 +74,11 @@ impl PolicyStage {
             .as_ref()
             .map(|m| compile(m, "policy.shadow_modules"))
             .transpose()?;
+        let reads = shadow
+            .as_ref()
+            .map_or(program.reads, |s| program.reads.union(s.reads));
         Ok(PolicyStage {
+            reads,
             program,
             shadow,
             templates: cfg.resources.iter().map(|t| Template::parse(t)).collect(),
@@ -103,7 +110,7 @@ impl PolicyStage {
                 dry_run_deny: false,
             };
         }
-        let doc = input::build(headers, path, source, identity, &self.templates);
+        let doc = input::build(headers, path, source, identity, &self.templates, self.reads);
         let shadow_allow = worker
             .shadow
             .as_mut()

@@ -33,13 +33,18 @@ fn the_pack_compiles_for_the_rvm() {
 fn pack_defaults_merge_under_operator_data() {
     let d = effective_data(
         &pack(),
-        &json!({"api_authz": {"tiers": {"editor": "gold"}, "admin_prefixes": ["/ops"]}, "other": 1}),
+        &json!({"api_authz": {"tiers": {"editor": "gold"}, "admin_prefixes": ["/ops", "/x//", "/"]}, "other": 1}),
     );
     assert_eq!(
         d["api_authz"]["tiers"],
         json!({"super_admin": "unlimited", "admin": "high", "editor": "gold"})
     );
-    assert_eq!(d["api_authz"]["admin_prefixes"], json!(["/ops"]));
+    // Prefixes end with exactly one `/`.
+    assert_eq!(
+        d["api_authz"]["admin_prefixes"],
+        json!(["/ops/", "/x/", "/"])
+    );
+    assert_eq!(d["api_authz"]["public_prefixes"], json!(["/healthz/"]));
     assert_eq!(d["api_authz"]["default_tier"], "standard");
     assert_eq!(d["other"], 1);
     let custom = BTreeMap::from([("x.rego".to_owned(), "package x".to_owned())]);
@@ -185,10 +190,46 @@ fn check_case(name: &str, text: &str) -> Option<String> {
     let case: testcases::Case =
         serde_json::from_str(text).unwrap_or_else(|e| panic!("{name}: {e}"));
     let (verdict, decision) = testcases::run(&pack(), &json!({}), "data.api.authz", &case).unwrap();
-    match verdict {
-        testcases::Verdict::Pass => None,
-        testcases::Verdict::Fail(why) => Some(format!("{name}: {why} ({decision:?})")),
+    if let testcases::Verdict::Fail(why) = verdict {
+        return Some(format!("{name}: {why} ({decision:?})"));
     }
+    // The pack writes `allow` and `reasons` separately (and apiguard reads reasons only on a
+    // deny): they must agree, allow exactly when there is no reason, on every case.
+    let reasons = pack_reasons(&case);
+    (decision.allow == reasons.is_empty())
+        .then_some(())
+        .map_or_else(
+            || {
+                Some(format!(
+                    "{name}: allow is {} but reasons are {reasons:?}",
+                    decision.allow
+                ))
+            },
+            |()| None,
+        )
+}
+
+/// The pack's `reasons` for a case, evaluated on their own.
+fn pack_reasons(case: &testcases::Case) -> Vec<String> {
+    let mut engine = regorus::Engine::new();
+    engine.set_rego_v0(false);
+    for (name, text) in pack() {
+        engine.add_policy(name, text).unwrap();
+    }
+    let data = effective_data(&pack(), case.data.as_ref().unwrap_or(&json!({})));
+    engine.add_data(regorus::Value::from(data)).unwrap();
+    engine.set_input(regorus::Value::from(case.input.clone()));
+    let v = engine
+        .eval_rule("data.api.authz.reasons".to_owned())
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&v.to_json_str().unwrap()).unwrap();
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| r.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Every case file under `policies/tests/`.
