@@ -96,6 +96,8 @@ pub enum Event {
     PolicyDryRunDeny,
     /// The shadow policy decided otherwise.
     PolicyShadowDisagree,
+    /// The decision came from `policy.decision_cache`.
+    PolicyCacheHit,
     RateAllowed,
     RateLimited,
     /// Answered 429 from the local over-limit cache, without a call.
@@ -285,7 +287,10 @@ impl Pipeline {
         }
         if let (Some(stage), Some(worker)) = (&self.policy, state.policy.as_mut()) {
             let identity = out.identity.as_ref().map(|i| (&*i.provider, &*i.claims));
-            let result = stage.evaluate(worker, &req.headers, &path, req.source, identity);
+            let result = stage.evaluate(worker, &req.headers, &path, req.source, identity, now_ms);
+            if result.cached {
+                out.events.push(Event::PolicyCacheHit);
+            }
             if let Some(f) = result.decision.failure {
                 out.events.push(Event::PolicyFailed(f));
             }

@@ -209,6 +209,20 @@ pub struct PolicyConfig {
     /// Evaluation time budget; past it the request is denied (`policy_timeout`).
     #[serde(default = "default_time_budget_ms")]
     pub time_budget_ms: u64,
+    /// Off unless set: remembers decisions per worker, keyed by a digest of the input.
+    #[serde(default)]
+    pub decision_cache: Option<DecisionCacheConfig>,
+}
+
+/// `policy.decision_cache`: valid only for a policy that is a pure function of its input (no
+/// `time.now_ns`, `http.send`, randomness).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionCacheConfig {
+    /// Decisions kept per worker (least recently used leave first).
+    pub max_entries: usize,
+    /// How long a decision is reused; never past the token's `exp`.
+    pub ttl_s: u64,
 }
 
 /// Whether policy denials are enforced.
@@ -735,6 +749,23 @@ fn validate_policy(p: &PolicyConfig) -> Result<(), ConfigError> {
             "policy.time_budget_ms",
             Problem::OutOfRange { min: 1, max: 1000 },
         ));
+    }
+    if let Some(c) = &p.decision_cache {
+        if !(1..=MAX_CACHE_ENTRIES).contains(&c.max_entries) {
+            return Err(invalid(
+                "policy.decision_cache.max_entries",
+                Problem::OutOfRange {
+                    min: 1,
+                    max: MAX_CACHE_ENTRIES as u64,
+                },
+            ));
+        }
+        if !(1..=3600).contains(&c.ttl_s) {
+            return Err(invalid(
+                "policy.decision_cache.ttl_s",
+                Problem::OutOfRange { min: 1, max: 3600 },
+            ));
+        }
     }
     if p.data.as_ref().is_some_and(|d| !d.is_object()) {
         return Err(invalid("policy.data", Problem::NotAnObject));

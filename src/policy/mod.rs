@@ -479,3 +479,6 @@ fn header_ok(name: &str, value: &str) -> bool {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod cache_tests;

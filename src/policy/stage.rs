@@ -1,14 +1,20 @@
 //! The compiled `policy` section and its place in the request flow.
 
 use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
+use lru::LruCache;
+use regorus::Value as RegoValue;
 use serde_json::json;
+use sha2::{Digest, Sha256};
 
 use super::input::{self, Template};
 use super::reads::InputReads;
 use super::{CompileError, Decision, PolicyProgram, PolicyVm, BUILTIN_NAME, BUILTIN_PACK};
-use crate::config::{ConfigError, ConfigWarning, PolicyConfig, PolicyMode, Problem};
+use crate::config::{
+    ConfigError, ConfigWarning, DecisionCacheConfig, PolicyConfig, PolicyMode, Problem,
+};
 use crate::flow::Headers;
 use crate::jwt::stage::Claims;
 use crate::path::NormalizedPath;
@@ -23,12 +29,37 @@ pub struct PolicyStage {
     pub mode: PolicyMode,
     /// What the enforced and the shadow policy read, together.
     reads: InputReads,
+    cache: Option<DecisionCacheConfig>,
 }
 
 /// The per-worker evaluators.
 pub struct PolicyWorker {
     vm: PolicyVm,
     shadow: Option<PolicyVm>,
+    cache: Option<DecisionCache>,
+}
+
+/// `policy.decision_cache`: decisions by the SHA-256 of the input document (as JSON, whose
+/// object keys are sorted, so equal inputs give equal bytes). Only decided outcomes are kept
+/// (never an error or a timeout), each until `ttl_s` or the token's `exp`, whichever is first.
+/// The input holds only what the policy can read (see [`super::reads`]): a policy that reads
+/// request headers sees Envoy's per-request `x-request-id`, so its inputs never repeat.
+struct DecisionCache {
+    lru: LruCache<[u8; 32], CachedDecision>,
+    ttl_ms: i64,
+}
+
+struct CachedDecision {
+    decision: Decision,
+    shadow_allow: Option<bool>,
+    until_ms: i64,
+}
+
+impl DecisionCache {
+    fn key(doc: &RegoValue) -> Option<[u8; 32]> {
+        let json = serde_json::to_vec(doc).ok()?;
+        Some(Sha256::digest(json).into())
+    }
 }
 
 /// What the stage concluded for one request.
@@ -39,6 +70,8 @@ pub struct PolicyOutcome {
     pub shadow_allow: Option<bool>,
     /// True when the request goes on although the policy denied it (dry run).
     pub dry_run_deny: bool,
+    /// The decision came from `policy.decision_cache`.
+    pub cached: bool,
 }
 
 impl PolicyStage {
@@ -79,6 +112,7 @@ impl PolicyStage {
             .map_or(program.reads, |s| program.reads.union(s.reads));
         Ok(PolicyStage {
             reads,
+            cache: cfg.decision_cache,
             program,
             shadow,
             templates: cfg.resources.iter().map(|t| Template::parse(t)).collect(),
@@ -91,10 +125,17 @@ impl PolicyStage {
         PolicyWorker {
             vm: self.program.vm(),
             shadow: self.shadow.as_ref().map(PolicyProgram::vm),
+            cache: self.cache.and_then(|c| {
+                Some(DecisionCache {
+                    lru: LruCache::new(NonZeroUsize::new(c.max_entries)?),
+                    ttl_ms: i64::try_from(c.ttl_s).ok()?.saturating_mul(1000),
+                })
+            }),
         }
     }
 
-    /// Evaluates the policy for a request.
+    /// Evaluates the policy for a request at `now_ms` (Unix milliseconds). The outcome says
+    /// whether the decision came from the decision cache.
     pub fn evaluate(
         &self,
         worker: &mut PolicyWorker,
@@ -102,25 +143,59 @@ impl PolicyStage {
         path: &NormalizedPath,
         source: Option<&str>,
         identity: Option<(&str, &Claims)>,
+        now_ms: i64,
     ) -> PolicyOutcome {
         if path.path.len() > input::MAX_PATH {
-            return PolicyOutcome {
-                decision: Decision::failed(super::Failure::Error),
-                shadow_allow: None,
-                dry_run_deny: false,
-            };
+            return self.outcome(Decision::failed(super::Failure::Error), None, false);
         }
         let doc = input::build(headers, path, source, identity, &self.templates, self.reads);
+        let key = worker.cache.as_ref().and_then(|_| DecisionCache::key(&doc));
+        if let (Some(cache), Some(key)) = (worker.cache.as_mut(), key) {
+            match cache.lru.get(&key) {
+                Some(hit) if hit.until_ms > now_ms => {
+                    return self.outcome(hit.decision.clone(), hit.shadow_allow, true);
+                }
+                Some(_) => {
+                    cache.lru.pop(&key);
+                }
+                None => {}
+            }
+        }
         let shadow_allow = worker
             .shadow
             .as_mut()
             .map(|s| s.evaluate_value(doc.clone()).allow);
         let decision = worker.vm.evaluate_value(doc);
+        if let (Some(cache), Some(key), None) = (worker.cache.as_mut(), key, decision.failure) {
+            // Never past the token's `exp` (seconds since the epoch, possibly fractional).
+            let exp_ms = identity
+                .and_then(|(_, c)| c.map.get("exp"))
+                .and_then(serde_json::Value::as_f64)
+                .map_or(i64::MAX, |e| (e * 1000.0) as i64);
+            cache.lru.put(
+                key,
+                CachedDecision {
+                    decision: decision.clone(),
+                    shadow_allow,
+                    until_ms: now_ms.saturating_add(cache.ttl_ms).min(exp_ms),
+                },
+            );
+        }
+        self.outcome(decision, shadow_allow, false)
+    }
+
+    fn outcome(
+        &self,
+        decision: Decision,
+        shadow_allow: Option<bool>,
+        cached: bool,
+    ) -> PolicyOutcome {
         let dry_run_deny = !decision.allow && self.mode == PolicyMode::DryRun;
         PolicyOutcome {
             decision,
             shadow_allow,
             dry_run_deny,
+            cached,
         }
     }
 

@@ -1,0 +1,188 @@
+//! `policy.decision_cache` through the whole pipeline: off by default, hits for equal inputs,
+//! bounded by its TTL and the token's `exp`, never keeps failures, and never hits for a policy
+//! that reads request headers (Envoy's `x-request-id` differs on every request).
+
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+use serde_json::{json, Value};
+
+use crate::config::Algorithm;
+use crate::flow::{Event, Headers, Pipeline, RequestFacts, Step, WorkerState};
+use crate::jwt::mint::{mint, SigningKey};
+
+const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+const NOW: i64 = 1_800_000_000;
+
+fn pipeline(policy: Value) -> (Pipeline, WorkerState) {
+    use base64ct::{Base64UrlUnpadded, Encoding};
+    let k = Base64UrlUnpadded::encode_string(SECRET);
+    let cfg = json!({
+        "jwt": {"providers": {"p": {"issuer": "iss", "algorithms": ["HS256"],
+                "jwks": {"inline": {"keys": [{"kty": "oct", "k": k}]}}}}},
+        "policy": policy,
+    });
+    let (p, _) = Pipeline::from_json(cfg.to_string().as_bytes()).unwrap();
+    let state = p.worker_state();
+    (p, state)
+}
+
+fn token(exp: i64) -> String {
+    let claims =
+        json!({"iss": "iss", "sub": "u1", "exp": exp, "roles": ["editor"], "tenant_id": "t1"});
+    mint(
+        Algorithm::HS256,
+        &SigningKey::Hmac(SECRET.to_vec()),
+        None,
+        &claims,
+    )
+    .unwrap()
+}
+
+/// One request; returns whether it was allowed and whether the decision was cached.
+fn send(
+    p: &Pipeline,
+    s: &mut WorkerState,
+    path: &str,
+    tok: &str,
+    now: i64,
+    rid: &str,
+) -> (bool, bool) {
+    let list: Vec<(String, Vec<u8>)> = vec![
+        (":method".into(), b"GET".to_vec()),
+        (":path".into(), path.as_bytes().to_vec()),
+        ("authorization".into(), format!("Bearer {tok}").into_bytes()),
+        ("x-request-id".into(), rid.as_bytes().to_vec()),
+    ];
+    let facts = RequestFacts {
+        path: path.as_bytes(),
+        headers: Headers::new(&list),
+        source: Some("10.0.0.1"),
+    };
+    let out = p.on_request(&facts, now * 1000, s);
+    let allowed = matches!(out.step, Step::Continue(_));
+    (allowed, out.events.contains(&Event::PolicyCacheHit))
+}
+
+fn pack_with(cache: Value) -> Value {
+    json!({"resources": ["/api/v1/tenants/{tenant_id}/documents/{doc_id}"], "decision_cache": cache})
+}
+
+#[test]
+fn off_by_default() {
+    let (p, mut s) =
+        pipeline(json!({"resources": ["/api/v1/tenants/{tenant_id}/documents/{doc_id}"]}));
+    let t = token(NOW + 3600);
+    for i in 0..3 {
+        assert_eq!(
+            send(
+                &p,
+                &mut s,
+                "/api/v1/tenants/t1/documents/1",
+                &t,
+                NOW,
+                &i.to_string()
+            ),
+            (true, false)
+        );
+    }
+}
+
+#[test]
+fn equal_inputs_hit_until_the_ttl_and_other_inputs_miss() {
+    let (p, mut s) = pipeline(pack_with(json!({"max_entries": 100, "ttl_s": 10})));
+    let t = token(NOW + 3600);
+    let doc = "/api/v1/tenants/t1/documents/1";
+    assert_eq!(send(&p, &mut s, doc, &t, NOW, "a"), (true, false));
+    // The pack reads no headers, so a new x-request-id is the same input.
+    assert_eq!(send(&p, &mut s, doc, &t, NOW + 1, "b"), (true, true));
+    // Denials are cached too, with their reasons.
+    let other = "/api/v1/tenants/t2/documents/1";
+    assert_eq!(send(&p, &mut s, other, &t, NOW, "c"), (false, false));
+    assert_eq!(send(&p, &mut s, other, &t, NOW + 1, "d"), (false, true));
+    // Past the TTL the decision is made again.
+    assert_eq!(send(&p, &mut s, doc, &t, NOW + 10, "e"), (true, false));
+    assert_eq!(send(&p, &mut s, doc, &t, NOW + 11, "f"), (true, true));
+}
+
+#[test]
+fn never_past_the_token_exp() {
+    let (p, mut s) = pipeline(pack_with(json!({"max_entries": 100, "ttl_s": 3600})));
+    let t = token(NOW + 5);
+    let doc = "/api/v1/tenants/t1/documents/1";
+    assert_eq!(send(&p, &mut s, doc, &t, NOW, "a"), (true, false));
+    assert_eq!(send(&p, &mut s, doc, &t, NOW + 4, "b"), (true, true));
+    // At exp (plus the default 60 s leeway the JWT stage still accepts), no cached decision.
+    assert_eq!(send(&p, &mut s, doc, &t, NOW + 5, "c"), (true, false));
+}
+
+#[test]
+fn bounded_by_max_entries() {
+    let (p, mut s) = pipeline(pack_with(json!({"max_entries": 2, "ttl_s": 60})));
+    let t = token(NOW + 3600);
+    for d in ["1", "2", "3"] {
+        let path = format!("/api/v1/tenants/t1/documents/{d}");
+        assert_eq!(send(&p, &mut s, &path, &t, NOW, d), (true, false));
+    }
+    // The oldest left; the two newest are still there.
+    assert_eq!(
+        send(&p, &mut s, "/api/v1/tenants/t1/documents/1", &t, NOW, "x"),
+        (true, false)
+    );
+    assert_eq!(
+        send(&p, &mut s, "/api/v1/tenants/t1/documents/3", &t, NOW, "y"),
+        (true, true)
+    );
+}
+
+#[test]
+fn failures_are_never_cached() {
+    let policy = json!({
+        "modules": {"p.rego": "package api.authz\nimport rego.v1\nallow if 1 / 0"},
+        "decision_cache": {"max_entries": 10, "ttl_s": 60},
+    });
+    let (p, mut s) = pipeline(policy);
+    let t = token(NOW + 3600);
+    for rid in ["a", "b", "c"] {
+        assert_eq!(send(&p, &mut s, "/x", &t, NOW, rid), (false, false));
+    }
+}
+
+#[test]
+fn a_policy_that_reads_headers_sees_a_new_input_each_request() {
+    let policy = json!({
+        "modules": {"p.rego": "package api.authz\nimport rego.v1\nallow if input.request.headers[\"x-request-id\"]"},
+        "decision_cache": {"max_entries": 10, "ttl_s": 60},
+    });
+    let (p, mut s) = pipeline(policy);
+    let t = token(NOW + 3600);
+    assert_eq!(send(&p, &mut s, "/x", &t, NOW, "a"), (true, false));
+    assert_eq!(send(&p, &mut s, "/x", &t, NOW, "b"), (true, false));
+    // The very same input (same request id) would hit.
+    assert_eq!(send(&p, &mut s, "/x", &t, NOW, "b"), (true, true));
+}
+
+#[test]
+fn bad_settings_are_refused_by_name() {
+    for (cache, field) in [
+        (
+            json!({"max_entries": 0, "ttl_s": 10}),
+            "policy.decision_cache.max_entries",
+        ),
+        (
+            json!({"max_entries": 10, "ttl_s": 0}),
+            "policy.decision_cache.ttl_s",
+        ),
+        (
+            json!({"max_entries": 10, "ttl_s": 10, "size": 1}),
+            "policy.decision_cache",
+        ),
+        (json!({"max_entries": 10}), "policy.decision_cache"),
+    ] {
+        let cfg = json!({"policy": {"decision_cache": cache}});
+        let err = Pipeline::from_json(cfg.to_string().as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(field), "{err}");
+    }
+}
