@@ -206,6 +206,16 @@ impl Pipeline {
         ))
     }
 
+    /// Whether [`RequestFacts::source`] is used: the host call that learns it can be skipped
+    /// otherwise.
+    pub fn needs_source_address(&self) -> bool {
+        self.policy.as_ref().is_some_and(PolicyStage::reads_source)
+            || self
+                .ratelimit
+                .as_ref()
+                .is_some_and(RateLimitStage::uses_source_ip)
+    }
+
     /// Fresh per-worker state for this pipeline.
     pub fn worker_state(&self) -> WorkerState {
         let (keys, cache) = match &self.jwt {

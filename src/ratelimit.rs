@@ -142,6 +142,11 @@ impl RateLimitStage {
         }
     }
 
+    /// Whether a request's identity can come from its source address.
+    pub fn uses_source_ip(&self) -> bool {
+        self.identity.contains(&IdentitySource::SourceIp)
+    }
+
     /// The limits for a request: the longest matching route, else the policy's tier (default
     /// `standard`). `Ok(None)` when they are unlimited (no call is made).
     pub fn plan(

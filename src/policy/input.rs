@@ -129,10 +129,10 @@ fn headers_truncated(headers: &Headers<'_>) -> bool {
     count > MAX_HEADERS && shown_headers(headers).1
 }
 
-/// Builds the input document, directly as a policy value (no JSON round trip). Headers and
-/// query parameters are filled in only when the policy `reads` them (see [`super::reads`]);
-/// otherwise they are empty objects, which such a policy cannot tell apart. `truncated` is
-/// exact either way.
+/// Builds the input document, directly as a policy value (no JSON round trip). Headers, query
+/// parameters and the source address are filled in only when the policy `reads` them (see
+/// [`super::reads`]); otherwise they are empty, which such a policy cannot tell apart.
+/// `truncated` is exact either way.
 pub fn build(
     headers: &Headers<'_>,
     path: &NormalizedPath,
@@ -191,7 +191,10 @@ pub fn build(
         (RegoValue::from("request"), request),
         (
             RegoValue::from("source"),
-            obj([("address", RegoValue::from(source.unwrap_or("")))]),
+            obj([(
+                "address",
+                RegoValue::from(source.filter(|_| reads.source).unwrap_or("")),
+            )]),
         ),
         (RegoValue::from("resource"), RegoValue::from(resource)),
     ]);

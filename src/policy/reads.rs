@@ -1,10 +1,10 @@
 //! Which costly parts of the input document a policy can read.
 //!
 //! Request headers and query parameters are most of the work of building the input (a string
-//! pair per header, and dropping them again after the evaluation); a policy that never reads
-//! them, like the built-in pack, should not pay for them. This module finds, from the policy's
-//! tokens, whether any reference to `input` can reach `input.request.headers` or
-//! `input.request.query`. It is conservative: any use of `input` it cannot read as a plain
+//! pair per header, and dropping them again after the evaluation), and the downstream address
+//! costs the filter a host call; a policy that never reads them, like the built-in pack, should
+//! not pay for them. This module finds, from the policy's tokens, whether any reference to
+//! `input` can reach `input.request.headers`, `input.request.query` or `input.source`. It is conservative: any use of `input` it cannot read as a plain
 //! chain of constant keys (bare `input`, `input.request` as a whole, `input[x]`, an import of
 //! `input` or `input.request`) counts as reading everything, so a policy always sees every
 //! part it might read.
@@ -21,22 +21,27 @@ use regorus::Source;
 pub struct InputReads {
     pub headers: bool,
     pub query: bool,
+    /// `input.source`: the downstream address costs the filter a host call to learn.
+    pub source: bool,
 }
 
 impl InputReads {
     pub const ALL: InputReads = InputReads {
         headers: true,
         query: true,
+        source: true,
     };
     pub const NONE: InputReads = InputReads {
         headers: false,
         query: false,
+        source: false,
     };
 
     pub fn union(self, other: InputReads) -> InputReads {
         InputReads {
             headers: self.headers || other.headers,
             query: self.query || other.query,
+            source: self.source || other.source,
         }
     }
 }
@@ -85,6 +90,11 @@ fn chain_reads(rest: &[Token]) -> InputReads {
         [Some(top), Some(field)] if top == "request" => InputReads {
             headers: field == "headers",
             query: field == "query",
+            source: false,
+        },
+        [Some(top), ..] if top == "source" => InputReads {
+            source: true,
+            ..InputReads::NONE
         },
         [Some(top), ..] if top != "request" => InputReads::NONE,
         _ => InputReads::ALL,
@@ -144,30 +154,27 @@ mod tests {
         assert_eq!(r, InputReads::NONE);
         let r = reads(r#"allow if input.token.sub == input.resource.owner"#);
         assert_eq!(r, InputReads::NONE);
+        let headers = InputReads {
+            headers: true,
+            ..InputReads::NONE
+        };
+        let query = InputReads {
+            query: true,
+            ..InputReads::NONE
+        };
+        let source = InputReads {
+            source: true,
+            ..InputReads::NONE
+        };
         let r = reads(r#"allow if input.request.headers["x-api-key"] == "k""#);
-        assert_eq!(
-            r,
-            InputReads {
-                headers: true,
-                query: false
-            }
-        );
+        assert_eq!(r, headers);
         let r = reads(r#"allow if input["request"]["query"].page == "2""#);
-        assert_eq!(
-            r,
-            InputReads {
-                headers: false,
-                query: true
-            }
-        );
+        assert_eq!(r, query);
         let r = reads("allow if input.request[`headers`].a");
-        assert_eq!(
-            r,
-            InputReads {
-                headers: true,
-                query: false
-            }
-        );
+        assert_eq!(r, headers);
+        let r = reads(r#"allow if net.cidr_contains("10.0.0.0/8", input.source.address)"#);
+        assert_eq!(r, source);
+        assert_eq!(reads("allow if input.source"), source);
     }
 
     #[test]

@@ -121,6 +121,11 @@ impl PolicyStage {
         })
     }
 
+    /// Whether the policy (or its shadow) can read `input.source`.
+    pub fn reads_source(&self) -> bool {
+        self.reads.source
+    }
+
     pub fn worker(&self) -> PolicyWorker {
         PolicyWorker {
             vm: self.program.vm(),

@@ -191,7 +191,7 @@ impl Request {
             .map(|(_, v)| v.as_slice())
             .unwrap_or_default();
         let pipeline = w.pipeline.clone();
-        let source = if pipeline.policy.is_some() || pipeline.ratelimit.is_some() {
+        let source = if pipeline.needs_source_address() {
             host::source_address()
         } else {
             None
@@ -354,6 +354,16 @@ fn log_outcome(outcome: &Outcome, path: &[u8]) {
     }
 }
 
+/// `wasm.apiguard.decision`, serialised straight from borrowed fields (no JSON tree per request);
+/// members in the documented order.
+#[derive(serde::Serialize)]
+struct DecisionDoc<'a> {
+    decision: &'a str,
+    policy: &'a str,
+    reasons: &'a [String],
+    tier: Option<&'a str>,
+}
+
 /// Publishes the identity and the policy decision in filter state, for access logs.
 fn publish(outcome: &Outcome, pipeline: &Pipeline) {
     if let Some(who) = &outcome.identity {
@@ -368,13 +378,15 @@ fn publish(outcome: &Outcome, pipeline: &Pipeline) {
         } else {
             "deny"
         };
-        let doc = serde_json::json!({
-            "decision": decision,
-            "reasons": p.decision.reasons,
-            "tier": p.decision.tier,
-            "policy": &stage.program.digest[..16],
-        });
-        host::set_filter_state("apiguard.decision", doc.to_string().as_bytes());
+        let doc = DecisionDoc {
+            decision,
+            reasons: &p.decision.reasons,
+            tier: p.decision.tier.as_deref(),
+            policy: stage.program.digest.get(..16).unwrap_or_default(),
+        };
+        if let Ok(json) = serde_json::to_vec(&doc) {
+            host::set_filter_state("apiguard.decision", &json);
+        }
     }
 }
 

@@ -289,6 +289,9 @@ pub async fn run_policy() -> BenchResult {
     let with_pack = json!({"jwt": jwt, "policy": {
         "resources": ["/api/v1/tenants/{tenant_id}/documents/{doc_id}", "/api/v1/tenants/{tenant_id}"]}})
     .to_string();
+    // The floor: the cost of running any policy at all (input, evaluation, decision).
+    let trivial = json!({"jwt": jwt, "policy": {"modules": {"trivial.rego": "package api.authz\nallow := true\n"}}})
+        .to_string();
     let spec = || EnvoySpec::new(echo.addr);
     let doc = "/api/v1/tenants/t1/documents/7";
     let mut variants = vec![
@@ -303,6 +306,13 @@ pub async fn run_policy() -> BenchResult {
         Variant::new(
             "apiguard jwt (cached) + policy pack",
             spec().with_filter(with_pack),
+            Some(auth.clone()),
+            1,
+        )
+        .await?,
+        Variant::new(
+            "apiguard jwt (cached) + `allow := true`",
+            spec().with_filter(trivial),
             Some(auth),
             1,
         )
