@@ -110,5 +110,6 @@ demo-check: setup build
 
 # Benchmarks against baselines measured in the same run; name suites (envoy, limiter) or run all.
 bench *suites: setup build
-    cargo build --quiet --release --workspace --exclude apiguard-wasm
+    cargo build --quiet --release --workspace --exclude apiguard-wasm --exclude apiguard-probe
+    cargo build --quiet --profile release-z --target wasm32-wasip1 -p apiguard-wasm
     cargo run --quiet --release -p apiguard-e2e --bin apiguard-bench -- {{suites}}

@@ -54,6 +54,12 @@ pub struct JwtConfig {
     /// function when the host offers it (`auto`), or always in Wasm (`off`).
     #[serde(default)]
     pub host_signatures: HostSignatures,
+    /// Publish the verified claims and the provider in filter state (`wasm.apiguard.claims`,
+    /// `wasm.apiguard.provider`) for access logs. Off by default, like `jwt_authn`'s
+    /// `payload_in_metadata`: it costs host calls on every request, and claims are often
+    /// personal data.
+    #[serde(default)]
+    pub publish_claims: bool,
 }
 
 /// `jwt.host_signatures`.

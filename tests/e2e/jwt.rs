@@ -54,7 +54,9 @@ fn bearer(t: &str) -> HeaderMap {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_algorithm_passes_and_identity_headers_cannot_be_spoofed() {
     let echo = Echo::start().await.unwrap();
-    let envoy = Envoy::start(&EnvoySpec::new(echo.addr).with_filter(inline_config(json!({}))))
+    let mut cfg: Value = serde_json::from_str(&inline_config(json!({}))).unwrap();
+    cfg["jwt"]["publish_claims"] = json!(true);
+    let envoy = Envoy::start(&EnvoySpec::new(echo.addr).with_filter(cfg.to_string()))
         .await
         .unwrap();
     for (alg, kid, key) in keys::all() {
@@ -94,7 +96,7 @@ async fn every_algorithm_passes_and_identity_headers_cannot_be_spoofed() {
     h.insert("x-user-id", HeaderValue::from_static("admin"));
     assert_eq!(get(&envoy, "/healthz", h).await.0, 200);
     assert!(echo.requests()[0].header_all("x-user-id").is_empty());
-    // The verified claims are published for access logs.
+    // With `publish_claims`, the verified claims are published for access logs.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let log = envoy.access_log();
     assert!(log.contains("provider=primary claims={"), "{log}");
@@ -260,6 +262,10 @@ async fn hostile_requests(host_signatures: &str) {
     );
     // The VM is alive and well: a valid token still passes.
     assert_eq!(get(&envoy, "/api/v1/docs", bearer(&good)).await.0, 200);
+    // Claims reach filter state only with `publish_claims`.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = envoy.access_log();
+    assert!(log.contains(" 200 ") && !log.contains("claims={"), "{log}");
     let stats = envoy.stats_text("wasm").await;
     assert!(
         !stats

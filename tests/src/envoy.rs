@@ -48,6 +48,8 @@ pub struct EnvoySpec {
     pub wasm_log_level: &'static str,
     /// Native HTTP filters placed before the apiguard filter (e.g. `jwt_authn` baselines).
     pub native_filters: Vec<Value>,
+    /// Another build of the module (benchmarks compare build profiles); default [`wasm_path`].
+    pub module: Option<PathBuf>,
 }
 
 impl EnvoySpec {
@@ -59,7 +61,14 @@ impl EnvoySpec {
             concurrency: 1,
             wasm_log_level: "debug",
             native_filters: Vec::new(),
+            module: None,
         }
+    }
+
+    /// Loads this module file instead of the default build.
+    pub fn with_module(mut self, module: PathBuf) -> Self {
+        self.module = Some(module);
+        self
     }
 
     /// With the apiguard filter and this plugin configuration.
@@ -89,7 +98,11 @@ impl EnvoySpec {
     pub fn bootstrap(&self, dir: &Path) -> Result<Value> {
         let mut filters = self.native_filters.clone();
         if let Some(cfg) = &self.plugin_config {
-            filters.push(wasm_filter(&wasm_path()?, cfg));
+            let module = match &self.module {
+                Some(m) => m.clone(),
+                None => wasm_path()?,
+            };
+            filters.push(wasm_filter(&module, cfg));
         }
         filters.push(json!({
             "name": "envoy.filters.http.router",

@@ -47,6 +47,36 @@ pub async fn drive(
     .await
 }
 
+/// One request of a mixed workload.
+#[derive(Debug, Clone)]
+pub struct MixRequest {
+    pub method: reqwest::Method,
+    pub path: String,
+    /// The `Authorization` header value.
+    pub auth: Option<String>,
+}
+
+/// Sends `total` requests to `base` (scheme and authority), going round `mix` in order.
+pub async fn drive_mix(
+    base: &str,
+    mix: std::sync::Arc<Vec<MixRequest>>,
+    total: u64,
+    concurrency: u64,
+) -> LoadReport {
+    let base = base.trim_end_matches('/').to_owned();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    drive_with(total, concurrency, move |client| {
+        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let r = &mix[i % mix.len().max(1)];
+        let mut req = client.request(r.method.clone(), format!("{base}{}", r.path));
+        if let Some(a) = &r.auth {
+            req = req.header("authorization", a);
+        }
+        req
+    })
+    .await
+}
+
 /// Sends `total` requests made by `make` with `concurrency` workers, each over its own
 /// kept-alive connection.
 pub async fn drive_with<F>(total: u64, concurrency: u64, make: F) -> LoadReport

@@ -366,7 +366,12 @@ struct DecisionDoc<'a> {
 
 /// Publishes the identity and the policy decision in filter state, for access logs.
 fn publish(outcome: &Outcome, pipeline: &Pipeline) {
-    if let Some(who) = &outcome.identity {
+    let publish_claims = pipeline
+        .config
+        .jwt
+        .as_ref()
+        .is_some_and(|j| j.publish_claims);
+    if let Some(who) = outcome.identity.as_ref().filter(|_| publish_claims) {
         host::set_filter_state("apiguard.provider", who.provider.as_bytes());
         host::set_filter_state("apiguard.claims", who.claims.json.as_bytes());
     }

@@ -13,7 +13,9 @@
 
 use apiguard::config::Algorithm;
 use apiguard_e2e::keys::{self, claims, token};
-use apiguard_e2e::load::{drive, process_cpu, summary};
+use std::sync::Arc;
+
+use apiguard_e2e::load::{drive, drive_mix, process_cpu, summary, LoadReport, MixRequest};
 use apiguard_e2e::{Echo, Envoy, EnvoySpec};
 use serde_json::{json, Value};
 
@@ -32,6 +34,11 @@ pub struct Variant {
     pub path: String,
     /// The status every request must get (200, or 429 for the local over-limit path).
     pub expect: u16,
+    /// A mixed workload sent instead of `auth` + `path` (requests go round it in order).
+    pub mix: Option<Arc<Vec<MixRequest>>>,
+    /// Sent before every round: each request must get its status (the variant still does its
+    /// job: a valid token passes, a tampered one does not, …).
+    pub checks: Vec<(MixRequest, u16)>,
     /// Per-round client latency p50 and p99 (ms).
     pub p50_ms: Vec<f64>,
     pub p99_ms: Vec<f64>,
@@ -54,6 +61,8 @@ impl Variant {
             divisor,
             path: "/bench".into(),
             expect: 200,
+            mix: None,
+            checks: Vec::new(),
             p50_ms: Vec::new(),
             p99_ms: Vec::new(),
             cpu_us_per_req: Vec::new(),
@@ -68,14 +77,7 @@ pub async fn measure(variants: &mut [Variant]) -> BenchResult {
     let conc = env_u64("APIGUARD_BENCH_CONCURRENCY", 16);
     println!("Envoy CPU per request: {rounds} interleaved rounds x {requests} requests, {conc} connections, --concurrency 1");
     for v in variants.iter() {
-        let headers = auth_header(v);
-        let warm = drive(
-            &v.envoy.url(&v.path),
-            &headers,
-            requests / v.divisor / 4,
-            conc,
-        )
-        .await;
+        let warm = load(v, requests / v.divisor / 4, conc).await;
         let as_expected = if v.expect == 200 {
             warm.ok > 0 && warm.other_status == 0
         } else {
@@ -91,12 +93,12 @@ pub async fn measure(variants: &mut [Variant]) -> BenchResult {
     }
     for round in 0..rounds {
         for v in variants.iter_mut() {
+            check(v).await?;
             let n = requests / v.divisor;
-            let headers = auth_header(v);
             let pid = v.envoy.proc.pid();
             let cpu0 = process_cpu(pid).ok_or("cannot read Envoy CPU time")?;
             let n0 = v.envoy.stat(COMPLETED).await.ok_or("no request counter")?;
-            let r = drive(&v.envoy.url(&v.path), &headers, n, conc).await;
+            let r = load(v, n, conc).await;
             let cpu1 = process_cpu(pid).ok_or("cannot read Envoy CPU time")?;
             let n1 = v.envoy.stat(COMPLETED).await.ok_or("no request counter")?;
             let good = if v.expect == 200 {
@@ -106,8 +108,12 @@ pub async fn measure(variants: &mut [Variant]) -> BenchResult {
             };
             if good != n {
                 return Err(format!(
-                    "{} round {round}: {} of {n} succeeded ({} other status, {} errors)",
-                    v.name, r.ok, r.other_status, r.errors
+                    "{} round {round}: {} of {n} succeeded ({} other status, {} errors); Envoy's counters:\n{}",
+                    v.name,
+                    r.ok,
+                    r.other_status,
+                    r.errors,
+                    v.envoy.stats_text("apiguard").await
                 )
                 .into());
             }
@@ -138,6 +144,34 @@ fn auth_header(v: &Variant) -> Vec<(&str, &str)> {
         Some(a) => vec![("authorization", a.as_str())],
         None => Vec::new(),
     }
+}
+
+/// `n` requests of the variant's workload.
+async fn load(v: &Variant, n: u64, conc: u64) -> LoadReport {
+    match &v.mix {
+        Some(mix) => drive_mix(&v.envoy.url(""), mix.clone(), n, conc).await,
+        None => drive(&v.envoy.url(&v.path), &auth_header(v), n, conc).await,
+    }
+}
+
+/// The variant's correctness checks, one request each.
+async fn check(v: &Variant) -> BenchResult {
+    let client = apiguard_e2e::client();
+    for (req, want) in &v.checks {
+        let mut b = client.request(req.method.clone(), v.envoy.url(&req.path));
+        if let Some(a) = &req.auth {
+            b = b.header("authorization", a);
+        }
+        let got = b.send().await?.status().as_u16();
+        if got != *want {
+            return Err(format!(
+                "{}: {} {} got {got}, expected {want}",
+                v.name, req.method, req.path
+            )
+            .into());
+        }
+    }
+    Ok(())
 }
 
 /// Prints the per-round ratio `a / b`: median and range.
@@ -289,6 +323,10 @@ pub async fn run_policy() -> BenchResult {
     let with_pack = json!({"jwt": jwt, "policy": {
         "resources": ["/api/v1/tenants/{tenant_id}/documents/{doc_id}", "/api/v1/tenants/{tenant_id}"]}})
     .to_string();
+    let with_cache = json!({"jwt": jwt, "policy": {
+        "resources": ["/api/v1/tenants/{tenant_id}/documents/{doc_id}", "/api/v1/tenants/{tenant_id}"],
+        "decision_cache": {"max_entries": 10_000, "ttl_s": 60}}})
+    .to_string();
     // The floor: the cost of running any policy at all (input, evaluation, decision).
     let trivial = json!({"jwt": jwt, "policy": {"modules": {"trivial.rego": "package api.authz\nallow := true\n"}}})
         .to_string();
@@ -313,6 +351,13 @@ pub async fn run_policy() -> BenchResult {
         Variant::new(
             "apiguard jwt (cached) + `allow := true`",
             spec().with_filter(trivial),
+            Some(auth.clone()),
+            1,
+        )
+        .await?,
+        Variant::new(
+            "apiguard jwt (cached) + pack + decision cache",
+            spec().with_filter(with_cache),
             Some(auth),
             1,
         )

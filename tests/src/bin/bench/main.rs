@@ -1,6 +1,7 @@
 //! `just bench`: apiguard's benchmarks. Every figure is reported as a median and range over
 //! interleaved rounds, next to a baseline measured in the same run.
 
+mod compare;
 mod envoy;
 mod limiter;
 
@@ -20,13 +21,22 @@ enum Suite {
     Ratelimit,
     /// apiguard-limiter vs Redis executing the same script (redis-benchmark).
     Limiter,
+    /// Side by side with Envoy's native jwt_authn, RBAC and ext_authz; best-case and realistic.
+    Compare,
+    /// Module size, Envoy RSS and start-up; opt-level 3 against "z".
+    Footprint,
+    /// CPU per request of the JWT stage + pack for the builds given with `--module`.
+    Builds,
 }
 
 /// apiguard benchmarks (see docs/testing.md).
 #[derive(Debug, Parser)]
 struct Args {
-    /// Which suites to run; all when none is named.
+    /// Which suites to run; all but `builds` when none is named.
     suites: Vec<Suite>,
+    /// Module files for the `builds` suite (two or more, compared in one run).
+    #[arg(long = "module")]
+    modules: Vec<std::path::PathBuf>,
 }
 
 pub type BenchResult = Result<(), Box<dyn std::error::Error>>;
@@ -48,6 +58,8 @@ async fn main() -> ExitCode {
             Suite::Policy,
             Suite::Ratelimit,
             Suite::Limiter,
+            Suite::Compare,
+            Suite::Footprint,
         ]
     } else {
         args.suites
@@ -59,6 +71,9 @@ async fn main() -> ExitCode {
             Suite::Policy => envoy::run_policy().await,
             Suite::Ratelimit => envoy::run_ratelimit().await,
             Suite::Limiter => limiter::run().await,
+            Suite::Compare => compare::run().await,
+            Suite::Footprint => compare::run_footprint().await,
+            Suite::Builds => compare::run_builds(&args.modules).await,
         };
         if let Err(e) = r {
             eprintln!("bench {s:?} failed: {e}");
