@@ -17,7 +17,7 @@ use apiguard_e2e::{Echo, Envoy, EnvoySpec};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::envoy::{measure, ratio, Variant};
+use crate::envoy::{limiter_over_redis, measure, ratio, Variant};
 use crate::BenchResult;
 
 const TENANTS: usize = 20;
@@ -158,14 +158,7 @@ pub async fn run() -> BenchResult {
         axum::Router::new().fallback(|| async { "" }),
     )
     .await?;
-    let redis = apiguard_e2e::Redis::start()?;
-    let limiter = apiguard_e2e::Limiter::start(&[
-        "--redis".into(),
-        redis.url(),
-        "--redis-timeout-ms".into(),
-        "1000".into(),
-    ])
-    .await?;
+    let (_redis, limiter) = limiter_over_redis().await?;
     let all = keys::all();
     let jwks = keys::jwks(&all);
     let (_, _, rs) = &all[0];
@@ -220,6 +213,9 @@ pub async fn run() -> BenchResult {
     let refused = (bad.clone(), 401);
     let role_denied = (viewer_post.clone(), 403);
     let tenant_denied = (foreign.clone(), 403);
+    // What the native chain checks, and what apiguard with the pack checks besides.
+    let native_checks = vec![ok.clone(), refused.clone(), role_denied.clone()];
+    let pack_checks = vec![ok.clone(), refused.clone(), role_denied, tenant_denied];
     let plans: Vec<Plan> = vec![
         (
             "no filter",
@@ -261,18 +257,13 @@ pub async fn run() -> BenchResult {
             "native jwt_authn + cache + RBAC, realistic",
             with_jwt(spec(), true).with_native_filter(rbac()),
             mix.clone(),
-            vec![ok.clone(), refused.clone(), role_denied.clone()],
+            native_checks.clone(),
         ),
         (
             "apiguard jwt + pack, realistic",
             spec().with_filter(apiguard(true, false)),
             mix.clone(),
-            vec![
-                ok.clone(),
-                refused.clone(),
-                role_denied.clone(),
-                tenant_denied.clone(),
-            ],
+            pack_checks.clone(),
         ),
         (
             "native jwt_authn + cache + RBAC + ext_authz, realistic",
@@ -280,18 +271,13 @@ pub async fn run() -> BenchResult {
                 .with_native_filter(rbac())
                 .with_native_filter(ext_authz()),
             mix.clone(),
-            vec![ok.clone(), refused.clone(), role_denied.clone()],
+            native_checks.clone(),
         ),
         (
             "apiguard jwt + pack + limiter, realistic",
             spec().with_filter(apiguard(true, true)),
             mix.clone(),
-            vec![
-                ok.clone(),
-                refused.clone(),
-                role_denied.clone(),
-                tenant_denied.clone(),
-            ],
+            pack_checks.clone(),
         ),
     ];
     let mut variants = Vec::new();

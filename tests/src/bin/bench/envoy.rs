@@ -395,10 +395,9 @@ pub async fn run_policy() -> BenchResult {
     Ok(())
 }
 
-/// The full pipeline (cached JWT + policy pack + limiter callout) against pass-through, the
-/// same without the callout, and the local over-limit path.
-pub async fn run_ratelimit() -> BenchResult {
-    let echo = Echo::start().await?;
+/// A Redis and an apiguard-limiter over it (release build), for the variants that call it.
+pub async fn limiter_over_redis(
+) -> Result<(apiguard_e2e::Redis, apiguard_e2e::Limiter), Box<dyn std::error::Error>> {
     let redis = apiguard_e2e::Redis::start()?;
     let limiter = apiguard_e2e::Limiter::start(&[
         "--redis".into(),
@@ -407,6 +406,14 @@ pub async fn run_ratelimit() -> BenchResult {
         "1000".into(),
     ])
     .await?;
+    Ok((redis, limiter))
+}
+
+/// The full pipeline (cached JWT + policy pack + limiter callout) against pass-through, the
+/// same without the callout, and the local over-limit path.
+pub async fn run_ratelimit() -> BenchResult {
+    let echo = Echo::start().await?;
+    let (_redis, limiter) = limiter_over_redis().await?;
     let all = keys::all();
     let jwks = keys::jwks(&all);
     let (alg, kid, key) = &all[1];
