@@ -2,7 +2,7 @@
 //! providers, where each provider's token comes from, and what a verified token turns into
 //! upstream.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use base64ct::{Base64UrlUnpadded, Encoding};
 use serde_json::{Map, Value};
@@ -107,23 +107,36 @@ impl KeyRing {
     }
 }
 
-/// A verified claims set, with its JSON serialised once (for filter state and the optional
-/// claims header) rather than on every request.
+/// A verified claims set. Its JSON (for filter state and the optional claims header) and its
+/// policy value are made at most once per verified token, and only when something asks for
+/// them: a configuration without a policy never converts claims for one, and cache hits reuse
+/// what an earlier request made.
 #[derive(Debug)]
 pub struct Claims {
     pub map: Map<String, Value>,
-    pub json: String,
-    /// The claims as a policy value, converted once per verified token (cache hits reuse it).
-    pub rego: regorus::Value,
+    json: OnceLock<String>,
+    rego: OnceLock<regorus::Value>,
 }
 
 impl Claims {
-    /// Runs once per verification (not per cache hit), so the copies cost nothing that matters.
     pub fn new(map: Map<String, Value>) -> Claims {
-        let value = Value::Object(map.clone());
-        let json = value.to_string();
-        let rego = regorus::Value::from(value);
-        Claims { map, json, rego }
+        Claims {
+            map,
+            json: OnceLock::new(),
+            rego: OnceLock::new(),
+        }
+    }
+
+    /// The claims as compact JSON.
+    pub fn json(&self) -> &str {
+        self.json
+            .get_or_init(|| serde_json::to_string(&self.map).unwrap_or_default())
+    }
+
+    /// The claims as a policy value.
+    pub fn rego(&self) -> &regorus::Value {
+        self.rego
+            .get_or_init(|| regorus::Value::from(Value::Object(self.map.clone())))
     }
 }
 
@@ -432,7 +445,7 @@ impl JwtStage {
                 if let Some(h) = &p.claims_header {
                     set.push(HeaderOp::Set(
                         h.clone(),
-                        Base64UrlUnpadded::encode_string(identity.claims.json.as_bytes()),
+                        Base64UrlUnpadded::encode_string(identity.claims.json().as_bytes()),
                     ));
                 }
                 if !p.forward_token {

@@ -199,7 +199,7 @@ pub fn build(
         (RegoValue::from("resource"), RegoValue::from(resource)),
     ]);
     if let Some((provider, claims)) = identity {
-        doc.insert(RegoValue::from("token"), claims.rego.clone());
+        doc.insert(RegoValue::from("token"), claims.rego().clone());
         doc.insert(RegoValue::from("provider"), RegoValue::from(provider));
     }
     RegoValue::from(doc)

@@ -293,3 +293,66 @@ async fn a_policy_that_does_not_compile_is_refused_with_module_and_line() {
     );
     assert!(log.contains("broken.rego:"), "{log}");
 }
+
+/// `policy.decision_cache` through Envoy: a repeated request is answered from the cache, and a
+/// cached allow never leaks to another caller (the token's claims are part of the input).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_decision_cache_reuses_decisions_per_input_only() {
+    let (echo, envoy) = start(json!({"decision_cache": {"max_entries": 100, "ttl_s": 60}})).await;
+    let t1 = bearer(json!(["editor"]), "t1");
+    let t2 = bearer(json!(["editor"]), "t2");
+    let doc = "/api/v1/tenants/t1/documents/7";
+    for _ in 0..3 {
+        assert_eq!(send(&envoy, "GET", doc, &t1).await.status, 200);
+    }
+    // Tenant t2's token on the same path: a new input, a fresh (deny) decision, twice.
+    for _ in 0..2 {
+        let r = send(&envoy, "GET", doc, &t2).await;
+        assert_eq!(
+            (r.status, reasons(&r)),
+            (403, vec!["tenant_mismatch".to_owned()])
+        );
+    }
+    assert_eq!(echo.requests().len(), 3);
+    // 2 hits for t1, 1 for t2.
+    let hits = envoy
+        .wait_stat("wasmcustom.apiguard.policy.cache_hit", 3)
+        .await;
+    assert_eq!(hits, 3, "{}", envoy.stats_text("policy").await);
+}
+
+/// Only the parts of the input a policy reads are built, and a policy that reads headers, the
+/// query or the source address still sees them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_policy_sees_the_headers_query_and_source_it_reads() {
+    let rego = r#"package api.authz
+import rego.v1
+default allow := false
+allow if {
+	input.request.headers["x-api-key"] == "k1"
+	input.request.query.page == "2"
+	input.source.address == "127.0.0.1"
+}
+"#;
+    let (_echo, envoy) = start(json!({"modules": {"reads.rego": rego}})).await;
+    let auth = bearer(json!(["viewer"]), "t1");
+    let with_key = |key: &'static [u8]| {
+        let auth = auth.clone();
+        let envoy = &envoy;
+        async move {
+            raw::request(
+                envoy.addr,
+                "GET",
+                b"/x?page=2",
+                &[("authorization", &auth), ("x-api-key", key)],
+            )
+            .await
+            .unwrap()
+            .status
+        }
+    };
+    assert_eq!(with_key(b"k1").await, 200);
+    assert_eq!(with_key(b"other").await, 403);
+    let r = send(&envoy, "GET", "/x?page=2", &auth).await;
+    assert_eq!(r.status, 403, "{r:?}");
+}

@@ -373,7 +373,7 @@ fn publish(outcome: &Outcome, pipeline: &Pipeline) {
         .is_some_and(|j| j.publish_claims);
     if let Some(who) = outcome.identity.as_ref().filter(|_| publish_claims) {
         host::set_filter_state("apiguard.provider", who.provider.as_bytes());
-        host::set_filter_state("apiguard.claims", who.claims.json.as_bytes());
+        host::set_filter_state("apiguard.claims", who.claims.json().as_bytes());
     }
     if let (Some(p), Some(stage)) = (&outcome.policy, &pipeline.policy) {
         let decision = if p.decision.allow {
