@@ -19,8 +19,13 @@ pub struct CachedToken {
     pub header: Option<String>,
 }
 
+/// Tokens are hashed with foldhash rather than std's SipHash: a whole token (0.5–1 KiB) is
+/// hashed on every request, and foldhash is the faster of the two on long keys. Its per-process
+/// random seed keeps bucket placement unpredictable to clients, and the cache is bounded anyway.
+type Hasher = foldhash::fast::RandomState;
+
 pub struct TokenCache {
-    lru: Option<LruCache<String, CachedToken>>,
+    lru: Option<LruCache<String, CachedToken, Hasher>>,
     /// The key generation the entries were verified under.
     generation: u64,
 }
@@ -29,7 +34,7 @@ impl TokenCache {
     /// A cache of `capacity` entries; 0 disables caching.
     pub fn new(capacity: usize) -> Self {
         TokenCache {
-            lru: NonZeroUsize::new(capacity).map(LruCache::new),
+            lru: NonZeroUsize::new(capacity).map(|c| LruCache::with_hasher(c, Hasher::default())),
             generation: 0,
         }
     }
