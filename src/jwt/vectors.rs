@@ -367,3 +367,38 @@ fn the_host_self_test_accepts_a_correct_host_only() {
         Err(host::SelfTestError::Call(host::HostCallError::Undecodable))
     );
 }
+
+/// A signature's last base64url character has unused low bits; a variant with them set decodes
+/// to the same bytes in a lenient decoder. apiguard refuses it: one signature, one spelling.
+#[test]
+fn non_canonical_base64url_is_refused() {
+    let doc = load(vector!("rfc7515-appendix-a.json"));
+    let a2 = doc["vectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["id"] == "RFC7515-A.2")
+        .unwrap();
+    let token = a2["compact"].as_str().unwrap();
+    let jwks = json!({"keys": [public(&a2["jwk"])]});
+    assert!(jws_valid(token, &jwks));
+    // 2048-bit signature: 342 characters, the last carrying 2 data bits and 4 padding bits.
+    let last = token.chars().last().unwrap();
+    let idx = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+        .find(last)
+        .unwrap();
+    assert_eq!(
+        idx & 0b1111,
+        0,
+        "the canonical form has the padding bits clear"
+    );
+    let alphabet: Vec<char> = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+        .chars()
+        .collect();
+    let mut variant = token[..token.len() - 1].to_owned();
+    variant.push(alphabet[idx | 1]);
+    assert!(
+        token::parse(variant.as_bytes(), token::DEFAULT_MAX_TOKEN_BYTES).is_err(),
+        "{variant}"
+    );
+}

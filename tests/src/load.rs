@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 pub struct LoadReport {
     pub ok: u64,
     pub other_status: u64,
+    /// The statuses counted in `other_status`, with how often each came.
+    pub statuses: std::collections::BTreeMap<u16, u64>,
     pub errors: u64,
     pub elapsed: Duration,
     /// Per-request latencies, sorted.
@@ -102,12 +104,13 @@ where
                 let t = Instant::now();
                 match req.send().await {
                     Ok(res) => {
-                        let ok = res.status().is_success();
+                        let status = res.status();
                         let _ = res.bytes().await;
-                        if ok {
+                        if status.is_success() {
                             r.ok += 1;
                         } else {
                             r.other_status += 1;
+                            *r.statuses.entry(status.as_u16()).or_default() += 1;
                         }
                     }
                     Err(_) => r.errors += 1,
@@ -122,6 +125,9 @@ where
         if let Ok(r) = t.await {
             all.ok += r.ok;
             all.other_status += r.other_status;
+            for (s, n) in r.statuses {
+                *all.statuses.entry(s).or_default() += n;
+            }
             all.errors += r.errors;
             all.latencies.extend(r.latencies);
         }
