@@ -347,6 +347,17 @@ pub async fn run() -> BenchResult {
     Ok(())
 }
 
+/// An editor's RS256 token and the JWT + pack configuration, for the build comparisons.
+fn pack_setup() -> (String, String) {
+    let all = keys::all();
+    let (_, _, rs) = &all[0];
+    let auth = callers(rs)[1].auth.clone();
+    let cfg = json!({"jwt": {"providers": {"p": {"issuer": "https://idp.test/", "audiences": ["api"], "jwks": {"inline": keys::jwks(&all)}}}},
+                     "policy": {"resources": ["/api/v1/tenants/{tenant_id}/documents/{doc_id}"]}})
+    .to_string();
+    (auth, cfg)
+}
+
 /// Resident memory of a process, in MiB (`VmRSS`).
 fn rss_mib(pid: u32) -> Option<f64> {
     let p = procfs::process::Process::new(i32::try_from(pid).ok()?).ok()?;
@@ -400,12 +411,7 @@ pub async fn run_footprint() -> BenchResult {
         .into());
     }
     let echo = Echo::start().await?;
-    let all = keys::all();
-    let (_, _, rs) = &all[0];
-    let auth = callers(rs)[1].auth.clone();
-    let cfg = json!({"jwt": {"providers": {"p": {"issuer": "https://idp.test/", "audiences": ["api"], "jwks": {"inline": keys::jwks(&all)}}}},
-                     "policy": {"resources": ["/api/v1/tenants/{tenant_id}/documents/{doc_id}"]}})
-    .to_string();
+    let (auth, cfg) = pack_setup();
     println!(
         "{:<26} {:>10} {:>8} {:>12} {:>10} {:>14}",
         "build", "module KB", "workers", "start-up s", "RSS MiB", "RSS over none"
@@ -457,12 +463,7 @@ pub async fn run_builds(modules: &[std::path::PathBuf]) -> BenchResult {
         return Err("the builds suite compares two or more `--module` files".into());
     }
     let echo = Echo::start().await?;
-    let all = keys::all();
-    let (_, _, rs) = &all[0];
-    let auth = callers(rs)[1].auth.clone();
-    let cfg = json!({"jwt": {"providers": {"p": {"issuer": "https://idp.test/", "audiences": ["api"], "jwks": {"inline": keys::jwks(&all)}}}},
-                     "policy": {"resources": ["/api/v1/tenants/{tenant_id}/documents/{doc_id}"]}})
-    .to_string();
+    let (auth, cfg) = pack_setup();
     let mut variants = Vec::new();
     for m in modules {
         let spec = EnvoySpec::new(echo.addr)
