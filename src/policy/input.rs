@@ -85,15 +85,20 @@ pub fn resource(templates: &[Template], path: &str) -> BTreeMap<String, String> 
         .unwrap_or_default()
 }
 
+/// A header's value as the policy may see it: not a pseudo-header, not a credential, UTF-8.
+fn showable<'a>(name: &str, value: &'a [u8]) -> Option<&'a str> {
+    if name.starts_with(':') || HIDDEN.contains(&name) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()
+}
+
 /// The headers a policy is shown, and whether some were left out.
 fn shown_headers(headers: &Headers<'_>) -> (BTreeMap<RegoValue, RegoValue>, bool) {
     let mut shown: BTreeMap<RegoValue, RegoValue> = BTreeMap::new();
     let mut truncated = false;
     for (name, value) in headers.iter() {
-        if name.starts_with(':') || HIDDEN.contains(&name) {
-            continue;
-        }
-        let Ok(value) = std::str::from_utf8(value) else {
+        let Some(value) = showable(name, value) else {
             continue;
         };
         let key = RegoValue::from(name);
@@ -118,15 +123,43 @@ fn shown_headers(headers: &Headers<'_>) -> (BTreeMap<RegoValue, RegoValue>, bool
 fn headers_truncated(headers: &Headers<'_>) -> bool {
     let mut count = 0;
     for (name, value) in headers.iter() {
-        if name.starts_with(':') || HIDDEN.contains(&name) || std::str::from_utf8(value).is_err() {
+        let Some(value) = showable(name, value) else {
             continue;
-        }
+        };
         if value.len() > MAX_HEADER_VALUE {
             return true;
         }
         count += 1;
     }
     count > MAX_HEADERS && shown_headers(headers).1
+}
+
+fn query_pairs(q: &str) -> impl Iterator<Item = &str> {
+    q.split('&').filter(|p| !p.is_empty())
+}
+
+/// The query parameters a policy is shown (decoded, first value of each), and whether some
+/// were left out.
+fn shown_query(q: &str) -> (BTreeMap<RegoValue, RegoValue>, bool) {
+    let mut shown: BTreeMap<RegoValue, RegoValue> = BTreeMap::new();
+    for pair in query_pairs(q) {
+        if shown.len() >= MAX_QUERY_PARAMS {
+            return (shown, true);
+        }
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if let (Some(k), Some(v)) = (form_decode(k), form_decode(v)) {
+            shown
+                .entry(RegoValue::from(k))
+                .or_insert(RegoValue::from(v));
+        }
+    }
+    (shown, false)
+}
+
+/// Whether [`shown_query`] would leave parameters out, without decoding them when there are
+/// plainly few enough.
+fn query_truncated(q: &str) -> bool {
+    query_pairs(q).count() > MAX_QUERY_PARAMS && shown_query(q).1
 }
 
 /// Builds the input document, directly as a policy value (no JSON round trip). Headers, query
@@ -147,34 +180,17 @@ pub fn build(
             .and_then(|v| std::str::from_utf8(v).ok())
             .unwrap_or("")
     };
-    let (shown, mut truncated) = if reads.headers {
+    let (shown, headers_cut) = if reads.headers {
         shown_headers(headers)
     } else {
         (BTreeMap::new(), headers_truncated(headers))
     };
-    let mut query: BTreeMap<RegoValue, RegoValue> = BTreeMap::new();
-    // Without `reads.query` the parameters are decoded only when there are enough of them to
-    // be cut (for `truncated`), then dropped.
-    let decode = |q: &&String| {
-        reads.query || q.split('&').filter(|p| !p.is_empty()).count() > MAX_QUERY_PARAMS
+    let (query, query_cut) = match path.query.as_deref() {
+        Some(q) if reads.query => shown_query(q),
+        Some(q) => (BTreeMap::new(), query_truncated(q)),
+        None => (BTreeMap::new(), false),
     };
-    if let Some(q) = path.query.as_ref().filter(decode) {
-        for pair in q.split('&').filter(|p| !p.is_empty()) {
-            if query.len() >= MAX_QUERY_PARAMS {
-                truncated = true;
-                break;
-            }
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            if let (Some(k), Some(v)) = (form_decode(k), form_decode(v)) {
-                query
-                    .entry(RegoValue::from(k))
-                    .or_insert(RegoValue::from(v));
-            }
-        }
-    }
-    if !reads.query {
-        query.clear();
-    }
+    let truncated = headers_cut || query_cut;
     let request = obj([
         ("method", RegoValue::from(text(":method"))),
         ("path", RegoValue::from(path.path.as_str())),
@@ -288,5 +304,45 @@ mod tests {
         assert_eq!(doc["request"]["query"]["q"], "a b");
         assert_eq!(doc["source"]["address"], "10.0.0.5");
         assert!(doc.get("token").is_none());
+    }
+
+    /// `truncated` is the same whether or not the policy reads headers and query.
+    #[test]
+    fn truncated_does_not_depend_on_what_is_read() {
+        let few: Vec<(String, Vec<u8>)> = vec![("x-a".into(), b"1".to_vec())];
+        let mut many = few.clone();
+        for i in 0..(MAX_HEADERS + 5) {
+            many.push((format!("x-h{i}"), b"v".to_vec()));
+        }
+        let mut long = few.clone();
+        long.push(("x-big".into(), vec![b'a'; MAX_HEADER_VALUE + 1]));
+        let mut repeated = few.clone();
+        for _ in 0..(MAX_HEADERS + 5) {
+            repeated.push(("x-same".into(), b"v".to_vec()));
+        }
+        let params: String = (0..MAX_QUERY_PARAMS + 3)
+            .map(|i| format!("p{i}=1&"))
+            .collect();
+        let same: String = (0..MAX_QUERY_PARAMS + 3).map(|_| "p=1&").collect();
+        for list in [&few, &many, &long, &repeated] {
+            for raw in [
+                "/x".to_owned(),
+                format!("/x?{params}"),
+                format!("/x?{same}"),
+            ] {
+                let path = crate::path::normalize(raw.as_bytes()).unwrap();
+                let truncated = |reads| {
+                    let doc = build(&Headers::new(list), &path, None, None, &[], reads);
+                    serde_json::from_str::<serde_json::Value>(&doc.to_json_str().unwrap()).unwrap()
+                        ["request"]["truncated"]
+                        .clone()
+                };
+                assert_eq!(
+                    truncated(InputReads::ALL),
+                    truncated(InputReads::NONE),
+                    "{raw}"
+                );
+            }
+        }
     }
 }
