@@ -140,9 +140,11 @@ impl Worker {
         match jwt_host::self_test(&envoy) {
             Ok(()) => {
                 info!("apiguard: RS256/RS384/RS512/ES256/ES384 signatures are verified by the host (verify_signature); others in Wasm");
-                let stats = Rc::new(SignatureStats::default());
-                self.signature_stats = Some(stats.clone());
-                self.state.signature_host = Some(Box::new(EnvoySignatures { stats }));
+                // The self-test's calls are not traffic: count from zero.
+                envoy.stats.calls.set(0);
+                envoy.stats.failures.set(0);
+                self.signature_stats = Some(envoy.stats.clone());
+                self.state.signature_host = Some(Box::new(envoy));
             }
             Err(e) => info!("apiguard: signatures are verified in Wasm: {e}"),
         }
