@@ -17,7 +17,7 @@ use apiguard_e2e::{Echo, Envoy, EnvoySpec};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::envoy::{limiter_over_redis, measure, ratio, Variant};
+use crate::envoy::{limiter_over_redis, measure, ratio, start_all, Variant};
 use crate::BenchResult;
 
 const TENANTS: usize = 20;
@@ -434,25 +434,11 @@ pub async fn run_footprint() -> BenchResult {
             );
         }
     }
-    let mut variants = Vec::new();
-    for (name, path) in [
-        ("jwt + pack, opt-level=3", &opt3),
-        ("jwt + pack, opt-level=\"z\"", &optz),
-    ] {
-        let spec = EnvoySpec::new(echo.addr)
-            .with_filter(cfg.clone())
-            .with_module(path.clone());
-        let mut v = Variant::new(name, spec, Some(auth.clone()), 1).await?;
-        v.path = "/api/v1/tenants/t01/documents/7".into();
-        variants.push(v);
-    }
-    measure(&mut variants).await?;
-    ratio(
-        &variants,
-        "jwt + pack, opt-level=\"z\"",
-        "jwt + pack, opt-level=3",
-        None,
-    );
+    let builds = [
+        ("jwt + pack, opt-level=3".to_owned(), opt3),
+        ("jwt + pack, opt-level=\"z\"".to_owned(), optz),
+    ];
+    compare_builds(echo.addr, &builds).await?;
     Ok(())
 }
 
@@ -463,24 +449,35 @@ pub async fn run_builds(modules: &[std::path::PathBuf]) -> BenchResult {
         return Err("the builds suite compares two or more `--module` files".into());
     }
     let echo = Echo::start().await?;
+    let builds: Vec<(String, std::path::PathBuf)> = modules
+        .iter()
+        .map(|m| (m.display().to_string(), m.clone()))
+        .collect();
+    compare_builds(echo.addr, &builds).await
+}
+
+/// CPU per request of JWT + pack (one token, one path) for each named module file, in one
+/// run; ratios to the first.
+async fn compare_builds(
+    upstream: std::net::SocketAddr,
+    builds: &[(String, std::path::PathBuf)],
+) -> BenchResult {
     let (auth, cfg) = pack_setup();
-    let mut variants = Vec::new();
-    for m in modules {
-        let spec = EnvoySpec::new(echo.addr)
-            .with_filter(cfg.clone())
-            .with_module(m.clone());
-        let mut v = Variant::new(&m.display().to_string(), spec, Some(auth.clone()), 1).await?;
-        v.path = "/api/v1/tenants/t01/documents/7".into();
-        variants.push(v);
-    }
+    let plans = builds
+        .iter()
+        .map(|(name, module)| {
+            let spec = EnvoySpec::new(upstream)
+                .with_filter(cfg.clone())
+                .with_module(module.clone());
+            (name.as_str(), spec)
+        })
+        .collect();
+    let mut variants = start_all(plans, Some(&auth), "/api/v1/tenants/t01/documents/7").await?;
     measure(&mut variants).await?;
-    for m in &modules[1..] {
-        ratio(
-            &variants,
-            &m.display().to_string(),
-            &modules[0].display().to_string(),
-            None,
-        );
+    if let Some((first, _)) = builds.first() {
+        for (name, _) in &builds[1..] {
+            ratio(&variants, name, first, None);
+        }
     }
     Ok(())
 }

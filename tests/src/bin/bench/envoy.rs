@@ -73,6 +73,21 @@ impl Variant {
     }
 }
 
+/// One Envoy per `(name, spec)`, every request with the same `auth` header to the same `path`.
+pub async fn start_all(
+    plans: Vec<(&str, EnvoySpec)>,
+    auth: Option<&str>,
+    path: &str,
+) -> Result<Vec<Variant>, Box<dyn std::error::Error>> {
+    let mut variants = Vec::new();
+    for (name, spec) in plans {
+        let mut v = Variant::new(name, spec, auth.map(str::to_owned), 1).await?;
+        v.path = path.to_owned();
+        variants.push(v);
+    }
+    Ok(variants)
+}
+
 /// Runs interleaved rounds over `variants` and fills their figures.
 pub async fn measure(variants: &mut [Variant]) -> BenchResult {
     let rounds = env_u64("APIGUARD_BENCH_ROUNDS", 7);
@@ -215,16 +230,18 @@ pub fn ratio(variants: &[Variant], a: &str, b: &str, goal: Option<f64>) {
 /// Pass-through against no filter.
 pub async fn run() -> BenchResult {
     let echo = Echo::start().await?;
-    let mut variants = vec![
-        Variant::new("no filter", EnvoySpec::new(echo.addr), None, 1).await?,
-        Variant::new(
-            "apiguard pass-through",
-            EnvoySpec::new(echo.addr).with_filter("{}"),
-            None,
-            1,
-        )
-        .await?,
-    ];
+    let mut variants = start_all(
+        vec![
+            ("no filter", EnvoySpec::new(echo.addr)),
+            (
+                "apiguard pass-through",
+                EnvoySpec::new(echo.addr).with_filter("{}"),
+            ),
+        ],
+        None,
+        "/bench",
+    )
+    .await?;
     measure(&mut variants).await?;
     ratio(&variants, "apiguard pass-through", "no filter", None);
     Ok(())
@@ -350,40 +367,27 @@ pub async fn run_policy() -> BenchResult {
         .to_string();
     let spec = || EnvoySpec::new(echo.addr);
     let doc = "/api/v1/tenants/t1/documents/7";
-    let mut variants = vec![
-        Variant::new("no filter", spec(), Some(auth.clone()), 1).await?,
-        Variant::new(
-            "apiguard jwt (cached)",
-            spec().with_filter(jwt_only),
-            Some(auth.clone()),
-            1,
-        )
-        .await?,
-        Variant::new(
-            "apiguard jwt (cached) + policy pack",
-            spec().with_filter(with_pack),
-            Some(auth.clone()),
-            1,
-        )
-        .await?,
-        Variant::new(
-            "apiguard jwt (cached) + `allow := true`",
-            spec().with_filter(trivial),
-            Some(auth.clone()),
-            1,
-        )
-        .await?,
-        Variant::new(
-            "apiguard jwt (cached) + pack + decision cache",
-            spec().with_filter(with_cache),
-            Some(auth),
-            1,
-        )
-        .await?,
-    ];
-    for v in &mut variants {
-        v.path = doc.into();
-    }
+    let mut variants = start_all(
+        vec![
+            ("no filter", spec()),
+            ("apiguard jwt (cached)", spec().with_filter(jwt_only)),
+            (
+                "apiguard jwt (cached) + policy pack",
+                spec().with_filter(with_pack),
+            ),
+            (
+                "apiguard jwt (cached) + `allow := true`",
+                spec().with_filter(trivial),
+            ),
+            (
+                "apiguard jwt (cached) + pack + decision cache",
+                spec().with_filter(with_cache),
+            ),
+        ],
+        Some(&auth),
+        doc,
+    )
+    .await?;
     measure(&mut variants).await?;
     let med = |n: &str| {
         variants
@@ -453,39 +457,26 @@ pub async fn run_ratelimit() -> BenchResult {
     let tiny = json!({"standard": [{"requests": 1, "window_s": 86_400}]});
     let spec = || EnvoySpec::new(echo.addr).with_cluster("limiter", limiter.addr);
     let doc = "/api/v1/tenants/t1/documents/7";
-    let mut variants = vec![
-        Variant::new(
-            "apiguard pass-through",
-            spec().with_filter("{}"),
-            Some(auth.clone()),
-            1,
-        )
-        .await?,
-        Variant::new(
-            "apiguard jwt + pack",
-            spec().with_filter(json!({"jwt": jwt, "policy": policy}).to_string()),
-            Some(auth.clone()),
-            1,
-        )
-        .await?,
-        Variant::new(
-            "apiguard jwt + pack + limiter call",
-            spec().with_filter(cfg(big)),
-            Some(auth.clone()),
-            1,
-        )
-        .await?,
-        Variant::new(
-            "apiguard local over-limit (429)",
-            spec().with_filter(cfg(tiny)),
-            Some(auth),
-            1,
-        )
-        .await?,
-    ];
-    for v in &mut variants {
-        v.path = doc.into();
-    }
+    let mut variants = start_all(
+        vec![
+            ("apiguard pass-through", spec().with_filter("{}")),
+            (
+                "apiguard jwt + pack",
+                spec().with_filter(json!({"jwt": jwt, "policy": policy}).to_string()),
+            ),
+            (
+                "apiguard jwt + pack + limiter call",
+                spec().with_filter(cfg(big)),
+            ),
+            (
+                "apiguard local over-limit (429)",
+                spec().with_filter(cfg(tiny)),
+            ),
+        ],
+        Some(&auth),
+        doc,
+    )
+    .await?;
     variants[3].expect = 429;
     measure(&mut variants).await?;
     for v in &variants {
