@@ -29,6 +29,13 @@ struct Fixture {
     hs: SigningKey,
 }
 
+impl Fixture {
+    /// An ES256 token (kid `es`) with `extra` merged over the default claims.
+    fn es_token(&self, extra: Value) -> String {
+        mint(Algorithm::ES256, &self.es, Some("es"), &claims(extra)).unwrap()
+    }
+}
+
 fn fixture() -> Fixture {
     Fixture {
         rs: SigningKey::from_jwk(&key!("rs256.json")).unwrap(),
@@ -154,13 +161,7 @@ fn every_algorithm_passes_and_sets_identity_headers() {
 fn cache_hits_are_rechecked_for_expiry_and_flushed_on_key_change() {
     let f = fixture();
     let (p, mut s) = pipeline(&f, json!({}), json!({}));
-    let t = mint(
-        Algorithm::ES256,
-        &f.es,
-        Some("es"),
-        &claims(json!({"exp": NOW + 5})),
-    )
-    .unwrap();
+    let t = f.es_token(json!({"exp": NOW + 5}));
     let h = bearer(&t);
     assert_eq!(
         run(&p, &mut s, "/a", &[("authorization", &h)]).events,
@@ -187,10 +188,7 @@ fn cache_hits_are_rechecked_for_expiry_and_flushed_on_key_change() {
         &p,
         &mut s,
         "/a",
-        &[(
-            "authorization",
-            &bearer(&mint(Algorithm::ES256, &f.es, Some("es"), &claims(json!({}))).unwrap()),
-        )],
+        &[("authorization", &bearer(&f.es_token(json!({}))))],
     );
     let keys = s.keys.get(0).cloned();
     s.keys.set(0, keys);
@@ -240,20 +238,8 @@ fn missing_and_invalid_are_told_apart_only_by_www_authenticate() {
         vec![Event::JwtMissing]
     );
     let mut bodies = Vec::new();
-    let t = mint(
-        Algorithm::ES256,
-        &f.es,
-        Some("es"),
-        &claims(json!({"aud": "other"})),
-    )
-    .unwrap();
-    let expired = mint(
-        Algorithm::ES256,
-        &f.es,
-        Some("es"),
-        &claims(json!({"exp": NOW - 100})),
-    )
-    .unwrap();
+    let t = f.es_token(json!({"aud": "other"}));
+    let expired = f.es_token(json!({"exp": NOW - 100}));
     for h in [
         bearer("garbage"),
         bearer(&t),
@@ -356,7 +342,7 @@ fn hostile_tokens_are_refused() {
         reject(&mut s, "a".repeat(9000)),
         Invalid::Token(Reject::TooLarge)
     );
-    let good = mint(Algorithm::ES256, &f.es, Some("es"), &claims(json!({}))).unwrap();
+    let good = f.es_token(json!({}));
     let parts: Vec<&str> = good.split('.').collect();
     let tampered = format!(
         "{}.{}.{}",
@@ -368,13 +354,7 @@ fn hostile_tokens_are_refused() {
         reject(&mut s, tampered),
         Invalid::Token(Reject::BadSignature)
     );
-    let foreign = mint(
-        Algorithm::ES256,
-        &f.es,
-        Some("es"),
-        &claims(json!({"iss": "https://evil/"})),
-    )
-    .unwrap();
+    let foreign = f.es_token(json!({"iss": "https://evil/"}));
     assert_eq!(reject(&mut s, foreign), Invalid::UnknownIssuer);
     // Two Authorization headers.
     let o = run(
@@ -571,7 +551,7 @@ fn remote_providers_ask_for_keys() {
         json!({"jwks": {"remote": {"cluster": "idp", "path": "/jwks"}}}),
         json!({}),
     );
-    let t = mint(Algorithm::ES256, &f.es, Some("es"), &claims(json!({}))).unwrap();
+    let t = f.es_token(json!({}));
     let o = run(&p, &mut s, "/a", &[("authorization", &bearer(&t))]);
     assert!(
         matches!(
