@@ -2,6 +2,7 @@
 //! [`Step`] — continue with header changes, respond locally, or fetch keys and ask again — plus
 //! the [`Event`]s to count. Time comes in as an argument; nothing here touches a host.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::config::{Config, ConfigError, ConfigWarning};
@@ -358,6 +359,25 @@ impl Pipeline {
             }
         }
         out.step = Step::Continue(ops);
+        out
+    }
+
+    /// What to publish in filter state for access logs (Envoy shows each name as
+    /// `wasm.<name>`): the policy decision whenever the policy ran, and the provider and the
+    /// verified claims with `jwt.publish_claims`.
+    pub fn filter_state<'a>(&self, outcome: &'a Outcome) -> Vec<(&'static str, Cow<'a, [u8]>)> {
+        let mut out = Vec::new();
+        let publish_claims = self.config.jwt.as_ref().is_some_and(|j| j.publish_claims);
+        if let Some(who) = outcome.identity.as_ref().filter(|_| publish_claims) {
+            out.push(("apiguard.provider", Cow::Borrowed(who.provider.as_bytes())));
+            out.push((
+                "apiguard.claims",
+                Cow::Borrowed(who.claims.json().as_bytes()),
+            ));
+        }
+        if let (Some(p), Some(stage)) = (&outcome.policy, &self.policy) {
+            out.push(("apiguard.decision", Cow::Owned(stage.decision_record(p))));
+        }
         out
     }
 

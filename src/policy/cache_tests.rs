@@ -8,18 +8,23 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 use serde_json::{json, Value};
 
 use crate::config::Algorithm;
-use crate::flow::{Event, Headers, Pipeline, RequestFacts, Step, WorkerState};
+use crate::flow::{Event, Headers, Outcome, Pipeline, RequestFacts, Step, WorkerState};
 use crate::jwt::mint::{mint, SigningKey};
 
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 const NOW: i64 = 1_800_000_000;
 
 fn pipeline(policy: Value) -> (Pipeline, WorkerState) {
+    pipeline_publishing(policy, false)
+}
+
+fn pipeline_publishing(policy: Value, publish_claims: bool) -> (Pipeline, WorkerState) {
     use base64ct::{Base64UrlUnpadded, Encoding};
     let k = Base64UrlUnpadded::encode_string(SECRET);
     let cfg = json!({
         "jwt": {"providers": {"p": {"issuer": "iss", "algorithms": ["HS256"],
-                "jwks": {"inline": {"keys": [{"kty": "oct", "k": k}]}}}}},
+                "jwks": {"inline": {"keys": [{"kty": "oct", "k": k}]}}}},
+                "publish_claims": publish_claims},
         "policy": policy,
     });
     let (p, _) = Pipeline::from_json(cfg.to_string().as_bytes()).unwrap();
@@ -39,15 +44,15 @@ fn token(exp: i64) -> String {
     .unwrap()
 }
 
-/// One request; returns whether it was allowed and whether the decision was cached.
-fn send(
+/// One request through the pipeline.
+fn request(
     p: &Pipeline,
     s: &mut WorkerState,
     path: &str,
     tok: &str,
     now: i64,
     rid: &str,
-) -> (bool, bool) {
+) -> Outcome {
     let list: Vec<(String, Vec<u8>)> = vec![
         (":method".into(), b"GET".to_vec()),
         (":path".into(), path.as_bytes().to_vec()),
@@ -59,7 +64,19 @@ fn send(
         headers: Headers::new(&list),
         source: Some("10.0.0.1"),
     };
-    let out = p.on_request(&facts, now * 1000, s);
+    p.on_request(&facts, now * 1000, s)
+}
+
+/// One request; returns whether it was allowed and whether the decision was cached.
+fn send(
+    p: &Pipeline,
+    s: &mut WorkerState,
+    path: &str,
+    tok: &str,
+    now: i64,
+    rid: &str,
+) -> (bool, bool) {
+    let out = request(p, s, path, tok, now, rid);
     let allowed = matches!(out.step, Step::Continue(_));
     (allowed, out.events.contains(&Event::PolicyCacheHit))
 }
@@ -184,5 +201,46 @@ fn bad_settings_are_refused_by_name() {
             .unwrap_err()
             .to_string();
         assert!(err.contains(field), "{err}");
+    }
+}
+
+/// Filter state for access logs: the decision whenever the policy ran (members in the documented
+/// order), the provider and claims only with `jwt.publish_claims`.
+#[test]
+fn filter_state_has_the_decision_and_claims_only_when_asked() {
+    for publish in [false, true] {
+        let (p, mut s) = pipeline_publishing(
+            json!({"resources": ["/api/v1/tenants/{tenant_id}/documents/{doc_id}"]}),
+            publish,
+        );
+        let out = request(
+            &p,
+            &mut s,
+            "/api/v1/tenants/t2/documents/1",
+            &token(NOW + 3600),
+            NOW,
+            "a",
+        );
+        let state = p.filter_state(&out);
+        let names: Vec<&str> = state.iter().map(|(n, _)| *n).collect();
+        let want: &[&str] = if publish {
+            &["apiguard.provider", "apiguard.claims", "apiguard.decision"]
+        } else {
+            &["apiguard.decision"]
+        };
+        assert_eq!(names, want);
+        let decision = std::str::from_utf8(&state[state.len() - 1].1).unwrap();
+        let digest = &p.policy.as_ref().unwrap().program.digest[..16];
+        assert_eq!(
+            decision,
+            format!(
+                r#"{{"decision":"deny","policy":"{digest}","reasons":["tenant_mismatch"],"tier":"standard"}}"#
+            )
+        );
+        if publish {
+            assert_eq!(&*state[0].1, b"p");
+            let claims: Value = serde_json::from_slice(&state[1].1).unwrap();
+            assert_eq!(claims["tenant_id"], "t1");
+        }
     }
 }

@@ -204,6 +204,33 @@ impl PolicyStage {
         }
     }
 
+    /// The decision as published in filter state (`wasm.apiguard.decision`), for access logs:
+    /// `{"decision":"allow"|"dry_run_deny"|"deny","policy":<first 16 hex of the digest>,
+    /// "reasons":[…],"tier":…}`, serialised straight from borrowed fields.
+    pub fn decision_record(&self, o: &PolicyOutcome) -> Vec<u8> {
+        #[derive(serde::Serialize)]
+        struct Record<'a> {
+            decision: &'a str,
+            policy: &'a str,
+            reasons: &'a [String],
+            tier: Option<&'a str>,
+        }
+        let decision = if o.decision.allow {
+            "allow"
+        } else if o.dry_run_deny {
+            "dry_run_deny"
+        } else {
+            "deny"
+        };
+        let record = Record {
+            decision,
+            policy: self.program.digest.get(..16).unwrap_or_default(),
+            reasons: &o.decision.reasons,
+            tier: o.decision.tier.as_deref(),
+        };
+        serde_json::to_vec(&record).unwrap_or_default()
+    }
+
     /// The 403 for a denied decision.
     pub fn reply(&self, d: &Decision) -> Reply {
         Reply::forbidden(self.expose_reasons.then_some(d.reasons.as_slice()))

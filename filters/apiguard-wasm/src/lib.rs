@@ -354,44 +354,10 @@ fn log_outcome(outcome: &Outcome, path: &[u8]) {
     }
 }
 
-/// `wasm.apiguard.decision`, serialised straight from borrowed fields (no JSON tree per request);
-/// members in the documented order.
-#[derive(serde::Serialize)]
-struct DecisionDoc<'a> {
-    decision: &'a str,
-    policy: &'a str,
-    reasons: &'a [String],
-    tier: Option<&'a str>,
-}
-
 /// Publishes the identity and the policy decision in filter state, for access logs.
 fn publish(outcome: &Outcome, pipeline: &Pipeline) {
-    let publish_claims = pipeline
-        .config
-        .jwt
-        .as_ref()
-        .is_some_and(|j| j.publish_claims);
-    if let Some(who) = outcome.identity.as_ref().filter(|_| publish_claims) {
-        host::set_filter_state("apiguard.provider", who.provider.as_bytes());
-        host::set_filter_state("apiguard.claims", who.claims.json().as_bytes());
-    }
-    if let (Some(p), Some(stage)) = (&outcome.policy, &pipeline.policy) {
-        let decision = if p.decision.allow {
-            "allow"
-        } else if p.dry_run_deny {
-            "dry_run_deny"
-        } else {
-            "deny"
-        };
-        let doc = DecisionDoc {
-            decision,
-            reasons: &p.decision.reasons,
-            tier: p.decision.tier.as_deref(),
-            policy: stage.program.digest.get(..16).unwrap_or_default(),
-        };
-        if let Ok(json) = serde_json::to_vec(&doc) {
-            host::set_filter_state("apiguard.decision", &json);
-        }
+    for (name, value) in pipeline.filter_state(outcome) {
+        host::set_filter_state(name, &value);
     }
 }
 
