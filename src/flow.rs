@@ -172,6 +172,8 @@ pub struct Pipeline {
     pub jwt: Option<JwtStage>,
     pub policy: Option<PolicyStage>,
     pub ratelimit: Option<RateLimitStage>,
+    /// See [`Pipeline::needs_source_address`]; fixed by the configuration.
+    needs_source: bool,
 }
 
 impl Pipeline {
@@ -196,12 +198,17 @@ impl Pipeline {
             .rate_limit
             .as_ref()
             .map(RateLimitStage::compile);
+        let needs_source = policy.as_ref().is_some_and(PolicyStage::reads_source)
+            || ratelimit
+                .as_ref()
+                .is_some_and(RateLimitStage::uses_source_ip);
         Ok((
             Pipeline {
                 config: validated.config,
                 jwt,
                 policy,
                 ratelimit,
+                needs_source,
             },
             warnings,
         ))
@@ -210,11 +217,7 @@ impl Pipeline {
     /// Whether [`RequestFacts::source`] is used: the host call that learns it can be skipped
     /// otherwise.
     pub fn needs_source_address(&self) -> bool {
-        self.policy.as_ref().is_some_and(PolicyStage::reads_source)
-            || self
-                .ratelimit
-                .as_ref()
-                .is_some_and(RateLimitStage::uses_source_ip)
+        self.needs_source
     }
 
     /// Fresh per-worker state for this pipeline.
