@@ -27,28 +27,6 @@ impl LoadReport {
     }
 }
 
-/// Sends `total` GET requests to `url` with `concurrency` workers; `headers` go on every one.
-pub async fn drive(
-    url: &str,
-    headers: &[(&str, &str)],
-    total: u64,
-    concurrency: u64,
-) -> LoadReport {
-    let url = url.to_owned();
-    let headers: Vec<(String, String)> = headers
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    drive_with(total, concurrency, move |client| {
-        let mut req = client.get(&url);
-        for (k, v) in &headers {
-            req = req.header(k, v);
-        }
-        req
-    })
-    .await
-}
-
 /// One request of a mixed workload.
 #[derive(Debug, Clone)]
 pub struct MixRequest {

@@ -294,8 +294,7 @@ pub async fn run() -> BenchResult {
         if !only.is_empty() && !only.iter().any(|o| name.contains(o.as_str())) {
             continue;
         }
-        let mut v = Variant::new(name, spec, None, 1).await?;
-        v.mix = Some(workload);
+        let mut v = Variant::new(name, spec, workload, 1).await?;
         v.checks = checks;
         variants.push(v);
     }

@@ -15,7 +15,7 @@ use apiguard::config::Algorithm;
 use apiguard_e2e::keys::{self, claims, token};
 use std::sync::Arc;
 
-use apiguard_e2e::load::{drive, drive_mix, process_cpu, summary, LoadReport, MixRequest};
+use apiguard_e2e::load::{drive_mix, process_cpu, summary, LoadReport, MixRequest};
 use apiguard_e2e::{Echo, Envoy, EnvoySpec};
 use serde_json::{json, Value};
 
@@ -26,16 +26,12 @@ const COMPLETED: &str = "http.ingress_http.downstream_rq_completed";
 pub struct Variant {
     pub name: String,
     pub envoy: Envoy,
-    /// The Authorization header value sent, if any.
-    pub auth: Option<String>,
     /// Divides the round's request count (slow variants send fewer).
     pub divisor: u64,
-    /// The request path.
-    pub path: String,
     /// The status every request must get (200, or 429 for the local over-limit path).
     pub expect: u16,
-    /// A mixed workload sent instead of `auth` + `path` (requests go round it in order).
-    pub mix: Option<Arc<Vec<MixRequest>>>,
+    /// The requests sent, in order, round and round (one request for the best case).
+    pub workload: Arc<Vec<MixRequest>>,
     /// Sent before every round: each request must get its status (the variant still does its
     /// job: a valid token passes, a tampered one does not, …).
     pub checks: Vec<(MixRequest, u16)>,
@@ -51,7 +47,7 @@ impl Variant {
     pub async fn new(
         name: &str,
         spec: EnvoySpec,
-        auth: Option<String>,
+        workload: Arc<Vec<MixRequest>>,
         divisor: u64,
     ) -> Result<Variant, Box<dyn std::error::Error>> {
         let mut spec = spec;
@@ -59,11 +55,9 @@ impl Variant {
         Ok(Variant {
             name: name.to_owned(),
             envoy: Envoy::start(&spec).await?,
-            auth,
             divisor,
-            path: "/bench".into(),
             expect: 200,
-            mix: None,
+            workload,
             checks: Vec::new(),
             stray: Vec::new(),
             p50_ms: Vec::new(),
@@ -71,6 +65,15 @@ impl Variant {
             cpu_us_per_req: Vec::new(),
         })
     }
+}
+
+/// The same GET on every request.
+pub fn one_request(path: &str, auth: Option<&str>) -> Arc<Vec<MixRequest>> {
+    Arc::new(vec![MixRequest {
+        method: reqwest::Method::GET,
+        path: path.to_owned(),
+        auth: auth.map(str::to_owned),
+    }])
 }
 
 /// One Envoy per `(name, spec)`, every request with the same `auth` header to the same `path`.
@@ -81,9 +84,7 @@ pub async fn start_all(
 ) -> Result<Vec<Variant>, Box<dyn std::error::Error>> {
     let mut variants = Vec::new();
     for (name, spec) in plans {
-        let mut v = Variant::new(name, spec, auth.map(str::to_owned), 1).await?;
-        v.path = path.to_owned();
-        variants.push(v);
+        variants.push(Variant::new(name, spec, one_request(path, auth), 1).await?);
     }
     Ok(variants)
 }
@@ -172,19 +173,9 @@ pub async fn measure(variants: &mut [Variant]) -> BenchResult {
     Ok(())
 }
 
-fn auth_header(v: &Variant) -> Vec<(&str, &str)> {
-    match &v.auth {
-        Some(a) => vec![("authorization", a.as_str())],
-        None => Vec::new(),
-    }
-}
-
 /// `n` requests of the variant's workload.
 async fn load(v: &Variant, n: u64, conc: u64) -> LoadReport {
-    match &v.mix {
-        Some(mix) => drive_mix(&v.envoy.url(""), mix.clone(), n, conc).await,
-        None => drive(&v.envoy.url(&v.path), &auth_header(v), n, conc).await,
-    }
+    drive_mix(&v.envoy.url(""), v.workload.clone(), n, conc).await
 }
 
 /// The variant's correctness checks, one request each.
@@ -278,46 +269,46 @@ pub async fn run_jwt() -> BenchResult {
     };
     let spec = || EnvoySpec::new(echo.addr);
     let mut variants = vec![
-        Variant::new("no filter", spec(), Some(rs.clone()), 1).await?,
+        Variant::new("no filter", spec(), one_request("/bench", Some(&rs)), 1).await?,
         Variant::new(
             "native jwt_authn + cache, RS256",
             spec().with_native_filter(native(true)),
-            Some(rs.clone()),
+            one_request("/bench", Some(&rs)),
             1,
         )
         .await?,
         Variant::new(
             "native jwt_authn, RS256",
             spec().with_native_filter(native(false)),
-            Some(rs.clone()),
+            one_request("/bench", Some(&rs)),
             1,
         )
         .await?,
         Variant::new(
             "apiguard jwt cached, RS256",
             spec().with_filter(apiguard(1024)),
-            Some(rs.clone()),
+            one_request("/bench", Some(&rs)),
             1,
         )
         .await?,
         Variant::new(
             "apiguard jwt uncached, RS256",
             spec().with_filter(apiguard(0)),
-            Some(rs.clone()),
+            one_request("/bench", Some(&rs)),
             10,
         )
         .await?,
         Variant::new(
             "apiguard jwt uncached, ES256",
             spec().with_filter(apiguard(0)),
-            Some(tok(Algorithm::ES256)?),
+            one_request("/bench", Some(&tok(Algorithm::ES256)?)),
             10,
         )
         .await?,
         Variant::new(
             "apiguard jwt uncached, EdDSA",
             spec().with_filter(apiguard(0)),
-            Some(tok(Algorithm::EdDSA)?),
+            one_request("/bench", Some(&tok(Algorithm::EdDSA)?)),
             10,
         )
         .await?,
