@@ -329,22 +329,21 @@ pub async fn run_jwt() -> BenchResult {
     Ok(())
 }
 
+/// A day-long ES256 token (`Authorization` value) and the `jwt` section that accepts it.
+fn es256_caller() -> (String, Value) {
+    let all = keys::all();
+    let (alg, kid, key) = &all[1];
+    let claims = claims(json!({"exp": keys::now() + 86_400}));
+    let auth = format!("Bearer {}", token(*alg, kid, key, &claims));
+    let jwt = json!({"providers": {"p": {"issuer": "https://idp.test/", "audiences": ["api"],
+                                         "jwks": {"inline": keys::jwks(&all)}}}});
+    (auth, jwt)
+}
+
 /// The policy pack on top of the JWT stage (cache hit), same token and path.
 pub async fn run_policy() -> BenchResult {
     let echo = Echo::start().await?;
-    let all = keys::all();
-    let jwks = keys::jwks(&all);
-    let (alg, kid, key) = &all[1];
-    let auth = format!(
-        "Bearer {}",
-        token(
-            *alg,
-            kid,
-            key,
-            &claims(json!({"exp": keys::now() + 86_400}))
-        )
-    );
-    let jwt = json!({"providers": {"p": {"issuer": "https://idp.test/", "audiences": ["api"], "jwks": {"inline": jwks}}}});
+    let (auth, jwt) = es256_caller();
     let jwt_only = json!({"jwt": jwt}).to_string();
     let with_pack = json!({"jwt": jwt, "policy": {
         "resources": ["/api/v1/tenants/{tenant_id}/documents/{doc_id}", "/api/v1/tenants/{tenant_id}"]}})
@@ -427,19 +426,7 @@ pub async fn limiter_over_redis(
 pub async fn run_ratelimit() -> BenchResult {
     let echo = Echo::start().await?;
     let (_redis, limiter) = limiter_over_redis().await?;
-    let all = keys::all();
-    let jwks = keys::jwks(&all);
-    let (alg, kid, key) = &all[1];
-    let auth = format!(
-        "Bearer {}",
-        token(
-            *alg,
-            kid,
-            key,
-            &claims(json!({"exp": keys::now() + 86_400}))
-        )
-    );
-    let jwt = json!({"providers": {"p": {"issuer": "https://idp.test/", "audiences": ["api"], "jwks": {"inline": jwks}}}});
+    let (auth, jwt) = es256_caller();
     let policy = json!({"resources": ["/api/v1/tenants/{tenant_id}/documents/{doc_id}", "/api/v1/tenants/{tenant_id}"]});
     let cfg = |tiers: Value| {
         json!({"jwt": jwt, "policy": policy, "rate_limit": {"cluster": "limiter", "timeout_ms": 200, "tiers": tiers}}).to_string()
