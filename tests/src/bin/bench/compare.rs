@@ -18,7 +18,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::envoy::{limiter_over_redis, measure, ratio, start_all, Variant};
-use crate::BenchResult;
+use crate::{BenchResult, BuildsPipeline};
 
 const TENANTS: usize = 20;
 const DOCS_PER_TENANT: usize = 50;
@@ -437,13 +437,14 @@ pub async fn run_footprint() -> BenchResult {
         ("jwt + pack, opt-level=3".to_owned(), opt3),
         ("jwt + pack, opt-level=\"z\"".to_owned(), optz),
     ];
-    compare_builds(echo.addr, &builds).await?;
+    compare_builds(echo.addr, &builds, BuildsPipeline::Pack).await?;
     Ok(())
 }
 
-/// The JWT stage + pack, one token and path, for each module file: to compare builds of the
-/// filter in one run (`just bench builds --module a.wasm --module b.wasm`).
-pub async fn run_builds(modules: &[std::path::PathBuf]) -> BenchResult {
+/// Each module file on the same configuration, one token and path: to compare builds of the
+/// filter in one run (`just bench builds --module a.wasm --module b.wasm`), e.g. a change
+/// against the build before it.
+pub async fn run_builds(modules: &[std::path::PathBuf], pipeline: BuildsPipeline) -> BenchResult {
     if modules.len() < 2 {
         return Err("the builds suite compares two or more `--module` files".into());
     }
@@ -452,22 +453,41 @@ pub async fn run_builds(modules: &[std::path::PathBuf]) -> BenchResult {
         .iter()
         .map(|m| (m.display().to_string(), m.clone()))
         .collect();
-    compare_builds(echo.addr, &builds).await
+    compare_builds(echo.addr, &builds, pipeline).await
 }
 
-/// CPU per request of JWT + pack (one token, one path) for each named module file, in one
+/// CPU per request of `pipeline` (one token, one path) for each named module file, in one
 /// run; ratios to the first.
 async fn compare_builds(
     upstream: std::net::SocketAddr,
     builds: &[(String, std::path::PathBuf)],
+    pipeline: BuildsPipeline,
 ) -> BenchResult {
-    let (auth, cfg) = pack_setup();
+    let (auth, pack) = pack_setup();
+    // Kept alive until the rounds are over.
+    let limiter = match pipeline {
+        BuildsPipeline::Limiter => Some(limiter_over_redis().await?),
+        _ => None,
+    };
+    let cfg = match pipeline {
+        BuildsPipeline::PassThrough => "{}".to_owned(),
+        BuildsPipeline::Pack => pack,
+        BuildsPipeline::Limiter => {
+            let mut c: Value = serde_json::from_str(&pack)?;
+            c["rate_limit"] = json!({"cluster": "limiter", "timeout_ms": 200,
+                "tiers": {"standard": [{"requests": 1_000_000_000u64, "window_s": 60}]}});
+            c.to_string()
+        }
+    };
     let plans = builds
         .iter()
         .map(|(name, module)| {
-            let spec = EnvoySpec::new(upstream)
+            let mut spec = EnvoySpec::new(upstream)
                 .with_filter(cfg.clone())
                 .with_module(module.clone());
+            if let Some((_, l)) = &limiter {
+                spec = spec.with_cluster("limiter", l.addr);
+            }
             (name.as_str(), spec)
         })
         .collect();

@@ -25,8 +25,19 @@ enum Suite {
     Compare,
     /// Module size, Envoy RSS and start-up; opt-level 3 against "z".
     Footprint,
-    /// CPU per request of the JWT stage + pack for the builds given with `--module`.
+    /// CPU per request of the builds given with `--module`, on the `--pipeline` configuration.
     Builds,
+}
+
+/// What the `builds` suite configures (one token, one path every time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BuildsPipeline {
+    /// An empty configuration (`{}`): the filter's own floor.
+    PassThrough,
+    /// The JWT stage and the built-in policy pack.
+    Pack,
+    /// JWT + pack + the limiter callout (starts a Redis and an apiguard-limiter).
+    Limiter,
 }
 
 /// apiguard benchmarks (see docs/testing.md).
@@ -37,6 +48,9 @@ struct Args {
     /// Module files for the `builds` suite (two or more, compared in one run).
     #[arg(long = "module")]
     modules: Vec<std::path::PathBuf>,
+    /// The configuration the `builds` suite runs the modules with.
+    #[arg(long, value_enum, default_value = "pack")]
+    pipeline: BuildsPipeline,
 }
 
 pub type BenchResult = Result<(), Box<dyn std::error::Error>>;
@@ -73,7 +87,7 @@ async fn main() -> ExitCode {
             Suite::Limiter => limiter::run().await,
             Suite::Compare => compare::run().await,
             Suite::Footprint => compare::run_footprint().await,
-            Suite::Builds => compare::run_builds(&args.modules).await,
+            Suite::Builds => compare::run_builds(&args.modules, args.pipeline).await,
         };
         if let Err(e) = r {
             eprintln!("bench {s:?} failed: {e}");
