@@ -33,7 +33,8 @@ pub struct Template {
 #[derive(Debug, Clone)]
 enum Segment {
     Literal(String),
-    Capture(String),
+    /// A capture's name, and the same name as a policy value (made once, cloned per request).
+    Capture(String, RegoValue),
 }
 
 impl Template {
@@ -45,7 +46,7 @@ impl Template {
                 .split('/')
                 .map(
                     |s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-                        Some(name) => Segment::Capture(name.to_owned()),
+                        Some(name) => Segment::Capture(name.to_owned(), RegoValue::from(name)),
                         None => Segment::Literal(s.to_owned()),
                     },
                 )
@@ -58,8 +59,21 @@ impl Template {
     /// `…/documents/7/versions`), literal segments compare case-insensitively (a disguise such
     /// as `/API/V1/Tenants/…` must not dodge the match), and a capture takes one whole segment.
     pub fn captures(&self, path: &str) -> Option<BTreeMap<String, String>> {
+        Some(
+            self.capture_parts(path)?
+                .into_iter()
+                .map(|(name, _, part)| (name.to_owned(), part.to_owned()))
+                .collect(),
+        )
+    }
+
+    /// [`Template::captures`] as (name, name as a policy value, path segment), in template order.
+    fn capture_parts<'t, 'p>(
+        &'t self,
+        path: &'p str,
+    ) -> Option<Vec<(&'t str, &'t RegoValue, &'p str)>> {
         let mut parts = path.trim_start_matches('/').split('/');
-        let mut out = BTreeMap::new();
+        let mut out = Vec::new();
         for seg in &self.segments {
             let part = parts.next().filter(|p| !p.is_empty())?;
             match seg {
@@ -68,9 +82,7 @@ impl Template {
                         return None;
                     }
                 }
-                Segment::Capture(name) => {
-                    out.insert(name.clone(), part.to_owned());
-                }
+                Segment::Capture(name, key) => out.push((name.as_str(), key, part)),
             }
         }
         Some(out)
@@ -162,72 +174,165 @@ fn query_truncated(q: &str) -> bool {
     query_pairs(q).count() > MAX_QUERY_PARAMS && shown_query(q).1
 }
 
-/// Builds the input document, directly as a policy value (no JSON round trip). Headers, query
-/// parameters and the source address are filled in only when the policy `reads` them (see
-/// [`super::reads`]); otherwise they are empty, which such a policy cannot tell apart.
-/// `truncated` is exact either way.
-pub fn build(
-    headers: &Headers<'_>,
-    path: &NormalizedPath,
-    source: Option<&str>,
-    identity: Option<(&str, &Claims)>,
-    templates: &[Template],
+/// The methods whose policy values are made once (any other is made per request).
+const COMMON_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE",
+];
+
+/// Builds input documents for one configuration. The parts that are the same for every request
+/// (the document's keys, the common methods, empty objects, the capture names) are policy
+/// values made here once: a clone is a reference-count increment where a fresh value is an
+/// allocation, and the allocator is a large part of what building the input costs in Envoy
+/// (docs/benchmarks.md).
+#[derive(Debug, Clone)]
+pub struct InputBuilder {
+    templates: Vec<Template>,
     reads: InputReads,
-) -> RegoValue {
-    let text = |name| {
-        headers
-            .get(name)
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .unwrap_or("")
-    };
-    let (shown, headers_cut) = if reads.headers {
-        shown_headers(headers)
-    } else {
-        (BTreeMap::new(), headers_truncated(headers))
-    };
-    let (query, query_cut) = match path.query.as_deref() {
-        Some(q) if reads.query => shown_query(q),
-        Some(q) => (BTreeMap::new(), query_truncated(q)),
-        None => (BTreeMap::new(), false),
-    };
-    let truncated = headers_cut || query_cut;
-    let request = obj([
-        ("method", RegoValue::from(text(":method"))),
-        ("path", RegoValue::from(path.path.as_str())),
-        ("query", RegoValue::from(query)),
-        ("headers", RegoValue::from(shown)),
-        ("host", RegoValue::from(text(":authority"))),
-        ("truncated", RegoValue::from(truncated)),
-    ]);
-    let resource: BTreeMap<RegoValue, RegoValue> = resource(templates, &path.path)
-        .into_iter()
-        .map(|(k, v)| (RegoValue::from(k), RegoValue::from(v)))
-        .collect();
-    let mut doc: BTreeMap<RegoValue, RegoValue> = BTreeMap::from([
-        (RegoValue::from("request"), request),
-        (
-            RegoValue::from("source"),
-            obj([(
-                "address",
-                RegoValue::from(source.filter(|_| reads.source).unwrap_or("")),
-            )]),
-        ),
-        (RegoValue::from("resource"), RegoValue::from(resource)),
-    ]);
-    if let Some((provider, claims)) = identity {
-        doc.insert(RegoValue::from("token"), claims.rego().clone());
-        doc.insert(RegoValue::from("provider"), RegoValue::from(provider));
-    }
-    RegoValue::from(doc)
+    k: Keys,
 }
 
-fn obj<const N: usize>(members: [(&str, RegoValue); N]) -> RegoValue {
-    RegoValue::from(
-        members
-            .into_iter()
-            .map(|(k, v)| (RegoValue::from(k), v))
-            .collect::<BTreeMap<_, _>>(),
-    )
+/// Keys and constant values of the input document.
+#[derive(Debug, Clone)]
+struct Keys {
+    request: RegoValue,
+    method: RegoValue,
+    path: RegoValue,
+    query: RegoValue,
+    headers: RegoValue,
+    host: RegoValue,
+    truncated: RegoValue,
+    source: RegoValue,
+    address: RegoValue,
+    resource: RegoValue,
+    token: RegoValue,
+    provider: RegoValue,
+    /// `{}`.
+    empty: RegoValue,
+    /// `{"address": ""}`: the source of a request whose policy does not read it, or whose
+    /// address the host did not give.
+    no_source: RegoValue,
+    methods: Vec<(&'static str, RegoValue)>,
+}
+
+impl Keys {
+    fn new() -> Keys {
+        let address = RegoValue::from("address");
+        Keys {
+            request: RegoValue::from("request"),
+            method: RegoValue::from("method"),
+            path: RegoValue::from("path"),
+            query: RegoValue::from("query"),
+            headers: RegoValue::from("headers"),
+            host: RegoValue::from("host"),
+            truncated: RegoValue::from("truncated"),
+            source: RegoValue::from("source"),
+            address: address.clone(),
+            resource: RegoValue::from("resource"),
+            token: RegoValue::from("token"),
+            provider: RegoValue::from("provider"),
+            empty: RegoValue::from(BTreeMap::new()),
+            no_source: RegoValue::from(BTreeMap::from([(address, RegoValue::from(""))])),
+            methods: COMMON_METHODS
+                .iter()
+                .map(|m| (*m, RegoValue::from(*m)))
+                .collect(),
+        }
+    }
+}
+
+impl InputBuilder {
+    /// For `policy.resources` templates and what the policy `reads`.
+    pub fn new(templates: Vec<Template>, reads: InputReads) -> InputBuilder {
+        InputBuilder {
+            templates,
+            reads,
+            k: Keys::new(),
+        }
+    }
+
+    /// Builds the input document, directly as a policy value (no JSON round trip). Headers,
+    /// query parameters and the source address are filled in only when the policy reads them
+    /// (see [`super::reads`]); otherwise they are empty, which such a policy cannot tell
+    /// apart. `truncated` is exact either way.
+    pub fn build(
+        &self,
+        headers: &Headers<'_>,
+        path: &NormalizedPath,
+        source: Option<&str>,
+        identity: Option<(&str, &Claims)>,
+    ) -> RegoValue {
+        let (k, reads) = (&self.k, self.reads);
+        let text = |name| {
+            headers
+                .get(name)
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .unwrap_or("")
+        };
+        let (shown, headers_cut) = if reads.headers {
+            shown_headers(headers)
+        } else {
+            (BTreeMap::new(), headers_truncated(headers))
+        };
+        let (query, query_cut) = match path.query.as_deref() {
+            Some(q) if reads.query => shown_query(q),
+            Some(q) => (BTreeMap::new(), query_truncated(q)),
+            None => (BTreeMap::new(), false),
+        };
+        let method = text(":method");
+        let method = k
+            .methods
+            .iter()
+            .find(|(m, _)| *m == method)
+            .map_or_else(|| RegoValue::from(method), |(_, v)| v.clone());
+        let request = BTreeMap::from([
+            (k.method.clone(), method),
+            (k.path.clone(), RegoValue::from(path.path.as_str())),
+            (k.query.clone(), self.object(query)),
+            (k.headers.clone(), self.object(shown)),
+            (k.host.clone(), RegoValue::from(text(":authority"))),
+            (
+                k.truncated.clone(),
+                RegoValue::from(headers_cut || query_cut),
+            ),
+        ]);
+        let source = match source.filter(|s| reads.source && !s.is_empty()) {
+            Some(address) => RegoValue::from(BTreeMap::from([(
+                k.address.clone(),
+                RegoValue::from(address),
+            )])),
+            None => k.no_source.clone(),
+        };
+        let resource = self
+            .templates
+            .iter()
+            .find_map(|t| t.capture_parts(&path.path))
+            .map(|parts| {
+                parts
+                    .into_iter()
+                    .map(|(_, key, part)| (key.clone(), RegoValue::from(part)))
+                    .collect::<BTreeMap<_, _>>()
+            })
+            .unwrap_or_default();
+        let mut doc = BTreeMap::from([
+            (k.request.clone(), RegoValue::from(request)),
+            (k.source.clone(), source),
+            (k.resource.clone(), self.object(resource)),
+        ]);
+        if let Some((provider, claims)) = identity {
+            doc.insert(k.token.clone(), claims.rego().clone());
+            doc.insert(k.provider.clone(), RegoValue::from(provider));
+        }
+        RegoValue::from(doc)
+    }
+
+    /// An object, the shared `{}` when it is empty.
+    fn object(&self, members: BTreeMap<RegoValue, RegoValue>) -> RegoValue {
+        if members.is_empty() {
+            self.k.empty.clone()
+        } else {
+            RegoValue::from(members)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -279,16 +384,10 @@ mod tests {
         }
         let path = crate::path::normalize(b"/api/x?page=2&page=3&q=a+b").unwrap();
         let doc: serde_json::Value = serde_json::from_str(
-            &build(
-                &Headers::new(&list),
-                &path,
-                Some("10.0.0.5"),
-                None,
-                &[],
-                InputReads::ALL,
-            )
-            .to_json_str()
-            .unwrap(),
+            &InputBuilder::new(Vec::new(), InputReads::ALL)
+                .build(&Headers::new(&list), &path, Some("10.0.0.5"), None)
+                .to_json_str()
+                .unwrap(),
         )
         .unwrap();
         let h = doc["request"]["headers"].as_object().unwrap();
@@ -304,6 +403,61 @@ mod tests {
         assert_eq!(doc["request"]["query"]["q"], "a b");
         assert_eq!(doc["source"]["address"], "10.0.0.5");
         assert!(doc.get("token").is_none());
+    }
+
+    /// The whole document for a typical request, built twice by one builder: the second is
+    /// equal to the first (the shared keys and constants carry nothing from one request to
+    /// the next), and what the policy does not read is empty.
+    #[test]
+    fn document_is_complete_and_repeatable() {
+        let list: Vec<(String, Vec<u8>)> = vec![
+            (":method".into(), b"PATCH".to_vec()),
+            (":authority".into(), b"api.example.com".to_vec()),
+            ("x-api-key".into(), b"k1".to_vec()),
+        ];
+        let builder = InputBuilder::new(
+            vec![Template::parse(
+                "/api/v1/tenants/{tenant_id}/documents/{doc_id}",
+            )],
+            InputReads::NONE,
+        );
+        let claims = Claims::new(
+            serde_json::json!({"sub": "u1", "tenant_id": "t1"})
+                .as_object()
+                .unwrap()
+                .clone(),
+        );
+        let path = crate::path::normalize(b"/api/v1/tenants/t1/documents/7/versions?v=2").unwrap();
+        let build = || {
+            let doc = builder.build(
+                &Headers::new(&list),
+                &path,
+                Some("10.0.0.5"),
+                Some(("idp", &claims)),
+            );
+            serde_json::from_str::<serde_json::Value>(&doc.to_json_str().unwrap()).unwrap()
+        };
+        let first = build();
+        assert_eq!(
+            first,
+            serde_json::json!({
+                "request": {"method": "PATCH", "path": "/api/v1/tenants/t1/documents/7/versions",
+                            "query": {}, "headers": {}, "host": "api.example.com",
+                            "truncated": false},
+                "source": {"address": ""},
+                "resource": {"tenant_id": "t1", "doc_id": "7"},
+                "token": {"sub": "u1", "tenant_id": "t1"},
+                "provider": "idp"
+            })
+        );
+        assert_eq!(build(), first);
+        let all = InputBuilder::new(Vec::new(), InputReads::ALL);
+        let doc = all.build(&Headers::new(&list), &path, Some("10.0.0.5"), None);
+        let doc: serde_json::Value = serde_json::from_str(&doc.to_json_str().unwrap()).unwrap();
+        assert_eq!(doc["source"]["address"], "10.0.0.5");
+        assert_eq!(doc["request"]["query"]["v"], "2");
+        assert_eq!(doc["request"]["headers"]["x-api-key"], "k1");
+        assert_eq!(doc["resource"], serde_json::json!({}));
     }
 
     /// `truncated` is the same whether or not the policy reads headers and query.
@@ -332,7 +486,12 @@ mod tests {
             ] {
                 let path = crate::path::normalize(raw.as_bytes()).unwrap();
                 let truncated = |reads| {
-                    let doc = build(&Headers::new(list), &path, None, None, &[], reads);
+                    let doc = InputBuilder::new(Vec::new(), reads).build(
+                        &Headers::new(list),
+                        &path,
+                        None,
+                        None,
+                    );
                     serde_json::from_str::<serde_json::Value>(&doc.to_json_str().unwrap()).unwrap()
                         ["request"]["truncated"]
                         .clone()

@@ -9,7 +9,7 @@ use regorus::Value as RegoValue;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::input::{self, Template};
+use super::input::{self, InputBuilder, Template};
 use super::reads::InputReads;
 use super::{CompileError, Decision, PolicyProgram, PolicyVm, BUILTIN_NAME, BUILTIN_PACK};
 use crate::config::{
@@ -24,7 +24,7 @@ use crate::reply::Reply;
 pub struct PolicyStage {
     pub program: PolicyProgram,
     pub shadow: Option<PolicyProgram>,
-    templates: Vec<Template>,
+    input: InputBuilder,
     pub expose_reasons: bool,
     pub mode: PolicyMode,
     /// What the enforced and the shadow policy read, together.
@@ -115,7 +115,10 @@ impl PolicyStage {
             cache: cfg.decision_cache,
             program,
             shadow,
-            templates: cfg.resources.iter().map(|t| Template::parse(t)).collect(),
+            input: InputBuilder::new(
+                cfg.resources.iter().map(|t| Template::parse(t)).collect(),
+                reads,
+            ),
             expose_reasons: cfg.expose_reasons,
             mode: cfg.mode,
         })
@@ -153,7 +156,7 @@ impl PolicyStage {
         if path.path.len() > input::MAX_PATH {
             return self.outcome(Decision::failed(super::Failure::Error), None, false);
         }
-        let doc = input::build(headers, path, source, identity, &self.templates, self.reads);
+        let doc = self.input.build(headers, path, source, identity);
         let key = worker.cache.as_ref().and_then(|_| DecisionCache::key(&doc));
         if let (Some(cache), Some(key)) = (worker.cache.as_mut(), key) {
             match cache.lru.get(&key) {
