@@ -401,16 +401,35 @@ impl PolicyVm {
     }
 }
 
-/// Reads the decision object; outputs of the wrong type are a policy error.
+/// An output the entry rule did not define.
+static NOT_DEFINED: RegoValue = RegoValue::Undefined;
+
+/// Reads the decision object; outputs of the wrong type are a policy error. The object is
+/// walked once, matching member names as text (looking each output up would make a policy
+/// value per name per request).
 fn decode(v: &RegoValue) -> Decision {
-    let undefined = RegoValue::from(UNDEFINED);
-    let get = |k: &str| {
-        let x = &v[&RegoValue::from(k)];
-        if *x == undefined {
-            &RegoValue::Undefined
-        } else {
-            x
+    let mut found = [&NOT_DEFINED; OUTPUTS.len()];
+    if let RegoValue::Object(members) = v {
+        for (name, value) in members.iter() {
+            let RegoValue::String(name) = name else {
+                continue;
+            };
+            let Some(slot) = OUTPUTS.iter().position(|o| *o == name.as_ref()) else {
+                continue;
+            };
+            if let Some(f) = found.get_mut(slot) {
+                if !matches!(value, RegoValue::String(s) if s.as_ref() == UNDEFINED) {
+                    *f = value;
+                }
+            }
         }
+    }
+    let get = |k: &str| {
+        OUTPUTS
+            .iter()
+            .position(|o| *o == k)
+            .and_then(|i| found.get(i).copied())
+            .unwrap_or(&NOT_DEFINED)
     };
     let allow = match get("allow") {
         RegoValue::Undefined => return Decision::failed(Failure::Undefined),

@@ -97,6 +97,10 @@ fn outputs_are_read_strictly() {
             failure: None
         }
     );
+    // An output the package defines but that is undefined for this input is left out.
+    let d = custom("allow := true\nrate_limit_tier := \"gold\" if input.x").evaluate(json!({}));
+    assert!(d.allow && d.failure.is_none(), "{d:?}");
+    assert_eq!(d.tier, None);
     // Only boolean true allows.
     let d = custom("allow := \"true\"").evaluate(json!({}));
     assert!(!d.allow);
