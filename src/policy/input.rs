@@ -33,8 +33,8 @@ pub struct Template {
 #[derive(Debug, Clone)]
 enum Segment {
     Literal(String),
-    /// A capture's name, and the same name as a policy value (made once, cloned per request).
-    Capture(String, RegoValue),
+    /// A capture, named by a policy value (made once, cloned per request).
+    Capture(RegoValue),
 }
 
 impl Template {
@@ -46,7 +46,7 @@ impl Template {
                 .split('/')
                 .map(
                     |s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-                        Some(name) => Segment::Capture(name.to_owned(), RegoValue::from(name)),
+                        Some(name) => Segment::Capture(RegoValue::from(name)),
                         None => Segment::Literal(s.to_owned()),
                     },
                 )
@@ -54,24 +54,12 @@ impl Template {
         }
     }
 
-    /// The captures, if the template covers the path: the path has at least the template's
-    /// segments (a template also names the resource of deeper paths, such as
-    /// `…/documents/7/versions`), literal segments compare case-insensitively (a disguise such
-    /// as `/API/V1/Tenants/…` must not dodge the match), and a capture takes one whole segment.
-    pub fn captures(&self, path: &str) -> Option<BTreeMap<String, String>> {
-        Some(
-            self.capture_parts(path)?
-                .into_iter()
-                .map(|(name, _, part)| (name.to_owned(), part.to_owned()))
-                .collect(),
-        )
-    }
-
-    /// [`Template::captures`] as (name, name as a policy value, path segment), in template order.
-    fn capture_parts<'t, 'p>(
-        &'t self,
-        path: &'p str,
-    ) -> Option<Vec<(&'t str, &'t RegoValue, &'p str)>> {
+    /// The captures (name, path segment), in template order, if the template covers the path:
+    /// the path has at least the template's segments (a template also names the resource of
+    /// deeper paths, such as `…/documents/7/versions`), literal segments compare
+    /// case-insensitively (a disguise such as `/API/V1/Tenants/…` must not dodge the match),
+    /// and a capture takes one whole segment.
+    fn captures<'t, 'p>(&'t self, path: &'p str) -> Option<Vec<(&'t RegoValue, &'p str)>> {
         let mut parts = path.trim_start_matches('/').split('/');
         let mut out = Vec::new();
         for seg in &self.segments {
@@ -82,19 +70,11 @@ impl Template {
                         return None;
                     }
                 }
-                Segment::Capture(name, key) => out.push((name.as_str(), key, part)),
+                Segment::Capture(name) => out.push((name, part)),
             }
         }
         Some(out)
     }
-}
-
-/// The parameters of the first template that covers `path` (an empty object when none does).
-pub fn resource(templates: &[Template], path: &str) -> BTreeMap<String, String> {
-    templates
-        .iter()
-        .find_map(|t| t.captures(path))
-        .unwrap_or_default()
 }
 
 /// A header's value as the policy may see it: not a pseudo-header, not a credential, UTF-8.
@@ -250,6 +230,11 @@ impl InputBuilder {
         }
     }
 
+    /// What the policy reads of the optional parts.
+    pub fn reads(&self) -> InputReads {
+        self.reads
+    }
+
     /// Builds the input document, directly as a policy value (no JSON round trip). Headers,
     /// query parameters and the source address are filled in only when the policy reads them
     /// (see [`super::reads`]); otherwise they are empty, which such a policy cannot tell
@@ -302,17 +287,7 @@ impl InputBuilder {
             )])),
             None => k.no_source.clone(),
         };
-        let resource = self
-            .templates
-            .iter()
-            .find_map(|t| t.capture_parts(&path.path))
-            .map(|parts| {
-                parts
-                    .into_iter()
-                    .map(|(_, key, part)| (key.clone(), RegoValue::from(part)))
-                    .collect::<BTreeMap<_, _>>()
-            })
-            .unwrap_or_default();
+        let resource = self.resource(&path.path);
         let mut doc = BTreeMap::from([
             (k.request.clone(), RegoValue::from(request)),
             (k.source.clone(), source),
@@ -323,6 +298,20 @@ impl InputBuilder {
             doc.insert(k.provider.clone(), RegoValue::from(provider));
         }
         RegoValue::from(doc)
+    }
+
+    /// The parameters of the first template that covers `path` (none when none does).
+    fn resource(&self, path: &str) -> BTreeMap<RegoValue, RegoValue> {
+        self.templates
+            .iter()
+            .find_map(|t| t.captures(path))
+            .map(|parts| {
+                parts
+                    .into_iter()
+                    .map(|(name, part)| (name.clone(), RegoValue::from(part)))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// An object, the shared `{}` when it is empty.
@@ -342,24 +331,47 @@ mod tests {
 
     use super::*;
 
+    /// A template's captures by name.
+    fn captures(t: &Template, path: &str) -> Option<BTreeMap<String, String>> {
+        let parts = t.captures(path)?;
+        Some(
+            parts
+                .into_iter()
+                .map(|(n, p)| (text(n), p.to_owned()))
+                .collect(),
+        )
+    }
+
+    /// The resource the input document names for `path`, by parameter name.
+    fn resource(templates: &[Template], path: &str) -> BTreeMap<String, String> {
+        InputBuilder::new(templates.to_vec(), InputReads::NONE)
+            .resource(path)
+            .iter()
+            .map(|(n, v)| (text(n), text(v)))
+            .collect()
+    }
+
+    fn text(v: &RegoValue) -> String {
+        v.as_string().map(|s| s.to_string()).unwrap_or_default()
+    }
+
     #[test]
     fn templates_match_on_segments_case_insensitively() {
         let t = Template::parse("/api/v1/tenants/{tenant_id}/documents/{doc_id}");
-        let got = t.captures("/api/v1/tenants/t1/documents/7").unwrap();
+        let got = captures(&t, "/api/v1/tenants/t1/documents/7").unwrap();
         assert_eq!(got["tenant_id"], "t1");
         assert_eq!(got["doc_id"], "7");
         assert_eq!(
-            t.captures("/API/V1/Tenants/t2/Documents/9").unwrap()["tenant_id"],
+            captures(&t, "/API/V1/Tenants/t2/Documents/9").unwrap()["tenant_id"],
             "t2"
         );
         assert_eq!(
-            t.captures("/api/v1/tenants/t1/documents/7/versions")
-                .unwrap()["doc_id"],
+            captures(&t, "/api/v1/tenants/t1/documents/7/versions").unwrap()["doc_id"],
             "7"
         );
-        assert!(t.captures("/api/v1/tenants/t1/documents").is_none());
-        assert!(t.captures("/api/v1/tenants/t1/documents/").is_none());
-        assert!(t.captures("/api/v2/tenants/t1/documents/7").is_none());
+        assert!(captures(&t, "/api/v1/tenants/t1/documents").is_none());
+        assert!(captures(&t, "/api/v1/tenants/t1/documents/").is_none());
+        assert!(captures(&t, "/api/v2/tenants/t1/documents/7").is_none());
         let all = [Template::parse("/a/{x}/b"), Template::parse("/a/{y}")];
         assert_eq!(resource(&all, "/a/1/b")["x"], "1");
         assert_eq!(resource(&all, "/a/1/c")["y"], "1");

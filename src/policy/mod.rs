@@ -414,24 +414,21 @@ fn decode(v: &RegoValue) -> Decision {
             let RegoValue::String(name) = name else {
                 continue;
             };
-            let Some(slot) = OUTPUTS.iter().position(|o| *o == name.as_ref()) else {
+            let Some(slot) = OUTPUTS
+                .iter()
+                .position(|o| *o == name.as_ref())
+                .and_then(|i| found.get_mut(i))
+            else {
                 continue;
             };
-            if let Some(f) = found.get_mut(slot) {
-                if !matches!(value, RegoValue::String(s) if s.as_ref() == UNDEFINED) {
-                    *f = value;
-                }
+            if !matches!(value, RegoValue::String(s) if s.as_ref() == UNDEFINED) {
+                *slot = value;
             }
         }
     }
-    let get = |k: &str| {
-        OUTPUTS
-            .iter()
-            .position(|o| *o == k)
-            .and_then(|i| found.get(i).copied())
-            .unwrap_or(&NOT_DEFINED)
-    };
-    let allow = match get("allow") {
+    // In the order of OUTPUTS.
+    let [allow, reasons, tier, cost, headers] = found;
+    let allow = match allow {
         RegoValue::Undefined => return Decision::failed(Failure::Undefined),
         RegoValue::Bool(b) => *b,
         // Anything but a boolean `true` denies, but it is not an error: OPA's own contract.
@@ -441,18 +438,18 @@ fn decode(v: &RegoValue) -> Decision {
         allow,
         ..Decision::default()
     };
-    match get("reasons") {
+    match reasons {
         RegoValue::Undefined => {}
         RegoValue::Set(s) => d.reasons = s.iter().filter_map(as_str).collect(),
         RegoValue::Array(a) => d.reasons = a.iter().filter_map(as_str).collect(),
         _ => return Decision::failed(Failure::Error),
     }
-    match get("rate_limit_tier") {
+    match tier {
         RegoValue::Undefined => {}
         RegoValue::String(s) => d.tier = Some(s.to_string()),
         _ => return Decision::failed(Failure::Error),
     }
-    match get("rate_limit_cost") {
+    match cost {
         RegoValue::Undefined => {}
         n @ RegoValue::Number(_) => match n.as_u64() {
             Ok(c) if c >= 1 => d.cost = Some(c),
@@ -460,7 +457,7 @@ fn decode(v: &RegoValue) -> Decision {
         },
         _ => return Decision::failed(Failure::Error),
     }
-    match get("headers") {
+    match headers {
         RegoValue::Undefined => {}
         RegoValue::Object(o) => {
             for (k, val) in o.iter() {

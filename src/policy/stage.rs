@@ -10,7 +10,6 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::input::{self, InputBuilder, Template};
-use super::reads::InputReads;
 use super::{CompileError, Decision, PolicyProgram, PolicyVm, BUILTIN_NAME, BUILTIN_PACK};
 use crate::config::{
     ConfigError, ConfigWarning, DecisionCacheConfig, PolicyConfig, PolicyMode, Problem,
@@ -27,8 +26,6 @@ pub struct PolicyStage {
     input: InputBuilder,
     pub expose_reasons: bool,
     pub mode: PolicyMode,
-    /// What the enforced and the shadow policy read, together.
-    reads: InputReads,
     cache: Option<DecisionCacheConfig>,
 }
 
@@ -107,11 +104,11 @@ impl PolicyStage {
             .as_ref()
             .map(|m| compile(m, "policy.shadow_modules"))
             .transpose()?;
+        // What the enforced and the shadow policy read, together.
         let reads = shadow
             .as_ref()
             .map_or(program.reads, |s| program.reads.union(s.reads));
         Ok(PolicyStage {
-            reads,
             cache: cfg.decision_cache,
             program,
             shadow,
@@ -126,7 +123,7 @@ impl PolicyStage {
 
     /// Whether the policy (or its shadow) can read `input.source`.
     pub fn reads_source(&self) -> bool {
-        self.reads.source
+        self.input.reads().source
     }
 
     pub fn worker(&self) -> PolicyWorker {

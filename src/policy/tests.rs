@@ -200,17 +200,14 @@ fn check_case(name: &str, text: &str) -> Option<String> {
     // The pack writes `allow` and `reasons` separately (and apiguard reads reasons only on a
     // deny): they must agree, allow exactly when there is no reason, on every case.
     let reasons = pack_reasons(&case);
-    (decision.allow == reasons.is_empty())
-        .then_some(())
-        .map_or_else(
-            || {
-                Some(format!(
-                    "{name}: allow is {} but reasons are {reasons:?}",
-                    decision.allow
-                ))
-            },
-            |()| None,
-        )
+    if decision.allow == reasons.is_empty() {
+        None
+    } else {
+        Some(format!(
+            "{name}: allow is {} but reasons are {reasons:?}",
+            decision.allow
+        ))
+    }
 }
 
 /// The pack's `reasons` for a case, evaluated on their own.
