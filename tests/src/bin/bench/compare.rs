@@ -17,7 +17,10 @@ use apiguard_e2e::{Echo, Envoy, EnvoySpec};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::envoy::{limiter_over_redis, measure, ratio, start_all, Variant};
+use crate::envoy::{
+    difference, get, jwt_authn, jwt_section, limiter_over_redis, measure, print_latency, ratio,
+    start_all, unlimited, Variant,
+};
 use crate::{BenchResult, BuildsPipeline};
 
 const TENANTS: usize = 20;
@@ -86,14 +89,6 @@ fn realistic_mix(callers: &[Caller]) -> Vec<MixRequest> {
         .collect()
 }
 
-fn get(path: &str, auth: Option<&str>) -> MixRequest {
-    MixRequest {
-        method: Method::GET,
-        path: path.to_owned(),
-        auth: auth.map(str::to_owned),
-    }
-}
-
 /// The token with one signature character changed. Not the last one: its low bits are padding,
 /// which lenient base64url decoders (Envoy's `jwt_authn` among them) ignore, so changing only
 /// those would leave the signature valid for them.
@@ -106,17 +101,17 @@ fn tampered(auth: &str) -> String {
     chars.into_iter().collect()
 }
 
-fn jwt_authn(jwks: &Value, cache: bool) -> Value {
-    let mut provider = json!({"issuer": "https://idp.test/", "audiences": ["api"], "forward": true,
-                              "payload_in_metadata": "jwt_payload",
-                              "local_jwks": {"inline_string": jwks.to_string()}});
-    if cache {
-        provider["jwt_cache_config"] = json!({"jwt_cache_size": 1000});
+/// apiguard with the JWT stage, and the pack and the limiter call when asked.
+fn apiguard_config(jwks: &Value, policy: bool, limiter: bool) -> String {
+    let mut c = json!({ "jwt": jwt_section(jwks) });
+    if policy {
+        c["policy"] = json!({"resources": ["/api/v1/tenants/{tenant_id}/documents/{doc_id}"]});
     }
-    json!({"name": "envoy.filters.http.jwt_authn", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
-        "providers": {"p": provider},
-        "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "p"}}]}})
+    if limiter {
+        c["rate_limit"] = json!({"cluster": "limiter", "timeout_ms": 200,
+            "tiers": {"standard": unlimited(), "high": unlimited(), "unlimited": unlimited()}});
+    }
+    c.to_string()
 }
 
 /// The pack's role rules in RBAC: reads for every role, writes for editors and up, deletes and
@@ -193,26 +188,15 @@ pub async fn run() -> BenchResult {
     let foreign = get(&doc((one.tenant + 1) % TENANTS, 1), Some(one_auth));
     let bad = get(&doc(one.tenant, 7), Some(&tampered(one_auth)));
 
-    let jwt = json!({"providers": {"p": {"issuer": "https://idp.test/", "audiences": ["api"], "jwks": {"inline": jwks}}}});
-    let resources = json!(["/api/v1/tenants/{tenant_id}/documents/{doc_id}"]);
-    let unlimited = json!([{"requests": 1_000_000_000u64, "window_s": 60}]);
-    let apiguard = |policy: bool, limiter: bool| {
-        let mut c = json!({"jwt": jwt});
-        if policy {
-            c["policy"] = json!({"resources": resources});
-        }
-        if limiter {
-            c["rate_limit"] = json!({"cluster": "limiter", "timeout_ms": 200,
-                "tiers": {"standard": unlimited, "high": unlimited, "unlimited": unlimited}});
-        }
-        c.to_string()
-    };
+    let apiguard = |policy: bool, limiter: bool| apiguard_config(&jwks, policy, limiter);
     let spec = || {
         EnvoySpec::new(echo.addr)
             .with_cluster("limiter", limiter.addr)
             .with_cluster("authz", authz.addr)
     };
-    let with_jwt = |spec: EnvoySpec, cache: bool| spec.with_native_filter(jwt_authn(&jwks, cache));
+    let with_jwt = |spec: EnvoySpec, cache: bool| {
+        spec.with_native_filter(jwt_authn(&jwks, cache.then_some(1000), true))
+    };
     // (name, spec, workload, checks: (request, status))
     let ok = (best.clone(), 200);
     let refused = (bad.clone(), 401);
@@ -299,27 +283,18 @@ pub async fn run() -> BenchResult {
         variants.push(v);
     }
     measure(&mut variants).await?;
-    let over = |a: &str, b: &str| {
-        let find = |n: &str| variants.iter().find(|v| v.name == n);
-        let (Some(va), Some(vb)) = (find(a), find(b)) else {
-            return;
-        };
-        let d: Vec<f64> = va
-            .cpu_us_per_req
-            .iter()
-            .zip(&vb.cpu_us_per_req)
-            .map(|(x, y)| x - y)
-            .collect();
-        let (m, lo, hi) = summary(&d);
-        println!("{a} − {b}: median {m:.1} µs (range {lo:.1}–{hi:.1}) (goal ≤ 5 µs)");
-    };
     ratio(
         &variants,
         "apiguard jwt, unique tokens",
         "native jwt_authn, unique tokens",
         Some(1.1),
     );
-    over("apiguard jwt cached, one token", "apiguard pass-through");
+    difference(
+        &variants,
+        "apiguard jwt cached, one token",
+        "apiguard pass-through",
+        5.0,
+    );
     ratio(
         &variants,
         "apiguard jwt cached, one token",
@@ -338,23 +313,23 @@ pub async fn run() -> BenchResult {
         "native jwt_authn + cache + RBAC + ext_authz, realistic",
         Some(1.1),
     );
-    for v in &variants {
-        let (p50, _, _) = summary(&v.p50_ms);
-        let (p99, _, _) = summary(&v.p99_ms);
-        println!("latency {:<56} p50 {p50:.2} ms, p99 {p99:.2} ms", v.name);
-    }
+    print_latency(&variants);
     Ok(())
 }
 
-/// An editor's RS256 token and the JWT + pack configuration, for the build comparisons.
-fn pack_setup() -> (String, String) {
+/// The document the build comparisons request: one of tenant t01's, whose editor is
+/// [`editor_setup`]'s caller.
+fn builds_doc() -> String {
+    doc(1, 7)
+}
+
+/// An editor's RS256 token (the realistic workload's caller 1, of tenant t01) and the keys
+/// that verify it, for the build comparisons.
+fn editor_setup() -> (String, Value) {
     let all = keys::all();
     let (_, _, rs) = &all[0];
     let auth = callers(rs)[1].auth.clone();
-    let cfg = json!({"jwt": {"providers": {"p": {"issuer": "https://idp.test/", "audiences": ["api"], "jwks": {"inline": keys::jwks(&all)}}}},
-                     "policy": {"resources": ["/api/v1/tenants/{tenant_id}/documents/{doc_id}"]}})
-    .to_string();
-    (auth, cfg)
+    (auth, keys::jwks(&all))
 }
 
 /// Resident memory of a process, in MiB (`VmRSS`).
@@ -386,7 +361,7 @@ async fn footprint(
         let client = apiguard_e2e::client();
         for _ in 0..200 {
             client
-                .get(envoy.url("/api/v1/tenants/t01/documents/7"))
+                .get(envoy.url(&builds_doc()))
                 .header("authorization", auth)
                 .send()
                 .await?;
@@ -410,7 +385,8 @@ pub async fn run_footprint() -> BenchResult {
         .into());
     }
     let echo = Echo::start().await?;
-    let (auth, cfg) = pack_setup();
+    let (auth, jwks) = editor_setup();
+    let cfg = apiguard_config(&jwks, true, false);
     println!(
         "{:<26} {:>10} {:>8} {:>12} {:>10} {:>14}",
         "build", "module KB", "workers", "start-up s", "RSS MiB", "RSS over none"
@@ -463,7 +439,7 @@ async fn compare_builds(
     builds: &[(String, std::path::PathBuf)],
     pipeline: BuildsPipeline,
 ) -> BenchResult {
-    let (auth, pack) = pack_setup();
+    let (auth, jwks) = editor_setup();
     // Kept alive until the rounds are over.
     let limiter = match pipeline {
         BuildsPipeline::Limiter => Some(limiter_over_redis().await?),
@@ -471,13 +447,8 @@ async fn compare_builds(
     };
     let cfg = match pipeline {
         BuildsPipeline::PassThrough => "{}".to_owned(),
-        BuildsPipeline::Pack => pack,
-        BuildsPipeline::Limiter => {
-            let mut c: Value = serde_json::from_str(&pack)?;
-            c["rate_limit"] = json!({"cluster": "limiter", "timeout_ms": 200,
-                "tiers": {"standard": [{"requests": 1_000_000_000u64, "window_s": 60}]}});
-            c.to_string()
-        }
+        BuildsPipeline::Pack => apiguard_config(&jwks, true, false),
+        BuildsPipeline::Limiter => apiguard_config(&jwks, true, true),
     };
     let plans = builds
         .iter()
@@ -491,7 +462,7 @@ async fn compare_builds(
             (name.as_str(), spec)
         })
         .collect();
-    let mut variants = start_all(plans, Some(&auth), "/api/v1/tenants/t01/documents/7").await?;
+    let mut variants = start_all(plans, Some(&auth), &builds_doc()).await?;
     measure(&mut variants).await?;
     if let Some((first, _)) = builds.first() {
         for (name, _) in &builds[1..] {

@@ -23,6 +23,12 @@ use crate::{env_u64, BenchResult};
 
 const COMPLETED: &str = "http.ingress_http.downstream_rq_completed";
 
+/// The `policy.resources` of the suites that use one token and document.
+const RESOURCES: [&str; 2] = [
+    "/api/v1/tenants/{tenant_id}/documents/{doc_id}",
+    "/api/v1/tenants/{tenant_id}",
+];
+
 pub struct Variant {
     pub name: String,
     pub envoy: Envoy,
@@ -67,13 +73,46 @@ impl Variant {
     }
 }
 
-/// The same GET on every request.
-pub fn one_request(path: &str, auth: Option<&str>) -> Arc<Vec<MixRequest>> {
-    Arc::new(vec![MixRequest {
+/// A GET of `path`, with `auth` as its `Authorization` value.
+pub fn get(path: &str, auth: Option<&str>) -> MixRequest {
+    MixRequest {
         method: reqwest::Method::GET,
         path: path.to_owned(),
         auth: auth.map(str::to_owned),
-    }])
+    }
+}
+
+/// The same GET on every request.
+pub fn one_request(path: &str, auth: Option<&str>) -> Arc<Vec<MixRequest>> {
+    Arc::new(vec![get(path, auth)])
+}
+
+/// apiguard's `jwt` section for the benchmarks' issuer, with these keys inline.
+pub fn jwt_section(jwks: &Value) -> Value {
+    json!({"providers": {"p": {"issuer": "https://idp.test/", "audiences": ["api"],
+                               "jwks": {"inline": jwks}}}})
+}
+
+/// Envoy's native `jwt_authn` for the same issuer and keys: with a token cache of `cache`
+/// entries when given, and the payload in metadata (for RBAC) when asked.
+pub fn jwt_authn(jwks: &Value, cache: Option<u32>, payload_in_metadata: bool) -> Value {
+    let mut provider = json!({"issuer": "https://idp.test/", "audiences": ["api"], "forward": true,
+                              "local_jwks": {"inline_string": jwks.to_string()}});
+    if let Some(size) = cache {
+        provider["jwt_cache_config"] = json!({"jwt_cache_size": size});
+    }
+    if payload_in_metadata {
+        provider["payload_in_metadata"] = json!("jwt_payload");
+    }
+    json!({"name": "envoy.filters.http.jwt_authn", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+        "providers": {"p": provider},
+        "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "p"}}]}})
+}
+
+/// A rate-limit window no benchmark fills.
+pub fn unlimited() -> Value {
+    json!([{"requests": 1_000_000_000u64, "window_s": 60}])
 }
 
 /// One Envoy per `(name, spec)`, every request with the same `auth` header to the same `path`.
@@ -98,14 +137,16 @@ pub async fn measure(variants: &mut [Variant]) -> BenchResult {
     for v in variants.iter() {
         let warm = load(v, requests / v.divisor / 4, conc).await;
         let as_expected = if v.expect == 200 {
-            warm.ok > 0 && warm.other_status == 0
+            warm.ok > 0 && warm.other_status() == 0
         } else {
-            warm.other_status > 0
+            warm.other_status() > 0
         };
         if !as_expected {
             return Err(format!(
                 "{}: warm-up got {} 2xx and {} other answers",
-                v.name, warm.ok, warm.other_status
+                v.name,
+                warm.ok,
+                warm.other_status()
             )
             .into());
         }
@@ -123,7 +164,7 @@ pub async fn measure(variants: &mut [Variant]) -> BenchResult {
             let good = if v.expect == 200 {
                 r.ok
             } else {
-                r.other_status
+                r.other_status()
             };
             if good != n {
                 // A stray answer in 10,000 is reported with the figures (a wall-clock policy
@@ -198,24 +239,48 @@ async fn check(v: &Variant) -> BenchResult {
     Ok(())
 }
 
+/// `f(a, b)` of two variants' CPU per request, round by round; `None` when either did not run.
+fn per_round(variants: &[Variant], a: &str, b: &str, f: fn(f64, f64) -> f64) -> Option<Vec<f64>> {
+    let find = |n: &str| variants.iter().find(|v| v.name == n);
+    let (va, vb) = (find(a)?, find(b)?);
+    Some(
+        va.cpu_us_per_req
+            .iter()
+            .zip(&vb.cpu_us_per_req)
+            .map(|(x, y)| f(*x, *y))
+            .collect(),
+    )
+}
+
 /// Prints the per-round ratio `a / b`: median and range.
 pub fn ratio(variants: &[Variant], a: &str, b: &str, goal: Option<f64>) {
-    let find = |n: &str| variants.iter().find(|v| v.name == n);
-    let (Some(va), Some(vb)) = (find(a), find(b)) else {
+    let Some(ratios) = per_round(variants, a, b, |x, y| x / y) else {
         return;
     };
-    let ratios: Vec<f64> = va
-        .cpu_us_per_req
-        .iter()
-        .zip(&vb.cpu_us_per_req)
-        .map(|(x, y)| x / y)
-        .collect();
     let (med, lo, hi) = summary(&ratios);
     let goal = goal.map(|g| format!(" (goal ≤ {g}x)")).unwrap_or_default();
     println!(
         "ratio {a} / {b}: median {med:.3}x (range {lo:.3}–{hi:.3}x over {} rounds){goal}",
         ratios.len()
     );
+}
+
+/// Prints the per-round difference `a − b` in µs: median and range.
+pub fn difference(variants: &[Variant], a: &str, b: &str, goal_us: f64) {
+    let Some(d) = per_round(variants, a, b, |x, y| x - y) else {
+        return;
+    };
+    let (m, lo, hi) = summary(&d);
+    println!("{a} − {b}: median {m:.1} µs (range {lo:.1}–{hi:.1}) (goal ≤ {goal_us} µs)");
+}
+
+/// Prints each variant's client latency, p50 and p99 (medians over rounds).
+pub fn print_latency(variants: &[Variant]) {
+    for v in variants {
+        let (p50, _, _) = summary(&v.p50_ms);
+        let (p99, _, _) = summary(&v.p99_ms);
+        println!("latency {:<56} p50 {p50:.2} ms, p99 {p99:.2} ms", v.name);
+    }
 }
 
 /// Pass-through against no filter.
@@ -252,21 +317,11 @@ pub async fn run_jwt() -> BenchResult {
     };
     let rs = tok(Algorithm::RS256)?;
     let apiguard = |cache: usize| {
-        json!({"jwt": {"providers": {"p": {"issuer": "https://idp.test/", "audiences": ["api"], "jwks": {"inline": jwks}}},
-                       "cache_entries": cache}})
-        .to_string()
+        let mut jwt = jwt_section(&jwks);
+        jwt["cache_entries"] = json!(cache);
+        json!({ "jwt": jwt }).to_string()
     };
-    let native = |cache: bool| -> Value {
-        let mut provider = json!({"issuer": "https://idp.test/", "audiences": ["api"], "forward": true,
-                                  "local_jwks": {"inline_string": jwks.to_string()}});
-        if cache {
-            provider["jwt_cache_config"] = json!({"jwt_cache_size": 100});
-        }
-        json!({"name": "envoy.filters.http.jwt_authn", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
-            "providers": {"p": provider},
-            "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "p"}}]}})
-    };
+    let native = |cache: bool| jwt_authn(&jwks, cache.then_some(100), false);
     let spec = || EnvoySpec::new(echo.addr);
     let mut variants = vec![
         Variant::new("no filter", spec(), one_request("/bench", Some(&rs)), 1).await?,
@@ -335,9 +390,7 @@ fn es256_caller() -> (String, Value) {
     let (alg, kid, key) = &all[1];
     let claims = claims(json!({"exp": keys::now() + 86_400}));
     let auth = format!("Bearer {}", token(*alg, kid, key, &claims));
-    let jwt = json!({"providers": {"p": {"issuer": "https://idp.test/", "audiences": ["api"],
-                                         "jwks": {"inline": keys::jwks(&all)}}}});
-    (auth, jwt)
+    (auth, jwt_section(&keys::jwks(&all)))
 }
 
 /// The policy pack on top of the JWT stage (cache hit), same token and path.
@@ -345,13 +398,11 @@ pub async fn run_policy() -> BenchResult {
     let echo = Echo::start().await?;
     let (auth, jwt) = es256_caller();
     let jwt_only = json!({"jwt": jwt}).to_string();
-    let with_pack = json!({"jwt": jwt, "policy": {
-        "resources": ["/api/v1/tenants/{tenant_id}/documents/{doc_id}", "/api/v1/tenants/{tenant_id}"]}})
-    .to_string();
-    let with_cache = json!({"jwt": jwt, "policy": {
-        "resources": ["/api/v1/tenants/{tenant_id}/documents/{doc_id}", "/api/v1/tenants/{tenant_id}"],
-        "decision_cache": {"max_entries": 10_000, "ttl_s": 60}}})
-    .to_string();
+    let pack = json!({"resources": RESOURCES});
+    let with_pack = json!({"jwt": jwt, "policy": pack}).to_string();
+    let mut cached_pack = pack;
+    cached_pack["decision_cache"] = json!({"max_entries": 10_000, "ttl_s": 60});
+    let with_cache = json!({"jwt": jwt, "policy": cached_pack}).to_string();
     // The floor: the cost of running any policy at all (input, evaluation, decision).
     let trivial = json!({"jwt": jwt, "policy": {"modules": {"trivial.rego": "package api.authz\nallow := true\n"}}})
         .to_string();
@@ -379,24 +430,12 @@ pub async fn run_policy() -> BenchResult {
     )
     .await?;
     measure(&mut variants).await?;
-    let med = |n: &str| {
-        variants
-            .iter()
-            .find(|v| v.name == n)
-            .map(|v| summary(&v.cpu_us_per_req).0)
-            .unwrap_or(f64::NAN)
-    };
-    let added: Vec<f64> = variants[2]
-        .cpu_us_per_req
-        .iter()
-        .zip(&variants[1].cpu_us_per_req)
-        .map(|(p, j)| p - j)
-        .collect();
-    let (m, lo, hi) = summary(&added);
-    println!(
-        "policy pack adds {m:.1} µs of Envoy CPU per request (range {lo:.1}–{hi:.1} over rounds; goal ≤ 15 µs); jwt-only {:.1}, with pack {:.1}",
-        med("apiguard jwt (cached)"),
-        med("apiguard jwt (cached) + policy pack")
+    // What the pack adds.
+    difference(
+        &variants,
+        "apiguard jwt (cached) + policy pack",
+        "apiguard jwt (cached)",
+        15.0,
     );
     ratio(
         &variants,
@@ -427,11 +466,11 @@ pub async fn run_ratelimit() -> BenchResult {
     let echo = Echo::start().await?;
     let (_redis, limiter) = limiter_over_redis().await?;
     let (auth, jwt) = es256_caller();
-    let policy = json!({"resources": ["/api/v1/tenants/{tenant_id}/documents/{doc_id}", "/api/v1/tenants/{tenant_id}"]});
+    let policy = json!({ "resources": RESOURCES });
     let cfg = |tiers: Value| {
         json!({"jwt": jwt, "policy": policy, "rate_limit": {"cluster": "limiter", "timeout_ms": 200, "tiers": tiers}}).to_string()
     };
-    let big = json!({"standard": [{"requests": 1_000_000_000u64, "window_s": 60}]});
+    let big = json!({"standard": unlimited()});
     let tiny = json!({"standard": [{"requests": 1, "window_s": 86_400}]});
     let spec = || EnvoySpec::new(echo.addr).with_cluster("limiter", limiter.addr);
     let doc = "/api/v1/tenants/t1/documents/7";
@@ -457,11 +496,7 @@ pub async fn run_ratelimit() -> BenchResult {
     .await?;
     variants[3].expect = 429;
     measure(&mut variants).await?;
-    for v in &variants {
-        let (p50, _, _) = summary(&v.p50_ms);
-        let (p99, _, _) = summary(&v.p99_ms);
-        println!("latency {:<40} p50 {p50:.2} ms, p99 {p99:.2} ms", v.name);
-    }
+    print_latency(&variants);
     ratio(
         &variants,
         "apiguard jwt + pack + limiter call",

@@ -75,7 +75,9 @@ pub async fn run() -> BenchResult {
             if rep.ok != checks {
                 return Err(format!(
                     "{algo}: {} of {checks} checks answered 200 ({} other, {} errors)",
-                    rep.ok, rep.other_status, rep.errors
+                    rep.ok,
+                    rep.other_status(),
+                    rep.errors
                 )
                 .into());
             }
