@@ -10,6 +10,8 @@ pub mod mint;
 pub mod remote;
 pub mod stage;
 pub mod token;
+#[cfg(any(test, feature = "test-vectors"))]
+pub mod vector_keys;
 
 #[cfg(test)]
 mod vectors;

@@ -13,6 +13,7 @@ use super::host::software::{BrokenHost, SoftwareHost};
 use super::host::{self, HostVerdict, SignatureHost};
 use super::keys::{parse_key, KeySet};
 use super::token::{self, Policy, Reject};
+use super::vector_keys::{ec_jwk, public};
 use crate::config::Algorithm;
 
 macro_rules! vector {
@@ -65,19 +66,6 @@ fn jws_valid(token: &str, jwks: &Value) -> bool {
 fn token_alg(token: &str) -> Option<Algorithm> {
     let p = token::parse(token.as_bytes(), token::DEFAULT_MAX_TOKEN_BYTES).ok()?;
     Algorithm::from_name(&p.alg)
-}
-
-/// The public half of a JWK (RFC 7520 keys carry their private members).
-fn public(jwk: &Value) -> Value {
-    let mut k = jwk.clone();
-    if k["kty"] != "oct" {
-        if let Some(o) = k.as_object_mut() {
-            for m in ["d", "p", "q", "dp", "dq", "qi", "oth"] {
-                o.remove(m);
-            }
-        }
-    }
-    k
 }
 
 #[test]
@@ -195,28 +183,6 @@ fn rfc7520_section_4_and_rfc8037() {
     }
 }
 
-/// Some ECDSA groups give only the point (`wx`, `wy` as big-endian hex integers).
-fn ec_jwk(pk: &Value) -> Value {
-    use base64ct::{Base64UrlUnpadded, Encoding};
-    let (crv, len): (&str, usize) = match pk["curve"].as_str().unwrap() {
-        "secp256r1" => ("P-256", 32),
-        "secp384r1" => ("P-384", 48),
-        other => panic!("curve {other}"),
-    };
-    let coord = |h: &str| {
-        let raw = if h.len() % 2 == 1 {
-            hex(&format!("0{h}"))
-        } else {
-            hex(h)
-        };
-        let trimmed: Vec<u8> = raw.iter().copied().skip_while(|b| *b == 0).collect();
-        let mut out = vec![0u8; len.saturating_sub(trimmed.len())];
-        out.extend(trimmed);
-        Base64UrlUnpadded::encode_string(&out)
-    };
-    json!({"kty": "EC", "crv": crv, "x": coord(pk["wx"].as_str().unwrap()), "y": coord(pk["wy"].as_str().unwrap())})
-}
-
 fn hex(s: &str) -> Vec<u8> {
     hex::decode(s).unwrap()
 }
@@ -230,7 +196,7 @@ fn primitive(text: &str, alg: Algorithm, key_field: &str) -> usize {
         let jwk = if g[key_field].is_object() {
             public(&g[key_field])
         } else {
-            ec_jwk(&g["publicKey"])
+            ec_jwk(&g["publicKey"]).unwrap()
         };
         let key = parse_key(&jwk);
         for t in g["tests"].as_array().unwrap() {
@@ -383,20 +349,16 @@ fn non_canonical_base64url_is_refused() {
     let jwks = json!({"keys": [public(&a2["jwk"])]});
     assert!(jws_valid(token, &jwks));
     // 2048-bit signature: 342 characters, the last carrying 2 data bits and 4 padding bits.
+    const ALPHABET: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let last = token.chars().last().unwrap();
-    let idx = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-        .find(last)
-        .unwrap();
+    let idx = ALPHABET.find(last).unwrap();
     assert_eq!(
         idx & 0b1111,
         0,
         "the canonical form has the padding bits clear"
     );
-    let alphabet: Vec<char> = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-        .chars()
-        .collect();
     let mut variant = token[..token.len() - 1].to_owned();
-    variant.push(alphabet[idx | 1]);
+    variant.push(char::from(ALPHABET.as_bytes()[idx | 1]));
     assert!(
         token::parse(variant.as_bytes(), token::DEFAULT_MAX_TOKEN_BYTES).is_err(),
         "{variant}"

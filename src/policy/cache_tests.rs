@@ -81,25 +81,28 @@ fn send(
     (allowed, out.events.contains(&Event::PolicyCacheHit))
 }
 
+/// A document of tenant t1, whose token [`token`] mints.
+const DOC: &str = "/api/v1/tenants/t1/documents/1";
+
+/// The built-in pack over tenant documents.
+fn pack() -> Value {
+    json!({"resources": ["/api/v1/tenants/{tenant_id}/documents/{doc_id}"]})
+}
+
+/// The pack with `policy.decision_cache` set to `cache`.
 fn pack_with(cache: Value) -> Value {
-    json!({"resources": ["/api/v1/tenants/{tenant_id}/documents/{doc_id}"], "decision_cache": cache})
+    let mut p = pack();
+    p["decision_cache"] = cache;
+    p
 }
 
 #[test]
 fn off_by_default() {
-    let (p, mut s) =
-        pipeline(json!({"resources": ["/api/v1/tenants/{tenant_id}/documents/{doc_id}"]}));
+    let (p, mut s) = pipeline(pack());
     let t = token(NOW + 3600);
     for i in 0..3 {
         assert_eq!(
-            send(
-                &p,
-                &mut s,
-                "/api/v1/tenants/t1/documents/1",
-                &t,
-                NOW,
-                &i.to_string()
-            ),
+            send(&p, &mut s, DOC, &t, NOW, &i.to_string()),
             (true, false)
         );
     }
@@ -109,28 +112,26 @@ fn off_by_default() {
 fn equal_inputs_hit_until_the_ttl_and_other_inputs_miss() {
     let (p, mut s) = pipeline(pack_with(json!({"max_entries": 100, "ttl_s": 10})));
     let t = token(NOW + 3600);
-    let doc = "/api/v1/tenants/t1/documents/1";
-    assert_eq!(send(&p, &mut s, doc, &t, NOW, "a"), (true, false));
+    assert_eq!(send(&p, &mut s, DOC, &t, NOW, "a"), (true, false));
     // The pack reads no headers, so a new x-request-id is the same input.
-    assert_eq!(send(&p, &mut s, doc, &t, NOW + 1, "b"), (true, true));
+    assert_eq!(send(&p, &mut s, DOC, &t, NOW + 1, "b"), (true, true));
     // Denials are cached too, with their reasons.
     let other = "/api/v1/tenants/t2/documents/1";
     assert_eq!(send(&p, &mut s, other, &t, NOW, "c"), (false, false));
     assert_eq!(send(&p, &mut s, other, &t, NOW + 1, "d"), (false, true));
     // Past the TTL the decision is made again.
-    assert_eq!(send(&p, &mut s, doc, &t, NOW + 10, "e"), (true, false));
-    assert_eq!(send(&p, &mut s, doc, &t, NOW + 11, "f"), (true, true));
+    assert_eq!(send(&p, &mut s, DOC, &t, NOW + 10, "e"), (true, false));
+    assert_eq!(send(&p, &mut s, DOC, &t, NOW + 11, "f"), (true, true));
 }
 
 #[test]
 fn never_past_the_token_exp() {
     let (p, mut s) = pipeline(pack_with(json!({"max_entries": 100, "ttl_s": 3600})));
     let t = token(NOW + 5);
-    let doc = "/api/v1/tenants/t1/documents/1";
-    assert_eq!(send(&p, &mut s, doc, &t, NOW, "a"), (true, false));
-    assert_eq!(send(&p, &mut s, doc, &t, NOW + 4, "b"), (true, true));
+    assert_eq!(send(&p, &mut s, DOC, &t, NOW, "a"), (true, false));
+    assert_eq!(send(&p, &mut s, DOC, &t, NOW + 4, "b"), (true, true));
     // At exp (plus the default 60 s leeway the JWT stage still accepts), no cached decision.
-    assert_eq!(send(&p, &mut s, doc, &t, NOW + 5, "c"), (true, false));
+    assert_eq!(send(&p, &mut s, DOC, &t, NOW + 5, "c"), (true, false));
 }
 
 #[test]
@@ -142,10 +143,7 @@ fn bounded_by_max_entries() {
         assert_eq!(send(&p, &mut s, &path, &t, NOW, d), (true, false));
     }
     // The oldest left; the two newest are still there.
-    assert_eq!(
-        send(&p, &mut s, "/api/v1/tenants/t1/documents/1", &t, NOW, "x"),
-        (true, false)
-    );
+    assert_eq!(send(&p, &mut s, DOC, &t, NOW, "x"), (true, false));
     assert_eq!(
         send(&p, &mut s, "/api/v1/tenants/t1/documents/3", &t, NOW, "y"),
         (true, true)
@@ -209,10 +207,7 @@ fn bad_settings_are_refused_by_name() {
 #[test]
 fn filter_state_has_the_decision_and_claims_only_when_asked() {
     for publish in [false, true] {
-        let (p, mut s) = pipeline_publishing(
-            json!({"resources": ["/api/v1/tenants/{tenant_id}/documents/{doc_id}"]}),
-            publish,
-        );
+        let (p, mut s) = pipeline_publishing(pack(), publish);
         let out = request(
             &p,
             &mut s,

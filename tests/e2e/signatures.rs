@@ -10,6 +10,7 @@
 //! with the primitive files' own expectations.
 
 use apiguard::jwt::token;
+use apiguard::jwt::vector_keys::{ec_jwk, public};
 use apiguard_e2e::envoy::wasm_filter;
 use apiguard_e2e::{Echo, Envoy, EnvoySpec};
 use serde_json::{json, Value};
@@ -25,45 +26,6 @@ fn vectors(path: &str) -> Value {
         )
     });
     serde_json::from_str(&text).unwrap()
-}
-
-/// The public half of a JWK.
-fn public(jwk: &Value) -> Value {
-    let mut k = jwk.clone();
-    if let Some(o) = k.as_object_mut() {
-        if o.get("kty").and_then(Value::as_str) != Some("oct") {
-            for m in ["d", "p", "q", "dp", "dq", "qi", "oth"] {
-                o.remove(m);
-            }
-        }
-    }
-    k
-}
-
-/// Some Wycheproof ECDSA groups give only the point, as big-endian hex integers.
-fn ec_jwk(pk: &Value) -> Value {
-    use base64ct::{Base64UrlUnpadded, Encoding};
-    let (crv, len) = match pk["curve"].as_str().unwrap() {
-        "secp256r1" => ("P-256", 32),
-        "secp384r1" => ("P-384", 48),
-        other => panic!("curve {other}"),
-    };
-    let coord = |h: &str| {
-        let padded = if h.len() % 2 == 1 {
-            format!("0{h}")
-        } else {
-            h.to_owned()
-        };
-        let raw: Vec<u8> = hex::decode(padded)
-            .unwrap()
-            .into_iter()
-            .skip_while(|b| *b == 0)
-            .collect();
-        let mut out = vec![0u8; len - raw.len().min(len)];
-        out.extend(raw);
-        Base64UrlUnpadded::encode_string(&out)
-    };
-    json!({"kty": "EC", "crv": crv, "x": coord(pk["wx"].as_str().unwrap()), "y": coord(pk["wy"].as_str().unwrap())})
 }
 
 struct Case {
@@ -155,7 +117,7 @@ fn all_cases() -> Vec<Case> {
             let jwk = if g[key_field].is_object() {
                 public(&g[key_field])
             } else {
-                ec_jwk(&g["publicKey"])
+                ec_jwk(&g["publicKey"]).unwrap()
             };
             for t in g["tests"].as_array().unwrap() {
                 let result = t["result"].as_str().unwrap();

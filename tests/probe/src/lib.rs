@@ -1,4 +1,4 @@
-//! Signature probe: a test fixture for `tests/e2e/jwt.rs`, never part of the product.
+//! Signature probe: a test fixture for `tests/e2e/signatures.rs`, never part of the product.
 //!
 //! POST a JSON array of `{"alg", "jwk", "msg" (hex), "sig" (hex)}`; the answer is one
 //! `{"host", "wasm"}` per case: the verdict of Envoy's `verify_signature` through
