@@ -2,6 +2,7 @@
 //! cannot spoof, hostile requests refused without reaching the upstream (and without hurting
 //! the VM), and remote JWKS through an Envoy cluster.
 
+use crate::expect_stat;
 use std::time::Duration;
 
 use apiguard::config::Algorithm;
@@ -95,11 +96,7 @@ async fn every_algorithm_passes_and_identity_headers_cannot_be_spoofed() {
     let log = envoy.access_log();
     assert!(log.contains("provider=primary claims={"), "{log}");
     assert!(log.contains(r#""sub":"user-ed""#), "{log}");
-    assert!(
-        envoy.wait_stat("wasmcustom.apiguard.jwt.accepted", 4).await >= 4,
-        "{}",
-        envoy.stats_text("apiguard").await
-    );
+    expect_stat(&envoy, "wasmcustom.apiguard.jwt.accepted", 4).await;
     // RS256, ES256 and ES384 went to Envoy's verify_signature (EdDSA stays in Wasm), and the
     // choice was logged at configure time.
     assert!(
@@ -110,14 +107,7 @@ async fn every_algorithm_passes_and_identity_headers_cannot_be_spoofed() {
         "{}",
         envoy.proc.log()
     );
-    assert!(
-        envoy
-            .wait_stat("wasmcustom.apiguard.jwt.host_signatures", 3)
-            .await
-            >= 3,
-        "{}",
-        envoy.stats_text("apiguard").await
-    );
+    expect_stat(&envoy, "wasmcustom.apiguard.jwt.host_signatures", 3).await;
     assert_eq!(
         envoy
             .stat("wasmcustom.apiguard.jwt.host_signature_failures")
@@ -267,18 +257,9 @@ async fn hostile_requests(host_signatures: &str) {
             .any(|l| (l.contains("fail") || l.contains("crash")) && !l.ends_with(": 0")),
         "{stats}"
     );
-    assert!(
-        envoy
-            .wait_stat("wasmcustom.apiguard.jwt.rejected.malformed", 1)
-            .await
-            > 0,
-        "{stats}"
-    );
+    expect_stat(&envoy, "wasmcustom.apiguard.jwt.rejected.malformed", 1).await;
     // "missing" also counts the vectors' empty tokens: Envoy trims `Bearer ` to `Bearer`.
-    assert!(
-        envoy.wait_stat("wasmcustom.apiguard.jwt.missing", 1).await >= 1,
-        "{stats}"
-    );
+    expect_stat(&envoy, "wasmcustom.apiguard.jwt.missing", 1).await;
     // The tampered and key-confusion cases reached a signature check on the chosen path.
     let host_calls = "wasmcustom.apiguard.jwt.host_signatures";
     if host_signatures == "off" {
@@ -286,8 +267,7 @@ async fn hostile_requests(host_signatures: &str) {
         assert_eq!(envoy.stat(host_calls).await, Some(0), "{stats}");
         assert!(envoy.proc.log().contains("jwt.host_signatures: off"));
     } else {
-        let n = envoy.wait_stat(host_calls, 2).await;
-        assert!(n >= 2, "{}", envoy.stats_text("apiguard").await);
+        expect_stat(&envoy, host_calls, 2).await;
     }
 }
 
@@ -362,20 +342,8 @@ async fn remote_jwks_fetch_rotation_and_outage() {
         &claims(json!({"sub": "after-outage"})),
     );
     assert_eq!(get(&envoy, "/a", bearer(&fresh)).await.0, 200);
-    assert!(
-        envoy
-            .wait_stat("wasmcustom.apiguard.jwks.fetch_failure", 1)
-            .await
-            >= 1,
-        "{}",
-        envoy.stats_text("apiguard").await
-    );
-    assert!(
-        envoy
-            .wait_stat("wasmcustom.apiguard.jwks.fetch_success", 2)
-            .await
-            >= 2
-    );
+    expect_stat(&envoy, "wasmcustom.apiguard.jwks.fetch_failure", 1).await;
+    expect_stat(&envoy, "wasmcustom.apiguard.jwks.fetch_success", 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -394,12 +362,10 @@ async fn remote_jwks_down_from_the_start_is_401_never_200() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     assert!(echo.requests().is_empty());
-    assert!(
-        envoy
-            .wait_stat("wasmcustom.apiguard.jwt.rejected.keys_unavailable", 1)
-            .await
-            >= 1,
-        "{}",
-        envoy.stats_text("apiguard").await
-    );
+    expect_stat(
+        &envoy,
+        "wasmcustom.apiguard.jwt.rejected.keys_unavailable",
+        1,
+    )
+    .await;
 }

@@ -12,3 +12,16 @@ mod jwt;
 mod policy;
 mod ratelimit;
 mod signatures;
+
+use apiguard_e2e::Envoy;
+
+/// Waits (up to 5 s) until Envoy's counter `name` is at least `min`; fails the test with
+/// apiguard's counters otherwise.
+async fn expect_stat(envoy: &Envoy, name: &str, min: u64) {
+    let n = envoy.wait_stat(name, min).await;
+    assert!(
+        n >= min,
+        "{name} = {n}, expected at least {min}; apiguard's counters:\n{}",
+        envoy.stats_text("apiguard").await
+    );
+}

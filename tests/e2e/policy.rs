@@ -1,6 +1,7 @@
 //! The policy stage through real Envoy with real tokens: tenant isolation through path tricks,
 //! RBAC, admin paths, reasons on and off, runaway and broken policies.
 
+use crate::expect_stat;
 use apiguard::config::Algorithm;
 use apiguard_e2e::keys::{self, claims, token};
 use apiguard_e2e::raw;
@@ -157,20 +158,8 @@ async fn rbac_and_admin_paths() {
         "{}",
         envoy.access_log()
     );
-    assert!(
-        envoy
-            .wait_stat("wasmcustom.apiguard.policy.denied", 3)
-            .await
-            >= 3,
-        "{}",
-        envoy.stats_text("apiguard").await
-    );
-    assert!(
-        envoy
-            .wait_stat("wasmcustom.apiguard.policy.allowed", 3)
-            .await
-            >= 3
-    );
+    expect_stat(&envoy, "wasmcustom.apiguard.policy.denied", 3).await;
+    expect_stat(&envoy, "wasmcustom.apiguard.policy.allowed", 3).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -234,12 +223,7 @@ async fn runaway_and_broken_policies_fail_closed_and_the_filter_recovers() {
     let r = send(&envoy, "GET", "/ok", &auth).await;
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(echo.requests()[0].header("x-policy"), Some("checked"));
-    assert!(
-        envoy
-            .wait_stat("wasmcustom.apiguard.policy.timeout", 1)
-            .await
-            >= 1
-    );
+    expect_stat(&envoy, "wasmcustom.apiguard.policy.timeout", 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -264,20 +248,8 @@ async fn dry_run_and_shadow_never_deny() {
     .await;
     assert_eq!(r.status, 200);
     assert_eq!(echo.count(), 2);
-    assert!(
-        envoy
-            .wait_stat("wasmcustom.apiguard.policy.dry_run_deny", 1)
-            .await
-            >= 1
-    );
-    assert!(
-        envoy
-            .wait_stat("wasmcustom.apiguard.policy.shadow_disagree", 1)
-            .await
-            >= 1,
-        "{}",
-        envoy.stats_text("apiguard").await
-    );
+    expect_stat(&envoy, "wasmcustom.apiguard.policy.dry_run_deny", 1).await;
+    expect_stat(&envoy, "wasmcustom.apiguard.policy.shadow_disagree", 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

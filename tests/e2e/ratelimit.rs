@@ -1,6 +1,7 @@
 //! The rate-limit stage through real Envoy, the real limiter binary and a real Redis; failure
 //! modes against a limiter that misbehaves on purpose.
 
+use crate::expect_stat;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -204,12 +205,7 @@ async fn retry_after_is_honoured_and_the_local_cache_answers_meanwhile() {
         checks,
         "the local cache should have answered"
     );
-    assert!(
-        envoy
-            .wait_stat("wasmcustom.apiguard.ratelimit.limited_local", 1)
-            .await
-            >= 1
-    );
+    expect_stat(&envoy, "wasmcustom.apiguard.ratelimit.limited_local", 1).await;
     tokio::time::sleep(Duration::from_millis(retry * 1000 + 300)).await;
     assert_eq!(get(&envoy, "/api/x", &auth).await.0, 200);
 }
@@ -239,12 +235,7 @@ async fn a_dead_or_slow_limiter_follows_the_failure_mode_and_recovery_needs_no_r
             assert_eq!(status, 200);
         }
     }
-    assert!(
-        allow
-            .wait_stat("wasmcustom.apiguard.ratelimit.failure_mode_pass", 1)
-            .await
-            >= 1
-    );
+    expect_stat(&allow, "wasmcustom.apiguard.ratelimit.failure_mode_pass", 1).await;
 
     // A slow limiter: answers after the timeout.
     let slow = FakeLimiter::start(Mode::Slow(Duration::from_millis(800)))
@@ -314,25 +305,9 @@ async fn broken_limiter_answers_follow_the_failure_mode_and_the_filter_stays_ali
     }
     assert_eq!(echo2.count(), 4);
     // Still alive: an unprotected counter moved and requests are still answered by the filter.
-    assert!(
-        deny.wait_stat("wasmcustom.apiguard.ratelimit.failure.malformed", 1)
-            .await
-            >= 1,
-        "{}",
-        deny.stats_text("ratelimit").await
-    );
-    assert!(
-        deny.wait_stat("wasmcustom.apiguard.ratelimit.failure.status", 1)
-            .await
-            >= 1
-    );
-    assert!(
-        deny.wait_stat("wasmcustom.apiguard.ratelimit.failure.too_large", 1)
-            .await
-            >= 1,
-        "{}",
-        deny.stats_text("ratelimit").await
-    );
+    expect_stat(&deny, "wasmcustom.apiguard.ratelimit.failure.malformed", 1).await;
+    expect_stat(&deny, "wasmcustom.apiguard.ratelimit.failure.status", 1).await;
+    expect_stat(&deny, "wasmcustom.apiguard.ratelimit.failure.too_large", 1).await;
     assert_eq!(get(&deny, "/api/x", "Bearer junk").await.0, 401);
 }
 
@@ -373,10 +348,5 @@ async fn header_modes_and_shadow_limits() {
         assert_eq!(get(&envoy, "/api/x", &auth).await.0, 200);
     }
     assert_eq!(echo.count(), 4);
-    assert!(
-        envoy
-            .wait_stat("wasmcustom.apiguard.ratelimit.shadow_limited", 3)
-            .await
-            >= 3
-    );
+    expect_stat(&envoy, "wasmcustom.apiguard.ratelimit.shadow_limited", 3).await;
 }
