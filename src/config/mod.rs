@@ -20,7 +20,7 @@ use crate::json_shape::{array_for_object, Shape};
 /// but anything past this is a mistake and parsing it would only waste worker memory.
 pub const MAX_CONFIG_BYTES: usize = 1024 * 1024;
 
-/// Default leeway for `exp`, `nbf` and `iat` checks (DESIGN §3).
+/// Default leeway for `exp`, `nbf` and `iat` checks (`clock_skew_s` in docs/configuration.md).
 pub const DEFAULT_CLOCK_SKEW_S: u64 = 30;
 
 /// The whole plugin configuration. Every section is optional; a missing section turns its
@@ -877,8 +877,8 @@ fn validate_rate_limit(rl: &RateLimitConfig) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// The limiter refuses windows over one day (DESIGN §6); refusing them here keeps the error at
-/// configure time instead of on every request.
+/// The limiter refuses windows over one day (docs/limiter.md, `POST /v1/check`); refusing them
+/// here keeps the error at configure time instead of on every request.
 const MAX_WINDOW_S: u64 = 86_400;
 
 fn validate_limits(limits: &[Limit], at: &str) -> Result<(), ConfigError> {

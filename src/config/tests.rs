@@ -5,7 +5,8 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use super::*;
 
-/// The DESIGN §3 example, kept as a file so the CLI and the end-to-end tests load the same bytes.
+/// The complete example of docs/configuration.md, kept as a file so the CLI and the end-to-end
+/// tests load the same bytes.
 const FULL: &str = include_str!("../../tests/fixtures/full-config.json");
 
 fn err(json: &str) -> ConfigError {

@@ -532,7 +532,7 @@ fn inline_keys_are_checked_at_configure_time() {
         "{err}"
     );
     let rfc = serde_json::from_str::<Value>(include_str!(
-        "../../../shared/vectors/rfc7520-cookbook/jwk/3_4.rsa_private_key.json"
+        "../../tests/vectors/rfc7520-cookbook/jwk/3_4.rsa_private_key.json"
     ))
     .unwrap();
     let cfg =

@@ -1,4 +1,4 @@
-//! JWKs from the public test vectors (`../shared/vectors/`), for the tests that read them: the
+//! JWKs from the public test vectors (`tests/vectors/`), for the tests that read them: the
 //! core's vector tests ([`super::vectors`]) and the end-to-end agreement test
 //! (`tests/e2e/signatures.rs`). Not part of the filter: built for tests, and for the end-to-end
 //! harness with the `test-vectors` feature.

@@ -1,4 +1,4 @@
-//! Public test vectors, read from `../shared/vectors/` at compile time so the same tests run
+//! Public test vectors, read from `tests/vectors/` at compile time so the same tests run
 //! natively and inside a Wasm VM: Wycheproof JWS/JWK cases and signature primitives, RFC 7515
 //! Appendix A, RFC 7520 §4 and RFC 8037. Expectations come from the files (with the errata the
 //! vectors' README lists already applied in `flat_jws_jwk_cases.json`), never typed in by hand.
@@ -18,7 +18,7 @@ use crate::config::Algorithm;
 
 macro_rules! vector {
     ($path:literal) => {
-        include_str!(concat!("../../../shared/vectors/", $path))
+        include_str!(concat!("../../tests/vectors/", $path))
     };
 }
 

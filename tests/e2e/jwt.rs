@@ -207,11 +207,9 @@ async fn hostile_requests(host_signatures: &str) {
     cases.push(("two Authorization headers", two));
     let flat: Value = serde_json::from_str(
         &std::fs::read_to_string(
-            apiguard_e2e::repo_root().join("../shared/vectors/wycheproof/flat_jws_jwk_cases.json"),
+            apiguard_e2e::repo_root().join("tests/vectors/wycheproof/flat_jws_jwk_cases.json"),
         )
-        .expect(
-            "../shared/vectors is missing: the test vectors come with the project's shared folder",
-        ),
+        .expect("tests/vectors/wycheproof/flat_jws_jwk_cases.json is missing"),
     )
     .unwrap();
     let vectors: Vec<String> = flat["cases"]

@@ -16,15 +16,8 @@ use apiguard_e2e::{Echo, Envoy, EnvoySpec};
 use serde_json::{json, Value};
 
 fn vectors(path: &str) -> Value {
-    let file = apiguard_e2e::repo_root()
-        .join("../shared/vectors")
-        .join(path);
-    let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e} (the test vectors come with the project's shared folder)",
-            file.display()
-        )
-    });
+    let file = apiguard_e2e::repo_root().join("tests/vectors").join(path);
+    let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
     serde_json::from_str(&text).unwrap()
 }
 

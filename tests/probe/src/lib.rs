@@ -4,7 +4,7 @@
 //! `{"host", "wasm"}` per case: the verdict of Envoy's `verify_signature` through
 //! `apiguard::jwt::host::verify` (`valid`, `invalid`, `not_offered`, `failed`, or `bad_key`
 //! when the JWK is refused), and jwt-compact's verdict in Wasm. The test feeds it every
-//! vector in `../shared/vectors/` and requires the two to agree.
+//! vector in `tests/vectors/` and requires the two to agree.
 
 use apiguard_core::config::Algorithm;
 use apiguard_core::jwt::host::{self, HostCallError, HostVerdict, SignatureHost};
