@@ -112,9 +112,14 @@ fn constant_keys(rest: &[Token], n: usize) -> Vec<Option<String>> {
                 keys.push(Some(name.1.text().to_owned()));
                 i += 2;
             }
+            // A string key is read as written only when it has no escape: the token's text is
+            // the source between the quotes, so `"he\u0061ders"` would compare unequal to
+            // `headers` while naming it. An escaped key counts as unknown (reads everything).
             Some([open, key, close, ..])
                 if is_symbol(open, "[")
-                    && matches!(key.0, TokenKind::String | TokenKind::RawString)
+                    && (matches!(key.0, TokenKind::RawString)
+                        || (matches!(key.0, TokenKind::String)
+                            && !key.1.text().contains('\\')))
                     && is_symbol(close, "]") =>
             {
                 keys.push(Some(key.1.text().to_owned()));
@@ -188,6 +193,8 @@ mod tests {
             "import input.request as r\nallow if r.headers",
             "import input\nallow if input.request.method",
             "allow if object.get(input, [\"request\", \"headers\"], {})",
+            "allow if input.request[\"he\\u0061ders\"][\"x-block\"]",
+            "allow if input[\"\\u0073ource\"].address",
         ] {
             assert_eq!(reads(body), InputReads::ALL, "{body}");
         }
