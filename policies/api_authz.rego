@@ -26,9 +26,11 @@ config := data.api_authz
 
 # --- facts about the request ------------------------------------------------------------------
 
-# The path with a trailing slash: a prefix `p/` matches it exactly when the path is `p` or lies
-# under `p` (segment-aware, so /api/v1/administrators is not under /api/v1/admin/).
-path_slash := concat("", [trim_right(input.request.path, "/"), "/"])
+# The lower-cased path with a trailing slash: a prefix `p/` matches it exactly when the path is
+# `p` or lies under `p` (segment-aware, so /api/v1/administrators is not under /api/v1/admin/),
+# in any letter case (many frameworks route /API/V1/ADMIN like /api/v1/admin). apiguard gives
+# `input.request.lower_path` and lower-cases the configured prefixes.
+path_slash := concat("", [trim_right(input.request.lower_path, "/"), "/"])
 
 public_path if strings.any_prefix_match(path_slash, config.public_prefixes)
 

@@ -6,12 +6,13 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::config::{Config, ConfigError, ConfigWarning};
+use crate::http;
 use crate::jwt::cache::TokenCache;
 use crate::jwt::host::SignatureHost;
 use crate::jwt::stage::{AuthOutcome, Claims, Invalid, JwtStage, KeyRing};
 use crate::jwt::token::Reject;
 use crate::path::{self, NormalizedPath};
-use crate::policy::stage::{PolicyOutcome, PolicyStage, PolicyWorker};
+use crate::policy::stage::{PolicyOutcome, PolicyRequest, PolicyStage, PolicyWorker};
 use crate::policy::Failure;
 use crate::ratelimit::{self, LimitCall, LocalLimits, Plan, PlanError, RateLimitStage, Verdict};
 use crate::reply::Reply;
@@ -88,7 +89,11 @@ pub enum Event {
     },
     JwtMissing,
     JwtRejected(Invalid),
+    /// The path could not be read unambiguously (or carried a refused `;` parameter).
     BadPath,
+    /// A method-override header under `request.method_override: reject`, or overrides that
+    /// cannot be read as one method.
+    BadMethodOverride,
     PolicyAllowed,
     PolicyDenied,
     /// The policy failed to decide (and so denied, unless in dry run).
@@ -174,6 +179,9 @@ pub struct Pipeline {
     pub ratelimit: Option<RateLimitStage>,
     /// See [`Pipeline::needs_source_address`]; fixed by the configuration.
     needs_source: bool,
+    /// Every header apiguard may set upstream (claim headers, claims headers, `policy.headers`):
+    /// client copies are removed from every request, under any spelling a backend reads alike.
+    protected: Vec<String>,
 }
 
 impl Pipeline {
@@ -198,6 +206,16 @@ impl Pipeline {
             .rate_limit
             .as_ref()
             .map(RateLimitStage::compile);
+        let mut protected: Vec<String> = Vec::new();
+        for h in jwt
+            .iter()
+            .flat_map(|j| j.headers_set())
+            .chain(policy.iter().flat_map(|p| &p.headers))
+        {
+            if !protected.contains(h) {
+                protected.push(h.clone());
+            }
+        }
         let needs_source = policy.as_ref().is_some_and(PolicyStage::reads_source)
             || ratelimit
                 .as_ref()
@@ -209,6 +227,7 @@ impl Pipeline {
                 policy,
                 ratelimit,
                 needs_source,
+                protected,
             },
             warnings,
         ))
@@ -249,15 +268,25 @@ impl Pipeline {
         if self.jwt.is_none() && self.policy.is_none() && self.ratelimit.is_none() {
             return out;
         }
-        let path: NormalizedPath = match path::normalize(req.path) {
-            Ok(p) => p,
+        let path: NormalizedPath =
+            match path::normalize_with(req.path, self.config.request.matrix_params) {
+                Ok(p) => p,
+                Err(_) => {
+                    out.events.push(Event::BadPath);
+                    out.step = Step::Respond(Reply::bad_path());
+                    return out;
+                }
+            };
+        let method = match http::effective_method(&req.headers, self.config.request.method_override)
+        {
+            Ok(m) => m,
             Err(_) => {
-                out.events.push(Event::BadPath);
-                out.step = Step::Respond(Reply::bad_path());
+                out.events.push(Event::BadMethodOverride);
+                out.step = Step::Respond(Reply::bad_method_override());
                 return out;
             }
         };
-        let mut ops = Vec::new();
+        let mut ops = self.strip_client_copies(&req.headers);
         if let Some(jwt) = &self.jwt {
             let auth = jwt.authenticate(
                 &req.headers,
@@ -297,11 +326,25 @@ impl Pipeline {
                     return out;
                 }
             }
-            ops.extend(jwt.mutations(&auth));
+            match jwt.mutations(&auth) {
+                Ok(set) => ops.extend(set),
+                Err(why) => {
+                    out.identity = None;
+                    out.events.push(Event::JwtRejected(why));
+                    out.step = Step::Respond(Reply::token_invalid());
+                    return out;
+                }
+            }
         }
         if let (Some(stage), Some(worker)) = (&self.policy, state.policy.as_mut()) {
             let identity = out.identity.as_ref().map(|i| (&*i.provider, &*i.claims));
-            let result = stage.evaluate(worker, &req.headers, &path, req.source, identity, now_ms);
+            let request = PolicyRequest {
+                headers: &req.headers,
+                method: &method,
+                path: &path,
+                source: req.source,
+            };
+            let result = stage.evaluate(worker, &request, identity, now_ms);
             if result.cached {
                 out.events.push(Event::PolicyCacheHit);
             }
@@ -340,8 +383,8 @@ impl Pipeline {
                 .as_ref()
                 .and_then(|p| p.decision.cost)
                 .unwrap_or(1);
-            let claims = out.identity.as_ref().map(|i| &*i.claims);
-            match rl.plan(&path, &req.headers, req.source, claims, tier, cost) {
+            let caller = out.identity.as_ref().map(|i| (&*i.provider, &*i.claims));
+            match rl.plan(&path, &req.headers, req.source, caller, tier, cost) {
                 Ok(None) => {}
                 Err(PlanError::UnknownTier(_)) => {
                     conclude(&mut out, rl.unknown_tier(), ops, None, state);
@@ -363,6 +406,27 @@ impl Pipeline {
         }
         out.step = Step::Continue(ops);
         out
+    }
+
+    /// Removals of every request header that is, to a backend, one apiguard sets: its name folds
+    /// to a protected one ([`http::same_header`]: `X_User_Id` is `x-user-id` to CGI, WSGI, Rack
+    /// and PHP). Done on every request that goes upstream, whatever the stages decide, so a value
+    /// apiguard sets only for some callers can never come from the client for the others.
+    fn strip_client_copies(&self, headers: &Headers<'_>) -> Vec<HeaderOp> {
+        let mut ops: Vec<HeaderOp> = Vec::new();
+        if self.protected.is_empty() {
+            return ops;
+        }
+        for (name, _) in headers.iter() {
+            if self.protected.iter().any(|p| http::same_header(p, name))
+                && !ops
+                    .iter()
+                    .any(|op| matches!(op, HeaderOp::Remove(n) if n == name))
+            {
+                ops.push(HeaderOp::Remove(name.to_owned()));
+            }
+        }
+        ops
     }
 
     /// What to publish in filter state for access logs (Envoy shows each name as

@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod flow;
+pub mod http;
 pub mod json_shape;
 pub mod jwt;
 pub mod limiter_api;
@@ -17,6 +18,9 @@ pub mod path;
 pub mod policy;
 pub mod ratelimit;
 pub mod reply;
+
+#[cfg(test)]
+mod edge_tests;
 
 pub use config::{Config, ConfigError, ConfigWarning};
 pub use flow::{Headers, Pipeline, RequestFacts, Step};

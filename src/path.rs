@@ -8,12 +8,35 @@
 //! A path that stays ambiguous is refused rather than guessed at: an encoded `/` or `\` (servers
 //! disagree on whether it separates segments), a raw `\`, invalid percent-encoding, control or
 //! non-ASCII bytes, or a path that does not start with `/`.
+//!
+//! Path parameters (`;` in a segment, raw or as `%3B`) are refused too unless the operator asks
+//! for [`MatrixParams::Strip`]: Tomcat, Jetty and Spring drop `;…` up to the next `/` before
+//! routing, so `/tenants;x/globex` and `/acme/..;/globex` reach a backend as `/tenants/globex`
+//! and `/globex` while a plain reading sees other paths. In strip mode every decision is made on
+//! the path with the parameters removed (what such a backend routes); the request is forwarded
+//! as sent.
+//!
+//! Matching against configured prefixes and templates is ASCII-case-insensitive
+//! ([`prefix_matches`]): many frameworks route `/API/V1/Admin` like `/api/v1/admin`, so a rule
+//! written in one spelling must hold for every spelling (docs/security.md).
 
 /// A normalised path and the untouched query string (without `?`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NormalizedPath {
     pub path: String,
     pub query: Option<String>,
+}
+
+/// What to do with path parameters (`;` in a segment, raw or percent-encoded):
+/// `request.matrix_params` in the configuration.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MatrixParams {
+    /// Refuse the request (400): the default, since backends disagree on what `;` means.
+    #[default]
+    Reject,
+    /// Decide on the path with every segment's `;…` removed, as Tomcat, Jetty and Spring route.
+    Strip,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -28,6 +51,8 @@ pub enum PathError {
     Backslash,
     #[error("the path has control or non-ASCII bytes")]
     BadByte,
+    #[error("the path has a ';' parameter")]
+    MatrixParam,
 }
 
 fn is_unreserved(b: u8) -> bool {
@@ -43,8 +68,13 @@ fn hex_val(b: u8) -> Option<u8> {
     }
 }
 
-/// Normalises a raw `:path` value.
+/// Normalises a raw `:path` value, refusing path parameters.
 pub fn normalize(raw: &[u8]) -> Result<NormalizedPath, PathError> {
+    normalize_with(raw, MatrixParams::Reject)
+}
+
+/// Normalises a raw `:path` value, treating path parameters as `matrix` says.
+pub fn normalize_with(raw: &[u8], matrix: MatrixParams) -> Result<NormalizedPath, PathError> {
     let (path, query) = match raw.iter().position(|b| *b == b'?') {
         Some(i) => (&raw[..i], Some(&raw[i + 1..])),
         None => (raw, None),
@@ -55,7 +85,7 @@ pub fn normalize(raw: &[u8]) -> Result<NormalizedPath, PathError> {
     let path = if already_normal(path) {
         String::from_utf8(path.to_vec()).map_err(|_| PathError::BadByte)?
     } else {
-        normalize_path(path)?
+        normalize_path(path, matrix)?
     };
     let query = match query {
         Some(q) if q.iter().all(|b| (0x21..=0x7e).contains(b)) => {
@@ -67,24 +97,41 @@ pub fn normalize(raw: &[u8]) -> Result<NormalizedPath, PathError> {
     Ok(NormalizedPath { path, query })
 }
 
-/// Whether [`normalize_path`] would return `path` unchanged: printable ASCII without `%` or `\`,
-/// no empty segment but a trailing one, no `.` or `..` segment. Most request paths are like
-/// that, and this check is cheaper than rebuilding them (it runs on every request).
+/// Whether [`normalize_path`] would return `path` unchanged: printable ASCII without `%`, `\`
+/// or `;`, no empty segment but a trailing one, no `.` or `..` segment. Most request paths are
+/// like that, and this check is cheaper than rebuilding them (it runs on every request).
 fn already_normal(path: &[u8]) -> bool {
     path.iter()
-        .all(|b| (0x21..=0x7e).contains(b) && *b != b'%' && *b != b'\\')
+        .all(|b| (0x21..=0x7e).contains(b) && !matches!(b, b'%' | b'\\' | b';'))
         && !path.windows(2).any(|w| w == b"//")
         && !path
             .split(|b| *b == b'/')
             .any(|seg| seg == b"." || seg == b"..")
 }
 
-/// The general case: decode, check, and remove dot segments from an absolute path.
-fn normalize_path(path: &[u8]) -> Result<String, PathError> {
+/// The general case: decode, check, drop or refuse path parameters, and remove dot segments
+/// from an absolute path. Every byte is checked, those of a dropped parameter too.
+fn normalize_path(path: &[u8], matrix: MatrixParams) -> Result<String, PathError> {
     let mut decoded = String::with_capacity(path.len());
+    // Inside a `;…` parameter being dropped, up to the next raw `/`.
+    let mut in_param = false;
     let mut i = 0;
     while i < path.len() {
         let b = path[i];
+        let is_param = b == b';'
+            || (b == b'%'
+                && path.get(i + 1) == Some(&b'3')
+                && matches!(path.get(i + 2), Some(b'b' | b'B')));
+        if is_param || in_param {
+            if matrix == MatrixParams::Reject {
+                return Err(PathError::MatrixParam);
+            }
+            in_param = true;
+        }
+        if b == b'/' {
+            in_param = false;
+        }
+        let start = decoded.len();
         match b {
             b'%' => {
                 let (h, l) = match (
@@ -113,6 +160,9 @@ fn normalize_path(path: &[u8]) -> Result<String, PathError> {
                 i += 1;
             }
             _ => return Err(PathError::BadByte),
+        }
+        if in_param {
+            decoded.truncate(start);
         }
     }
     Ok(remove_dot_segments(&decoded))
@@ -149,12 +199,16 @@ fn remove_dot_segments(path: &str) -> String {
     p
 }
 
-/// Whether `prefix` covers `path` on a segment boundary: `/api` covers `/api` and `/api/x`
-/// but not `/apix`; a prefix ending in `/` covers everything under it.
+/// Whether `prefix` covers `path` on a segment boundary, ASCII-case-insensitively: `/api`
+/// covers `/api`, `/API/x` and `/api/x` but not `/apix`; a prefix ending in `/` covers
+/// everything under it.
 pub fn prefix_matches(prefix: &str, path: &str) -> bool {
-    match path.strip_prefix(prefix) {
-        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
-        None => false,
+    let (p, s) = (prefix.as_bytes(), path.as_bytes());
+    match (s.get(..p.len()), s.get(p.len()..)) {
+        (Some(head), Some(rest)) if head.eq_ignore_ascii_case(p) => {
+            p.last() == Some(&b'/') || rest.is_empty() || rest.first() == Some(&b'/')
+        }
+        _ => false,
     }
 }
 
@@ -209,6 +263,38 @@ pub fn form_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// [`form_decode`] that never fails: a bad escape stays as written and bytes that are not
+/// UTF-8 become U+FFFD. The flag says whether anything was kept or replaced that way.
+pub fn form_decode_lossy(s: &str) -> (String, bool) {
+    if let Some(clean) = form_decode(s) {
+        return (clean, false);
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let escape = match (b[i], b.get(i + 1), b.get(i + 2)) {
+            (b'%', Some(h), Some(l)) => hex_val(*h).zip(hex_val(*l)),
+            _ => None,
+        };
+        match (escape, b[i]) {
+            (Some((h, l)), _) => {
+                out.push(h << 4 | l);
+                i += 3;
+            }
+            (None, b'+') => {
+                out.push(b' ');
+                i += 1;
+            }
+            (None, c) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    (String::from_utf8_lossy(&out).into_owned(), true)
+}
+
 #[cfg(test)]
 mod tests {
     #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
@@ -226,7 +312,7 @@ mod tests {
     fn the_fast_path_agrees_with_the_general_one() {
         let pieces = [
             "", "a", "B", ".", "..", "x.y", "...", "%2e", "%41", "%7e", "~", "a%20b", "\\", "%2F",
-            "-_",
+            "-_", "a;x",
         ];
         let mut checked = 0;
         let mut fast = 0;
@@ -236,7 +322,7 @@ mod tests {
             for prefix in &stack {
                 for p in pieces {
                     let path = format!("{prefix}/{p}");
-                    let general = normalize_path(path.as_bytes());
+                    let general = normalize_path(path.as_bytes(), MatrixParams::Reject);
                     if already_normal(path.as_bytes()) {
                         fast += 1;
                         assert_eq!(general.as_deref(), Ok(path.as_str()), "{path}");
@@ -298,6 +384,39 @@ mod tests {
     }
 
     #[test]
+    fn path_parameters_are_refused_or_stripped() {
+        for raw in ["/a;x/b", "/a/..;/b", "/a%3bx/b", "/a%3Bx", "/a;", "/;/a"] {
+            assert_eq!(n(raw), Err(PathError::MatrixParam), "{raw}");
+        }
+        let strip = |p: &str| normalize_with(p.as_bytes(), MatrixParams::Strip).map(|n| n.path);
+        for (raw, want) in [
+            (
+                "/api/v1/tenants;x/globex/documents/7",
+                "/api/v1/tenants/globex/documents/7",
+            ),
+            (
+                "/api/v1/tenants/acme/..;/globex/documents/7",
+                "/api/v1/tenants/globex/documents/7",
+            ),
+            (
+                "/healthz/..;/api/v1/admin/settings",
+                "/api/v1/admin/settings",
+            ),
+            ("/api/v1/admin%3Bx/settings", "/api/v1/admin/settings"),
+            ("/a;jsessionid=1", "/a"),
+            ("/a;x=1;y=2/b;z", "/a/b"),
+            ("/a/b?x=1;2", "/a/b"),
+        ] {
+            assert_eq!(strip(raw).as_deref(), Ok(want), "{raw}");
+        }
+        // The bytes of a dropped parameter are still checked.
+        assert_eq!(strip("/a;%zz/b"), Err(PathError::BadEncoding));
+        assert_eq!(strip("/a;%2F/b"), Err(PathError::EncodedSeparator));
+        // `;` in the query is not a path parameter.
+        assert_eq!(n("/a?x=1;2").as_deref(), Ok("/a"));
+    }
+
+    #[test]
     fn keeps_the_query() {
         let p = normalize(b"/x/../y?a=1&b=%2F").unwrap();
         assert_eq!(
@@ -313,6 +432,10 @@ mod tests {
         assert!(!prefix_matches("/api", "/apix"));
         assert!(prefix_matches("/api/", "/api/v1"));
         assert!(prefix_matches("/", "/anything"));
+        assert!(prefix_matches("/api/v1/admin", "/API/V1/Admin/settings"));
+        assert!(prefix_matches("/API/", "/api/x"));
+        assert!(!prefix_matches("/api/v1/admin", "/api/v1/administrators"));
+        assert!(!prefix_matches("/api/v1/admin", "/api/v1"));
     }
 
     #[test]

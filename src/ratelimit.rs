@@ -154,7 +154,7 @@ impl RateLimitStage {
         path: &NormalizedPath,
         headers: &Headers<'_>,
         source: Option<&str>,
-        claims: Option<&Claims>,
+        caller: Option<(&str, &Claims)>,
         tier: Option<&str>,
         cost: u64,
     ) -> Result<Option<Plan>, PlanError> {
@@ -182,7 +182,7 @@ impl RateLimitStage {
         if limits.is_empty() {
             return Ok(None);
         }
-        let key = format!("{{{}}}:{scope}", self.identity(headers, source, claims));
+        let key = format!("{{{}}}:{scope}", self.identity(headers, source, caller));
         let checks = limits
             .iter()
             .map(|l| Check {
@@ -210,21 +210,26 @@ impl RateLimitStage {
         &self,
         headers: &Headers<'_>,
         source: Option<&str>,
-        claims: Option<&Claims>,
+        caller: Option<(&str, &Claims)>,
     ) -> String {
         for src in &self.identity {
             match src {
+                // Scoped by provider (`primary/sub:alice`): two issuers' equal `sub` are two
+                // callers. Provider names cannot hold `/` (configuration checks).
                 IdentitySource::Claim(name) => {
-                    let value = claims.and_then(|c| match c.map.get(name) {
+                    let Some((provider, claims)) = caller else {
+                        continue;
+                    };
+                    let value = match claims.map.get(name) {
                         Some(serde_json::Value::String(s)) if !s.is_empty() => Some(s.clone()),
                         Some(serde_json::Value::Number(n)) => Some(n.to_string()),
                         _ => None,
-                    });
+                    };
                     if let Some(v) = value {
                         return if v.len() <= 128 && !v.contains(['{', '}']) {
-                            format!("{name}:{v}")
+                            format!("{provider}/{name}:{v}")
                         } else {
-                            format!("{name}#{}", digest(v.as_bytes()))
+                            format!("{provider}/{name}#{}", digest(v.as_bytes()))
                         };
                     }
                 }

@@ -113,6 +113,17 @@ impl Reply {
         )
     }
 
+    /// 400: a method-override header apiguard is configured to refuse, or overrides that do not
+    /// name one method.
+    pub fn bad_method_override() -> Reply {
+        Reply::problem(
+            400,
+            "Bad Request",
+            "Method-override headers are not accepted.",
+            "apiguard_method_override",
+        )
+    }
+
     /// 400: a path apiguard cannot interpret unambiguously.
     pub fn bad_path() -> Reply {
         Reply::problem(

@@ -34,6 +34,24 @@ pub struct Config {
     pub policy: Option<PolicyConfig>,
     #[serde(default)]
     pub rate_limit: Option<RateLimitConfig>,
+    /// How request spellings that backends read differently are treated.
+    #[serde(default)]
+    pub request: RequestConfig,
+}
+
+/// `request`: spellings of a request that backends disagree on. Both refuse by default; an
+/// operator whose API really uses them opts in (docs/security.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestConfig {
+    /// `;` parameters in path segments: `reject` (400) or `strip` (decide on the path without
+    /// them, forward as sent).
+    #[serde(default)]
+    pub matrix_params: crate::path::MatrixParams,
+    /// `X-HTTP-Method-Override` and its kin: `reject` (400) or `honor` (the policy sees the
+    /// overridden method).
+    #[serde(default)]
+    pub method_override: crate::http::MethodOverride,
 }
 
 /// `jwt`: token providers and which paths need which of them.
@@ -105,6 +123,10 @@ pub struct ProviderConfig {
     /// Also forward all verified claims as base64url JSON in this header.
     #[serde(default)]
     pub claims_header: Option<String>,
+    /// Refuse tokens without `sub` (RFC 9068 §2.2 requires it of access tokens). `false` for
+    /// issuers whose tokens name no subject (client-credentials tokens of some issuers).
+    #[serde(default = "default_true")]
+    pub require_sub: bool,
 }
 
 /// JOSE signature algorithms apiguard can be told to accept. `none` has no variant on purpose:
@@ -218,6 +240,11 @@ pub struct PolicyConfig {
     /// Off unless set: remembers decisions per worker, keyed by a digest of the input.
     #[serde(default)]
     pub decision_cache: Option<DecisionCacheConfig>,
+    /// The headers the policy's `headers` output may set upstream. Client copies of them are
+    /// removed from every request whether or not the policy sets them; an output naming any
+    /// other header is a policy error.
+    #[serde(default)]
+    pub headers: Vec<String>,
 }
 
 /// `policy.decision_cache`: valid only for a policy that is a pure function of its input (no
@@ -412,6 +439,8 @@ pub enum Problem {
     BadTemplate(String, &'static str),
     #[error("must look like `data.<package>`")]
     BadEntrypoint,
+    #[error("`{0}` is not a valid provider name: use 1 to 64 letters, digits, '-', '_' or '.'")]
+    BadProviderName(String),
     #[error("names tier `{0}`, which is not configured under rate_limit.tiers")]
     UnknownTier(String),
     #[error("no key can verify any of these algorithms")]
@@ -530,6 +559,7 @@ const SHAPE: Shape<'static> = Shape {
         "limits",
         "required_claims",
         "shadow_tiers",
+        "headers",
     ],
     maps_of_arrays: &["tiers"],
     opaque: &["data", "keys", "modules", "shadow_modules"],
@@ -541,6 +571,17 @@ fn invalid(path: impl Into<String>, problem: Problem) -> ConfigError {
         problem,
     }
 }
+
+/// Longest callout timeout (`rate_limit.timeout_ms`, `jwks.remote.timeout_ms`). The SDK hands
+/// Envoy the timeout as 32-bit milliseconds, and a value that wrapped to 0 would mean "no
+/// timeout"; a minute is already far past any useful callout.
+pub const MAX_TIMEOUT_MS: u64 = 60_000;
+/// Longest `jwks.remote.refresh_s` and `min_refetch_s`: one week.
+pub const MAX_REFRESH_S: u64 = 7 * 86_400;
+/// Longest `jwks.remote.max_stale_s`: thirty days.
+pub const MAX_STALE_S: u64 = 30 * 86_400;
+/// Largest `clock_skew_s`: an hour of leeway is already more than any clock drifts.
+pub const MAX_CLOCK_SKEW_S: u64 = 3_600;
 
 /// Bounds of `jwt.max_token_bytes` and `jwt.cache_entries`.
 pub const MAX_TOKEN_BYTES_RANGE: (usize, usize) = (256, 64 * 1024);
@@ -570,6 +611,14 @@ fn validate_jwt(jwt: &JwtConfig, warnings: &mut Vec<ConfigWarning>) -> Result<()
     }
     for (name, p) in &jwt.providers {
         let at = format!("jwt.providers.{name}");
+        // Names go into rate-limit keys (`{name/sub:…}`) and logs: no separators, no spaces.
+        let name_ok = (1..=64).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !name_ok {
+            return Err(invalid(at, Problem::BadProviderName(name.clone())));
+        }
         if p.issuer.is_empty() {
             return Err(invalid(format!("{at}.issuer"), Problem::Empty));
         }
@@ -593,14 +642,23 @@ fn validate_jwt(jwt: &JwtConfig, warnings: &mut Vec<ConfigWarning>) -> Result<()
             if !r.path.starts_with('/') {
                 return Err(invalid(format!("{rat}.path"), Problem::NotAbsolutePath));
             }
-            for (field, v) in [
-                ("timeout_ms", r.timeout_ms),
-                ("refresh_s", r.refresh_s),
-                ("max_stale_s", r.max_stale_s),
+            for (field, v, max) in [
+                ("timeout_ms", r.timeout_ms, MAX_TIMEOUT_MS),
+                ("refresh_s", r.refresh_s, MAX_REFRESH_S),
+                ("max_stale_s", r.max_stale_s, MAX_STALE_S),
             ] {
-                if v == 0 {
-                    return Err(invalid(format!("{rat}.{field}"), Problem::Zero));
+                if !(1..=max).contains(&v) {
+                    return Err(invalid(
+                        format!("{rat}.{field}"),
+                        Problem::OutOfRange { min: 1, max },
+                    ));
                 }
+            }
+            if r.min_refetch_s > MAX_REFRESH_S {
+                return Err(invalid(
+                    format!("{rat}.min_refetch_s"),
+                    Problem::TooLarge { max: MAX_REFRESH_S },
+                ));
             }
         }
         if let Some(sources) = &p.sources {
@@ -613,6 +671,14 @@ fn validate_jwt(jwt: &JwtConfig, warnings: &mut Vec<ConfigWarning>) -> Result<()
         }
         if p.max_lifetime_s == Some(0) {
             return Err(invalid(format!("{at}.max_lifetime_s"), Problem::Zero));
+        }
+        if p.clock_skew_s > MAX_CLOCK_SKEW_S {
+            return Err(invalid(
+                format!("{at}.clock_skew_s"),
+                Problem::TooLarge {
+                    max: MAX_CLOCK_SKEW_S,
+                },
+            ));
         }
         for (i, c) in p.required_claims.iter().enumerate() {
             if c.is_empty() {
@@ -773,6 +839,13 @@ fn validate_policy(p: &PolicyConfig) -> Result<(), ConfigError> {
             ));
         }
     }
+    for (i, h) in p.headers.iter().enumerate() {
+        let at = format!("policy.headers[{i}]");
+        check_settable_header(h, &at)?;
+        if p.headers[..i].contains(h) {
+            return Err(invalid(at, Problem::Duplicate(h.clone())));
+        }
+    }
     if p.data.as_ref().is_some_and(|d| !d.is_object()) {
         return Err(invalid("policy.data", Problem::NotAnObject));
     }
@@ -833,6 +906,14 @@ fn validate_rate_limit(rl: &RateLimitConfig) -> Result<(), ConfigError> {
     // Envoy reads a zero callout timeout as "no timeout": a hung limiter would hang requests.
     if rl.timeout_ms == 0 {
         return Err(invalid("rate_limit.timeout_ms", Problem::Zero));
+    }
+    if rl.timeout_ms > MAX_TIMEOUT_MS {
+        return Err(invalid(
+            "rate_limit.timeout_ms",
+            Problem::TooLarge {
+                max: MAX_TIMEOUT_MS,
+            },
+        ));
     }
     if rl.identity.is_empty() {
         return Err(invalid("rate_limit.identity", Problem::Empty));

@@ -269,3 +269,90 @@ fn rate_limit_values_are_checked() {
         "rate_limit.routes[1].name"
     );
 }
+
+/// Numbers the host reads as narrower types, and names that go into keys, are bounded.
+#[test]
+fn bounds_and_names() {
+    let rl = |extra: &str| format!(r#"{{"rate_limit":{{"cluster":"l"{extra}}}}}"#);
+    assert_eq!(
+        err_path(&rl(r#","timeout_ms":4294967296"#)),
+        "rate_limit.timeout_ms"
+    );
+    assert_eq!(
+        err_path(&rl(r#","timeout_ms":60001"#)),
+        "rate_limit.timeout_ms"
+    );
+    assert!(Config::from_json(rl(r#","timeout_ms":60000"#).as_bytes()).is_ok());
+    let remote = |field: &str| {
+        format!(
+            r#"{{"jwt":{{"providers":{{"p":{{"issuer":"i","audiences":["a"],"jwks":{{"remote":{{"cluster":"c","path":"/j",{field}}}}}}}}}}}}}"#
+        )
+    };
+    for (field, at) in [
+        (r#""timeout_ms":4294967296"#, "timeout_ms"),
+        (r#""refresh_s":100000000"#, "refresh_s"),
+        (r#""min_refetch_s":100000000"#, "min_refetch_s"),
+        (r#""max_stale_s":100000000"#, "max_stale_s"),
+    ] {
+        assert_eq!(
+            err_path(&remote(field)),
+            format!("jwt.providers.p.jwks.remote.{at}")
+        );
+    }
+    assert_eq!(
+        err_path(&provider(r#","clock_skew_s":86400"#)),
+        "jwt.providers.p.clock_skew_s"
+    );
+    let named = |name: &str| {
+        format!(
+            r#"{{"jwt":{{"providers":{{"{name}":{{"issuer":"i","audiences":["a"],"jwks":{{"remote":{{"cluster":"c","path":"/j"}}}}}}}}}}}}"#
+        )
+    };
+    assert_eq!(err_path(&named("a/b")), "jwt.providers.a/b");
+    assert_eq!(err_path(&named("")), "jwt.providers.");
+    assert!(Config::from_json(named("idp-1.example_x").as_bytes()).is_ok());
+}
+
+#[test]
+fn request_spellings_and_policy_headers() {
+    let v = Config::from_json(br#"{}"#).unwrap();
+    assert_eq!(
+        v.config.request.matrix_params,
+        crate::path::MatrixParams::Reject
+    );
+    assert_eq!(
+        v.config.request.method_override,
+        crate::http::MethodOverride::Reject
+    );
+    let v =
+        Config::from_json(br#"{"request":{"matrix_params":"strip","method_override":"honor"}}"#)
+            .unwrap();
+    assert_eq!(
+        v.config.request.matrix_params,
+        crate::path::MatrixParams::Strip
+    );
+    assert_eq!(
+        err_path(r#"{"request":{"matrix":"strip"}}"#),
+        "request.matrix"
+    );
+    assert_eq!(
+        err_path(r#"{"request":{"method_override":"yes"}}"#),
+        "request.method_override"
+    );
+    assert_eq!(
+        err_path(r#"{"policy":{"headers":["X-Plan"]}}"#),
+        "policy.headers[0]"
+    );
+    assert_eq!(
+        err_path(r#"{"policy":{"headers":["authorization"]}}"#),
+        "policy.headers[0]"
+    );
+    assert_eq!(
+        err_path(r#"{"policy":{"headers":["x-a","x-a"]}}"#),
+        "policy.headers[1]"
+    );
+    assert_eq!(
+        err_path(r#"{"policy":{"headers":{"x-a":1}}}"#),
+        "policy.headers"
+    );
+}

@@ -162,6 +162,9 @@ pub enum Invalid {
     UnknownIssuer,
     /// The provider has no keys (not fetched yet, or stale past `max_stale_s`).
     NoKeys,
+    /// A claim mapped to a header cannot be carried there unambiguously (an array element with
+    /// a comma).
+    Unforwardable,
 }
 
 impl Invalid {
@@ -170,7 +173,7 @@ impl Invalid {
         match self {
             Invalid::Token(r) => r.class(),
             Invalid::Repeated | Invalid::NotUtf8 => "malformed",
-            Invalid::UnknownIssuer => "claims",
+            Invalid::UnknownIssuer | Invalid::Unforwardable => "claims",
             Invalid::NoKeys => "keys_unavailable",
         }
     }
@@ -273,6 +276,7 @@ impl JwtStage {
                         .map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
                     required_claims: p.required_claims.clone(),
                     typ: p.typ.clone(),
+                    require_sub: p.require_sub,
                 },
                 jwks,
                 sources,
@@ -432,40 +436,39 @@ impl JwtStage {
 
     /// What to change in the upstream request: every identity header a client sent is removed
     /// or replaced (so a client can never supply one), and set from a verified token.
-    pub fn mutations(&self, outcome: &AuthOutcome) -> Vec<HeaderOp> {
-        let mut set: Vec<HeaderOp> = Vec::new();
+    /// The header changes a verified token asks for: the claim headers set, and the token's
+    /// header removed when `forward_token` is off. Client copies of the claim headers are
+    /// removed by the pipeline on every request ([`crate::flow::Pipeline`]), whatever the outcome.
+    /// A claim that a backend could misread in a header refuses the token.
+    pub fn mutations(&self, outcome: &AuthOutcome) -> Result<Vec<HeaderOp>, Invalid> {
         let mut ops: Vec<HeaderOp> = Vec::new();
         if let AuthOutcome::Verified { identity, .. } = outcome {
             if let Some(p) = self.providers.get(identity.provider) {
-                for (path, header) in &p.claims_to_headers {
-                    if let Some(v) = claim_header_value(&identity.claims.map, path) {
-                        set.push(HeaderOp::Set(header.clone(), v));
-                    }
-                }
-                if let Some(h) = &p.claims_header {
-                    set.push(HeaderOp::Set(
-                        h.clone(),
-                        Base64UrlUnpadded::encode_string(identity.claims.json().as_bytes()),
-                    ));
-                }
                 if !p.forward_token {
                     if let Some(h) = &identity.header {
                         ops.push(HeaderOp::Remove(h.clone()));
                     }
                 }
+                for (path, header) in &p.claims_to_headers {
+                    if let Some(v) = claim_header_value(&identity.claims.map, path)? {
+                        ops.push(HeaderOp::Set(header.clone(), v));
+                    }
+                }
+                if let Some(h) = &p.claims_header {
+                    ops.push(HeaderOp::Set(
+                        h.clone(),
+                        Base64UrlUnpadded::encode_string(identity.claims.json().as_bytes()),
+                    ));
+                }
             }
         }
-        // A Set replaces every value a client sent; the other identity headers are removed.
-        for h in &self.strip {
-            if !set
-                .iter()
-                .any(|op| matches!(op, HeaderOp::Set(n, _) if n == h))
-            {
-                ops.push(HeaderOp::Remove(h.clone()));
-            }
-        }
-        ops.extend(set);
-        ops
+        Ok(ops)
+    }
+
+    /// Every header this stage may set upstream (claim headers and claims headers of every
+    /// provider): the pipeline removes client copies of them from every request.
+    pub fn headers_set(&self) -> &[String] {
+        &self.strip
     }
 
     pub fn provider_name(&self, i: usize) -> Arc<str> {
@@ -546,11 +549,22 @@ fn extract(
 
 /// A claim (by dotted path) as a header value: strings as they are, numbers and booleans
 /// printed, arrays of those joined by commas. Objects, nulls, control characters and values
-/// over the size cap are left out: a header must never carry what it cannot carry safely.
-fn claim_header_value(claims: &Map<String, Value>, path: &[String]) -> Option<String> {
-    let mut v = claims.get(path.first()?)?;
-    for seg in &path[1..] {
-        v = v.get(seg)?;
+/// over the size cap are left out (`Ok(None)`): a header must never carry what it cannot carry
+/// safely. An array with an element that holds a comma is refused (`Err`): joined, it would
+/// read as other elements (`["viewer", "x,admin"]` as `viewer`, `x`, `admin`), and leaving it out
+/// could hide a value a backend denies on.
+fn claim_header_value(
+    claims: &Map<String, Value>,
+    path: &[String],
+) -> Result<Option<String>, Invalid> {
+    let Some(mut v) = path.first().and_then(|k| claims.get(k)) else {
+        return Ok(None);
+    };
+    for seg in path.iter().skip(1) {
+        match v.get(seg) {
+            Some(inner) => v = inner,
+            None => return Ok(None),
+        }
     }
     let scalar = |v: &Value| match v {
         Value::String(s) => Some(s.clone()),
@@ -559,13 +573,20 @@ fn claim_header_value(claims: &Map<String, Value>, path: &[String]) -> Option<St
         _ => None,
     };
     let text = match v {
-        Value::Array(items) => items
-            .iter()
-            .map(scalar)
-            .collect::<Option<Vec<_>>>()?
-            .join(","),
-        other => scalar(other)?,
+        Value::Array(items) => {
+            let Some(parts) = items.iter().map(scalar).collect::<Option<Vec<_>>>() else {
+                return Ok(None);
+            };
+            if parts.iter().any(|p| p.contains(',')) {
+                return Err(Invalid::Unforwardable);
+            }
+            parts.join(",")
+        }
+        other => match scalar(other) {
+            Some(t) => t,
+            None => return Ok(None),
+        },
     };
     let safe = text.len() <= MAX_CLAIM_HEADER_BYTES && !text.bytes().any(|b| b < 0x20 || b == 0x7f);
-    safe.then_some(text)
+    Ok(safe.then_some(text))
 }

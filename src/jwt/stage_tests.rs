@@ -141,11 +141,14 @@ fn every_algorithm_passes_and_sets_identity_headers() {
         let Step::Continue(ops) = &o.step else {
             panic!("{alg:?}: {:?}", o.step)
         };
-        // A set replaces whatever the client sent, so no separate removal is needed.
-        assert!(
-            !ops.contains(&HeaderOp::Remove("x-user-id".into())),
-            "{ops:?}"
-        );
+        // The client's copy is removed before the verified value is set.
+        let removed = ops
+            .iter()
+            .position(|op| op == &HeaderOp::Remove("x-user-id".into()));
+        let set = ops
+            .iter()
+            .position(|op| op == &HeaderOp::Set("x-user-id".into(), "u1".into()));
+        assert!(removed < set, "{ops:?}");
         assert!(
             ops.contains(&HeaderOp::Set("x-user-id".into(), "u1".into())),
             "{ops:?}"
@@ -583,4 +586,49 @@ fn remote_providers_ask_for_keys() {
         "{:?}",
         o.step
     );
+}
+
+/// Registered claims have the types RFC 7519 gives them, or the token is refused; `sub` is
+/// required unless the provider opts out.
+#[test]
+fn registered_claims_have_their_types() {
+    let f = fixture();
+    let (p, mut s) = pipeline(&f, json!({}), json!({}));
+    let status_of = |s: &mut WorkerState, p: &Pipeline, claims: Value| {
+        let t = mint(Algorithm::ES256, &f.es, Some("es"), &claims).unwrap();
+        let o = run(p, s, "/a", &[("authorization", &bearer(&t))]);
+        (status(&o), o.events)
+    };
+    let refused = |why| (401, vec![Event::JwtRejected(Invalid::Token(why))]);
+    for (extra, why) in [
+        (json!({"sub": {"id": "admin"}}), Reject::BadClaimType),
+        (json!({"sub": 7}), Reject::BadClaimType),
+        (json!({"sub": ""}), Reject::BadClaimType),
+        (json!({"aud": [1, "api"]}), Reject::BadClaimType),
+        (json!({"exp": 1e20}), Reject::BadTimeClaim),
+        (json!({"exp": i64::MAX}), Reject::BadTimeClaim),
+        (json!({"exp": u64::MAX}), Reject::BadTimeClaim),
+        (json!({"nbf": 1e20}), Reject::BadTimeClaim),
+        (json!({"iat": -1}), Reject::BadTimeClaim),
+        (json!({"exp": "2030-01-01"}), Reject::BadTimeClaim),
+    ] {
+        assert_eq!(
+            status_of(&mut s, &p, claims(extra.clone())),
+            refused(why),
+            "{extra}"
+        );
+    }
+    // The last second of year 9999 is still a date.
+    assert_eq!(
+        status_of(&mut s, &p, claims(json!({"exp": 253_402_300_799_i64}))).0,
+        200
+    );
+    let mut no_sub = claims(json!({}));
+    no_sub.as_object_mut().unwrap().remove("sub");
+    assert_eq!(
+        status_of(&mut s, &p, no_sub.clone()),
+        refused(Reject::MissingClaim)
+    );
+    let (lenient, mut s2) = pipeline(&f, json!({"require_sub": false}), json!({}));
+    assert_eq!(status_of(&mut s2, &lenient, no_sub).0, 200);
 }

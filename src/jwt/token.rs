@@ -49,13 +49,17 @@ pub enum Reject {
     NotYetValid,
     /// `iat` in the future.
     IssuedInFuture,
-    /// `exp` missing or not a number (or another time claim not a number).
+    /// `exp` missing, or a time claim (`exp`, `nbf`, `iat`) not a number from 0 to the end of
+    /// year 9999.
     BadTimeClaim,
+    /// A registered claim of the wrong type (RFC 7519 §4.1): `sub` or `iss` not a string, `aud`
+    /// neither a string nor an array of strings.
+    BadClaimType,
     /// Lifetime longer than `max_lifetime_s`.
     LifetimeTooLong,
     WrongIssuer,
     WrongAudience,
-    /// A `required_claims` entry is missing.
+    /// A `required_claims` entry is missing, or `sub` where the provider requires it.
     MissingClaim,
     /// Header `typ` is not the configured one.
     WrongType,
@@ -75,6 +79,7 @@ impl Reject {
             Reject::BadSignature => "signature",
             Reject::Expired | Reject::NotYetValid | Reject::IssuedInFuture => "expired",
             Reject::BadTimeClaim
+            | Reject::BadClaimType
             | Reject::LifetimeTooLong
             | Reject::WrongIssuer
             | Reject::WrongAudience
@@ -187,6 +192,8 @@ pub struct Policy {
     pub required_claims: Vec<String>,
     /// Expected header `typ` (e.g. `at+jwt`), compared as RFC 7515 §4.1.9 says.
     pub typ: Option<String>,
+    /// `sub` must be present (RFC 9068 §2.2 requires it of access tokens).
+    pub require_sub: bool,
 }
 
 /// A token whose signature and claims checked out.
@@ -284,10 +291,17 @@ fn same_media_type(got: &str, want: &str) -> bool {
     strip(got) == strip(want)
 }
 
+/// The last second of year 9999 (UTC): later NumericDates (`1e20`, `2^63 − 1`) are no dates
+/// any issuer means, and past `i64` they would wrap where they are used as integers.
+pub const MAX_NUMERIC_DATE: f64 = 253_402_300_799.0;
+
 fn number(claims: &Map<String, Value>, name: &str) -> Result<Option<f64>, Reject> {
     match claims.get(name) {
         None => Ok(None),
-        Some(Value::Number(n)) => n.as_f64().map(Some).ok_or(Reject::BadTimeClaim),
+        Some(Value::Number(n)) => match n.as_f64() {
+            Some(t) if (0.0..=MAX_NUMERIC_DATE).contains(&t) => Ok(Some(t)),
+            _ => Err(Reject::BadTimeClaim),
+        },
         Some(_) => Err(Reject::BadTimeClaim),
     }
 }
@@ -296,6 +310,19 @@ fn number(claims: &Map<String, Value>, name: &str) -> Result<Option<f64>, Reject
 pub fn check_claims(claims: &Map<String, Value>, p: &Policy, now: i64) -> Result<Verified, Reject> {
     if claims.get("iss").and_then(Value::as_str) != Some(p.issuer.as_str()) {
         return Err(Reject::WrongIssuer);
+    }
+    // Registered claims have the types RFC 7519 §4.1 gives them: a `sub` object must never
+    // become an identity, an `aud` of numbers never a list a backend reads.
+    match claims.get("sub") {
+        Some(Value::String(s)) if !s.is_empty() => {}
+        None if !p.require_sub => {}
+        None => return Err(Reject::MissingClaim),
+        Some(_) => return Err(Reject::BadClaimType),
+    }
+    match claims.get("aud") {
+        None | Some(Value::String(_)) => {}
+        Some(Value::Array(list)) if list.iter().all(Value::is_string) => {}
+        Some(_) => return Err(Reject::BadClaimType),
     }
     if let Some(audiences) = &p.audiences {
         let ok = match claims.get("aud") {

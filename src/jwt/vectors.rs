@@ -128,6 +128,8 @@ fn rfc7515_appendix_a() {
                 max_lifetime_s: None,
                 required_claims: vec![],
                 typ: None,
+                // These tokens name no subject.
+                require_sub: false,
             };
             let parsed = token::parse(token.as_bytes(), 8192).unwrap();
             let claims = parsed.claims(8).unwrap();

@@ -2,6 +2,7 @@
 //! resource the path names. Sizes are capped here, before evaluation, so no request can hand
 //! the policy engine an input large enough to exhaust the VM.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use regorus::Value as RegoValue;
@@ -9,7 +10,7 @@ use regorus::Value as RegoValue;
 use super::reads::InputReads;
 use crate::flow::Headers;
 use crate::jwt::stage::Claims;
-use crate::path::{form_decode, NormalizedPath};
+use crate::path::{form_decode, form_decode_lossy, NormalizedPath};
 
 /// Most request headers passed to the policy; the rest are left out (and `request.truncated`
 /// says so).
@@ -77,22 +78,28 @@ impl Template {
     }
 }
 
-/// A header's value as the policy may see it: not a pseudo-header, not a credential, UTF-8.
-fn showable<'a>(name: &str, value: &'a [u8]) -> Option<&'a str> {
+/// A header's value as the policy may see it: not a pseudo-header, not a credential. A value
+/// that is not UTF-8 is shown with U+FFFD for each bad byte and marks the input truncated: a
+/// policy that denies on a header's presence must see it, never find it silently absent.
+/// The flag says whether the value was altered.
+fn showable<'a>(name: &str, value: &'a [u8]) -> Option<(Cow<'a, str>, bool)> {
     if name.starts_with(':') || HIDDEN.contains(&name) {
         return None;
     }
-    std::str::from_utf8(value).ok()
+    let text = String::from_utf8_lossy(value);
+    let altered = matches!(text, Cow::Owned(_));
+    Some((text, altered))
 }
 
-/// The headers a policy is shown, and whether some were left out.
+/// The headers a policy is shown, and whether some were left out or altered.
 fn shown_headers(headers: &Headers<'_>) -> (BTreeMap<RegoValue, RegoValue>, bool) {
     let mut shown: BTreeMap<RegoValue, RegoValue> = BTreeMap::new();
     let mut truncated = false;
     for (name, value) in headers.iter() {
-        let Some(value) = showable(name, value) else {
+        let Some((value, altered)) = showable(name, value) else {
             continue;
         };
+        truncated |= altered;
         let key = RegoValue::from(name);
         if value.len() > MAX_HEADER_VALUE
             || (shown.len() >= MAX_HEADERS && !shown.contains_key(&key))
@@ -103,22 +110,22 @@ fn shown_headers(headers: &Headers<'_>) -> (BTreeMap<RegoValue, RegoValue>, bool
         // Repeated headers are joined with commas, as HTTP allows for list-valued fields.
         let joined = match shown.get(&key) {
             Some(RegoValue::String(prev)) => format!("{prev},{value}"),
-            _ => value.to_owned(),
+            _ => value.into_owned(),
         };
         shown.insert(key, RegoValue::from(joined));
     }
     (shown, truncated)
 }
 
-/// Whether [`shown_headers`] would leave headers out, without building them when it plainly
-/// would not (few enough headers, none too long).
+/// Whether [`shown_headers`] would leave headers out or alter them, without building them when
+/// it plainly would not (few enough headers, none too long, all UTF-8).
 fn headers_truncated(headers: &Headers<'_>) -> bool {
     let mut count = 0;
     for (name, value) in headers.iter() {
-        let Some(value) = showable(name, value) else {
+        let Some((value, altered)) = showable(name, value) else {
             continue;
         };
-        if value.len() > MAX_HEADER_VALUE {
+        if altered || value.len() > MAX_HEADER_VALUE {
             return true;
         }
         count += 1;
@@ -131,27 +138,33 @@ fn query_pairs(q: &str) -> impl Iterator<Item = &str> {
 }
 
 /// The query parameters a policy is shown (decoded, first value of each), and whether some
-/// were left out.
+/// were left out or altered. A name or value that does not decode (a bad escape such as `%zz`,
+/// bytes that are not UTF-8 such as `%ff`) is shown decoded leniently ([`form_decode_lossy`])
+/// and marks the input truncated.
 fn shown_query(q: &str) -> (BTreeMap<RegoValue, RegoValue>, bool) {
     let mut shown: BTreeMap<RegoValue, RegoValue> = BTreeMap::new();
+    let mut truncated = false;
     for pair in query_pairs(q) {
         if shown.len() >= MAX_QUERY_PARAMS {
             return (shown, true);
         }
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        if let (Some(k), Some(v)) = (form_decode(k), form_decode(v)) {
-            shown
-                .entry(RegoValue::from(k))
-                .or_insert(RegoValue::from(v));
-        }
+        let ((k, k_altered), (v, v_altered)) = (form_decode_lossy(k), form_decode_lossy(v));
+        truncated |= k_altered || v_altered;
+        shown
+            .entry(RegoValue::from(k))
+            .or_insert(RegoValue::from(v));
     }
-    (shown, false)
+    (shown, truncated)
 }
 
-/// Whether [`shown_query`] would leave parameters out, without decoding them when there are
-/// plainly few enough.
+/// Whether [`shown_query`] would leave parameters out or alter them, without building the
+/// policy values.
 fn query_truncated(q: &str) -> bool {
-    query_pairs(q).count() > MAX_QUERY_PARAMS && shown_query(q).1
+    // A pair decodes as a whole exactly when its name and value both do (`=` decodes as
+    // itself and a bad byte sequence cannot span it); the query itself is printable ASCII.
+    query_pairs(q).any(|p| p.contains('%') && form_decode(p).is_none())
+        || (query_pairs(q).count() > MAX_QUERY_PARAMS && shown_query(q).1)
 }
 
 /// The methods whose policy values are made once (any other is made per request).
@@ -177,6 +190,7 @@ struct Keys {
     request: RegoValue,
     method: RegoValue,
     path: RegoValue,
+    lower_path: RegoValue,
     query: RegoValue,
     headers: RegoValue,
     host: RegoValue,
@@ -201,6 +215,7 @@ impl Keys {
             request: RegoValue::from("request"),
             method: RegoValue::from("method"),
             path: RegoValue::from("path"),
+            lower_path: RegoValue::from("lower_path"),
             query: RegoValue::from("query"),
             headers: RegoValue::from("headers"),
             host: RegoValue::from("host"),
@@ -242,6 +257,7 @@ impl InputBuilder {
     pub fn build(
         &self,
         headers: &Headers<'_>,
+        method: &str,
         path: &NormalizedPath,
         source: Option<&str>,
         identity: Option<(&str, &Claims)>,
@@ -263,15 +279,23 @@ impl InputBuilder {
             Some(q) => (BTreeMap::new(), query_truncated(q)),
             None => (BTreeMap::new(), false),
         };
-        let method = text(":method");
         let method = k
             .methods
             .iter()
             .find(|(m, _)| *m == method)
             .map_or_else(|| RegoValue::from(method), |(_, v)| v.clone());
+        // `lower_path` lets a policy match prefixes case-insensitively, as apiguard's own rules
+        // do; most paths are lowercase already and share the one value.
+        let path_value = RegoValue::from(path.path.as_str());
+        let lower_path = if path.path.bytes().any(|b| b.is_ascii_uppercase()) {
+            RegoValue::from(path.path.to_ascii_lowercase())
+        } else {
+            path_value.clone()
+        };
         let request = BTreeMap::from([
             (k.method.clone(), method),
-            (k.path.clone(), RegoValue::from(path.path.as_str())),
+            (k.path.clone(), path_value.clone()),
+            (k.lower_path.clone(), lower_path),
             (k.query.clone(), self.object(query)),
             (k.headers.clone(), self.object(shown)),
             (k.host.clone(), RegoValue::from(text(":authority"))),
@@ -397,7 +421,7 @@ mod tests {
         let path = crate::path::normalize(b"/api/x?page=2&page=3&q=a+b").unwrap();
         let doc: serde_json::Value = serde_json::from_str(
             &InputBuilder::new(Vec::new(), InputReads::ALL)
-                .build(&Headers::new(&list), &path, Some("10.0.0.5"), None)
+                .build(&Headers::new(&list), "GET", &path, Some("10.0.0.5"), None)
                 .to_json_str()
                 .unwrap(),
         )
@@ -406,7 +430,8 @@ mod tests {
         assert!(h.get("authorization").is_none() && h.get("cookie").is_none());
         assert_eq!(h["x-api-key"], "k1");
         assert_eq!(h["x-multi"], "a,b");
-        assert!(h.get("x-bin").is_none() && h.get("x-big").is_none());
+        assert_eq!(h["x-bin"], "\u{fffd}");
+        assert!(h.get("x-big").is_none());
         assert_eq!(h.len(), MAX_HEADERS);
         assert_eq!(doc["request"]["truncated"], true);
         assert_eq!(doc["request"]["method"], "GET");
@@ -439,10 +464,11 @@ mod tests {
                 .unwrap()
                 .clone(),
         );
-        let path = crate::path::normalize(b"/api/v1/tenants/t1/documents/7/versions?v=2").unwrap();
+        let path = crate::path::normalize(b"/api/v1/Tenants/t1/documents/7/versions?v=2").unwrap();
         let build = || {
             let doc = builder.build(
                 &Headers::new(&list),
+                "PATCH",
                 &path,
                 Some("10.0.0.5"),
                 Some(("idp", &claims)),
@@ -453,7 +479,8 @@ mod tests {
         assert_eq!(
             first,
             serde_json::json!({
-                "request": {"method": "PATCH", "path": "/api/v1/tenants/t1/documents/7/versions",
+                "request": {"method": "PATCH", "path": "/api/v1/Tenants/t1/documents/7/versions",
+                            "lower_path": "/api/v1/tenants/t1/documents/7/versions",
                             "query": {}, "headers": {}, "host": "api.example.com",
                             "truncated": false},
                 "source": {"address": ""},
@@ -464,7 +491,7 @@ mod tests {
         );
         assert_eq!(build(), first);
         let all = InputBuilder::new(Vec::new(), InputReads::ALL);
-        let doc = all.build(&Headers::new(&list), &path, Some("10.0.0.5"), None);
+        let doc = all.build(&Headers::new(&list), "GET", &path, Some("10.0.0.5"), None);
         let doc: serde_json::Value = serde_json::from_str(&doc.to_json_str().unwrap()).unwrap();
         assert_eq!(doc["source"]["address"], "10.0.0.5");
         assert_eq!(doc["request"]["query"]["v"], "2");
@@ -500,6 +527,7 @@ mod tests {
                 let truncated = |reads| {
                     let doc = InputBuilder::new(Vec::new(), reads).build(
                         &Headers::new(list),
+                        "GET",
                         &path,
                         None,
                         None,
@@ -513,6 +541,48 @@ mod tests {
                     truncated(InputReads::NONE),
                     "{raw}"
                 );
+            }
+        }
+    }
+
+    /// A value the input cannot hold exactly is shown altered and marks the input truncated,
+    /// whether or not the policy reads that part: never silently absent.
+    #[test]
+    fn unrepresentable_values_are_visible() {
+        let list: Vec<(String, Vec<u8>)> = vec![("x-debug".into(), b"1\xff".to_vec())];
+        let clean: Vec<(String, Vec<u8>)> = vec![("x-debug".into(), b"1".to_vec())];
+        for reads in [InputReads::ALL, InputReads::NONE] {
+            let builder = InputBuilder::new(Vec::new(), reads);
+            let doc = |headers: &Vec<(String, Vec<u8>)>, raw: &str| {
+                let path = crate::path::normalize(raw.as_bytes()).unwrap();
+                let doc = builder.build(&Headers::new(headers), "GET", &path, None, None);
+                serde_json::from_str::<serde_json::Value>(&doc.to_json_str().unwrap()).unwrap()
+            };
+            assert_eq!(doc(&clean, "/x?debug=1")["request"]["truncated"], false);
+            for (headers, raw, what) in [
+                (&list, "/x", "header"),
+                (&clean, "/x?debug=1%zz", "query"),
+                (&clean, "/x?debug=%ff", "query"),
+                (&clean, "/x?de%ffbug=1", "query"),
+            ] {
+                let d = doc(headers, raw);
+                assert_eq!(d["request"]["truncated"], true, "{raw}");
+                if reads == InputReads::ALL {
+                    let shown = match what {
+                        "header" => &d["request"]["headers"]["x-debug"],
+                        _ => d["request"]["query"]
+                            .as_object()
+                            .unwrap()
+                            .values()
+                            .next()
+                            .unwrap(),
+                    };
+                    assert!(shown.is_string(), "{raw}: {d}");
+                }
+            }
+            let d = doc(&clean, "/x?debug=1%zz");
+            if reads == InputReads::ALL {
+                assert_eq!(d["request"]["query"]["debug"], "1%zz");
             }
         }
     }

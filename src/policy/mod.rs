@@ -45,14 +45,15 @@ pub fn effective_data(
     }
     let mut base: serde_json::Value = serde_json::from_str(BUILTIN_DATA).unwrap_or_default();
     merge(&mut base, data);
-    // The pack matches prefixes with `strings.any_prefix_match` on the path plus `/`, so each
-    // prefix ends with exactly one `/` (written `/api/v1/admin` or `/api/v1/admin/` alike).
+    // The pack matches prefixes with `strings.any_prefix_match` on the lower-cased path plus
+    // `/`, so each prefix is lower-cased and ends with exactly one `/` (written `/api/v1/admin`,
+    // `/API/v1/admin/` alike).
     if let Some(settings) = base.get_mut("api_authz").and_then(|v| v.as_object_mut()) {
         for key in ["public_prefixes", "admin_prefixes", "tenant_prefixes"] {
             if let Some(list) = settings.get_mut(key).and_then(|v| v.as_array_mut()) {
                 for p in list.iter_mut() {
                     if let Some(text) = p.as_str() {
-                        *p = format!("{}/", text.trim_end_matches('/')).into();
+                        *p = format!("{}/", text.trim_end_matches('/').to_ascii_lowercase()).into();
                     }
                 }
             }
@@ -452,7 +453,9 @@ fn decode(v: &RegoValue) -> Decision {
     match cost {
         RegoValue::Undefined => {}
         n @ RegoValue::Number(_) => match n.as_u64() {
-            Ok(c) if c >= 1 => d.cost = Some(c),
+            // Past the limiter's largest cost every call would fail: with `failure_mode:
+            // allow` that is no limit at all, with `deny` a permanent 503. A policy error.
+            Ok(c) if (1..=crate::limiter_api::MAX_COST).contains(&c) => d.cost = Some(c),
             _ => return Decision::failed(Failure::Error),
         },
         _ => return Decision::failed(Failure::Error),
@@ -498,3 +501,6 @@ mod tests;
 
 #[cfg(test)]
 mod cache_tests;
+
+#[cfg(test)]
+mod prune_tests;

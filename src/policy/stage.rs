@@ -27,6 +27,8 @@ pub struct PolicyStage {
     pub expose_reasons: bool,
     pub mode: PolicyMode,
     cache: Option<DecisionCacheConfig>,
+    /// `policy.headers`: the only headers a decision may set.
+    pub headers: Vec<String>,
 }
 
 /// The per-worker evaluators.
@@ -57,6 +59,16 @@ impl DecisionCache {
         let json = serde_json::to_vec(doc).ok()?;
         Some(Sha256::digest(json).into())
     }
+}
+
+/// The request as the policy judges it.
+#[derive(Debug, Clone, Copy)]
+pub struct PolicyRequest<'a> {
+    pub headers: &'a Headers<'a>,
+    /// The method the backend will act on ([`crate::http::effective_method`]).
+    pub method: &'a str,
+    pub path: &'a NormalizedPath,
+    pub source: Option<&'a str>,
 }
 
 /// What the stage concluded for one request.
@@ -118,6 +130,7 @@ impl PolicyStage {
             ),
             expose_reasons: cfg.expose_reasons,
             mode: cfg.mode,
+            headers: cfg.headers.clone(),
         })
     }
 
@@ -144,16 +157,20 @@ impl PolicyStage {
     pub fn evaluate(
         &self,
         worker: &mut PolicyWorker,
-        headers: &Headers<'_>,
-        path: &NormalizedPath,
-        source: Option<&str>,
+        request: &PolicyRequest<'_>,
         identity: Option<(&str, &Claims)>,
         now_ms: i64,
     ) -> PolicyOutcome {
+        let PolicyRequest {
+            headers,
+            method,
+            path,
+            source,
+        } = *request;
         if path.path.len() > input::MAX_PATH {
             return self.outcome(Decision::failed(super::Failure::Error), None, false);
         }
-        let doc = self.input.build(headers, path, source, identity);
+        let doc = self.input.build(headers, method, path, source, identity);
         let key = worker.cache.as_ref().and_then(|_| DecisionCache::key(&doc));
         if let (Some(cache), Some(key)) = (worker.cache.as_mut(), key) {
             match cache.lru.get(&key) {
@@ -170,7 +187,16 @@ impl PolicyStage {
             .shadow
             .as_mut()
             .map(|s| s.evaluate_value(doc.clone()).allow);
-        let decision = worker.vm.evaluate_value(doc);
+        let mut decision = worker.vm.evaluate_value(doc);
+        // A header the configuration did not declare is not stripped from client requests, so
+        // setting it would let a client forge it where the rule does not fire: fail closed.
+        if decision
+            .headers
+            .iter()
+            .any(|(name, _)| !self.headers.contains(name))
+        {
+            decision = Decision::failed(super::Failure::Error);
+        }
         if let (Some(cache), Some(key), None) = (worker.cache.as_mut(), key, decision.failure) {
             // Never past the token's `exp` (seconds since the epoch, possibly fractional).
             let exp_ms = identity

@@ -169,7 +169,7 @@ fn the_interpreter_fallback_keeps_the_budget() {
     .unwrap();
     let d = pack
         .vm()
-        .evaluate(json!({"request": {"method": "GET", "path": "/healthz"}, "resource": {}}));
+        .evaluate(json!({"request": {"method": "GET", "path": "/healthz", "lower_path": "/healthz"}, "resource": {}}));
     assert!(d.allow, "{d:?}");
 }
 

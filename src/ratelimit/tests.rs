@@ -45,7 +45,7 @@ fn plans_pick_route_then_tier() {
             &path("/api/v1/auth/token"),
             &h,
             Some("10.0.0.1"),
-            Some(&c),
+            Some(("idp", &c)),
             Some("gold"),
             1,
         )
@@ -53,17 +53,31 @@ fn plans_pick_route_then_tier() {
         .unwrap();
     assert_eq!(
         (p.scope.as_str(), p.key.as_str()),
-        ("route:auth", "{sub:u1}:route:auth")
+        ("route:auth", "{idp/sub:u1}:route:auth")
     );
     assert_eq!(p.checks.len(), 1);
     assert!(!p.shadow);
     let p = s
-        .plan(&path("/api/v1/auth/login"), &h, None, Some(&c), None, 1)
+        .plan(
+            &path("/api/v1/auth/login"),
+            &h,
+            None,
+            Some(("idp", &c)),
+            None,
+            1,
+        )
         .unwrap()
         .unwrap();
     assert!(p.shadow);
     let p = s
-        .plan(&path("/api/v1/docs"), &h, None, Some(&c), Some("gold"), 3)
+        .plan(
+            &path("/api/v1/docs"),
+            &h,
+            None,
+            Some(("idp", &c)),
+            Some("gold"),
+            3,
+        )
         .unwrap()
         .unwrap();
     assert_eq!(p.scope, "tier:gold");
@@ -72,18 +86,32 @@ fn plans_pick_route_then_tier() {
         (1000, 60_000, 3)
     );
     let p = s
-        .plan(&path("/api/v1/docs"), &h, None, Some(&c), None, 1)
+        .plan(&path("/api/v1/docs"), &h, None, Some(("idp", &c)), None, 1)
         .unwrap()
         .unwrap();
     assert_eq!(p.scope, "tier:standard");
     assert_eq!(p.checks.len(), 2);
     assert!(s
-        .plan(&path("/x"), &h, None, Some(&c), Some("unlimited"), 1)
+        .plan(
+            &path("/x"),
+            &h,
+            None,
+            Some(("idp", &c)),
+            Some("unlimited"),
+            1
+        )
         .unwrap()
         .is_none());
     assert_eq!(
-        s.plan(&path("/x"), &h, None, Some(&c), Some("platinum"), 1)
-            .unwrap_err(),
+        s.plan(
+            &path("/x"),
+            &h,
+            None,
+            Some(("idp", &c)),
+            Some("platinum"),
+            1
+        )
+        .unwrap_err(),
         PlanError::UnknownTier("platinum".into())
     );
 }
@@ -120,11 +148,18 @@ fn identities_never_carry_credentials() {
     // A claim that could break the hash tag is hashed.
     let odd = claims("a}b{c");
     let p = s
-        .plan(&path("/a"), &Headers::new(&none), None, Some(&odd), None, 1)
+        .plan(
+            &path("/a"),
+            &Headers::new(&none),
+            None,
+            Some(("idp", &odd)),
+            None,
+            1,
+        )
         .unwrap()
         .unwrap();
     assert!(
-        p.key.starts_with("{sub#") && p.key.matches('{').count() == 1,
+        p.key.starts_with("{idp/sub#") && p.key.matches('{').count() == 1,
         "{}",
         p.key
     );
@@ -145,9 +180,16 @@ fn answer(plan: &Plan, allowed: bool, remaining: &[u64], retry: u64) -> Vec<u8> 
 fn standard_plan(s: &RateLimitStage) -> Plan {
     let c = claims("u1");
     let none: Vec<(String, Vec<u8>)> = vec![];
-    s.plan(&path("/a"), &Headers::new(&none), None, Some(&c), None, 1)
-        .unwrap()
-        .unwrap()
+    s.plan(
+        &path("/a"),
+        &Headers::new(&none),
+        None,
+        Some(("idp", &c)),
+        None,
+        1,
+    )
+    .unwrap()
+    .unwrap()
 }
 
 #[test]
@@ -239,7 +281,7 @@ fn shadow_limits_never_block() {
             &path("/api/v1/auth/login"),
             &Headers::new(&none),
             None,
-            Some(&c),
+            Some(("idp", &c)),
             None,
             1,
         )
@@ -253,4 +295,51 @@ fn shadow_limits_never_block() {
         j.reply.is_none(),
         "a shadow route never blocks, even on failure"
     );
+}
+
+/// Two issuers' equal `sub` are two callers, each with its own bucket.
+#[test]
+fn claim_identities_are_scoped_by_provider() {
+    let s = stage(json!({}));
+    let none: Vec<(String, Vec<u8>)> = vec![];
+    let c = claims("alice");
+    let key = |provider| {
+        s.plan(
+            &path("/a"),
+            &Headers::new(&none),
+            None,
+            Some((provider, &c)),
+            None,
+            1,
+        )
+        .unwrap()
+        .unwrap()
+        .key
+    };
+    assert_eq!(key("idp"), "{idp/sub:alice}:tier:standard");
+    assert_ne!(key("idp"), key("partner"));
+}
+
+/// Route prefixes match in any letter case and on the path without `;` parameters, so a
+/// spelling the backend routes alike cannot move a request to a cheaper tier.
+#[test]
+fn routes_match_every_spelling() {
+    let s = stage(json!({}));
+    let none: Vec<(String, Vec<u8>)> = vec![];
+    let c = claims("u1");
+    for raw in [
+        "/api/v1/auth/token",
+        "/API/V1/AUTH/token",
+        "/api/v1/Auth/token",
+        "/api/v1/auth;x/token",
+        "/api/v1/x/..;/auth/token",
+    ] {
+        let p =
+            crate::path::normalize_with(raw.as_bytes(), crate::path::MatrixParams::Strip).unwrap();
+        let plan = s
+            .plan(&p, &Headers::new(&none), None, Some(("idp", &c)), None, 1)
+            .unwrap()
+            .unwrap();
+        assert_eq!(plan.scope, "route:auth", "{raw}");
+    }
 }
