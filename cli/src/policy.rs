@@ -184,7 +184,9 @@ fn eval(config: &Path, input: &Path) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let d = program.vm().evaluate(input);
+    let d = program
+        .vm()
+        .evaluate(testcases::with_derived_fields(&input));
     let out = json!({
         "allow": d.allow,
         "reasons": d.reasons,

@@ -114,7 +114,7 @@ fn simulate_shows_the_filters_decision() {
         .assert()
         .success()
         .stdout(contains(r#""verdict": "rate-limit check""#))
-        .stdout(contains(r#""key": "{sub:u1}:tier:standard""#))
+        .stdout(contains(r#""key": "{demo/sub:u1}:tier:standard""#))
         .stdout(contains("set x-user-id: u1"));
     apiguard()
         .args([

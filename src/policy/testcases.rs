@@ -54,8 +54,24 @@ pub fn run(
 ) -> Result<(Verdict, Decision), CompileError> {
     let data = case.data.as_ref().unwrap_or(data);
     let program = PolicyProgram::compile(modules, data, package, Duration::from_secs(1))?;
-    let decision = program.vm().evaluate(case.input.clone());
+    let decision = program.vm().evaluate(with_derived_fields(&case.input));
     Ok((judge(case, &decision), decision))
+}
+
+/// A hand-written input document with the fields apiguard derives filled in where they are
+/// missing: `request.lower_path` from `request.path`. Inputs written for `apiguard policy
+/// test/eval` then need only what the request is, as docs/policies.md describes it.
+pub fn with_derived_fields(input: &Value) -> Value {
+    let mut input = input.clone();
+    if let Some(request) = input.get_mut("request").and_then(Value::as_object_mut) {
+        if !request.contains_key("lower_path") {
+            if let Some(path) = request.get("path").and_then(Value::as_str) {
+                let lower = path.to_ascii_lowercase();
+                request.insert("lower_path".to_owned(), Value::from(lower));
+            }
+        }
+    }
+    input
 }
 
 /// Compares a decision with a case's expectations.
