@@ -157,4 +157,10 @@ fn validate_reads_the_configuration_out_of_envoy_yaml() {
         .assert()
         .code(1)
         .stderr(contains("jwt: invalid type"));
+    // Legal, but almost certainly not what an operator meant to deploy.
+    apiguard()
+        .args(["validate", &tmp("pass.json", "{}")])
+        .assert()
+        .success()
+        .stderr(contains("warning: no jwt, policy or rate_limit section"));
 }

@@ -459,6 +459,8 @@ pub enum ConfigWarning {
     /// The policy uses a construct regorus's compiled-program VM does not support; it runs on
     /// the (slower) interpreter.
     PolicyInterpreted { why: String },
+    /// No stage is configured: the filter passes every request through unchecked.
+    PassThrough,
 }
 
 impl fmt::Display for ConfigWarning {
@@ -471,6 +473,10 @@ impl fmt::Display for ConfigWarning {
             ConfigWarning::PolicyInterpreted { why } => write!(
                 f,
                 "policy: evaluated by the regorus interpreter, not its compiled-program VM ({why})"
+            ),
+            ConfigWarning::PassThrough => write!(
+                f,
+                "no jwt, policy or rate_limit section: every request passes through unchecked"
             ),
         }
     }
@@ -530,6 +536,9 @@ impl Config {
     }
 
     fn validate(&self, warnings: &mut Vec<ConfigWarning>) -> Result<(), ConfigError> {
+        if self.jwt.is_none() && self.policy.is_none() && self.rate_limit.is_none() {
+            warnings.push(ConfigWarning::PassThrough);
+        }
         if let Some(jwt) = &self.jwt {
             validate_jwt(jwt, warnings)?;
         }

@@ -316,6 +316,7 @@ fn bounds_and_names() {
 #[test]
 fn request_spellings_and_policy_headers() {
     let v = Config::from_json(br#"{}"#).unwrap();
+    assert_eq!(v.warnings, vec![ConfigWarning::PassThrough]);
     assert_eq!(
         v.config.request.matrix_params,
         crate::path::MatrixParams::Reject
