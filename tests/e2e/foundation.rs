@@ -90,3 +90,56 @@ async fn harness_starts_redis_and_the_limiter() {
     assert_eq!(res.status(), 200);
     assert!(redis.url().starts_with("redis://127.0.0.1:"));
 }
+
+/// `envoy/hardened.yaml` serves with its real apiguard configuration (its clusters pointed at
+/// stand-ins), Envoy refuses underscore headers, and the access log shows the decision the
+/// filter writes (`wasm.apiguard.decision`).
+#[tokio::test(flavor = "multi_thread")]
+async fn hardened_yaml_serves_and_logs_the_decision() {
+    use apiguard_e2e::demo::{Ports, Stack};
+    use serde_json::json;
+    let stack = Stack::start_with("envoy/hardened.yaml", Ports::FREE)
+        .await
+        .unwrap();
+    let n = apiguard_e2e::keys::now();
+    let token = |tenant: &str| {
+        stack.token_with(
+            &json!({"iss": "https://issuer.example.com/", "aud": "https://api.example.com",
+                                 "sub": "alice", "tenant_id": tenant, "roles": ["editor"],
+                                 "iat": n, "exp": n + 600}),
+        )
+    };
+    let get = |path: &str, token: String, extra: Option<(&'static str, &'static str)>| {
+        let mut req = apiguard_e2e::client()
+            .get(stack.url(path))
+            .header("authorization", format!("Bearer {token}"));
+        if let Some((k, v)) = extra {
+            req = req.header(k, v);
+        }
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    let own = "/api/v1/tenants/acme/documents/7";
+    assert_eq!(get(own, token("acme"), None).await, 200);
+    assert_eq!(get(own, token("globex"), None).await, 403);
+    assert_eq!(
+        get(own, token("acme"), Some(("x_user_id", "admin"))).await,
+        400
+    );
+    assert_eq!(
+        get("/api/v1/admin;x/settings", token("acme"), None).await,
+        400
+    );
+    let mut log = String::new();
+    for _ in 0..50 {
+        log = stack.envoy.proc.log();
+        if log.contains("tenant_mismatch") && log.contains(r#"\"decision\":\"allow\""#) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        log.contains(r#""apiguard":"{\"decision\":\"deny\""#) && log.contains("tenant_mismatch"),
+        "the access log does not show the decision:\n{log}"
+    );
+    assert!(log.contains(r#"\"decision\":\"allow\""#), "{log}");
+}

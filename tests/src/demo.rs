@@ -59,7 +59,14 @@ fn at(port: u16) -> String {
 }
 
 impl Stack {
+    /// The demo: `envoy/demo.yaml`.
     pub async fn start(ports: Ports) -> Result<Stack> {
+        Self::start_with("envoy/demo.yaml", ports).await
+    }
+
+    /// The same stack behind another Envoy file of the repository (`envoy/hardened.yaml`) that
+    /// names the same clusters (`upstream`, `issuer`, `limiter`).
+    pub async fn start_with(file: &str, ports: Ports) -> Result<Stack> {
         let key = signing_key("es256.json");
         let jwks = json!({"keys": [key.public_jwk(Some(KID))]}).to_string();
         let issuer = JwksServer::start_on(&at(ports.issuer), &jwks).await?;
@@ -86,7 +93,7 @@ impl Stack {
             .prefix("apiguard-demo-")
             .tempdir()
             .map_err(|e| HarnessError::Io("tempdir".into(), e))?;
-        let config = demo_config(ports.envoy, upstream.addr, issuer.addr, limiter.addr)?;
+        let config = stack_config(file, ports.envoy, upstream.addr, issuer.addr, limiter.addr)?;
         let path = dir.path().join("demo.json");
         std::fs::write(&path, config.to_string())
             .map_err(|e| HarnessError::Io(path.display().to_string(), e))?;
@@ -107,7 +114,12 @@ impl Stack {
         let n = now();
         let claims = json!({"iss": ISSUER, "aud": AUDIENCE, "sub": sub, "tenant_id": tenant, "roles": roles,
                             "iat": n.min(n + expires_in - 60), "exp": n + expires_in});
-        mint(Algorithm::ES256, &self.key, Some(KID), &claims).unwrap_or_default()
+        self.token_with(&claims)
+    }
+
+    /// A token with exactly these claims, signed by the demo issuer's key.
+    pub fn token_with(&self, claims: &Value) -> String {
+        mint(Algorithm::ES256, &self.key, Some(KID), claims).unwrap_or_default()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -115,15 +127,17 @@ impl Stack {
     }
 }
 
-/// `envoy/demo.yaml` with the ports of this run: the listener on `envoy_port`, the admin
-/// interface on a free port, the three clusters at the addresses given.
-fn demo_config(
+/// An Envoy file of the repository with the ports of this run: the listener on `envoy_port`,
+/// the admin interface on a free port, the three clusters at the addresses given (plain HTTP:
+/// a cluster's TLS settings are dropped, since the stand-ins serve none).
+fn stack_config(
+    file: &str,
     envoy_port: u16,
     upstream: SocketAddr,
     issuer: SocketAddr,
     limiter: SocketAddr,
 ) -> Result<Value> {
-    let file = repo_root().join("envoy/demo.yaml");
+    let file = repo_root().join(file);
     let text = std::fs::read_to_string(&file)
         .map_err(|e| HarnessError::Io(file.display().to_string(), e))?;
     let mut v: Value = serde_yaml_ng::from_str(&text).map_err(|e| {
@@ -146,6 +160,9 @@ fn demo_config(
             c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
                 ["socket_address"] =
                 json!({"address": addr.ip().to_string(), "port_value": addr.port()});
+            if let Some(c) = c.as_object_mut() {
+                c.remove("transport_socket");
+            }
         }
     }
     Ok(v)
