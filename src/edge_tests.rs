@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use crate::config::Algorithm;
 use crate::flow::{Headers, Outcome, Pipeline, RequestFacts, Step, WorkerState};
 use crate::jwt::mint::{mint, SigningKey};
+use crate::spellings::{literal_segments, spellings};
 
 const NOW: i64 = 1_800_000_000;
 const TEMPLATE: &str = "/api/v1/tenants/{tenant_id}/documents/{doc_id}";
@@ -98,56 +99,6 @@ fn verdict(o: &Outcome) -> (u16, String) {
     }
 }
 
-/// Spellings a backend may route like `path`: `;x` on each segment (raw and `%3B`), a `..;`
-/// climb before each segment, and upper or mixed case on each segment in `literal`.
-fn spellings(path: &str, literal: &dyn Fn(usize) -> bool) -> Vec<String> {
-    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let join = |segs: &[String]| format!("/{}", segs.join("/"));
-    let mut out = Vec::new();
-    for i in 0..segs.len() {
-        let mut with = |f: &dyn Fn(&str) -> String| {
-            let mut v: Vec<String> = segs.iter().map(|s| (*s).to_owned()).collect();
-            v[i] = f(segs[i]);
-            out.push(join(&v));
-        };
-        with(&|s| format!("{s};x"));
-        with(&|s| format!("{s}%3Bx=1"));
-        with(&|s| format!("x/..;/{s}"));
-        if literal(i) {
-            with(&|s| s.to_ascii_uppercase());
-            with(&|s| {
-                s.chars()
-                    .enumerate()
-                    .map(|(j, c)| {
-                        if j % 2 == 0 {
-                            c.to_ascii_uppercase()
-                        } else {
-                            c
-                        }
-                    })
-                    .collect()
-            });
-        }
-    }
-    out
-}
-
-/// Which segments of `path` the template leaves literal (all, if it does not cover the path).
-fn literal_segments(path: &str) -> impl Fn(usize) -> bool {
-    let tpl: Vec<&str> = TEMPLATE.trim_start_matches('/').split('/').collect();
-    let segs: Vec<String> = path
-        .trim_start_matches('/')
-        .split('/')
-        .map(str::to_owned)
-        .collect();
-    let covered = segs.len() >= tpl.len()
-        && tpl
-            .iter()
-            .zip(&segs)
-            .all(|(t, s)| t.starts_with('{') || t.eq_ignore_ascii_case(s));
-    move |i| !covered || !tpl.get(i).is_some_and(|t| t.starts_with('{'))
-}
-
 /// A spelling is fine when it is refused as a bad request or gets the canonical verdict.
 fn check(what: &str, canonical: &(u16, String), got: (u16, String), failures: &mut Vec<String>) {
     if got.0 != 400 && &got != canonical {
@@ -193,7 +144,7 @@ fn no_spelling_of_a_denied_case_is_admitted() {
                 continue;
             }
             denied += 1;
-            for spelled in spellings(path, &literal_segments(path)) {
+            for spelled in spellings(path, &literal_segments(TEMPLATE, path)) {
                 tried += 1;
                 let got = verdict(&run(&p, &mut s, method, &spelled, token.as_deref(), &[]));
                 check(
