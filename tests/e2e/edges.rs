@@ -368,6 +368,16 @@ async fn limits_hold_for_every_spelling_and_every_issuer() {
     }
     let r = send(&envoy, "POST", "/api/v1/auth/token", Some(&alice), &[]).await;
     assert_eq!(r.status, 429, "{r:?}");
+    // Judged without the parameters, forwarded as sent.
+    let seen: Vec<String> = echo.requests().iter().map(|r| r.uri.clone()).collect();
+    assert_eq!(
+        seen,
+        [
+            "/api/v1/auth;x/token",
+            "/api/v1/AUTH/token",
+            "/api/v1/x/..;/Auth/token"
+        ]
+    );
     // The standard tier allows one call per caller: alice of the partner issuer is another.
     assert_eq!(
         send(&envoy, "GET", "/api/x", Some(&alice), &[])
