@@ -56,6 +56,7 @@ for_each_store!(
     counter_retry_after_is_never_early,
     results_report_remaining_and_reset,
     cost_counts_units,
+    costly_calls_leave_the_log_with_their_cost,
 );
 
 async fn one<S: Store>(store: &Arc<S>, c: &Check) -> apiguard_limiter::store::Decision {
@@ -201,4 +202,76 @@ async fn cost_counts_units<S: Store>(store: Arc<S>) {
         c.cost = 2;
         assert!(one(&store, &c).await.allowed);
     }
+}
+
+/// A call's whole cost leaves the log when the call does, and `retry_after_ms` names the
+/// moment enough cost has left.
+async fn costly_calls_leave_the_log_with_their_cost<S: Store>(store: Arc<S>) {
+    let mut c = check("{costly}", 10, 600, Algorithm::Log);
+    c.cost = 4;
+    assert!(one(&store, &c).await.allowed);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(one(&store, &c).await.allowed);
+    let d = one(&store, &c).await;
+    assert!(!d.allowed);
+    assert_eq!(d.results[0].remaining, 2);
+    let retry = d.results[0].retry_after_ms;
+    assert!((100..=300).contains(&retry), "retry_after_ms {retry}");
+    tokio::time::sleep(Duration::from_millis(retry + 50)).await;
+    let d = one(&store, &c).await;
+    assert!(d.allowed, "refused after retry_after_ms: {d:?}");
+    assert_eq!(d.results[0].remaining, 2);
+}
+
+/// Memory per check is bounded by calls, not by units of cost: 300 calls of cost 1000 under a
+/// limit nobody reaches leave 300 log entries in Redis (plus the running sum), not 300,000.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_log_keeps_one_entry_per_call_in_redis() {
+    let redis = Redis::start().unwrap();
+    let store = RedisStore::new(RedisTarget::Single(redis.url()), TIMEOUT);
+    let mut c = check("{big-spender}", 1_000_000_000, 86_400_000, Algorithm::Log);
+    c.cost = 1000;
+    for _ in 0..300 {
+        assert!(store.check(std::slice::from_ref(&c)).await.unwrap().allowed);
+    }
+    let port = redis.port().to_string();
+    let conn = ["-p", port.as_str()];
+    let key = "apiguard:{big-spender}:log:86400000:{big-spender}";
+    let entries = apiguard_e2e::redis_cli(&conn, &["ZCARD", key]).unwrap();
+    assert_eq!(entries.trim(), "301", "{entries}");
+    let bytes: u64 = apiguard_e2e::redis_cli(&conn, &["MEMORY", "USAGE", key])
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    eprintln!("{bytes} bytes for 300 calls");
+    assert!(bytes < 64 * 1024, "{bytes} bytes for 300 calls");
+    let d = store.check(std::slice::from_ref(&c)).await.unwrap();
+    assert_eq!(d.results[0].remaining, 1_000_000_000 - 301_000);
+}
+
+/// A log written one member per unit (before costs were recorded) keeps counting after an
+/// upgrade: each old member counts 1 until it leaves the window.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_log_written_per_unit_keeps_counting() {
+    let redis = Redis::start().unwrap();
+    let store = RedisStore::new(RedisTarget::Single(redis.url()), TIMEOUT);
+    let port = redis.port().to_string();
+    let conn = ["-p", port.as_str()];
+    let key = "apiguard:{legacy}:log:60000:{legacy}";
+    let now = now_ms().to_string();
+    let added = apiguard_e2e::redis_cli(
+        &conn,
+        &[
+            "ZADD", key, &now, "old:1:1", &now, "old:1:2", &now, "old:1:3",
+        ],
+    )
+    .unwrap();
+    assert_eq!(added.trim(), "3", "{added}");
+    let mut c = check("{legacy}", 5, 60_000, Algorithm::Log);
+    c.cost = 2;
+    let d = store.check(std::slice::from_ref(&c)).await.unwrap();
+    assert!(d.allowed);
+    assert_eq!(d.results[0].remaining, 0);
+    assert!(!store.check(std::slice::from_ref(&c)).await.unwrap().allowed);
 }

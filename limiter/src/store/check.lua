@@ -2,8 +2,8 @@
 --
 -- KEYS[i]  the Redis key of check i: apiguard:{TAG}:<log|counter>:<window_ms>:<client key>.
 --          Every key of one call carries the same {TAG}, so in Redis Cluster they share a slot.
--- ARGV[1]  a call id unique across every limiter instance; log members are <call id>:<i>:<n>,
---          so two hits in the same millisecond are two members.
+-- ARGV[1]  a call id unique across every limiter instance; log members are
+--          <call id>:<i>:x<cost>, so two calls in the same millisecond are two members.
 -- ARGV[2 + 4(i-1) .. 5 + 4(i-1)]  check i: algorithm ("log" | "counter"), limit, window_ms, cost.
 --
 -- Returns { allowed (1 | 0), then for each check: remaining, reset_ms, retry_after_ms }.
@@ -11,11 +11,20 @@
 -- The one clock is Redis TIME (ms), so limiter replicas with skewed clocks still agree.
 -- Nothing is written unless every check fits: an over-limit call consumes nothing.
 --
--- log:     a sorted set of admitted units scored by admission time. A unit admitted at T
---          counts while now - window < T. Exact.
+-- log:     a sorted set of admitted calls scored by admission time, one member per call
+--          whatever its cost (memory is bounded by calls, not units), plus one member '=' whose
+--          score is minus the sum of the costs in the set. A call admitted at T counts its
+--          cost while now - window < T. Exact. Members written before costs were recorded
+--          (<call id>:<i>:<n>, one per unit) count 1 each; a set without '=' is summed once.
 -- counter: a hash {w = fixed-window index, c = its count, p = the previous window's count};
 --          estimate = p * (window - elapsed) / window + c. Approximate; retry_after and
 --          remaining are rounded so they never promise too early.
+
+-- The cost a log member stands for: x<cost> at its end, else 1 (one member per unit).
+local function cost_of(member)
+  local c = string.match(member, ':x(%d+)$')
+  return c and tonumber(c) or 1
+end
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -29,8 +38,29 @@ for i = 1, n do
               cost = tonumber(ARGV[b + 3]) }
   local key = KEYS[i]
   if s.algo == 'log' then
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - s.window)
-    s.count = redis.call('ZCARD', key)
+    local sum = redis.call('ZSCORE', key, '=')
+    local gone = redis.call('ZRANGEBYSCORE', key, 0, now - s.window)
+    if sum then
+      s.count = -tonumber(sum)
+      for _, m in ipairs(gone) do
+        s.count = s.count - cost_of(m)
+      end
+    end
+    redis.call('ZREMRANGEBYSCORE', key, 0, now - s.window)
+    if not sum then
+      s.count = 0
+      for _, m in ipairs(redis.call('ZRANGEBYSCORE', key, 0, '+inf')) do
+        s.count = s.count + cost_of(m)
+      end
+    end
+    -- Keep '=' equal to what is left (never 0: a score of 0 would fall in the expiry range).
+    if #gone > 0 or not sum then
+      if s.count > 0 then
+        redis.call('ZADD', key, -s.count, '=')
+      else
+        redis.call('ZREM', key, '=')
+      end
+    end
     s.fits = s.count + s.cost <= s.limit
   else
     s.index = math.floor(now / s.window)
@@ -55,14 +85,9 @@ if fits then
   for i = 1, n do
     local s = st[i]
     if s.algo == 'log' then
-      local args = {}
-      for j = 1, s.cost do
-        args[#args + 1] = now
-        args[#args + 1] = ARGV[1] .. ':' .. i .. ':' .. j
-      end
-      redis.call('ZADD', KEYS[i], unpack(args))
-      redis.call('PEXPIRE', KEYS[i], s.window)
       s.count = s.count + s.cost
+      redis.call('ZADD', KEYS[i], now, ARGV[1] .. ':' .. i .. ':x' .. s.cost, -s.count, '=')
+      redis.call('PEXPIRE', KEYS[i], s.window)
     else
       s.curr = s.curr + s.cost
       redis.call('HSET', KEYS[i], 'w', s.index, 'c', s.curr, 'p', s.prev)
@@ -85,10 +110,17 @@ for i = 1, n do
       if s.cost > s.limit then
         retry = s.window
       elseif not s.fits then
-        -- The unit whose departure makes room for `cost` more.
-        local r = s.count + s.cost - s.limit - 1
-        local e = redis.call('ZRANGE', KEYS[i], r, r, 'WITHSCORES')
-        retry = tonumber(e[2]) + s.window - now
+        -- The call whose departure makes room for `cost` more.
+        local must_leave, left = s.count + s.cost - s.limit, 0
+        local e = redis.call('ZRANGEBYSCORE', KEYS[i], 0, '+inf', 'WITHSCORES')
+        retry = s.window
+        for j = 1, #e, 2 do
+          left = left + cost_of(e[j])
+          if left >= must_leave then
+            retry = tonumber(e[j + 1]) + s.window - now
+            break
+          end
+        end
       end
     end
   else

@@ -21,8 +21,12 @@ struct WindowKey {
 
 #[derive(Debug)]
 enum Window {
-    /// Admission times (ms), oldest first; one entry per unit of cost.
-    Log(VecDeque<u64>),
+    /// Admitted calls (admission time in ms, cost), oldest first, and the sum of their costs:
+    /// one entry per call, whatever its cost, so memory is bounded by calls, not units.
+    Log {
+        hits: VecDeque<(u64, u64)>,
+        total: u64,
+    },
     /// Fixed-window index and the counts of that window and the one before.
     Counter { index: u64, curr: u64, prev: u64 },
 }
@@ -67,7 +71,7 @@ impl MemoryStore {
                 .or_insert_with(|| (fresh(c.algorithm), 0));
             roll(window, c, now);
             fits &= match window {
-                Window::Log(hits) => hits.len() as u64 + c.cost <= c.limit,
+                Window::Log { total, .. } => total.saturating_add(c.cost) <= c.limit,
                 Window::Counter { curr, prev, .. } => counter(c, *prev, *curr, now).fits(),
             };
         }
@@ -77,28 +81,34 @@ impl MemoryStore {
                 continue;
             };
             let result = match window {
-                Window::Log(hits) => {
+                Window::Log { hits, total } => {
                     if fits {
-                        hits.extend(std::iter::repeat_n(now, c.cost as usize));
+                        hits.push_back((now, c.cost));
+                        *total += c.cost;
                         *expires = now + c.window_ms;
                     }
-                    let count = hits.len() as u64;
+                    let count = *total;
                     let retry_after_ms = if fits || count + c.cost <= c.limit {
                         // The call fits, or this check would and another one did not.
                         0
                     } else if c.cost > c.limit {
                         c.window_ms
                     } else {
-                        // The hit whose departure makes room for `cost` more.
-                        let must_leave = (count + c.cost - c.limit) as usize;
-                        hits.get(must_leave - 1)
-                            .map_or(c.window_ms, |t| t + c.window_ms - now)
+                        // The call whose departure makes room for `cost` more.
+                        let must_leave = count + c.cost - c.limit;
+                        let mut left = 0;
+                        hits.iter()
+                            .find(|(_, cost)| {
+                                left += cost;
+                                left >= must_leave
+                            })
+                            .map_or(c.window_ms, |(t, _)| t + c.window_ms - now)
                     };
                     CheckResult {
                         key: c.key.clone(),
                         limit: c.limit,
                         remaining: c.limit.saturating_sub(count),
-                        reset_ms: hits.back().map_or(0, |t| t + c.window_ms - now),
+                        reset_ms: hits.back().map_or(0, |(t, _)| t + c.window_ms - now),
                         retry_after_ms,
                     }
                 }
@@ -136,7 +146,10 @@ fn key_of(c: &Check) -> WindowKey {
 
 fn fresh(algorithm: Algorithm) -> Window {
     match algorithm {
-        Algorithm::Log => Window::Log(VecDeque::new()),
+        Algorithm::Log => Window::Log {
+            hits: VecDeque::new(),
+            total: 0,
+        },
         Algorithm::Counter => Window::Counter {
             index: 0,
             curr: 0,
@@ -149,10 +162,11 @@ fn fresh(algorithm: Algorithm) -> Window {
 /// fixed-window counts older than the previous window.
 fn roll(window: &mut Window, c: &Check, now: u64) {
     match window {
-        Window::Log(hits) => {
+        Window::Log { hits, total } => {
             let cutoff = now.saturating_sub(c.window_ms);
-            while hits.front().is_some_and(|t| *t <= cutoff) {
+            while let Some((_, cost)) = hits.front().filter(|(t, _)| *t <= cutoff).copied() {
                 hits.pop_front();
+                *total = total.saturating_sub(cost);
             }
         }
         Window::Counter { index, curr, prev } => {
