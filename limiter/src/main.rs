@@ -5,8 +5,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::io::IsTerminal;
+
+use apiguard_limiter::serve::{self, Limits, Stopped};
 use apiguard_limiter::{app, AppState, MemoryStore, Metrics, RedisStore, RedisTarget, Store};
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use tracing::{error, info, warn};
 
 /// Sliding-window rate-limit service for the apiguard Envoy filter.
@@ -33,17 +36,44 @@ struct Args {
     #[arg(long, env = "APIGUARD_LIMITER_REDIS_TIMEOUT_MS", default_value_t = 50,
           value_parser = clap::value_parser!(u64).range(1..=60_000))]
     redis_timeout_ms: u64,
+    /// A client must send its whole request header within this time, or the connection closes.
+    #[arg(long, env = "APIGUARD_LIMITER_HEADER_TIMEOUT_MS", default_value_t = 5_000,
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    header_timeout_ms: u64,
+    /// A whole request (header, body, answer) must take at most this long (408 otherwise).
+    #[arg(long, env = "APIGUARD_LIMITER_REQUEST_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    request_timeout_ms: u64,
+    /// Most connections open at once; more are closed as they are accepted.
+    #[arg(long, env = "APIGUARD_LIMITER_MAX_CONNECTIONS", default_value_t = 4096,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_connections: u64,
+    /// On SIGTERM or SIGINT, how long in-flight requests get to finish before the process exits.
+    #[arg(long, env = "APIGUARD_LIMITER_SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    shutdown_timeout_ms: u64,
+    /// `text` (colours only on a terminal) or `json` (one object a line, for log pipelines).
+    #[arg(long, env = "APIGUARD_LIMITER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
     let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    match args.log_format {
+        LogFormat::Json => logs.json().with_ansi(false).init(),
+        // Colour codes only where a person reads them: a file or a pipe gets plain text.
+        LogFormat::Text => logs.with_ansi(std::io::stdout().is_terminal()).init(),
+    }
     let timeout = Duration::from_millis(args.redis_timeout_ms);
     let target = match (&args.redis, args.redis_cluster.is_empty()) {
         (Some(url), _) => Some(RedisTarget::Single(url.clone())),
@@ -77,19 +107,17 @@ async fn serve<S: Store>(args: &Args, store: S, timeout: Duration) -> ExitCode {
         }
     };
     info!(listen = %args.listen, store = %store_name, "apiguard-limiter serving");
-    let served = axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await;
-    match served {
-        Ok(()) => {
-            info!("apiguard-limiter stopped");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            error!("server error: {e}");
-            ExitCode::FAILURE
-        }
+    let limits = Limits {
+        header_read_timeout: Duration::from_millis(args.header_timeout_ms),
+        request_timeout: Duration::from_millis(args.request_timeout_ms),
+        max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+        shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),
+    };
+    match serve::serve(listener, app(state), limits, shutdown_signal()).await {
+        Stopped::Drained => info!("apiguard-limiter stopped"),
+        Stopped::DeadlinePassed => info!("apiguard-limiter stopped (shutdown deadline passed)"),
     }
+    ExitCode::SUCCESS
 }
 
 /// Resolves on SIGINT or SIGTERM; in-flight requests then finish before the process exits.

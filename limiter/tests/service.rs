@@ -245,3 +245,106 @@ async fn redis_cluster_through_two_limiters_is_exact() {
         .unwrap();
     assert_eq!(ready.status(), 200);
 }
+
+/// Opens `n` connections that send half a request header and then nothing.
+async fn half_headers(addr: std::net::SocketAddr, n: usize) -> Vec<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let mut socks = Vec::new();
+    for _ in 0..n {
+        if let Ok(mut s) = tokio::net::TcpStream::connect(addr).await {
+            let _ = s.write_all(b"POST /v1/check HTTP/1.1\r\nhost: x\r\n").await;
+            socks.push(s);
+        }
+    }
+    socks
+}
+
+/// Whether the server closed the connection within `wait`.
+async fn closed_within(s: &mut tokio::net::TcpStream, wait: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 512];
+    loop {
+        match tokio::time::timeout(wait, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Clients that never finish their headers are cut off, the connection cap holds, and the
+/// service keeps answering the clients that behave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_clients_are_cut_off_and_connections_are_capped() {
+    let l = limiter(&["--header-timeout-ms", "500", "--max-connections", "100"]).await;
+    let mut slow = half_headers(l.addr, 200).await;
+    assert!(slow.len() >= 150, "only {} connections opened", slow.len());
+    // Past the cap, connections are closed as soon as they are accepted.
+    let mut refused = 0;
+    for s in slow.iter_mut().skip(100) {
+        if closed_within(s, Duration::from_millis(300)).await {
+            refused += 1;
+        }
+    }
+    assert!(
+        refused >= 50,
+        "only {refused} connections past the cap were closed"
+    );
+    // The first hundred are cut off by the header timeout, freeing their slots.
+    for s in slow.iter_mut().take(100) {
+        assert!(
+            closed_within(s, Duration::from_secs(3)).await,
+            "a slow client stayed open"
+        );
+    }
+    let (status, v, _) = post(&l, &body("{after-slow}", 5)).await;
+    assert_eq!((status, v["allowed"].as_bool()), (200, Some(true)));
+}
+
+/// SIGTERM stops the service within its shutdown deadline even with clients that never finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_has_a_deadline() {
+    let mut l = limiter(&[
+        "--header-timeout-ms",
+        "60000",
+        "--shutdown-timeout-ms",
+        "500",
+    ])
+    .await;
+    let _slow = half_headers(l.addr, 20).await;
+    let started = Instant::now();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &l.proc.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let (status, log) = l.proc.wait_exit(Duration::from_secs(5)).unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?} to stop ({status}):\n{log}",
+        started.elapsed()
+    );
+    assert!(log.contains("draining connections"), "{log}");
+}
+
+/// `--log-format json` writes one JSON object a line; text logs carry no colour codes when
+/// they do not go to a terminal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn logs_are_json_lines_or_plain_text() {
+    let json_limiter = limiter(&["--log-format", "json"]).await;
+    let _ = post(&json_limiter, &body("{log}", 5)).await;
+    let log = json_limiter.proc.log();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty());
+    for line in &lines {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
+    }
+    let text = limiter(&[]).await;
+    let log = text.proc.log();
+    assert!(log.contains("apiguard-limiter serving"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in a log file:\n{log}"
+    );
+}
