@@ -203,7 +203,8 @@ headers := {"x-policy": "checked"}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn runaway_and_broken_policies_fail_closed_and_the_filter_recovers() {
-    let (echo, envoy) = start(json!({"modules": {"custom.rego": CUSTOM}})).await;
+    let (echo, envoy) =
+        start(json!({"modules": {"custom.rego": CUSTOM}, "headers": ["x-policy"]})).await;
     let auth = bearer(json!(["editor"]), "t1");
     let started = std::time::Instant::now();
     let r = send(&envoy, "GET", "/loop", &auth).await;
