@@ -76,6 +76,7 @@ build: setup-rust
 # Every test: lint, native unit and end-to-end tests (real Envoy, Redis, limiter), the demo walkthrough, and the core's tests inside a Wasm VM.
 test: setup build lint
     cargo test --quiet
+    cargo test --quiet -p apiguard-wasm
     just demo-check
     just test-wasm
 

@@ -1,44 +1,100 @@
-//! Thin wrappers over `proxy_wasm::hostcalls`: every host result is handled here, so the rest
-//! of the filter never sees a `Result` it could be tempted to unwrap.
-//!
-//! `get_map_bytes` is the one SDK call that could panic on host data (it expects UTF-8 header
-//! names); Envoy's HTTP codecs only admit RFC 9110 token characters in names, and values are
-//! kept as bytes.
+//! The filter's host calls, over [`hostcall::Host`]: every failure is handled here (logged, and
+//! the caller told in a way it cannot ignore or misread), so the rest of the filter never
+//! holds a host `Result` it could be tempted to unwrap.
 
 use std::cell::Cell;
 use std::rc::Rc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use apiguard_core::flow::HeaderOp;
 use apiguard_core::jwt::host::{HostCallError, SignatureHost, FOREIGN_FUNCTION};
 use apiguard_core::reply::Reply;
 use log::{debug, warn};
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, MapType, MetricType, Status};
+
+use crate::dispatch;
+use crate::hostcall::{BufferType, Host, HostError, LogLevel, MapType, MetricType};
+
+/// The host: Envoy through the proxy-wasm imports on Wasm; natively a scripted fake, so the
+/// filter builds and its tests run off Wasm.
+#[cfg(target_arch = "wasm32")]
+pub const HOST: Host<crate::abi::Envoy> = Host(crate::abi::Envoy);
+#[cfg(not(target_arch = "wasm32"))]
+pub const HOST: Host<crate::fake::Scripted> = Host(crate::fake::Scripted);
+
+/// Sends `log` records to the host's log (all levels: Envoy filters by its own level), and the
+/// message of a panic, which would end the VM, at `critical`.
+pub fn install_logger() {
+    struct HostLog;
+    impl log::Log for HostLog {
+        fn enabled(&self, metadata: &log::Metadata) -> bool {
+            metadata.level() <= log::max_level()
+        }
+        fn log(&self, record: &log::Record) {
+            if !self.enabled(record.metadata()) {
+                return;
+            }
+            let level = match record.level() {
+                log::Level::Trace => LogLevel::Trace,
+                log::Level::Debug => LogLevel::Debug,
+                log::Level::Info => LogLevel::Info,
+                log::Level::Warn => LogLevel::Warn,
+                log::Level::Error => LogLevel::Error,
+            };
+            // Nowhere to report a failure to log.
+            let _ = HOST.log(level, &record.args().to_string());
+        }
+        fn flush(&self) {}
+    }
+    static LOGGER: HostLog = HostLog;
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(log::LevelFilter::Trace);
+        std::panic::set_hook(Box::new(|info| {
+            let _ = HOST.log(LogLevel::Critical, &info.to_string());
+        }));
+    }
+}
+
+/// The plugin configuration (empty if the host has none).
+pub fn plugin_configuration() -> Result<Vec<u8>, HostError> {
+    HOST.buffer(BufferType::PluginConfiguration, 0, usize::MAX)
+        .map(Option::unwrap_or_default)
+}
+
+pub fn set_tick_period(period: Duration) -> Result<(), HostError> {
+    HOST.set_tick_period(period)
+}
 
 /// Unix seconds by the host's clock (0 if the host cannot tell, which fails every `exp`).
 pub fn now() -> i64 {
     now_ms().div_euclid(1000)
 }
 
-/// Unix milliseconds by the host's clock.
+/// Unix milliseconds by the host's clock (0 if the host cannot tell).
 pub fn now_ms() -> i64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    match HOST.now_nanos() {
+        Ok(nanos) => i64::try_from(nanos / 1_000_000).unwrap_or(i64::MAX),
+        Err(e) => {
+            warn!("apiguard: cannot read the host's clock: {e}");
+            0
+        }
+    }
 }
 
-/// All request headers, values as bytes.
-pub fn request_headers() -> Vec<(String, Vec<u8>)> {
-    hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default()
+/// All request headers, values as bytes. An error when the host cannot give them, or gives
+/// them malformed; the caller refuses the request then.
+pub fn request_headers() -> Result<Vec<(String, Vec<u8>)>, HostError> {
+    HOST.header_pairs(MapType::HttpRequestHeaders)
 }
 
 /// The downstream address without its port (Envoy's `source.address` property).
 pub fn source_address() -> Option<String> {
-    let raw = hostcalls::get_property(vec!["source", "address"])
-        .ok()
-        .flatten()?;
+    let raw = match HOST.property(&["source", "address"]) {
+        Ok(raw) => raw?,
+        Err(e) => {
+            warn!("apiguard: cannot read source.address: {e}");
+            return None;
+        }
+    };
     let text = String::from_utf8(raw).ok()?;
     Some(match text.parse::<std::net::SocketAddr>() {
         Ok(addr) => addr.ip().to_string(),
@@ -46,23 +102,26 @@ pub fn source_address() -> Option<String> {
     })
 }
 
+/// One header's value; `None` when absent or unreadable.
 pub fn header_bytes(map: MapType, name: &str) -> Option<Vec<u8>> {
-    hostcalls::get_map_value_bytes(map, name).ok().flatten()
+    match HOST.header(map, name) {
+        Ok(value) => value,
+        Err(e) => {
+            debug!("apiguard: cannot read header {name}: {e}");
+            None
+        }
+    }
 }
 
 /// Applies header changes to the request on its way upstream.
 pub fn apply(ops: &[HeaderOp]) {
     for op in ops {
         let result = match op {
-            HeaderOp::Remove(name) => {
-                hostcalls::remove_map_value(MapType::HttpRequestHeaders, name)
-            }
-            HeaderOp::Set(name, value) => {
-                hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
-            }
+            HeaderOp::Remove(name) => HOST.remove_header(MapType::HttpRequestHeaders, name),
+            HeaderOp::Set(name, value) => HOST.set_header(MapType::HttpRequestHeaders, name, value),
         };
-        if let Err(status) = result {
-            warn!("apiguard: cannot change request header ({op:?}): {status:?}");
+        if let Err(e) = result {
+            warn!("apiguard: cannot change request header ({op:?}): {e}");
         }
     }
 }
@@ -74,22 +133,36 @@ pub fn respond(reply: &Reply) {
         .iter()
         .map(|(n, v)| (n.as_str(), v.as_str()))
         .collect();
-    if let Err(status) =
-        hostcalls::send_http_response(u32::from(reply.status), headers, Some(&reply.body))
-    {
-        warn!(
-            "apiguard: cannot send the {} reply: {status:?}",
-            reply.status
-        );
+    if let Err(e) = HOST.send_response(reply.status, &headers, &reply.body) {
+        warn!("apiguard: cannot send the {} reply: {e}", reply.status);
+    }
+}
+
+/// Lets a paused request go on upstream.
+pub fn resume() {
+    if let Err(e) = HOST.resume_request() {
+        warn!("apiguard: cannot resume the request: {e}");
     }
 }
 
 /// Stores a value in this request's filter state as `wasm.<name>` (readable in access logs
 /// with `%FILTER_STATE(wasm.<name>:PLAIN)%`).
 pub fn set_filter_state(name: &str, value: &[u8]) {
-    if let Err(status) = hostcalls::set_property(vec![name], Some(value)) {
-        warn!("apiguard: cannot set filter state {name}: {status:?}");
+    if let Err(e) = HOST.set_property(&[name], value) {
+        warn!("apiguard: cannot set filter state {name}: {e}");
     }
+}
+
+/// Starts a call and records who waits for it; the call's token on success.
+fn http_call(
+    cluster: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> Result<u32, HostError> {
+    let token = HOST.http_call(cluster, headers, body, timeout)?;
+    dispatch::callout_started(token);
+    Ok(token)
 }
 
 /// An outgoing GET to an Envoy cluster; the call's token on success.
@@ -98,33 +171,36 @@ pub fn http_get(
     path: &str,
     authority: &str,
     timeout: Duration,
-) -> Result<u32, String> {
-    let headers = vec![
+) -> Result<u32, HostError> {
+    let headers = [
         (":method", "GET"),
         (":path", path),
         (":authority", authority),
         ("accept", "application/json"),
     ];
-    hostcalls::dispatch_http_call(cluster, headers, None, vec![], timeout)
-        .map_err(|s| format!("{s:?}"))
+    http_call(cluster, &headers, &[], timeout)
 }
 
 /// An outgoing JSON POST to an Envoy cluster; the call's token on success.
-pub fn http_post(cluster: &str, path: &str, body: &[u8], timeout: Duration) -> Result<u32, String> {
-    let headers = vec![
+pub fn http_post(
+    cluster: &str,
+    path: &str,
+    body: &[u8],
+    timeout: Duration,
+) -> Result<u32, HostError> {
+    let headers = [
         (":method", "POST"),
         (":path", path),
         (":authority", "apiguard-limiter"),
         ("content-type", "application/json"),
     ];
-    hostcalls::dispatch_http_call(cluster, headers, Some(body), vec![], timeout)
-        .map_err(|s| format!("{s:?}"))
+    http_call(cluster, &headers, body, timeout)
 }
 
 /// Sets a response header (replacing any value the upstream sent).
 pub fn set_response_header(name: &str, value: &str) {
-    if let Err(status) = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(value)) {
-        warn!("apiguard: cannot set response header {name}: {status:?}");
+    if let Err(e) = HOST.set_header(MapType::HttpResponseHeaders, name, value) {
+        warn!("apiguard: cannot set response header {name}: {e}");
     }
 }
 
@@ -134,39 +210,46 @@ pub fn call_response(body_size: usize, max: usize) -> (Option<u16>, Vec<u8>) {
     let status = header_bytes(MapType::HttpCallResponseHeaders, ":status")
         .and_then(|s| std::str::from_utf8(&s).ok().and_then(|s| s.parse().ok()));
     let body = if body_size <= max {
-        hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
-            .ok()
-            .flatten()
-            .unwrap_or_default()
+        match HOST.buffer(BufferType::HttpCallResponseBody, 0, body_size) {
+            Ok(body) => body.unwrap_or_default(),
+            Err(e) => {
+                warn!("apiguard: cannot read a call's answer: {e}");
+                Vec::new()
+            }
+        }
     } else {
         Vec::new()
     };
     (status, body)
 }
 
-/// A shared-data value and its compare-and-swap version.
+/// A shared-data value and its compare-and-swap version (both `None` when absent or
+/// unreadable).
 pub fn shared_get(key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-    hostcalls::get_shared_data(key).unwrap_or((None, None))
+    HOST.shared_data(key).unwrap_or_else(|e| {
+        warn!("apiguard: cannot read shared data {key}: {e}");
+        (None, None)
+    })
 }
 
 /// Writes shared data; with `cas`, only if nobody wrote since that version.
 pub fn shared_set(key: &str, value: &[u8], cas: Option<u32>) -> bool {
-    hostcalls::set_shared_data(key, Some(value), cas).is_ok()
+    HOST.set_shared_data(key, value, cas).is_ok()
 }
 
 /// An Envoy histogram (shown as `wasmcustom.<name>`).
 pub fn define_histogram(name: &str) -> Option<u32> {
-    match hostcalls::define_metric(MetricType::Histogram, name) {
+    match HOST.define_metric(MetricType::Histogram, name) {
         Ok(id) => Some(id),
-        Err(status) => {
-            warn!("apiguard: cannot define metric {name}: {status:?}");
+        Err(e) => {
+            warn!("apiguard: cannot define metric {name}: {e}");
             None
         }
     }
 }
 
 pub fn record(id: u32, value: u64) {
-    let _ = hostcalls::record_metric(id, value);
+    let _ = HOST.record_metric(id, value);
 }
 
 /// Declares the filter's counters once: an enum `Counter` (whose discriminant indexes
@@ -195,15 +278,13 @@ impl Counters {
     pub fn define(names: &[&'static str]) -> Counters {
         let slots = names
             .iter()
-            .map(
-                |name| match hostcalls::define_metric(MetricType::Counter, name) {
-                    Ok(id) => (Some(id), 0),
-                    Err(status) => {
-                        warn!("apiguard: cannot define metric {name}: {status:?}");
-                        (None, 0)
-                    }
-                },
-            )
+            .map(|name| match HOST.define_metric(MetricType::Counter, name) {
+                Ok(id) => (Some(id), 0),
+                Err(e) => {
+                    warn!("apiguard: cannot define metric {name}: {e}");
+                    (None, 0)
+                }
+            })
             .collect();
         Counters { slots }
     }
@@ -223,8 +304,7 @@ impl Counters {
     pub fn flush(&mut self) {
         for (id, pending) in &mut self.slots {
             if let (Some(id), true) = (id, *pending > 0) {
-                let _ =
-                    hostcalls::increment_metric(*id, i64::try_from(*pending).unwrap_or(i64::MAX));
+                let _ = HOST.increment_metric(*id, i64::try_from(*pending).unwrap_or(i64::MAX));
                 *pending = 0;
             }
         }
@@ -238,11 +318,8 @@ pub struct SignatureStats {
     pub failures: Cell<u64>,
 }
 
-/// Envoy's `verify_signature` foreign function (see `apiguard_core::jwt::host`).
-///
-/// The SDK's `call_foreign_function` panics on a status outside Ok, NotFound, BadArgument,
-/// SerializationFailure and InternalFailure; Envoy's `verify_signature` returns only Ok and
-/// BadArgument, and a host without the function answers NotFound.
+/// Envoy's `verify_signature` foreign function (see `apiguard_core::jwt::host`). Envoy's
+/// function answers Ok or BadArgument; a host without it answers NotFound.
 #[derive(Default)]
 pub struct EnvoySignatures {
     pub stats: Rc<SignatureStats>,
@@ -252,14 +329,11 @@ impl SignatureHost for EnvoySignatures {
     fn call(&self, arguments: &[u8]) -> Result<Vec<u8>, HostCallError> {
         let stats = &self.stats;
         stats.calls.set(stats.calls.get() + 1);
-        let answer = match hostcalls::call_foreign_function(FOREIGN_FUNCTION, Some(arguments)) {
+        let answer = match HOST.call_foreign_function(FOREIGN_FUNCTION, arguments) {
             Ok(Some(bytes)) => Ok(bytes),
             Ok(None) => Err(HostCallError::Empty),
-            Err(Status::NotFound) => Err(HostCallError::Missing),
-            Err(Status::BadArgument) => Err(HostCallError::Status("BadArgument")),
-            Err(Status::SerializationFailure) => Err(HostCallError::Status("SerializationFailure")),
-            Err(Status::InternalFailure) => Err(HostCallError::Status("InternalFailure")),
-            Err(_) => Err(HostCallError::Status("unexpected")),
+            Err(HostError::NotFound) => Err(HostCallError::Missing),
+            Err(e) => Err(HostCallError::Status(e.name())),
         };
         if let Err(e) = &answer {
             stats.failures.set(stats.failures.get() + 1);

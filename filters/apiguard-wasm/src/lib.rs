@@ -1,12 +1,29 @@
 //! apiguard as a Proxy-Wasm HTTP filter.
 //!
 //! This crate is a thin translation layer: host events become calls into the host-independent
-//! core (`apiguard-core`), and the core's steps become host calls. It never calls an SDK
-//! convenience method that unwraps a host-call result (those panic on a host error, and a panic
-//! kills the Wasm VM for every later request on this worker); it goes through
-//! `proxy_wasm::hostcalls` (wrapped in [`host`]) and handles every `Result`.
+//! core (`apiguard-core`), and the core's steps become host calls. It must never panic: a panic
+//! kills the Wasm VM for every later request on this worker. So it does not use the proxy-wasm
+//! SDK, whose host calls and dispatcher panic on host answers they do not expect; it speaks the
+//! ABI itself:
+//! - `abi`: the raw imports and exports, the only `unsafe` code (Wasm only);
+//! - `hostcall`: statuses to `Result`s, header maps and property paths (de)serialised, behind a
+//!   trait so that tests run natively against fakes (`fake`);
+//! - `dispatch`: host events to this crate's contexts, and which context waits for which call;
+//! - `host`: the filter's host calls, each failure logged and failed closed.
 
+#![deny(unsafe_code)]
+
+#[cfg(target_arch = "wasm32")]
+#[allow(unsafe_code)]
+mod abi;
+/// Public: its functions are the host's entry points, called by `abi` on Wasm; natively only
+/// tests call them, and being public keeps them (and the filter behind them) checked code
+/// rather than dead code.
+pub mod dispatch;
+#[cfg(not(target_arch = "wasm32"))]
+mod fake;
 mod host;
+mod hostcall;
 mod worker;
 
 use std::cell::RefCell;
@@ -20,10 +37,8 @@ use apiguard_core::jwt::remote::FetchReason;
 use apiguard_core::ratelimit::{Failure as RateFailure, MAX_ANSWER_BYTES};
 use apiguard_core::reply::Reply;
 use log::{debug, error, info, warn};
-use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 
+use hostcall::{Action, MapType};
 use worker::Worker;
 
 // Talc instead of Rust's default Wasm allocator (dlmalloc): the policy engine allocates and
@@ -31,11 +46,6 @@ use worker::Worker;
 #[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
 #[global_allocator]
 static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
-
-proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Trace);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
-}}
 
 /// How often each worker flushes its counters to Envoy and looks for keys other workers
 /// fetched and for due refreshes.
@@ -49,32 +59,14 @@ struct Root {
     pending: HashMap<u32, usize>,
 }
 
-impl Context for Root {
-    fn on_http_call_response(
-        &mut self,
-        token: u32,
-        _headers: usize,
-        body_size: usize,
-        _trailers: usize,
-    ) {
-        let Some(provider) = self.pending.remove(&token) else {
-            return;
-        };
-        if let Some(Ok(mut w)) = self.worker.as_ref().map(|w| w.try_borrow_mut()) {
-            w.finish_fetch(provider, host::now(), body_size);
-        }
-    }
-}
-
-impl RootContext for Root {
+impl Root {
     /// Parses, validates and compiles the configuration once. Returning `false` makes Envoy
     /// refuse the plugin, so a bad configuration never serves traffic; the log names the field.
-    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
-            Ok(Some(bytes)) => bytes,
-            Ok(None) => Vec::new(),
-            Err(status) => {
-                error!("apiguard: cannot read the plugin configuration: {status:?}");
+    fn on_configure(&mut self) -> bool {
+        let bytes = match host::plugin_configuration() {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                error!("apiguard: cannot read the plugin configuration: {e}");
                 return false;
             }
         };
@@ -98,8 +90,8 @@ impl RootContext for Root {
         worker.create_leases();
         worker.choose_signature_path();
         // The tick flushes counters and, with remote JWKS, syncs and refreshes keys.
-        if let Err(status) = hostcalls::set_tick_period(TICK) {
-            error!("apiguard: cannot start the timer: {status:?}");
+        if let Err(e) = host::set_tick_period(TICK) {
+            error!("apiguard: cannot start the timer: {e}");
             return false;
         }
         self.worker = Some(Rc::new(RefCell::new(worker)));
@@ -126,18 +118,17 @@ impl RootContext for Root {
         }
     }
 
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+    fn on_http_call_response(&mut self, token: u32, body_size: usize) {
+        let Some(provider) = self.pending.remove(&token) else {
+            return;
+        };
+        if let Some(Ok(mut w)) = self.worker.as_ref().map(|w| w.try_borrow_mut()) {
+            w.finish_fetch(provider, host::now(), body_size);
+        }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Request {
-            worker: self.worker.clone(),
-            fetch: None,
-            retried: false,
-            limit: None,
-            response_headers: Vec::new(),
-        }))
+    fn new_request(&self) -> Request {
+        Request::new(self.worker.clone())
     }
 }
 
@@ -163,6 +154,24 @@ struct Request {
 }
 
 impl Request {
+    /// A request under a root whose worker is `worker` (`None`: it will be refused).
+    fn new(worker: Option<Rc<RefCell<Worker>>>) -> Request {
+        Request {
+            worker,
+            fetch: None,
+            retried: false,
+            limit: None,
+            response_headers: Vec::new(),
+        }
+    }
+
+    /// The calls this request waits for (forgotten by `dispatch` if it is deleted first).
+    fn waiting_on(&self) -> Vec<u32> {
+        let limit = self.limit.as_ref().map(|(token, _, _)| *token);
+        let fetch = self.fetch.map(|(token, _)| token);
+        limit.into_iter().chain(fetch).collect()
+    }
+
     /// Runs `f` with the worker. Fails closed: without one (which Envoy never allows, since a
     /// failed configuration refuses the plugin) nothing passes.
     fn with_worker(&mut self, f: impl FnOnce(&mut Self, &mut Worker) -> Action) -> Action {
@@ -184,7 +193,14 @@ impl Request {
 
     fn run(&mut self, w: &mut Worker) -> Action {
         let now_ms = host::now_ms();
-        let headers = host::request_headers();
+        let headers = match host::request_headers() {
+            Ok(headers) => headers,
+            Err(e) => {
+                warn!("apiguard: cannot read the request headers ({e}): refusing the request");
+                host::respond(&Reply::filter_unavailable());
+                return Action::Pause;
+            }
+        };
         let path = headers
             .iter()
             .find(|(n, _)| n == ":path")
@@ -361,18 +377,13 @@ fn publish(outcome: &Outcome, pipeline: &Pipeline) {
     }
 }
 
-impl Context for Request {
-    fn on_http_call_response(
-        &mut self,
-        token: u32,
-        _headers: usize,
-        body_size: usize,
-        _trailers: usize,
-    ) {
+/// The host's events for this request (from `dispatch`).
+impl Request {
+    fn on_http_call_response(&mut self, token: u32, body_size: usize) {
         if let Some((waiting, pending, sent)) = self.limit.take() {
             if waiting == token {
                 if let Action::Continue = self.limiter_answered(pending, sent, body_size) {
-                    resume();
+                    host::resume();
                 }
                 return;
             }
@@ -390,23 +401,15 @@ impl Context for Request {
         }
         self.retried = true;
         if let Action::Continue = self.process() {
-            resume();
+            host::resume();
         }
     }
-}
 
-fn resume() {
-    if let Err(status) = hostcalls::resume_http_request() {
-        warn!("apiguard: cannot resume the request: {status:?}");
-    }
-}
-
-impl HttpContext for Request {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_request_headers(&mut self) -> Action {
         self.process()
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_response_headers(&mut self) -> Action {
         for (name, value) in &self.response_headers {
             host::set_response_header(name, value);
         }

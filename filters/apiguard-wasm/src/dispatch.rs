@@ -1,0 +1,442 @@
+//! Host events to the filter's contexts, in place of the proxy-wasm SDK's dispatcher.
+//!
+//! Why not the SDK's: it panics on host input it does not expect (`invalid context_id`,
+//! `invalid token_id`, `duplicate token_id`, an `unwrap` on `set_effective_context`), and the
+//! filter cannot keep the SDK's hostcalls while routing around its dispatcher: the SDK only
+//! registers a call token inside `hostcalls::dispatch_http_call`, and its exported
+//! `proxy_on_http_call_response` panics on any token it did not register. So the filter owns
+//! the exports (`abi.rs`) and this small table of contexts.
+//!
+//! Never panics: the table is reached with `try_with`/`try_borrow_mut`, and an event for a
+//! context that does not exist, or that arrives while the table or the context is in use (a
+//! re-entrant call), is answered with the fail-closed default: a request is refused, anything
+//! else is ignored.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use apiguard_core::reply::Reply;
+use log::{debug, warn};
+
+use crate::hostcall::Action;
+use crate::{host, Request, Root};
+
+/// HTTP calls in flight: the host's token → the context that started it.
+///
+/// The call-token wrap: the SDK keeps a map like this that only an answer empties, and panics
+/// ("duplicate token_id") when the host hands out a token that is still in it. Envoy cancels a
+/// context's calls without answering when the context goes (a client that disconnects while
+/// the limiter is asked), so such tokens stay in the SDK's map forever, and Envoy's 32-bit call
+/// counter (`next_http_call_id_ += 4`) wraps after about a billion calls: a long-lived worker
+/// eventually gets a stale token back and its VM dies. Here:
+/// - a deleted context's calls are forgotten with it ([`Callouts::forget`]), so nothing stays;
+/// - a token handed out again replaces its entry: the host reuses a token only once the call
+///   it named is over, so the old entry was stale;
+/// - an answer whose token is not here is dropped.
+///
+/// Each context also checks an answer's token against the calls it waits for.
+#[derive(Debug, Default)]
+pub struct Callouts {
+    owner: HashMap<u32, u32>,
+}
+
+impl Callouts {
+    /// Records that `context` started call `token`; the previous owner of a reused token.
+    pub fn started(&mut self, token: u32, context: u32) -> Option<u32> {
+        self.owner.insert(token, context)
+    }
+
+    /// The context an answer for `token` goes to, if any; the call is over either way.
+    pub fn finished(&mut self, token: u32) -> Option<u32> {
+        self.owner.remove(&token)
+    }
+
+    /// Forgets the calls of a deleted context: the tokens it says it waits for, or, when it
+    /// cannot say, every entry naming it.
+    pub fn forget(&mut self, context: u32, waiting: Option<&[u32]>) {
+        match waiting {
+            Some(tokens) => {
+                for token in tokens {
+                    if self.owner.get(token) == Some(&context) {
+                        self.owner.remove(token);
+                    }
+                }
+            }
+            None => self.owner.retain(|_, owner| *owner != context),
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.owner.len()
+    }
+}
+
+/// The contexts of this VM (a Wasm VM is single-threaded: one table).
+#[derive(Default)]
+struct Vm {
+    roots: HashMap<u32, Rc<RefCell<Root>>>,
+    requests: HashMap<u32, Rc<RefCell<Request>>>,
+    callouts: Callouts,
+    /// The context the host is running now: calls started now are its calls.
+    active: u32,
+}
+
+thread_local! {
+    static VM: RefCell<Vm> = RefCell::new(Vm::default());
+}
+
+/// Runs `f` on the table; `None` if it is in use (a re-entrant call), never a panic. Contexts
+/// are cloned out (`Rc`) and run after the table is released, so a context's host calls can
+/// reach the table (to record a call) while it runs.
+fn with_vm<R>(f: impl FnOnce(&mut Vm) -> R) -> Option<R> {
+    VM.try_with(|vm| vm.try_borrow_mut().ok().map(|mut vm| f(&mut vm)))
+        .ok()
+        .flatten()
+}
+
+fn enter_root(id: u32) -> Option<Rc<RefCell<Root>>> {
+    with_vm(|vm| {
+        vm.active = id;
+        vm.roots.get(&id).cloned()
+    })
+    .flatten()
+}
+
+fn enter_request(id: u32) -> Option<Rc<RefCell<Request>>> {
+    with_vm(|vm| {
+        vm.active = id;
+        vm.requests.get(&id).cloned()
+    })
+    .flatten()
+}
+
+/// Once, when the VM starts.
+pub fn init() {
+    host::install_logger();
+}
+
+/// A root context (`root_id` 0: one per plugin configuration) or a request under a root. A
+/// request under a root this table does not know gets no worker, so it is refused.
+pub fn on_context_create(id: u32, root_id: u32) {
+    with_vm(|vm| {
+        if root_id == 0 {
+            vm.roots.insert(id, Rc::new(RefCell::new(Root::default())));
+            return;
+        }
+        let request = match vm.roots.get(&root_id).map(|r| r.try_borrow()) {
+            Some(Ok(root)) => root.new_request(),
+            _ => Request::new(None),
+        };
+        vm.requests.insert(id, Rc::new(RefCell::new(request)));
+    });
+}
+
+/// `false` (Envoy refuses the plugin) for a root this table does not know.
+pub fn on_configure(id: u32) -> bool {
+    let Some(root) = enter_root(id) else {
+        return false;
+    };
+    let Ok(mut root) = root.try_borrow_mut() else {
+        return false;
+    };
+    root.on_configure()
+}
+
+pub fn on_tick(id: u32) {
+    if let Some(root) = enter_root(id) {
+        if let Ok(mut root) = root.try_borrow_mut() {
+            root.on_tick();
+        }
+    }
+}
+
+pub fn on_request_headers(id: u32) -> Action {
+    let request = enter_request(id);
+    if let Some(Ok(mut request)) = request.as_ref().map(|r| r.try_borrow_mut()) {
+        return request.on_request_headers();
+    }
+    // No context for this request (the host broke the ABI's order of events) or a re-entrant
+    // call: nothing can check the request, so it does not pass.
+    host::respond(&Reply::filter_unavailable());
+    Action::Pause
+}
+
+pub fn on_response_headers(id: u32) -> Action {
+    let request = enter_request(id);
+    if let Some(Ok(mut request)) = request.as_ref().map(|r| r.try_borrow_mut()) {
+        return request.on_response_headers();
+    }
+    Action::Continue
+}
+
+/// Delivers a call's answer to the context that started it (see [`Callouts`]).
+pub fn on_http_call_response(token: u32, body_size: usize) {
+    let target = with_vm(|vm| {
+        let owner = vm.callouts.finished(token)?;
+        vm.active = owner;
+        Some((
+            owner,
+            vm.requests.get(&owner).cloned(),
+            vm.roots.get(&owner).cloned(),
+        ))
+    })
+    .flatten();
+    let Some((owner, request, root)) = target else {
+        debug!("apiguard: answer to call {token}, which no context waits for: dropped");
+        return;
+    };
+    // Envoy already runs the answer in the caller's context; other hosts may not.
+    if let Err(e) = host::HOST.set_effective_context(owner) {
+        warn!("apiguard: cannot switch to context {owner} for the answer to call {token}: {e}");
+    }
+    if let Some(Ok(mut request)) = request.as_ref().map(|r| r.try_borrow_mut()) {
+        request.on_http_call_response(token, body_size);
+    } else if let Some(Ok(mut root)) = root.as_ref().map(|r| r.try_borrow_mut()) {
+        root.on_http_call_response(token, body_size);
+    };
+}
+
+pub fn on_delete(id: u32) {
+    with_vm(|vm| {
+        let waiting = match vm.requests.remove(&id) {
+            Some(request) => request.try_borrow().ok().map(|r| r.waiting_on()),
+            None => {
+                vm.roots.remove(&id);
+                None
+            }
+        };
+        vm.callouts.forget(id, waiting.as_deref());
+    });
+}
+
+/// Records that the running context started call `token` (called by `host` on every call the
+/// host accepts).
+pub fn callout_started(token: u32) {
+    with_vm(|vm| {
+        let context = vm.active;
+        if let Some(stale) = vm.callouts.started(token, context) {
+            debug!("apiguard: the host reused call token {token} (last held by context {stale})");
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reused_token_replaces_its_stale_entry() {
+        let mut c = Callouts::default();
+        assert_eq!(c.started(4, 2), None);
+        // The host wrapped around and gave token 4 to context 3: no panic, 3 owns it now.
+        assert_eq!(c.started(4, 3), Some(2));
+        assert_eq!(c.finished(4), Some(3));
+        assert_eq!(c.finished(4), None);
+        assert_eq!(c.len(), 0);
+    }
+
+    #[test]
+    fn a_deleted_context_leaves_nothing_behind() {
+        let mut c = Callouts::default();
+        c.started(4, 2);
+        c.started(8, 3);
+        c.started(12, 1);
+        c.started(16, 1);
+        // Context 2 is deleted while waiting (Envoy cancels the call, no answer comes).
+        c.forget(2, Some(&[4]));
+        assert_eq!(c.finished(4), None);
+        // A context that cannot say what it waits for: every entry naming it goes.
+        c.forget(1, None);
+        assert_eq!(c.len(), 1);
+        // Tokens a context names but no longer owns are left to their owner.
+        c.forget(2, Some(&[8]));
+        assert_eq!(c.finished(8), Some(3));
+    }
+
+    #[test]
+    fn a_billion_cancelled_calls_do_not_accumulate() {
+        // Envoy's counter steps by 4 and wraps: simulate the wrap with tokens modulo a small
+        // ring, every other call cancelled by its context's deletion.
+        let mut c = Callouts::default();
+        for call in 0u32..100_000 {
+            let token = (call % 64) * 4;
+            let context = call + 10;
+            c.started(token, context);
+            if call % 2 == 0 {
+                c.forget(context, Some(&[token]));
+            } else {
+                assert_eq!(c.finished(token), Some(context));
+            }
+        }
+        assert_eq!(c.len(), 0);
+    }
+
+    /// The filter end to end against the scripted native host (`fake`).
+    #[cfg(not(target_arch = "wasm32"))]
+    mod scripted {
+        use super::super::*;
+        use crate::fake::{script, Script};
+        use crate::hostcall::encode_map;
+
+        const RATE_LIMITED: &str = r#"{"rate_limit": {"cluster": "limiter",
+            "identity": ["header:x-api-key"],
+            "tiers": {"standard": [{"requests": 5, "window_s": 60}]}}}"#;
+
+        fn start(s: Script) {
+            with_vm(|vm| *vm = Vm::default()).unwrap();
+            script(|old| *old = s).unwrap();
+        }
+
+        fn journal() -> Vec<String> {
+            script(|s| std::mem::take(&mut s.journal)).unwrap()
+        }
+
+        fn headers(pairs: &[(&str, &str)]) -> Vec<u8> {
+            encode_map(pairs).unwrap()
+        }
+
+        /// Every status but Ok, and numbers outside the ABI.
+        const FAILURES: &[u32] = &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 99, u32::MAX];
+
+        #[test]
+        fn a_host_failing_every_call_never_kills_the_vm() {
+            for &status in FAILURES {
+                start(Script {
+                    fail_with: Some(status),
+                    ..Script::default()
+                });
+                init();
+                on_context_create(1, 0);
+                assert!(!on_configure(1), "status {status}");
+                on_context_create(2, 1);
+                // No worker: refused (the refusal itself fails, and is only logged).
+                assert_eq!(on_request_headers(2), Action::Pause);
+                assert_eq!(journal(), ["respond 503"]);
+                assert_eq!(on_response_headers(2), Action::Continue);
+                on_http_call_response(4, 10);
+                on_tick(1);
+                on_delete(2);
+                on_delete(1);
+            }
+        }
+
+        #[test]
+        fn events_for_unknown_contexts_fail_closed() {
+            start(Script::default());
+            assert_eq!(on_request_headers(7), Action::Pause);
+            assert_eq!(journal(), ["respond 503"]);
+            assert_eq!(on_response_headers(7), Action::Continue);
+            assert!(!on_configure(7));
+            on_tick(7);
+            on_http_call_response(7, 0);
+            on_delete(7);
+            // A request under a root that does not exist has no worker: refused.
+            on_context_create(8, 6);
+            assert_eq!(on_request_headers(8), Action::Pause);
+            assert_eq!(journal(), ["respond 503"]);
+        }
+
+        #[test]
+        fn request_headers_the_host_cannot_give_refuse_the_request() {
+            start(Script {
+                config: b"{}".to_vec(),
+                request_headers: headers(&[(":path", "/"), (":method", "GET")]),
+                ..Script::default()
+            });
+            on_context_create(1, 0);
+            assert!(on_configure(1));
+            on_context_create(2, 1);
+            assert_eq!(on_request_headers(2), Action::Continue);
+            assert_eq!(journal(), Vec::<String>::new());
+            // Garbage, a truncated map: refused, and the next request is served.
+            for garbage in [vec![9, 9, 9], headers(&[(":path", "/")])[..14].to_vec()] {
+                script(|s| s.request_headers = garbage).unwrap();
+                assert_eq!(on_request_headers(2), Action::Pause);
+                assert_eq!(journal(), ["respond 503"]);
+            }
+            // A name that is not UTF-8 is kept (lossily) and does not stop the request.
+            let mut odd = headers(&[(":path", "/"), ("xy", "v")]);
+            let at = odd.windows(3).position(|w| w == b"xy\0").unwrap();
+            odd[at] = 0xff;
+            script(|s| s.request_headers = odd).unwrap();
+            assert_eq!(on_request_headers(2), Action::Continue);
+            // Every failing status on the way: refused.
+            for &status in FAILURES {
+                script(|s| s.fail_with = Some(status)).unwrap();
+                assert_eq!(on_request_headers(2), Action::Pause, "status {status}");
+                assert_eq!(journal(), ["respond 503"]);
+            }
+        }
+
+        /// Envoy's call counter wraps, and the contexts that held a token may be gone without an
+        /// answer (a cancelled call) or, if the host misbehaves, still there: either way the
+        /// answer reaches the context that holds the token now, and nothing panics.
+        #[test]
+        fn a_reused_call_token_reaches_the_context_that_holds_it_now() {
+            start(Script {
+                config: RATE_LIMITED.as_bytes().to_vec(),
+                request_headers: headers(&[(":path", "/x"), ("x-api-key", "k")]),
+                call_status: Some(b"500".to_vec()),
+                token: 4,
+                ..Script::default()
+            });
+            on_context_create(1, 0);
+            assert!(on_configure(1));
+            on_context_create(2, 1);
+            assert_eq!(on_request_headers(2), Action::Pause);
+            assert_eq!(journal(), ["call 4"]);
+            // The client goes away: Envoy cancels the call and never answers it.
+            on_delete(2);
+            assert_eq!(with_vm(|vm| vm.callouts.len()), Some(0));
+            on_context_create(3, 1);
+            assert_eq!(on_request_headers(3), Action::Pause);
+            // The host hands out token 4 again, while context 3's first call is still open.
+            on_context_create(5, 1);
+            assert_eq!(on_request_headers(5), Action::Pause);
+            assert_eq!(journal(), ["call 4", "call 4"]);
+            // The limiter answers 500: the failure mode (deny) refuses context 5's request.
+            on_http_call_response(4, 0);
+            let answered = journal();
+            assert_eq!(answered.first().map(String::as_str), Some("context 5"));
+            assert!(
+                answered.iter().any(|e| e.starts_with("respond ")),
+                "{answered:?}"
+            );
+            // The token is spent: a second answer for it is dropped.
+            on_http_call_response(4, 0);
+            assert_eq!(journal(), Vec::<String>::new());
+            on_delete(3);
+            on_delete(5);
+            assert_eq!(with_vm(|vm| vm.callouts.len()), Some(0));
+        }
+
+        #[test]
+        fn an_answer_lets_the_waiting_request_go_on() {
+            start(Script {
+                config: RATE_LIMITED.as_bytes().to_vec(),
+                request_headers: headers(&[(":path", "/x"), ("x-api-key", "k")]),
+                call_status: Some(b"200".to_vec()),
+                call_body: br#"{"results": []}"#.to_vec(),
+                token: 8,
+                ..Script::default()
+            });
+            on_context_create(1, 0);
+            assert!(on_configure(1));
+            on_context_create(2, 1);
+            assert_eq!(on_request_headers(2), Action::Pause);
+            on_http_call_response(8, 15);
+            let answered = journal();
+            assert_eq!(answered.first().map(String::as_str), Some("call 8"));
+            assert_eq!(answered.get(1).map(String::as_str), Some("context 2"));
+            // Whatever the core makes of this answer, the request is resumed or refused.
+            assert!(
+                answered
+                    .iter()
+                    .any(|e| e == "resume" || e.starts_with("respond ")),
+                "{answered:?}"
+            );
+        }
+    }
+}
