@@ -10,6 +10,7 @@
 pub mod metrics;
 pub mod serve;
 pub mod store;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,6 +1,7 @@
 //! `apiguard-limiter` binary: flags, logging, store choice, bind, serve until SIGTERM or SIGINT.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,6 +9,7 @@ use std::time::Duration;
 use std::io::IsTerminal;
 
 use apiguard_limiter::serve::{self, Limits, Stopped};
+use apiguard_limiter::tls::{self, TlsFiles};
 use apiguard_limiter::{app, AppState, MemoryStore, Metrics, RedisStore, RedisTarget, Store};
 use clap::{Parser, ValueEnum};
 use tracing::{error, info, warn};
@@ -52,6 +54,20 @@ struct Args {
     #[arg(long, env = "APIGUARD_LIMITER_SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(0..=600_000))]
     shutdown_timeout_ms: u64,
+    /// The limiter's certificate chain (PEM). With --tls-key and --tls-client-ca, only callers
+    /// presenting a certificate signed by the client CA are served (mutual TLS).
+    #[arg(long, env = "APIGUARD_LIMITER_TLS_CERT", requires_all = ["tls_key", "tls_client_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "APIGUARD_LIMITER_TLS_KEY", requires_all = ["tls_cert", "tls_client_ca"])]
+    tls_key: Option<PathBuf>,
+    /// The CA (PEM) whose certificates callers must present.
+    #[arg(long, env = "APIGUARD_LIMITER_TLS_CLIENT_CA", requires_all = ["tls_cert", "tls_key"])]
+    tls_client_ca: Option<PathBuf>,
+    /// Serve plain HTTP on a non-loopback address (refused otherwise): only where the network
+    /// itself keeps every other caller out.
+    #[arg(long, env = "APIGUARD_LIMITER_ALLOW_PLAINTEXT")]
+    allow_plaintext: bool,
     /// `text` (colours only on a terminal) or `json` (one object a line, for log pipelines).
     #[arg(long, env = "APIGUARD_LIMITER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -99,6 +115,21 @@ async fn serve<S: Store>(args: &Args, store: S, timeout: Duration) -> ExitCode {
         metrics: Metrics::new(),
         store_timeout: timeout,
     });
+    let files = match (&args.tls_cert, &args.tls_key, &args.tls_client_ca) {
+        (Some(cert), Some(key), Some(client_ca)) => Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: client_ca.clone(),
+        }),
+        _ => None,
+    };
+    let tls = match tls::acceptor(args.listen, files, args.allow_plaintext) {
+        Ok(t) => t,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -106,14 +137,19 @@ async fn serve<S: Store>(args: &Args, store: S, timeout: Duration) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    info!(listen = %args.listen, store = %store_name, "apiguard-limiter serving");
+    let transport = if tls.is_some() {
+        "mutual TLS"
+    } else {
+        "plain HTTP"
+    };
+    info!(listen = %args.listen, store = %store_name, transport, "apiguard-limiter serving");
     let limits = Limits {
         header_read_timeout: Duration::from_millis(args.header_timeout_ms),
         request_timeout: Duration::from_millis(args.request_timeout_ms),
         max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
         shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),
     };
-    match serve::serve(listener, app(state), limits, shutdown_signal()).await {
+    match serve::serve(listener, app(state), tls, limits, shutdown_signal()).await {
         Stopped::Drained => info!("apiguard-limiter stopped"),
         Stopped::DeadlinePassed => info!("apiguard-limiter stopped (shutdown deadline passed)"),
     }

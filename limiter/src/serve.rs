@@ -2,7 +2,9 @@
 //! finish its request headers within `header_read_timeout` and its whole request within
 //! `request_timeout`; at most `max_connections` are open at once (more are closed on accept);
 //! on shutdown the listener closes, in-flight requests get `shutdown_timeout` to finish, and
-//! then the process goes on regardless of clients that never finish.
+//! then the process goes on regardless of clients that never finish. With a TLS acceptor
+//! ([`crate::tls`]) every connection must complete a mutual-TLS handshake within the header
+//! timeout before it is served.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -13,9 +15,12 @@ use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::Watcher;
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tower_http::timeout::TimeoutLayer;
 use tracing::{debug, info, warn};
 
@@ -52,6 +57,7 @@ pub enum Stopped {
 pub async fn serve(
     listener: TcpListener,
     app: Router,
+    tls: Option<TlsAcceptor>,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) -> Stopped {
@@ -85,12 +91,23 @@ pub async fn serve(
             drop(stream);
             continue;
         };
-        let service = TowerToHyperService::new(app.clone());
-        let conn = builder.serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn.into_owned());
+        let (app, builder, watcher, tls) = (
+            app.clone(),
+            builder.clone(),
+            graceful.watcher(),
+            tls.clone(),
+        );
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                debug!(%peer, "connection ended: {e}");
+            match tls {
+                None => one_connection(stream, app, &builder, watcher).await,
+                Some(acceptor) => {
+                    let handshake = acceptor.accept(stream);
+                    match tokio::time::timeout(limits.header_read_timeout, handshake).await {
+                        Ok(Ok(stream)) => one_connection(stream, app, &builder, watcher).await,
+                        Ok(Err(e)) => debug!(%peer, "TLS handshake refused: {e}"),
+                        Err(_) => debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
             }
             drop(slot);
         });
@@ -106,5 +123,22 @@ pub async fn serve(
             warn!("shutdown deadline passed with connections open; closing them");
             Stopped::DeadlinePassed
         }
+    }
+}
+
+/// Serves one accepted (and, with TLS, authenticated) connection until it ends or shutdown
+/// closes it.
+async fn one_connection<S>(
+    stream: S,
+    app: Router,
+    builder: &Builder<TokioExecutor>,
+    watcher: Watcher,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = TowerToHyperService::new(app);
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    if let Err(e) = watcher.watch(conn).await {
+        debug!("connection ended: {e}");
     }
 }

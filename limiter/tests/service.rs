@@ -348,3 +348,111 @@ async fn logs_are_json_lines_or_plain_text() {
         "colour codes in a log file:\n{log}"
     );
 }
+
+/// Sends one check over TLS, presenting `client` (certificate and key file names of the PKI)
+/// or no certificate; the raw HTTP answer, or why the exchange failed.
+async fn tls_check(
+    addr: std::net::SocketAddr,
+    pki: &apiguard_e2e::certs::Pki,
+    client: Option<(&str, &str)>,
+) -> Result<String, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(pki.path("ca.pem")).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match client {
+        Some((cert, key)) => {
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(pki.path(cert))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            let key = PrivateKeyDer::from_pem_file(pki.path(key)).unwrap();
+            builder.with_client_auth_cert(certs, key).unwrap()
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = ServerName::try_from(apiguard_e2e::certs::LIMITER_NAME).unwrap();
+    let mut tls = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let body = body("{tls}", 5).to_string();
+    let req = format!(
+        "POST /v1/check HTTP/1.1\r\nhost: limiter.test\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tls.write_all(req.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    tls.read_to_end(&mut out).await.map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// With mutual TLS only a caller presenting a certificate from the client CA is served: no
+/// certificate, a stranger's certificate and plain HTTP are all refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_callers_with_a_client_certificate_are_served() {
+    let pki = apiguard_e2e::certs::Pki::new().unwrap();
+    let args = pki.limiter_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let l = limiter(&args).await;
+    let ok = tls_check(l.addr, &pki, Some(("client.pem", "client.key")))
+        .await
+        .unwrap();
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    assert!(ok.contains(r#""allowed":true"#), "{ok}");
+    for client in [None, Some(("stranger.pem", "stranger.key"))] {
+        let refused = tls_check(l.addr, &pki, client).await;
+        assert!(
+            refused
+                .as_ref()
+                .map_or(true, |r| !r.contains("HTTP/1.1 200")),
+            "{client:?} was served: {refused:?}"
+        );
+    }
+    let plain = reqwest::Client::new()
+        .post(format!("http://{}/v1/check", l.addr))
+        .json(&body("{plain}", 5))
+        .send()
+        .await;
+    assert!(plain.is_err(), "plain HTTP was served: {plain:?}");
+    assert!(
+        l.proc.log().contains("transport=\"mutual TLS\""),
+        "{}",
+        l.proc.log()
+    );
+}
+
+/// Plain HTTP is refused on an address other machines can reach, unless asked for.
+#[test]
+fn plain_http_off_loopback_is_refused() {
+    let out = std::process::Command::new(BIN)
+        .args(["--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("refusing plain HTTP on 0.0.0.0:0"), "{text}");
+    let half = std::process::Command::new(BIN)
+        .args(["--tls-cert", "/nonexistent.pem"])
+        .output()
+        .unwrap();
+    assert!(!half.status.success());
+}

@@ -350,3 +350,40 @@ async fn header_modes_and_shadow_limits() {
     assert_eq!(echo.count(), 4);
     expect_stat(&envoy, "wasmcustom.apiguard.ratelimit.shadow_limited", 3).await;
 }
+
+/// Only the filter may call the limiter: over mutual TLS, Envoy presenting the filter's client
+/// certificate gets exact limits; an Envoy presenting a stranger's certificate is refused by the
+/// limiter, so its requests fail closed (503), never unlimited.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_limiter_serves_only_the_filters_certificate() {
+    let pki = apiguard_e2e::certs::Pki::new().unwrap();
+    let redis = Redis::start().unwrap();
+    let mut args = pki.limiter_args();
+    args.extend(["--redis".into(), redis.url()]);
+    let limiter = Limiter::start(&args).await.unwrap();
+    let config = config(json!({"tiers": {"standard": [{"requests": 2, "window_s": 60}]}}));
+    let echo = Echo::start().await.unwrap();
+    let start = |cert: &str, key: &str| {
+        EnvoySpec::new(echo.addr)
+            .with_cluster("limiter", limiter.addr)
+            .with_transport_socket("limiter", pki.envoy_tls(cert, key))
+            .with_filter(config.clone())
+    };
+    let filter = Envoy::start(&start("client.pem", "client.key"))
+        .await
+        .unwrap();
+    let auth = bearer("tls-alice");
+    assert_eq!(get(&filter, "/api/x", &auth).await.0, 200);
+    let (status, headers) = get(&filter, "/api/x", &auth).await;
+    assert_eq!((status, h(&headers, "x-ratelimit-remaining")), (200, "0"));
+    assert_eq!(get(&filter, "/api/x", &auth).await.0, 429);
+    let stranger = Envoy::start(&start("stranger.pem", "stranger.key"))
+        .await
+        .unwrap();
+    assert_eq!(get(&stranger, "/api/x", &bearer("tls-bob")).await.0, 503);
+    assert_eq!(
+        echo.count(),
+        2,
+        "only the two admitted requests reached the upstream"
+    );
+}

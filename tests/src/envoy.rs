@@ -42,6 +42,8 @@ pub struct EnvoySpec {
     pub upstream: SocketAddr,
     /// Further clusters by name (the limiter, a JWKS server).
     pub clusters: Vec<(String, SocketAddr)>,
+    /// A `transport_socket` for a cluster by name (mutual TLS to the limiter).
+    pub transport_sockets: Vec<(String, Value)>,
     /// Worker threads.
     pub concurrency: u32,
     /// Envoy's `--component-log-level` for the `wasm` component.
@@ -58,6 +60,7 @@ impl EnvoySpec {
             plugin_config: None,
             upstream,
             clusters: Vec::new(),
+            transport_sockets: Vec::new(),
             concurrency: 1,
             wasm_log_level: "debug",
             native_filters: Vec::new(),
@@ -79,6 +82,12 @@ impl EnvoySpec {
 
     pub fn with_cluster(mut self, name: &str, addr: SocketAddr) -> Self {
         self.clusters.push((name.to_owned(), addr));
+        self
+    }
+
+    /// Gives cluster `name` this `transport_socket` (e.g. [`crate::certs::Pki::envoy_tls`]).
+    pub fn with_transport_socket(mut self, name: &str, socket: Value) -> Self {
+        self.transport_sockets.push((name.to_owned(), socket));
         self
     }
 
@@ -109,7 +118,13 @@ impl EnvoySpec {
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
         }));
         let mut clusters = vec![cluster("upstream", self.upstream)];
-        clusters.extend(self.clusters.iter().map(|(n, a)| cluster(n, *a)));
+        clusters.extend(self.clusters.iter().map(|(n, a)| {
+            let mut c = cluster(n, *a);
+            if let Some((_, socket)) = self.transport_sockets.iter().find(|(t, _)| t == n) {
+                c["transport_socket"] = socket.clone();
+            }
+            c
+        }));
         Ok(json!({
             "admin": {"address": socket(SocketAddr::from(([127, 0, 0, 1], 0)))},
             "static_resources": {

@@ -6,6 +6,7 @@
 //! the limiter said. A missing binary is an error that says how to install it; nothing is
 //! skipped.
 
+pub mod certs;
 pub mod demo;
 pub mod echo;
 pub mod envoy;

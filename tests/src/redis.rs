@@ -199,10 +199,17 @@ impl Limiter {
         let mut proc = Proc::spawn("limiter", cmd, dir.path())?;
         let http = crate::client();
         let start = Instant::now();
+        // Over mutual TLS a plain client cannot ask `/healthz`: wait for the log line instead.
+        let tls = args.iter().any(|a| a == "--tls-cert");
         loop {
             proc.check_alive()?;
-            let r = http.get(format!("http://{addr}/healthz")).send().await;
-            if r.is_ok_and(|r| r.status().is_success()) {
+            let ready = if tls {
+                proc.log().contains("apiguard-limiter serving")
+            } else {
+                let r = http.get(format!("http://{addr}/healthz")).send().await;
+                r.is_ok_and(|r| r.status().is_success())
+            };
+            if ready {
                 return Ok(Limiter {
                     proc,
                     addr,
