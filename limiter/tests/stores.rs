@@ -275,3 +275,26 @@ async fn a_log_written_per_unit_keeps_counting() {
     assert_eq!(d.results[0].remaining, 0);
     assert!(!store.check(std::slice::from_ref(&c)).await.unwrap().allowed);
 }
+
+/// A connection dropped while idle (here by a proxy that closes idle connections, as a NAT, a
+/// load balancer or Redis's `timeout` does) costs no request, and no quota twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_drop_costs_no_request() {
+    let redis = Redis::start().unwrap();
+    let proxy = apiguard_e2e::idle_proxy::IdleProxy::start(redis.addr, Duration::from_millis(300))
+        .await
+        .unwrap();
+    let store = RedisStore::new(
+        RedisTarget::Single(format!("redis://{}", proxy.addr)),
+        TIMEOUT,
+    );
+    let c = check("{idle}", 3, 60_000, Algorithm::Log);
+    for round in 0..3 {
+        let d = store.check(std::slice::from_ref(&c)).await;
+        let d = d.unwrap_or_else(|e| panic!("check {round} after an idle drop: {e}"));
+        assert!(d.allowed, "check {round}: {d:?}");
+        assert_eq!(d.results[0].remaining, 2 - round);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+    assert!(!store.check(std::slice::from_ref(&c)).await.unwrap().allowed);
+}

@@ -11,6 +11,7 @@ pub mod demo;
 pub mod echo;
 pub mod envoy;
 pub mod fake_limiter;
+pub mod idle_proxy;
 pub mod jwks;
 pub mod keys;
 pub mod load;

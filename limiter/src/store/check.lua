@@ -4,9 +4,13 @@
 --          Every key of one call carries the same {TAG}, so in Redis Cluster they share a slot.
 -- ARGV[1]  a call id unique across every limiter instance; log members are
 --          <call id>:<i>:x<cost>, so two calls in the same millisecond are two members.
--- ARGV[2 + 4(i-1) .. 5 + 4(i-1)]  check i: algorithm ("log" | "counter"), limit, window_ms, cost.
+-- ARGV[2]  the latest Redis TIME (ms) at which this call may still count: past it the caller
+--          has long answered 503 (a Redis paused or blocked while the call waited), so the
+--          script returns { 2 } and writes nothing.
+-- ARGV[3 + 4(i-1) .. 6 + 4(i-1)]  check i: algorithm ("log" | "counter"), limit, window_ms, cost.
 --
--- Returns { allowed (1 | 0), then for each check: remaining, reset_ms, retry_after_ms }.
+-- Returns { allowed (1 | 0), then for each check: remaining, reset_ms, retry_after_ms }, or
+-- { 2 } for a call that came too late.
 --
 -- The one clock is Redis TIME (ms), so limiter replicas with skewed clocks still agree.
 -- Nothing is written unless every check fits: an over-limit call consumes nothing.
@@ -28,12 +32,15 @@ end
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if now > tonumber(ARGV[2]) then
+  return { 2 }
+end
 local n = #KEYS
 local fits = true
 local st = {}
 
 for i = 1, n do
-  local b = 2 + (i - 1) * 4
+  local b = 3 + (i - 1) * 4
   local s = { algo = ARGV[b], limit = tonumber(ARGV[b + 1]), window = tonumber(ARGV[b + 2]),
               cost = tonumber(ARGV[b + 3]) }
   local key = KEYS[i]

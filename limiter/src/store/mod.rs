@@ -26,6 +26,10 @@ pub enum StoreError {
     Redis(#[from] ::redis::RedisError),
     #[error("redis: unexpected reply from the check script: {0}")]
     BadReply(String),
+    /// The call reached Redis after its deadline (Redis was paused or busy) and was not
+    /// counted; the caller had already been answered 503.
+    #[error("redis ran the check past its deadline; it was not counted")]
+    TooLate,
 }
 
 impl StoreError {
@@ -36,6 +40,7 @@ impl StoreError {
             StoreError::Redis(e) if e.is_connection_refusal() || e.is_io_error() => "connection",
             StoreError::Redis(_) => "redis",
             StoreError::BadReply(_) => "bad_reply",
+            StoreError::TooLate => "too_late",
         }
     }
 }
