@@ -463,3 +463,28 @@ fn plain_http_off_loopback_is_refused() {
         .unwrap();
     assert!(!half.status.success());
 }
+
+/// A client that sends its header but trickles (here: never sends) the body it announced gets
+/// 408 once the request timeout passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalled_body_gets_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = limiter(&["--request-timeout-ms", "300"]).await;
+    let mut s = tokio::net::TcpStream::connect(l.addr).await.unwrap();
+    s.write_all(b"POST /v1/check HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut out = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut out))
+        .await
+        .expect("no answer to a stalled body")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&out[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
