@@ -11,7 +11,7 @@ use super::alg::AlgSet;
 use super::cache::{CachedToken, TokenCache};
 use super::host::SignatureHost;
 use super::keys::{JwksError, KeySet};
-use super::token::{self, Policy, Reject, DEFAULT_MAX_CLAIMS_DEPTH};
+use super::token::{self, Policy, Reject, RejectClass, DEFAULT_MAX_CLAIMS_DEPTH};
 use crate::config::{ConfigError, JwksConfig, JwtConfig, Problem, RemoteJwks};
 use crate::flow::{HeaderOp, Headers};
 use crate::path::{prefix_matches, query_param, NormalizedPath};
@@ -169,12 +169,12 @@ pub enum Invalid {
 
 impl Invalid {
     /// Counter class (see [`Reject::class`]).
-    pub fn class(self) -> &'static str {
+    pub fn class(self) -> RejectClass {
         match self {
             Invalid::Token(r) => r.class(),
-            Invalid::Repeated | Invalid::NotUtf8 => "malformed",
-            Invalid::UnknownIssuer | Invalid::Unforwardable => "claims",
-            Invalid::NoKeys => "keys_unavailable",
+            Invalid::Repeated | Invalid::NotUtf8 => RejectClass::Malformed,
+            Invalid::UnknownIssuer | Invalid::Unforwardable => RejectClass::Claims,
+            Invalid::NoKeys => RejectClass::KeysUnavailable,
         }
     }
 }

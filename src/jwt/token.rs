@@ -65,25 +65,56 @@ pub enum Reject {
     WrongType,
 }
 
+/// Why a token was refused, coarsely: the counter a refusal moves
+/// (`apiguard.jwt.rejected.<name>`). A typed class, so the filter's counter mapping is checked
+/// by the compiler: a new or renamed class cannot silently count as another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectClass {
+    Malformed,
+    Header,
+    Key,
+    Signature,
+    Expired,
+    Claims,
+    KeysUnavailable,
+}
+
+impl RejectClass {
+    /// The counter name's last part.
+    pub fn name(self) -> &'static str {
+        match self {
+            RejectClass::Malformed => "malformed",
+            RejectClass::Header => "header",
+            RejectClass::Key => "key",
+            RejectClass::Signature => "signature",
+            RejectClass::Expired => "expired",
+            RejectClass::Claims => "claims",
+            RejectClass::KeysUnavailable => "keys_unavailable",
+        }
+    }
+}
+
 impl Reject {
-    /// The counter class: `malformed`, `header`, `key`, `signature`, `expired`, `claims`.
-    pub fn class(self) -> &'static str {
+    /// The counter class.
+    pub fn class(self) -> RejectClass {
         match self {
             Reject::TooLarge
             | Reject::Malformed
             | Reject::Encrypted
             | Reject::DuplicateMember
-            | Reject::TooDeep => "malformed",
-            Reject::UnsupportedHeader | Reject::AlgorithmNotAllowed | Reject::WrongType => "header",
-            Reject::UnknownKid | Reject::NoMatchingKey => "key",
-            Reject::BadSignature => "signature",
-            Reject::Expired | Reject::NotYetValid | Reject::IssuedInFuture => "expired",
+            | Reject::TooDeep => RejectClass::Malformed,
+            Reject::UnsupportedHeader | Reject::AlgorithmNotAllowed | Reject::WrongType => {
+                RejectClass::Header
+            }
+            Reject::UnknownKid | Reject::NoMatchingKey => RejectClass::Key,
+            Reject::BadSignature => RejectClass::Signature,
+            Reject::Expired | Reject::NotYetValid | Reject::IssuedInFuture => RejectClass::Expired,
             Reject::BadTimeClaim
             | Reject::BadClaimType
             | Reject::LifetimeTooLong
             | Reject::WrongIssuer
             | Reject::WrongAudience
-            | Reject::MissingClaim => "claims",
+            | Reject::MissingClaim => RejectClass::Claims,
         }
     }
 }

@@ -334,7 +334,7 @@ fn log_outcome(outcome: &Outcome, path: &[u8]) {
             Event::JwtRejected(why) => {
                 debug!(
                     "apiguard: token refused ({}): {why:?} on {}",
-                    why.class(),
+                    why.class().name(),
                     String::from_utf8_lossy(path)
                 );
             }

@@ -11,6 +11,7 @@ use apiguard_core::jwt::host as jwt_host;
 use apiguard_core::jwt::keys::{KeySet, MAX_JWKS_BYTES};
 use apiguard_core::jwt::remote::{self, FetchError, FetchReason, Lease, SharedJwks};
 use apiguard_core::jwt::stage::Jwks;
+use apiguard_core::jwt::token::RejectClass;
 use apiguard_core::policy::Failure;
 use apiguard_core::ratelimit::Failure as RateFailure;
 use log::{debug, info, warn};
@@ -354,13 +355,13 @@ fn counter(e: &Event) -> Counter {
         Event::JwtAccepted { .. } => Counter::JwtAccepted,
         Event::JwtMissing => Counter::JwtMissing,
         Event::JwtRejected(why) => match why.class() {
-            "malformed" => Counter::JwtRejectedMalformed,
-            "header" => Counter::JwtRejectedHeader,
-            "key" => Counter::JwtRejectedKey,
-            "signature" => Counter::JwtRejectedSignature,
-            "expired" => Counter::JwtRejectedExpired,
-            "claims" => Counter::JwtRejectedClaims,
-            _ => Counter::JwtRejectedKeysUnavailable,
+            RejectClass::Malformed => Counter::JwtRejectedMalformed,
+            RejectClass::Header => Counter::JwtRejectedHeader,
+            RejectClass::Key => Counter::JwtRejectedKey,
+            RejectClass::Signature => Counter::JwtRejectedSignature,
+            RejectClass::Expired => Counter::JwtRejectedExpired,
+            RejectClass::Claims => Counter::JwtRejectedClaims,
+            RejectClass::KeysUnavailable => Counter::JwtRejectedKeysUnavailable,
         },
         Event::BadPath => Counter::RequestBadPath,
         Event::BadMethodOverride => Counter::RequestMethodOverride,
