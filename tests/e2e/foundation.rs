@@ -142,4 +142,11 @@ async fn hardened_yaml_serves_and_logs_the_decision() {
         "the access log does not show the decision:\n{log}"
     );
     assert!(log.contains(r#"\"decision\":\"allow\""#), "{log}");
+    // Local replies name themselves in Envoy's response code details.
+    for details in ["apiguard_policy_denied", "apiguard_bad_path"] {
+        assert!(
+            log.contains(&format!(r#""response_code_details":"{details}""#)),
+            "{details} missing from the access log:\n{log}"
+        );
+    }
 }

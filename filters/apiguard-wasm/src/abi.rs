@@ -266,11 +266,17 @@ impl Abi for Envoy {
         unsafe { proxy_set_shared_data(k, k_len, v, v_len, cas) }
     }
 
-    fn send_local_response(&self, status_code: u32, body: &[u8], headers: &[u8]) -> u32 {
-        let ((b, b_len), (h, h_len)) = (raw(body), raw(headers));
-        // SAFETY: both pointers point to live bytes of the given lengths; no details (null, 0);
-        // -1: not a gRPC reply.
-        unsafe { proxy_send_local_response(status_code, null(), 0, b, b_len, h, h_len, -1) }
+    fn send_local_response(
+        &self,
+        status_code: u32,
+        details: &[u8],
+        body: &[u8],
+        headers: &[u8],
+    ) -> u32 {
+        let ((d, d_len), (b, b_len), (h, h_len)) = (raw(details), raw(body), raw(headers));
+        // SAFETY: the three pointers point to live bytes of the given lengths; -1: not a gRPC
+        // reply.
+        unsafe { proxy_send_local_response(status_code, d, d_len, b, b_len, h, h_len, -1) }
     }
 
     fn http_call(

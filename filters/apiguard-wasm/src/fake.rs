@@ -139,7 +139,7 @@ impl Abi for Scripted {
         status(|_| {})
     }
 
-    fn send_local_response(&self, status_code: u32, _: &[u8], _: &[u8]) -> u32 {
+    fn send_local_response(&self, status_code: u32, _: &[u8], _: &[u8], _: &[u8]) -> u32 {
         // Noted even when the call fails: tests check that the filter tried to refuse.
         note(format!("respond {status_code}"));
         status(|_| {})

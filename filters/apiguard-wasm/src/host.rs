@@ -133,7 +133,7 @@ pub fn respond(reply: &Reply) {
         .iter()
         .map(|(n, v)| (n.as_str(), v.as_str()))
         .collect();
-    if let Err(e) = HOST.send_response(reply.status, &headers, &reply.body) {
+    if let Err(e) = HOST.send_response(reply.status, reply.details, &headers, &reply.body) {
         warn!("apiguard: cannot send the {} reply: {e}", reply.status);
     }
 }

@@ -191,7 +191,14 @@ pub trait Abi {
     /// Status, value, compare-and-swap version (0: none).
     fn get_shared_data(&self, key: &[u8]) -> (u32, Returned, u32);
     fn set_shared_data(&self, key: &[u8], value: &[u8], cas: u32) -> u32;
-    fn send_local_response(&self, status_code: u32, body: &[u8], headers: &[u8]) -> u32;
+    /// `details` becomes Envoy's response code details (`%RESPONSE_CODE_DETAILS%`).
+    fn send_local_response(
+        &self,
+        status_code: u32,
+        details: &[u8],
+        body: &[u8],
+        headers: &[u8],
+    ) -> u32;
     /// Status and the call's token.
     fn http_call(
         &self,
@@ -315,17 +322,19 @@ impl<A: Abi> Host<A> {
         )
     }
 
-    /// Sends a local reply instead of forwarding the request.
+    /// Sends a local reply instead of forwarding the request; `details` names it in Envoy's
+    /// access log (`%RESPONSE_CODE_DETAILS%`).
     pub fn send_response(
         &self,
         status: u16,
+        details: &str,
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<(), HostError> {
         let headers = encode_map(headers)?;
         check(
             self.0
-                .send_local_response(u32::from(status), body, &headers),
+                .send_local_response(u32::from(status), details.as_bytes(), body, &headers),
         )
     }
 
@@ -618,7 +627,8 @@ mod tests {
             self.saw(v);
             self.status
         }
-        fn send_local_response(&self, _: u32, b: &[u8], h: &[u8]) -> u32 {
+        fn send_local_response(&self, _: u32, d: &[u8], b: &[u8], h: &[u8]) -> u32 {
+            self.saw(d);
             self.saw(b);
             self.saw(h);
             self.status
@@ -926,7 +936,7 @@ mod tests {
                 h.remove_header(MapType::HttpRequestHeaders, "n"),
                 h.set_property(&["apiguard_sub"], b"v"),
                 h.set_shared_data("k", b"v", Some(1)),
-                h.send_response(503, &[("content-type", "text/plain")], b"no"),
+                h.send_response(503, "test", &[("content-type", "text/plain")], b"no"),
                 h.resume_request(),
                 h.increment_metric(1, 1),
                 h.record_metric(1, 1),
