@@ -59,8 +59,9 @@ pub struct JwtStage {
     pub providers: Vec<Provider>,
     /// Longest prefix first; `None` means every path needs any provider.
     rules: Option<Vec<Rule>>,
-    /// Identity headers the filter sets: always removed from the incoming request.
-    strip: Vec<String>,
+    /// The headers this stage sets (claim headers, claims headers); the pipeline removes client
+    /// copies of them from every request.
+    headers_set: Vec<String>,
     /// Every provider's index: what a path no rule covers accepts.
     all_providers: Vec<usize>,
     max_token_bytes: usize,
@@ -201,7 +202,7 @@ impl JwtStage {
     pub fn compile(cfg: &JwtConfig) -> Result<JwtStage, ConfigError> {
         let names: Vec<&String> = cfg.providers.keys().collect();
         let mut providers = Vec::new();
-        let mut strip: Vec<String> = Vec::new();
+        let mut headers_set: Vec<String> = Vec::new();
         for (name, p) in &cfg.providers {
             let at = format!("jwt.providers.{name}");
             let jwks = match &p.jwks {
@@ -255,13 +256,13 @@ impl JwtStage {
                 })
                 .collect();
             for (_, h) in &claims_to_headers {
-                if !strip.contains(h) {
-                    strip.push(h.clone());
+                if !headers_set.contains(h) {
+                    headers_set.push(h.clone());
                 }
             }
             if let Some(h) = &p.claims_header {
-                if !strip.contains(h) {
-                    strip.push(h.clone());
+                if !headers_set.contains(h) {
+                    headers_set.push(h.clone());
                 }
             }
             providers.push(Provider {
@@ -305,7 +306,7 @@ impl JwtStage {
             all_providers: (0..providers.len()).collect(),
             providers,
             rules,
-            strip,
+            headers_set,
             max_token_bytes: cfg.max_token_bytes,
             cache_entries: cfg.cache_entries,
         })
@@ -468,7 +469,7 @@ impl JwtStage {
     /// Every header this stage may set upstream (claim headers and claims headers of every
     /// provider): the pipeline removes client copies of them from every request.
     pub fn headers_set(&self) -> &[String] {
-        &self.strip
+        &self.headers_set
     }
 
     pub fn provider_name(&self, i: usize) -> Arc<str> {
