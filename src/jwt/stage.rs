@@ -14,6 +14,7 @@ use super::keys::{JwksError, KeySet};
 use super::token::{self, Policy, Reject, RejectClass, DEFAULT_MAX_CLAIMS_DEPTH};
 use crate::config::{ConfigError, JwksConfig, JwtConfig, Problem, RemoteJwks};
 use crate::flow::{HeaderOp, Headers};
+use crate::http::same_header;
 use crate::path::{prefix_matches, query_param, NormalizedPath};
 
 /// Longest claim value copied into a header; longer ones are left out.
@@ -342,11 +343,7 @@ impl JwtStage {
             for src in &self.providers[pi].sources {
                 match extract(src, headers, path) {
                     Ok(Some(t)) => {
-                        let header = match src {
-                            Source::Header { name, .. } => Some(name.clone()),
-                            _ => None,
-                        };
-                        found = Some((t, header));
+                        found = Some(t);
                         break;
                     }
                     Ok(None) => {}
@@ -492,42 +489,48 @@ fn jwks_error(at: &str, e: JwksError) -> ConfigError {
     }
 }
 
-/// A token from one source: `Ok(None)` when the source is absent.
+/// A token from one source, and the header it came in (as the client spelled it, so that
+/// `forward_token: false` removes that very header): `Ok(None)` when the source is absent.
+/// A header source matches every spelling a backend reads alike ([`same_header`]: `x_token`
+/// is `x-token` to CGI, WSGI, Rack and PHP), and two values under any spellings are refused:
+/// otherwise apiguard could verify one copy while the backend reads the other.
 fn extract(
     src: &Source,
     headers: &Headers<'_>,
     path: &NormalizedPath,
-) -> Result<Option<String>, Invalid> {
+) -> Result<Option<(String, Option<String>)>, Invalid> {
     match src {
         Source::Header { name, prefix } => {
-            let mut values = headers.all(name);
-            let Some(first) = values.next() else {
+            let mut values = headers.iter().filter(|(n, _)| same_header(n, name));
+            let Some((seen, first)) = values.next() else {
                 return Ok(None);
             };
             if values.next().is_some() {
                 return Err(Invalid::Repeated);
             }
             let text = std::str::from_utf8(first).map_err(|_| Invalid::NotUtf8)?;
-            match prefix {
-                None => Ok(Some(text.trim().to_owned())),
+            let token = match prefix {
+                None => text.trim(),
                 // The scheme is case-insensitive (RFC 9110 §11.1); another scheme means no
                 // token of ours.
                 Some(p) => match text.get(..p.len()) {
                     Some(head) if head.eq_ignore_ascii_case(p) => {
                         let t = text[p.len()..].trim();
                         if t.is_empty() {
-                            Err(Invalid::Token(Reject::Malformed))
-                        } else {
-                            Ok(Some(t.to_owned()))
+                            return Err(Invalid::Token(Reject::Malformed));
                         }
+                        t
                     }
-                    _ => Ok(None),
+                    _ => return Ok(None),
                 },
-            }
+            };
+            Ok(Some((token.to_owned(), Some(seen.to_owned()))))
         }
         Source::Query(name) => match &path.query {
             None => Ok(None),
-            Some(q) => query_param(q, name).map_err(|_| Invalid::Repeated),
+            Some(q) => query_param(q, name)
+                .map(|t| t.map(|t| (t, None)))
+                .map_err(|_| Invalid::Repeated),
         },
         Source::Cookie(name) => {
             let mut found = None;
@@ -543,7 +546,7 @@ fn extract(
                     }
                 }
             }
-            Ok(found)
+            Ok(found.map(|t| (t, None)))
         }
     }
 }

@@ -632,3 +632,31 @@ fn registered_claims_have_their_types() {
     let (lenient, mut s2) = pipeline(&f, json!({"require_sub": false}), json!({}));
     assert_eq!(status_of(&mut s2, &lenient, no_sub).0, 200);
 }
+
+/// A token header is read under every spelling a backend reads alike, and two copies under any
+/// spellings are refused: apiguard must never verify one copy while the backend reads another.
+/// `forward_token: false` removes the copy the client actually sent.
+#[test]
+fn token_headers_are_read_as_backends_read_them() {
+    let f = fixture();
+    let (p, mut s) = pipeline(
+        &f,
+        json!({"sources": [{"header": "x-token"}], "forward_token": false}),
+        json!({}),
+    );
+    let t = f.es_token(json!({}));
+    let o = run(&p, &mut s, "/a", &[("x_token", t.as_bytes())]);
+    assert_eq!(status(&o), 200, "{o:?}");
+    let Step::Continue(ops) = &o.step else {
+        panic!("{:?}", o.step)
+    };
+    assert!(ops.contains(&HeaderOp::Remove("x_token".into())), "{ops:?}");
+    let other = f.es_token(json!({"sub": "mallory"}));
+    let o = run(
+        &p,
+        &mut s,
+        "/a",
+        &[("x-token", t.as_bytes()), ("X_Token", other.as_bytes())],
+    );
+    assert_eq!(o.events, vec![Event::JwtRejected(Invalid::Repeated)]);
+}
