@@ -11,7 +11,8 @@
 use serde_json::{json, Value};
 
 use crate::config::Algorithm;
-use crate::flow::{Headers, Outcome, Pipeline, RequestFacts, Step, WorkerState};
+use crate::flow::{Outcome, Pipeline, RequestFacts, Step, WorkerState};
+use crate::http::Headers;
 use crate::jwt::mint::{mint, SigningKey};
 use crate::spellings::{literal_segments, spellings};
 
@@ -291,8 +292,8 @@ fn apply(list: &[(&str, &str)], o: &Outcome) -> Vec<(String, String)> {
     };
     for op in ops {
         match op {
-            crate::flow::HeaderOp::Remove(n) => out.retain(|(m, _)| !m.eq_ignore_ascii_case(n)),
-            crate::flow::HeaderOp::Set(n, v) => {
+            crate::http::HeaderOp::Remove(n) => out.retain(|(m, _)| !m.eq_ignore_ascii_case(n)),
+            crate::http::HeaderOp::Set(n, v) => {
                 out.retain(|(m, _)| !m.eq_ignore_ascii_case(n));
                 out.push((n.clone(), v.clone()));
             }

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::config::{Config, ConfigError, ConfigWarning};
-use crate::http;
+use crate::http::{self, HeaderOp, Headers};
 use crate::jwt::cache::TokenCache;
 use crate::jwt::host::SignatureHost;
 use crate::jwt::stage::{AuthOutcome, Claims, Invalid, JwtStage, KeyRing};
@@ -16,46 +16,6 @@ use crate::policy::stage::{PolicyOutcome, PolicyRequest, PolicyStage, PolicyWork
 use crate::policy::Failure;
 use crate::ratelimit::{self, LimitCall, LocalLimits, Plan, PlanError, RateLimitStage, Verdict};
 use crate::reply::Reply;
-
-/// Request headers as the host gave them: lowercase names, values as raw bytes (a value that
-/// is not UTF-8 must not be able to crash anything).
-#[derive(Debug, Clone, Copy)]
-pub struct Headers<'a> {
-    list: &'a [(String, Vec<u8>)],
-}
-
-impl<'a> Headers<'a> {
-    pub fn new(list: &'a [(String, Vec<u8>)]) -> Self {
-        Headers { list }
-    }
-
-    /// Every value of a header, in order.
-    pub fn all(&self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.list
-            .iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
-    }
-
-    /// The first value of a header.
-    pub fn get(&self, name: &'a str) -> Option<&'a [u8]> {
-        self.all(name).next()
-    }
-
-    /// Every header, in order.
-    pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
-        self.list.iter().map(|(n, v)| (n.as_str(), v.as_slice()))
-    }
-}
-
-/// A change to the request before it goes upstream.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HeaderOp {
-    /// Remove every value of the header.
-    Remove(String),
-    /// Replace every value of the header with this one.
-    Set(String, String),
-}
 
 /// What the filter does next.
 #[derive(Debug, Clone)]

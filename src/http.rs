@@ -1,9 +1,78 @@
-//! HTTP rules every stage shares: how header names compare the way backends read them, and which
-//! method a request really asks for.
+//! The HTTP vocabulary every stage shares: request headers as the host gives them, the changes
+//! a stage may make, which header names apiguard may set, how names compare the way backends
+//! read them, and which method a request really asks for. A low module: it imports no stage.
 
 use std::borrow::Cow;
 
-use crate::flow::Headers;
+/// Request headers as the host gave them: lowercase names, values as raw bytes (a value that
+/// is not UTF-8 must not be able to crash anything).
+#[derive(Debug, Clone, Copy)]
+pub struct Headers<'a> {
+    list: &'a [(String, Vec<u8>)],
+}
+
+impl<'a> Headers<'a> {
+    pub fn new(list: &'a [(String, Vec<u8>)]) -> Self {
+        Headers { list }
+    }
+
+    /// Every value of a header, in order.
+    pub fn all(&self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.list
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// The first value of a header.
+    pub fn get(&self, name: &'a str) -> Option<&'a [u8]> {
+        self.all(name).next()
+    }
+
+    /// Every header, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
+        self.list.iter().map(|(n, v)| (n.as_str(), v.as_slice()))
+    }
+}
+
+/// A change to the request before it goes upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderOp {
+    /// Remove every value of the header.
+    Remove(String),
+    /// Replace every value of the header with this one.
+    Set(String, String),
+}
+
+/// Headers the filter never sets upstream (from claims or from a policy). Hop-by-hop headers
+/// would be dropped or misread by Envoy, and overwriting credentials or routing headers from a
+/// claim or a policy output would be a confused-deputy bug.
+const RESERVED_HEADERS: &[&str] = &[
+    "authorization",
+    "cookie",
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "content-length",
+];
+
+/// Whether the filter may set this header upstream: a lowercase name (letters, digits, `-`,
+/// `_`; so no pseudo-header) that is not reserved.
+pub fn is_settable_header(name: &str) -> bool {
+    is_header_name(name) && !RESERVED_HEADERS.contains(&name)
+}
+
+pub fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
 
 /// Headers through which some frameworks let a client replace the request's method (Rails,
 /// Express's `method-override`, Symfony, Spring's `HiddenHttpMethodFilter` family). Compared by

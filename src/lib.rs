@@ -25,4 +25,5 @@ pub mod spellings;
 mod edge_tests;
 
 pub use config::{Config, ConfigError, ConfigWarning};
-pub use flow::{Headers, Pipeline, RequestFacts, Step};
+pub use flow::{Pipeline, RequestFacts, Step};
+pub use http::Headers;

@@ -11,7 +11,7 @@ use lru::LruCache;
 use sha2::{Digest, Sha256};
 
 use crate::config::{FailureMode, HeaderMode, IdentitySource, Limit, RateLimitConfig};
-use crate::flow::Headers;
+use crate::http::Headers;
 use crate::jwt::stage::Claims;
 use crate::limiter_api::{Algorithm, Check, CheckRequest, CheckResponse, CheckResult, CHECK_PATH};
 use crate::path::{prefix_matches, NormalizedPath};

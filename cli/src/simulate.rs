@@ -5,7 +5,8 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use apiguard::flow::{HeaderOp, Headers, Pipeline, RequestFacts, Step};
+use apiguard::flow::{Pipeline, RequestFacts, Step};
+use apiguard::http::{HeaderOp, Headers};
 use apiguard::jwt::keys::KeySet;
 use apiguard::jwt::stage::Jwks;
 use serde::Deserialize;

@@ -14,6 +14,7 @@ use std::fmt;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::http;
 use crate::json_shape::{array_for_object, Shape};
 
 /// Largest configuration accepted. Inline JWKS and Rego modules make configurations large,
@@ -769,46 +770,16 @@ fn validate_source(s: &TokenSource, at: &str) -> Result<(), ConfigError> {
 /// Header names are compared in lowercase by Envoy (HTTP/2 requires it), so the configuration
 /// must spell them that way for the strip-then-set protection to match what arrives.
 fn check_header_name(name: &str, at: &str) -> Result<(), ConfigError> {
-    if is_header_name(name) {
+    if http::is_header_name(name) {
         Ok(())
     } else {
         Err(invalid(at, Problem::BadHeaderName(name.to_owned())))
     }
 }
 
-/// Headers the filter never sets upstream (from claims or from a policy). Hop-by-hop headers
-/// would be dropped or misread by Envoy, and overwriting credentials or routing headers from a
-/// claim or a policy output would be a confused-deputy bug.
-const RESERVED_HEADERS: &[&str] = &[
-    "authorization",
-    "cookie",
-    "host",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "te",
-    "trailer",
-    "upgrade",
-    "content-length",
-];
-
-/// Whether the filter may set this header upstream: a lowercase name (letters, digits, `-`,
-/// `_`; so no pseudo-header) that is not reserved.
-pub fn is_settable_header(name: &str) -> bool {
-    is_header_name(name) && !RESERVED_HEADERS.contains(&name)
-}
-
-fn is_header_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-}
-
 fn check_settable_header(name: &str, at: &str) -> Result<(), ConfigError> {
     check_header_name(name, at)?;
-    if !is_settable_header(name) {
+    if !http::is_settable_header(name) {
         return Err(invalid(at, Problem::ReservedHeader(name.to_owned())));
     }
     Ok(())

@@ -13,8 +13,7 @@ use super::host::SignatureHost;
 use super::keys::{JwksError, KeySet};
 use super::token::{self, Policy, Reject, RejectClass, DEFAULT_MAX_CLAIMS_DEPTH};
 use crate::config::{ConfigError, JwksConfig, JwtConfig, Problem, RemoteJwks};
-use crate::flow::{HeaderOp, Headers};
-use crate::http::same_header;
+use crate::http::{same_header, HeaderOp, Headers};
 use crate::path::{prefix_matches, query_param, NormalizedPath};
 
 /// Longest claim value copied into a header; longer ones are left out.

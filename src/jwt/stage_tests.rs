@@ -10,7 +10,8 @@ use super::mint::{mint, sign_raw, SigningKey};
 use super::stage::Invalid;
 use super::token::Reject;
 use crate::config::Algorithm;
-use crate::flow::{Event, HeaderOp, Headers, Outcome, Pipeline, RequestFacts, Step, WorkerState};
+use crate::flow::{Event, Outcome, Pipeline, RequestFacts, Step, WorkerState};
+use crate::http::{HeaderOp, Headers};
 
 const NOW: i64 = 1_800_000_000;
 

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use regorus::Value as RegoValue;
 
 use super::reads::InputReads;
-use crate::flow::Headers;
+use crate::http::Headers;
 use crate::jwt::stage::Claims;
 use crate::path::{form_decode, form_decode_lossy, NormalizedPath};
 

@@ -489,9 +489,9 @@ fn as_str(v: &RegoValue) -> Option<String> {
 }
 
 /// A header a policy may add upstream: one the filter may set at all
-/// ([`crate::config::is_settable_header`]), with a value without control characters.
+/// ([`crate::http::is_settable_header`]), with a value without control characters.
 fn header_ok(name: &str, value: &str) -> bool {
-    crate::config::is_settable_header(name)
+    crate::http::is_settable_header(name)
         && value.len() <= 4096
         && !value.bytes().any(|b| b < 0x20 || b == 0x7f)
 }

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use super::input::{InputBuilder, Template};
 use super::reads::InputReads;
 use super::{PolicyProgram, BUILTIN_NAME, BUILTIN_PACK};
-use crate::flow::Headers;
+use crate::http::Headers;
 use crate::jwt::stage::Claims;
 
 const CUSTOM: &[&str] = &[

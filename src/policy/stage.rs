@@ -14,7 +14,7 @@ use super::{CompileError, Decision, PolicyProgram, PolicyVm, BUILTIN_NAME, BUILT
 use crate::config::{
     ConfigError, ConfigWarning, DecisionCacheConfig, PolicyConfig, PolicyMode, Problem,
 };
-use crate::flow::Headers;
+use crate::http::Headers;
 use crate::jwt::stage::Claims;
 use crate::path::NormalizedPath;
 use crate::reply::Reply;

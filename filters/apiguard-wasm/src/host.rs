@@ -6,7 +6,7 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use apiguard_core::flow::HeaderOp;
+use apiguard_core::http::HeaderOp;
 use apiguard_core::jwt::host::{HostCallError, SignatureHost, FOREIGN_FUNCTION};
 use apiguard_core::reply::Reply;
 use log::{debug, warn};

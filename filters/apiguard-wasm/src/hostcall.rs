@@ -436,7 +436,7 @@ pub fn decode_map(bytes: &[u8]) -> Result<Vec<Pair<'_>>, HostError> {
     Ok(pairs)
 }
 
-/// Owned pairs for the core (`flow::Headers` takes `(String, Vec<u8>)`).
+/// Owned pairs for the core (`http::Headers` takes `(String, Vec<u8>)`).
 ///
 /// A name that is not UTF-8 is kept with its invalid bytes replaced by U+FFFD rather than
 /// dropped: the request keeps every header it has (a policy counting or listing headers sees

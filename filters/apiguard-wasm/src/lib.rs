@@ -32,7 +32,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use apiguard_core::flow::{Event, Headers, Outcome, Pending, Pipeline, RequestFacts, Step};
+use apiguard_core::flow::{Event, Outcome, Pending, Pipeline, RequestFacts, Step};
+use apiguard_core::http::Headers;
 use apiguard_core::jwt::remote::FetchReason;
 use apiguard_core::ratelimit::{Failure as RateFailure, MAX_ANSWER_BYTES};
 use apiguard_core::reply::Reply;
