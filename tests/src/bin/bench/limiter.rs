@@ -1,4 +1,4 @@
-//! apiguard-limiter against Redis executing the same script directly.
+//! Suite `limiter`: apiguard-limiter against Redis executing the same script directly.
 //!
 //! Per algorithm and round: (a) `checks` calls of `POST /v1/check` through the limiter (release
 //! build, single Redis), measuring the limiter's and Redis's CPU time per check and the client
@@ -8,15 +8,19 @@
 //!
 //! Environment: `APIGUARD_BENCH_ROUNDS` (5), `APIGUARD_BENCH_CHECKS` per round (20000),
 //! `APIGUARD_BENCH_CONCURRENCY` (16).
+//!
+//! Every series (median and range over rounds) and the ratio with its goal are written, per
+//! algorithm, to `<target>/bench/limiter.json`.
 
 use std::process::Command;
 use std::time::Duration;
 
 use apiguard_e2e::load::{drive_with, process_cpu, summary};
 use apiguard_e2e::{repo_root, Limiter, Redis};
-use serde_json::json;
+use serde_json::{json, Value};
 
-use crate::{env_u64, BenchResult};
+use crate::measure::{comparison, series, write_json, Kind, Label};
+use crate::{env_u64, BenchResult, Suite};
 
 /// Huge, so every check is admitted and both sides do the full write path.
 const LIMIT: u64 = 1_000_000_000_000;
@@ -24,6 +28,23 @@ const WINDOW_MS: u64 = 60_000;
 
 fn cpu(pid: u32) -> Result<Duration, String> {
     process_cpu(pid).ok_or_else(|| format!("cannot read CPU time of pid {pid}"))
+}
+
+/// The limiter's algorithms, each measured on its own key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LimiterAlgorithm {
+    Log,
+    Counter,
+}
+
+/// The algorithm's name, as `POST /v1/check` and `check.lua` take it.
+impl Label for LimiterAlgorithm {
+    fn label(&self) -> &str {
+        match self {
+            LimiterAlgorithm::Log => "log",
+            LimiterAlgorithm::Counter => "counter",
+        }
+    }
 }
 
 #[derive(Default)]
@@ -60,7 +81,9 @@ pub async fn run() -> BenchResult {
     println!(
         "apiguard-limiter vs redis-benchmark EVALSHA of the same script: {rounds} interleaved rounds x {checks} checks, {conc} connections, one Redis"
     );
-    for algo in ["log", "counter"] {
+    let mut algorithms = Vec::new();
+    for algorithm in [LimiterAlgorithm::Log, LimiterAlgorithm::Counter] {
+        let algo = algorithm.label();
         let key = format!("{{bench-{algo}}}");
         let redis_key = format!("apiguard:{{bench-{algo}}}:{algo}:{WINDOW_MS}:{key}");
         let body = json!({"checks": [{"key": key, "limit": LIMIT, "window_ms": WINDOW_MS, "algorithm": algo}]});
@@ -122,8 +145,13 @@ pub async fn run() -> BenchResult {
             f.direct_p99_ms.push(row.2);
         }
         report(algo, &f);
+        algorithms.push(f.json(algo));
     }
-    Ok(())
+    let settings = json!({"rounds": rounds, "checks_per_round": checks, "concurrency": conc});
+    write_json(
+        Suite::Limiter,
+        json!({"settings": settings, "algorithms": algorithms}),
+    )
 }
 
 fn report(algo: &str, f: &Figures) {
@@ -151,16 +179,52 @@ fn report(algo: &str, f: &Figures) {
         show(&f.direct_p99_ms, 2),
         show(&f.redis_direct_us, 1)
     );
-    let ratios: Vec<f64> = f
-        .limiter_us
-        .iter()
-        .zip(&f.redis_direct_us)
-        .map(|(l, r)| l / r)
-        .collect();
     println!(
-        "  ratio limiter CPU / Redis CPU per script call: {}x (goal ≤ 2x)",
-        show(&ratios, 2)
+        "  ratio limiter CPU / Redis CPU per script call: {}x (goal ≤ {RATIO_GOAL}x)",
+        show(&f.ratios(), 2)
     );
+}
+
+/// The goal for limiter CPU per check / Redis CPU per script call: at most this.
+const RATIO_GOAL: f64 = 2.0;
+
+impl Figures {
+    /// Limiter CPU per check / Redis CPU per script call, round by round.
+    fn ratios(&self) -> Vec<f64> {
+        self.limiter_us
+            .iter()
+            .zip(&self.redis_direct_us)
+            .map(|(l, r)| l / r)
+            .collect()
+    }
+
+    /// The algorithm's figures: every series, and the ratio with its goal.
+    fn json(&self, algo: &str) -> Value {
+        json!({
+            "algorithm": algo,
+            "through_limiter": {
+                "checks_per_s": series(&self.service_rps),
+                "p50_ms": series(&self.p50_ms),
+                "p99_ms": series(&self.p99_ms),
+                "limiter_cpu_us_per_check": series(&self.limiter_us),
+                "limiter_checks_per_s_per_core": series(&per_core(&self.limiter_us)),
+                "redis_cpu_us_per_check": series(&self.redis_via_service_us),
+            },
+            "redis_benchmark_evalsha": {
+                "calls_per_s": series(&self.direct_rps),
+                "p50_ms": series(&self.direct_p50_ms),
+                "p99_ms": series(&self.direct_p99_ms),
+                "redis_cpu_us_per_call": series(&self.redis_direct_us),
+            },
+            "comparisons": [comparison(
+                Kind::Ratio,
+                "limiter CPU per check",
+                "Redis CPU per script call",
+                &self.ratios(),
+                Some(RATIO_GOAL),
+            )],
+        })
+    }
 }
 
 fn per_core(us: &[f64]) -> Vec<f64> {

@@ -1,13 +1,27 @@
 //! `just bench`: apiguard's benchmarks. Every figure is reported as a median and range over
-//! interleaved rounds, next to a baseline measured in the same run.
+//! interleaved rounds, next to a baseline measured in the same run, and written as JSON to
+//! `<target>/bench/<suite>.json` (see [`measure::write_json`]).
+//!
+//! One module per suite (`envoy`, `jwt`, `policy`, `ratelimit`, `limiter`, `compare`,
+//! `footprint`, `builds`), each naming its variants with an enum; the Envoy CPU measurement they
+//! share is in `measure`, the configurations several use in `setup`.
 
+mod builds;
 mod compare;
 mod envoy;
+mod footprint;
+mod jwt;
 mod limiter;
+mod measure;
+mod policy;
+mod ratelimit;
+mod setup;
 
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
+
+use crate::builds::BuildsPipeline;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Suite {
@@ -27,17 +41,6 @@ enum Suite {
     Footprint,
     /// CPU per request of the builds given with `--module`, on the `--pipeline` configuration.
     Builds,
-}
-
-/// What the `builds` suite configures (one token, one path every time).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum BuildsPipeline {
-    /// An empty configuration (`{}`): the filter's own floor.
-    PassThrough,
-    /// The JWT stage and the built-in policy pack.
-    Pack,
-    /// JWT + pack + the limiter callout (starts a Redis and an apiguard-limiter).
-    Limiter,
 }
 
 /// apiguard benchmarks (see docs/testing.md).
@@ -81,13 +84,13 @@ async fn main() -> ExitCode {
     for s in suites {
         let r = match s {
             Suite::Envoy => envoy::run().await,
-            Suite::Jwt => envoy::run_jwt().await,
-            Suite::Policy => envoy::run_policy().await,
-            Suite::Ratelimit => envoy::run_ratelimit().await,
+            Suite::Jwt => jwt::run().await,
+            Suite::Policy => policy::run().await,
+            Suite::Ratelimit => ratelimit::run().await,
             Suite::Limiter => limiter::run().await,
             Suite::Compare => compare::run().await,
-            Suite::Footprint => compare::run_footprint().await,
-            Suite::Builds => compare::run_builds(&args.modules, args.pipeline).await,
+            Suite::Footprint => footprint::run().await,
+            Suite::Builds => builds::run(&args.modules, args.pipeline).await,
         };
         if let Err(e) = r {
             eprintln!("bench {s:?} failed: {e}");
