@@ -2,6 +2,8 @@
 //! providers, where each provider's token comes from, and what a verified token turns into
 //! upstream.
 
+use std::any::Any;
+use std::fmt;
 use std::sync::{Arc, OnceLock};
 
 use base64ct::{Base64UrlUnpadded, Encoding};
@@ -108,15 +110,23 @@ impl KeyRing {
     }
 }
 
-/// A verified claims set. Its JSON (for filter state and the optional claims header) and its
-/// policy value are made at most once per verified token, and only when something asks for
-/// them: a configuration without a policy never converts claims for one, and cache hits reuse
-/// what an earlier request made.
-#[derive(Debug)]
+/// A verified claims set. Its JSON (for filter state and the optional claims header) and a
+/// later stage's view of it (the policy's input value) are made at most once per verified token,
+/// and only when something asks for them: a configuration without a policy never converts
+/// claims for one, and cache hits reuse what an earlier request made.
 pub struct Claims {
     pub map: Map<String, Value>,
     json: OnceLock<String>,
-    rego: OnceLock<regorus::Value>,
+    /// Stored without naming its type, so the JWT stage does not depend on the policy engine.
+    derived: OnceLock<Box<dyn Any + Send + Sync>>,
+}
+
+impl fmt::Debug for Claims {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Claims")
+            .field("map", &self.map)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Claims {
@@ -124,7 +134,7 @@ impl Claims {
         Claims {
             map,
             json: OnceLock::new(),
-            rego: OnceLock::new(),
+            derived: OnceLock::new(),
         }
     }
 
@@ -134,10 +144,16 @@ impl Claims {
             .get_or_init(|| serde_json::to_string(&self.map).unwrap_or_default())
     }
 
-    /// The claims as a policy value.
-    pub fn rego(&self) -> &regorus::Value {
-        self.rego
-            .get_or_init(|| regorus::Value::from(Value::Object(self.map.clone())))
+    /// The claims as one later stage represents them, made by `make` on first use and kept with
+    /// the verified token. One type per process (the policy's value): asked for another type,
+    /// this answers `None` and the caller converts without caching.
+    pub fn derived<T: Any + Send + Sync>(
+        &self,
+        make: impl FnOnce(&Map<String, Value>) -> T,
+    ) -> Option<&T> {
+        self.derived
+            .get_or_init(|| Box::new(make(&self.map)))
+            .downcast_ref::<T>()
     }
 }
 

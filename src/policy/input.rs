@@ -318,7 +318,7 @@ impl InputBuilder {
             (k.resource.clone(), self.object(resource)),
         ]);
         if let Some((provider, claims)) = identity {
-            doc.insert(k.token.clone(), claims.rego().clone());
+            doc.insert(k.token.clone(), claims_value(claims));
             doc.insert(k.provider.clone(), RegoValue::from(provider));
         }
         RegoValue::from(doc)
@@ -345,6 +345,17 @@ impl InputBuilder {
         } else {
             RegoValue::from(members)
         }
+    }
+}
+
+/// The claims as a policy value, converted once per verified token (kept with the token).
+fn claims_value(claims: &Claims) -> RegoValue {
+    let convert = |m: &serde_json::Map<String, serde_json::Value>| {
+        RegoValue::from(serde_json::Value::Object(m.clone()))
+    };
+    match claims.derived(convert) {
+        Some(v) => v.clone(),
+        None => convert(&claims.map),
     }
 }
 
