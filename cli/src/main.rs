@@ -10,7 +10,7 @@ mod token;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use apiguard::Pipeline;
+use apiguard_core::Pipeline;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]

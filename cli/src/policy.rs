@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use apiguard::config::Config;
-use apiguard::policy::testcases::{self, Case, Verdict};
-use apiguard::policy::{PolicyProgram, BUILTIN_NAME, BUILTIN_PACK};
+use apiguard_core::config::Config;
+use apiguard_core::policy::testcases::{self, Case, Verdict};
+use apiguard_core::policy::{PolicyProgram, BUILTIN_NAME, BUILTIN_PACK};
 use clap::Subcommand;
 use serde_json::{json, Value};
 

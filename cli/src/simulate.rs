@@ -5,10 +5,10 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use apiguard::flow::{Pipeline, RequestFacts, Step};
-use apiguard::http::{HeaderOp, Headers};
-use apiguard::jwt::keys::KeySet;
-use apiguard::jwt::stage::Jwks;
+use apiguard_core::flow::{Pipeline, RequestFacts, Step};
+use apiguard_core::http::{HeaderOp, Headers};
+use apiguard_core::jwt::keys::KeySet;
+use apiguard_core::jwt::stage::Jwks;
 use serde::Deserialize;
 use serde_json::json;
 

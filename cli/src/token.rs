@@ -3,11 +3,11 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use apiguard::config::Algorithm;
-use apiguard::jwt::alg::AlgSet;
-use apiguard::jwt::keys::KeySet;
-use apiguard::jwt::mint::{mint, SigningKey};
-use apiguard::jwt::token;
+use apiguard_core::config::Algorithm;
+use apiguard_core::jwt::alg::AlgSet;
+use apiguard_core::jwt::keys::KeySet;
+use apiguard_core::jwt::mint::{mint, SigningKey};
+use apiguard_core::jwt::token;
 use base64ct::{Base64UrlUnpadded, Encoding};
 use clap::Subcommand;
 use serde_json::{json, Value};

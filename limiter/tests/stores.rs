@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use apiguard::limiter_api::{Algorithm, Check};
+use apiguard_core::limiter_api::{Algorithm, Check};
 use apiguard_e2e::Redis;
 use apiguard_limiter::{MemoryStore, RedisStore, RedisTarget, Store};
 

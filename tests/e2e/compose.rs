@@ -116,7 +116,7 @@ fn the_istio_example_is_the_demo_configuration() {
     let plugin: Value = serde_yaml_ng::from_str(&section[start..end]).unwrap();
     assert_eq!(plugin["kind"], "WasmPlugin");
     let mut istio = plugin["spec"]["pluginConfig"].clone();
-    apiguard::Pipeline::from_json(istio.to_string().as_bytes()).unwrap();
+    apiguard_core::Pipeline::from_json(istio.to_string().as_bytes()).unwrap();
     // Same as envoy/demo.yaml once the cluster names are put back.
     istio["jwt"]["providers"]["demo"]["jwks"]["remote"]["cluster"] = "issuer".into();
     istio["rate_limit"]["cluster"] = "limiter".into();

@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use apiguard::config::Algorithm;
-use apiguard::spellings::{literal_segments, spellings};
+use apiguard_core::config::Algorithm;
+use apiguard_core::spellings::{literal_segments, spellings};
 use apiguard_e2e::keys::{self, claims, token};
 use apiguard_e2e::raw::{self, RawResponse};
 use apiguard_e2e::{repo_root, Echo, Envoy, EnvoySpec, Limiter, Redis};

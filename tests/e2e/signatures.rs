@@ -1,16 +1,16 @@
 //! Host-verified and Wasm-verified signatures agree on every public vector, through a real
 //! Envoy's `verify_signature` (BoringSSL).
 //!
-//! The probe module (`tests/probe`) runs `apiguard::jwt::host::verify` (the filter's host path)
-//! and `apiguard::jwt::alg::verify` (jwt-compact, the filter's Wasm path) on each case it is
+//! The probe module (`tests/probe`) runs `apiguard_core::jwt::host::verify` (the filter's host path)
+//! and `apiguard_core::jwt::alg::verify` (jwt-compact, the filter's Wasm path) on each case it is
 //! sent. Cases: every token × key of the Wycheproof JWS/JWK cases, RFC 7515 Appendix A, RFC 7520
 //! §4 and RFC 8037, and every test of the Wycheproof primitive files (RSA PKCS#1 v1.5 and PSS,
 //! ECDSA P-256 and P-384 in P1363 form, Ed25519). Natively, `src/jwt/vectors.rs` checks the Wasm
 //! verdicts against the files' expectations; here the host must agree with it everywhere, and
 //! with the primitive files' own expectations.
 
-use apiguard::jwt::token;
-use apiguard::jwt::vector_keys::{ec_jwk, public};
+use apiguard_core::jwt::token;
+use apiguard_core::jwt::vector_keys::{ec_jwk, public};
 use apiguard_e2e::envoy::wasm_filter;
 use apiguard_e2e::{Echo, Envoy, EnvoySpec};
 use serde_json::{json, Value};

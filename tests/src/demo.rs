@@ -6,8 +6,8 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use apiguard::config::Algorithm;
-use apiguard::jwt::mint::{mint, SigningKey};
+use apiguard_core::config::Algorithm;
+use apiguard_core::jwt::mint::{mint, SigningKey};
 use serde_json::{json, Value};
 
 use crate::keys::{now, signing_key};

@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use apiguard::limiter_api::{Algorithm, Check, CheckResult};
+use apiguard_core::limiter_api::{Algorithm, Check, CheckResult};
 
 use super::{CounterWindow, Decision, Store, StoreError};
 

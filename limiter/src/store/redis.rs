@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use apiguard::limiter_api::{hash_tag, Algorithm, Check, CheckResult};
+use apiguard_core::limiter_api::{hash_tag, Algorithm, Check, CheckResult};
 use redis::aio::ConnectionManager;
 use redis::cluster_async::ClusterConnection;
 use tokio::sync::OnceCell;

@@ -2,7 +2,7 @@
 //!
 //! POST a JSON array of `{"alg", "jwk", "msg" (hex), "sig" (hex)}`; the answer is one
 //! `{"host", "wasm"}` per case: the verdict of Envoy's `verify_signature` through
-//! `apiguard::jwt::host::verify` (`valid`, `invalid`, `not_offered`, `failed`, or `bad_key`
+//! `apiguard_core::jwt::host::verify` (`valid`, `invalid`, `not_offered`, `failed`, or `bad_key`
 //! when the JWK is refused), and jwt-compact's verdict in Wasm. The test feeds it every
 //! vector in `tests/vectors/` and requires the two to agree.
 

@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use apiguard::jwt::mint::SigningKey;
+use apiguard_core::jwt::mint::SigningKey;
 use apiguard_e2e::demo::{self, Ports, Stack};
 use apiguard_e2e::JwksServer;
 use clap::{Parser, Subcommand};
