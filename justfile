@@ -82,13 +82,13 @@ test: setup build lint
 
 # The core's unit tests compiled to wasm32-unknown-unknown, run in Node.
 test-wasm:
-    CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner cargo test -p apiguard-core --target wasm32-unknown-unknown
+    CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner cargo test -p apiguard-core -p apiguard-limiter-api --target wasm32-unknown-unknown
 
 # Formatting and clippy, native and wasm32-wasip1, warnings as errors.
 lint: setup-rust
     cargo fmt --all -- --check
     cargo clippy --quiet --workspace --all-targets -- -D warnings
-    cargo clippy --quiet --target wasm32-wasip1 -p apiguard-core -p apiguard-wasm -p apiguard-probe --all-targets -- -D warnings
+    cargo clippy --quiet --target wasm32-wasip1 -p apiguard-core -p apiguard-limiter-api -p apiguard-wasm -p apiguard-probe --all-targets -- -D warnings
 
 # The whole pipeline on localhost (Envoy + apiguard, limiter, Redis, issuer, upstream): a walkthrough, then serving until Ctrl-C.
 demo: setup build

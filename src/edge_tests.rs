@@ -10,9 +10,9 @@
 
 use serde_json::{json, Value};
 
-use crate::config::Algorithm;
 use crate::flow::{Outcome, Pipeline, RequestFacts, Step, WorkerState};
 use crate::http::Headers;
+use crate::jose::Algorithm;
 use crate::jwt::mint::{mint, SigningKey};
 use crate::spellings::{literal_segments, spellings};
 

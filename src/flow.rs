@@ -13,8 +13,10 @@ use crate::jwt::stage::{AuthOutcome, Claims, Invalid, JwtStage, KeyRing};
 use crate::jwt::token::Reject;
 use crate::path::{self, NormalizedPath};
 use crate::policy::stage::{PolicyOutcome, PolicyRequest, PolicyStage, PolicyWorker};
-use crate::policy::Failure;
-use crate::ratelimit::{self, LimitCall, LocalLimits, Plan, PlanError, RateLimitStage, Verdict};
+use crate::policy::PolicyFailure;
+use crate::ratelimit::{
+    self, LimitCall, LimitVerdict, LocalLimits, Plan, PlanError, RateLimitStage,
+};
 use crate::reply::Reply;
 
 /// What the filter does next.
@@ -57,7 +59,7 @@ pub enum Event {
     PolicyAllowed,
     PolicyDenied,
     /// The policy failed to decide (and so denied, unless in dry run).
-    PolicyFailed(Failure),
+    PolicyFailed(PolicyFailure),
     /// Dry run: the policy denied, the request went on.
     PolicyDryRunDeny,
     /// The shadow policy decided otherwise.
@@ -70,7 +72,7 @@ pub enum Event {
     RateLimitedLocal,
     /// Over a shadow limit: counted, not enforced.
     RateShadowLimited,
-    RateFailed(ratelimit::Failure),
+    RateFailed(ratelimit::LimiterFailure),
     /// A limiter failure let through by `failure_mode: allow`.
     RateFailurePass,
 }
@@ -427,7 +429,7 @@ impl Pipeline {
     pub fn on_limiter_answer(
         &self,
         pending: Pending,
-        answer: Result<(u16, &[u8]), ratelimit::Failure>,
+        answer: Result<(u16, &[u8]), ratelimit::LimiterFailure>,
         now_ms: i64,
         state: &mut WorkerState,
     ) -> Outcome {
@@ -452,10 +454,10 @@ fn conclude(
     state: &mut WorkerState,
 ) {
     out.events.push(match j.verdict {
-        Verdict::Allowed => Event::RateAllowed,
-        Verdict::Limited => Event::RateLimited,
-        Verdict::ShadowLimited => Event::RateShadowLimited,
-        Verdict::Failed(f) => Event::RateFailed(f),
+        LimitVerdict::Allowed => Event::RateAllowed,
+        LimitVerdict::Limited => Event::RateLimited,
+        LimitVerdict::ShadowLimited => Event::RateShadowLimited,
+        LimitVerdict::Failed(f) => Event::RateFailed(f),
     });
     if let (Some(key), Some(until), Some(reply)) = (key, j.block_until_ms, &j.reply) {
         state.local_limits.block(key, until, reply);
@@ -463,7 +465,7 @@ fn conclude(
     match j.reply {
         Some(reply) => out.step = Step::Respond(reply),
         None => {
-            if matches!(j.verdict, Verdict::Failed(_)) {
+            if matches!(j.verdict, LimitVerdict::Failed(_)) {
                 out.events.push(Event::RateFailurePass);
             }
             out.response_headers = j.response_headers;

@@ -11,9 +11,8 @@
 pub mod config;
 pub mod flow;
 pub mod http;
-pub mod json_shape;
+pub mod jose;
 pub mod jwt;
-pub mod limiter_api;
 pub mod path;
 pub mod policy;
 pub mod ratelimit;

@@ -13,9 +13,11 @@ use sha2::{Digest, Sha256};
 use crate::config::{FailureMode, HeaderMode, IdentitySource, Limit, RateLimitConfig};
 use crate::http::Headers;
 use crate::jwt::stage::Claims;
-use crate::limiter_api::{Algorithm, Check, CheckRequest, CheckResponse, CheckResult, CHECK_PATH};
 use crate::path::{prefix_matches, NormalizedPath};
 use crate::reply::Reply;
+use apiguard_limiter_api::{
+    Check, CheckRequest, CheckResponse, CheckResult, LimitAlgorithm, CHECK_PATH,
+};
 
 /// The largest limiter answer read; anything bigger is a failure (a 16-check answer is ~2 KiB).
 pub const MAX_ANSWER_BYTES: usize = 16 * 1024;
@@ -65,7 +67,7 @@ pub enum PlanError {
 
 /// How a call to the limiter failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
+pub enum LimiterFailure {
     /// Envoy refused to start the call (unknown cluster, bad arguments).
     Dispatch,
     /// No response: connection refused or reset, or the timeout passed.
@@ -80,33 +82,33 @@ pub enum Failure {
     UnknownTier,
 }
 
-impl Failure {
+impl LimiterFailure {
     pub fn name(self) -> &'static str {
         match self {
-            Failure::Dispatch => "dispatch",
-            Failure::NoResponse => "no_response",
-            Failure::Status => "status",
-            Failure::TooLarge => "too_large",
-            Failure::Malformed => "malformed",
-            Failure::UnknownTier => "unknown_tier",
+            LimiterFailure::Dispatch => "dispatch",
+            LimiterFailure::NoResponse => "no_response",
+            LimiterFailure::Status => "status",
+            LimiterFailure::TooLarge => "too_large",
+            LimiterFailure::Malformed => "malformed",
+            LimiterFailure::UnknownTier => "unknown_tier",
         }
     }
 }
 
 /// What the limiter said.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub enum LimitVerdict {
     Allowed,
     Limited,
     /// Limited by a shadow limit: counted, not enforced.
     ShadowLimited,
-    Failed(Failure),
+    Failed(LimiterFailure),
 }
 
 /// The outcome of a call, ready to apply.
 #[derive(Debug, Clone)]
 pub struct Judgement {
-    pub verdict: Verdict,
+    pub verdict: LimitVerdict,
     /// `Some` when the request is answered locally (429 or 503).
     pub reply: Option<Reply>,
     /// Headers for the upstream's response when the request goes on.
@@ -190,7 +192,7 @@ impl RateLimitStage {
                 limit: l.requests,
                 window_ms: l.window_s.saturating_mul(1000),
                 cost,
-                algorithm: Algorithm::Log,
+                algorithm: LimitAlgorithm::Log,
             })
             .collect();
         Ok(Some(Plan {
@@ -267,17 +269,18 @@ impl RateLimitStage {
     pub fn judge(
         &self,
         plan: &Plan,
-        answer: Result<(u16, &[u8]), Failure>,
+        answer: Result<(u16, &[u8]), LimiterFailure>,
         now_ms: i64,
     ) -> Judgement {
         let parsed = answer.and_then(|(status, body)| {
             if status != 200 {
-                return Err(Failure::Status);
+                return Err(LimiterFailure::Status);
             }
             if body.len() > MAX_ANSWER_BYTES {
-                return Err(Failure::TooLarge);
+                return Err(LimiterFailure::TooLarge);
             }
-            let r: CheckResponse = serde_json::from_slice(body).map_err(|_| Failure::Malformed)?;
+            let r: CheckResponse =
+                serde_json::from_slice(body).map_err(|_| LimiterFailure::Malformed)?;
             let consistent = r.results.len() == plan.checks.len()
                 && r.results
                     .iter()
@@ -286,7 +289,7 @@ impl RateLimitStage {
             if consistent {
                 Ok(r)
             } else {
-                Err(Failure::Malformed)
+                Err(LimiterFailure::Malformed)
             }
         });
         let r = match parsed {
@@ -296,7 +299,7 @@ impl RateLimitStage {
         let headers = self.headers(plan, &r.results, now_ms);
         if r.allowed {
             return Judgement {
-                verdict: Verdict::Allowed,
+                verdict: LimitVerdict::Allowed,
                 reply: None,
                 response_headers: headers,
                 block_until_ms: None,
@@ -304,7 +307,7 @@ impl RateLimitStage {
         }
         if plan.shadow {
             return Judgement {
-                verdict: Verdict::ShadowLimited,
+                verdict: LimitVerdict::ShadowLimited,
                 reply: None,
                 response_headers: Vec::new(),
                 block_until_ms: None,
@@ -318,7 +321,7 @@ impl RateLimitStage {
             .unwrap_or(1000)
             .max(1);
         Judgement {
-            verdict: Verdict::Limited,
+            verdict: LimitVerdict::Limited,
             reply: Some(too_many(headers, retry_ms)),
             response_headers: Vec::new(),
             block_until_ms: Some(
@@ -328,13 +331,16 @@ impl RateLimitStage {
     }
 
     /// A failure follows the plan's failure mode: deny → 503, allow → pass (counted).
-    pub fn failed(&self, plan: &Plan, f: Failure) -> Judgement {
+    pub fn failed(&self, plan: &Plan, f: LimiterFailure) -> Judgement {
         failure(f, plan.failure_mode == FailureMode::Deny && !plan.shadow)
     }
 
     /// The failure for a plan that could not be made (unknown tier): the section's failure mode.
     pub fn unknown_tier(&self) -> Judgement {
-        failure(Failure::UnknownTier, self.failure_mode == FailureMode::Deny)
+        failure(
+            LimiterFailure::UnknownTier,
+            self.failure_mode == FailureMode::Deny,
+        )
     }
 
     /// Rate-limit headers for the most restrictive window (fewest remaining; on a tie, the
@@ -382,9 +388,9 @@ impl RateLimitStage {
     }
 }
 
-fn failure(f: Failure, deny: bool) -> Judgement {
+fn failure(f: LimiterFailure, deny: bool) -> Judgement {
     Judgement {
-        verdict: Verdict::Failed(f),
+        verdict: LimitVerdict::Failed(f),
         reply: deny.then(Reply::limiter_unavailable),
         response_headers: Vec::new(),
         block_until_ms: None,

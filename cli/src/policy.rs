@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use apiguard_core::config::Config;
-use apiguard_core::policy::testcases::{self, Case, Verdict};
+use apiguard_core::policy::testcases::{self, Case, CaseVerdict};
 use apiguard_core::policy::{PolicyProgram, BUILTIN_NAME, BUILTIN_PACK};
 use clap::Subcommand;
 use serde_json::{json, Value};
@@ -114,11 +114,11 @@ fn test(dir: &Path, config: Option<&Path>) -> ExitCode {
             Err(code) => return code,
         };
         match testcases::run(&subject.modules, &subject.data, &subject.package, &case) {
-            Ok((Verdict::Pass, _)) => {
+            Ok((CaseVerdict::Pass, _)) => {
                 passed += 1;
                 println!("ok   {name}: {}", case.description);
             }
-            Ok((Verdict::Fail(why), _)) => {
+            Ok((CaseVerdict::Fail(why), _)) => {
                 failed += 1;
                 println!("FAIL {name}: {}\n     {why}", case.description);
             }

@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use apiguard_core::config::Algorithm;
-use apiguard_core::jwt::alg::AlgSet;
+use apiguard_core::jose::AlgSet;
+use apiguard_core::jose::Algorithm;
 use apiguard_core::jwt::keys::KeySet;
 use apiguard_core::jwt::mint::{mint, SigningKey};
 use apiguard_core::jwt::token;

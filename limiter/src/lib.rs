@@ -3,7 +3,7 @@
 //! The router is built by [`app`] so tests drive it without a socket; `main.rs` only parses
 //! flags, picks the store, binds and serves with graceful shutdown.
 //!
-//! Routes: `POST /v1/check` (the wire types are in [`apiguard_core::limiter_api`]), `GET /healthz`
+//! Routes: `POST /v1/check` (the wire types are in [`apiguard_limiter_api`]), `GET /healthz`
 //! (alive), `GET /readyz` (store reachable), `GET /metrics` (Prometheus text).
 #![forbid(unsafe_code)]
 
@@ -15,7 +15,7 @@ pub mod tls;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use apiguard_core::limiter_api::{CheckRequest, CheckResponse, CHECK_PATH, MAX_BODY_BYTES};
+use apiguard_limiter_api::{CheckRequest, CheckResponse, CHECK_PATH, MAX_BODY_BYTES};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};

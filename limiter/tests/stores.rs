@@ -8,14 +8,14 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use apiguard_core::limiter_api::{Algorithm, Check};
 use apiguard_e2e::Redis;
 use apiguard_limiter::{MemoryStore, RedisStore, RedisTarget, Store};
+use apiguard_limiter_api::{Check, LimitAlgorithm};
 
 /// Generous: these tests run in parallel on a small machine; the fault tests use tight ones.
 const TIMEOUT: Duration = Duration::from_secs(2);
 
-fn check(key: &str, limit: u64, window_ms: u64, algorithm: Algorithm) -> Check {
+fn check(key: &str, limit: u64, window_ms: u64, algorithm: LimitAlgorithm) -> Check {
     Check {
         key: key.into(),
         limit,
@@ -80,21 +80,21 @@ async fn admitted<S: Store>(store: &Arc<S>, checks: Vec<Check>, calls: usize) ->
 }
 
 async fn log_is_exact_under_concurrency<S: Store>(store: Arc<S>) {
-    let c = check("{exact}", 100, 60_000, Algorithm::Log);
+    let c = check("{exact}", 100, 60_000, LimitAlgorithm::Log);
     assert_eq!(admitted(&store, vec![c], 500).await, 100);
 }
 
 async fn counter_never_over_admits_under_concurrency<S: Store>(store: Arc<S>) {
     // One fixed window is a day long, so the 500 calls almost surely land in one window, where
     // the counter is exact; across a boundary it may only admit fewer.
-    let c = check("{ctr}", 100, 86_400_000, Algorithm::Counter);
+    let c = check("{ctr}", 100, 86_400_000, LimitAlgorithm::Counter);
     let n = admitted(&store, vec![c], 500).await;
     assert!((95..=100).contains(&n), "admitted {n}");
 }
 
 async fn multi_check_is_all_or_nothing<S: Store>(store: Arc<S>) {
-    let burst = check("{u1}:burst", 3, 60_000, Algorithm::Log);
-    let sustained = check("{u1}:sustained", 5, 60_000, Algorithm::Counter);
+    let burst = check("{u1}:burst", 3, 60_000, LimitAlgorithm::Log);
+    let sustained = check("{u1}:sustained", 5, 60_000, LimitAlgorithm::Counter);
     let both = vec![burst.clone(), sustained.clone()];
     for _ in 0..3 {
         assert!(store.check(&both).await.unwrap().allowed);
@@ -127,7 +127,7 @@ async fn align(period: u64, at: u64) {
 }
 
 async fn no_double_burst_across_a_window_boundary<S: Store>(store: Arc<S>) {
-    for algorithm in [Algorithm::Log, Algorithm::Counter] {
+    for algorithm in [LimitAlgorithm::Log, LimitAlgorithm::Counter] {
         let c = check(&format!("{{burst-{algorithm:?}}}"), 5, 1000, algorithm);
         // Fill the window late in a fixed window, then ask again just after the boundary: a
         // fixed window would admit a second burst there; a sliding one must not.
@@ -142,7 +142,7 @@ async fn no_double_burst_across_a_window_boundary<S: Store>(store: Arc<S>) {
 }
 
 async fn log_retry_after_is_exact<S: Store>(store: Arc<S>) {
-    let c = check("{retry}", 3, 1000, Algorithm::Log);
+    let c = check("{retry}", 3, 1000, LimitAlgorithm::Log);
     for _ in 0..3 {
         assert!(one(&store, &c).await.allowed);
     }
@@ -160,7 +160,7 @@ async fn log_retry_after_is_exact<S: Store>(store: Arc<S>) {
 }
 
 async fn counter_retry_after_is_never_early<S: Store>(store: Arc<S>) {
-    let c = check("{retry-ctr}", 3, 1000, Algorithm::Counter);
+    let c = check("{retry-ctr}", 3, 1000, LimitAlgorithm::Counter);
     align(1000, 100).await;
     for _ in 0..3 {
         assert!(one(&store, &c).await.allowed);
@@ -177,7 +177,7 @@ async fn counter_retry_after_is_never_early<S: Store>(store: Arc<S>) {
 }
 
 async fn results_report_remaining_and_reset<S: Store>(store: Arc<S>) {
-    let c = check("{report}", 10, 60_000, Algorithm::Log);
+    let c = check("{report}", 10, 60_000, LimitAlgorithm::Log);
     let d = one(&store, &c).await;
     let r = &d.results[0];
     assert_eq!((r.key.as_str(), r.limit, r.remaining), ("{report}", 10, 9));
@@ -188,7 +188,7 @@ async fn results_report_remaining_and_reset<S: Store>(store: Arc<S>) {
 }
 
 async fn cost_counts_units<S: Store>(store: Arc<S>) {
-    for algorithm in [Algorithm::Log, Algorithm::Counter] {
+    for algorithm in [LimitAlgorithm::Log, LimitAlgorithm::Counter] {
         let mut c = check(&format!("{{cost-{algorithm:?}}}"), 10, 60_000, algorithm);
         c.cost = 4;
         assert!(one(&store, &c).await.allowed);
@@ -207,7 +207,7 @@ async fn cost_counts_units<S: Store>(store: Arc<S>) {
 /// A call's whole cost leaves the log when the call does, and `retry_after_ms` names the
 /// moment enough cost has left.
 async fn costly_calls_leave_the_log_with_their_cost<S: Store>(store: Arc<S>) {
-    let mut c = check("{costly}", 10, 600, Algorithm::Log);
+    let mut c = check("{costly}", 10, 600, LimitAlgorithm::Log);
     c.cost = 4;
     assert!(one(&store, &c).await.allowed);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -229,7 +229,12 @@ async fn costly_calls_leave_the_log_with_their_cost<S: Store>(store: Arc<S>) {
 async fn the_log_keeps_one_entry_per_call_in_redis() {
     let redis = Redis::start().unwrap();
     let store = RedisStore::new(RedisTarget::Single(redis.url()), TIMEOUT);
-    let mut c = check("{big-spender}", 1_000_000_000, 86_400_000, Algorithm::Log);
+    let mut c = check(
+        "{big-spender}",
+        1_000_000_000,
+        86_400_000,
+        LimitAlgorithm::Log,
+    );
     c.cost = 1000;
     for _ in 0..300 {
         assert!(store.check(std::slice::from_ref(&c)).await.unwrap().allowed);
@@ -268,7 +273,7 @@ async fn a_log_written_per_unit_keeps_counting() {
     )
     .unwrap();
     assert_eq!(added.trim(), "3", "{added}");
-    let mut c = check("{legacy}", 5, 60_000, Algorithm::Log);
+    let mut c = check("{legacy}", 5, 60_000, LimitAlgorithm::Log);
     c.cost = 2;
     let d = store.check(std::slice::from_ref(&c)).await.unwrap();
     assert!(d.allowed);
@@ -288,7 +293,7 @@ async fn an_idle_drop_costs_no_request() {
         RedisTarget::Single(format!("redis://{}", proxy.addr)),
         TIMEOUT,
     );
-    let c = check("{idle}", 3, 60_000, Algorithm::Log);
+    let c = check("{idle}", 3, 60_000, LimitAlgorithm::Log);
     for round in 0..3 {
         let d = store.check(std::slice::from_ref(&c)).await;
         let d = d.unwrap_or_else(|e| panic!("check {round} after an idle drop: {e}"));

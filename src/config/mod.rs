@@ -15,7 +15,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::http;
-use crate::json_shape::{array_for_object, Shape};
+use crate::jose::Algorithm;
+use apiguard_limiter_api::json_shape::{array_for_object, Shape};
 
 /// Largest configuration accepted. Inline JWKS and Rego modules make configurations large,
 /// but anything past this is a mistake and parsing it would only waste worker memory.
@@ -128,24 +129,6 @@ pub struct ProviderConfig {
     /// issuers whose tokens name no subject (client-credentials tokens of some issuers).
     #[serde(default = "default_true")]
     pub require_sub: bool,
-}
-
-/// JOSE signature algorithms apiguard can be told to accept. `none` has no variant on purpose:
-/// listing it is a configuration error, not a setting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
-pub enum Algorithm {
-    RS256,
-    RS384,
-    RS512,
-    PS256,
-    PS384,
-    PS512,
-    ES256,
-    ES384,
-    EdDSA,
-    HS256,
-    HS384,
-    HS512,
 }
 
 /// `jwt.providers.<name>.jwks`: exactly one of `inline` or `remote`.
@@ -553,7 +536,7 @@ impl Config {
     }
 }
 
-/// Where the configuration schema has arrays ([`crate::json_shape`]). `policy.data` is free-form
+/// Where the configuration schema has arrays ([`apiguard_limiter_api::json_shape`]). `policy.data` is free-form
 /// Rego data and JWK members (`keys`) are checked by the JWKS loader.
 const SHAPE: Shape<'static> = Shape {
     arrays: &[
@@ -943,11 +926,11 @@ fn validate_rate_limit(rl: &RateLimitConfig) -> Result<(), ConfigError> {
 const MAX_WINDOW_S: u64 = 86_400;
 
 fn validate_limits(limits: &[Limit], at: &str) -> Result<(), ConfigError> {
-    if limits.len() > crate::limiter_api::MAX_CHECKS {
+    if limits.len() > apiguard_limiter_api::MAX_CHECKS {
         return Err(invalid(
             at,
             Problem::TooLarge {
-                max: crate::limiter_api::MAX_CHECKS as u64,
+                max: apiguard_limiter_api::MAX_CHECKS as u64,
             },
         ));
     }

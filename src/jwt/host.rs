@@ -14,7 +14,7 @@
 //! with prost's derive (no build script, no protoc).
 
 use super::keys::{Jwk, KeyMaterial};
-use crate::config::Algorithm;
+use crate::jose::Algorithm;
 use rsa::traits::PublicKeyParts;
 
 /// The foreign function's name in Envoy.

@@ -14,8 +14,8 @@ use rsa::traits::PublicKeyParts;
 use rsa::RsaPublicKey;
 use serde_json::Value;
 
-use super::alg::AlgSet;
-use crate::config::Algorithm;
+use crate::jose::AlgSet;
+use crate::jose::Algorithm;
 
 /// Largest JWK Set document accepted (fetched or inline).
 pub const MAX_JWKS_BYTES: usize = 64 * 1024;

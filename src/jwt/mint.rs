@@ -12,7 +12,7 @@ use rsa::RsaPrivateKey;
 use serde_json::{json, Value};
 
 use super::es384::Es384;
-use crate::config::Algorithm;
+use crate::jose::Algorithm;
 
 /// A private key that can sign.
 #[derive(Clone)]

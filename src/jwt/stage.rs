@@ -9,13 +9,13 @@ use std::sync::{Arc, OnceLock};
 use base64ct::{Base64UrlUnpadded, Encoding};
 use serde_json::{Map, Value};
 
-use super::alg::AlgSet;
 use super::cache::{CachedToken, TokenCache};
 use super::host::SignatureHost;
 use super::keys::{JwksError, KeySet};
-use super::token::{self, Policy, Reject, RejectClass, DEFAULT_MAX_CLAIMS_DEPTH};
+use super::token::{self, Reject, RejectClass, TokenRules, DEFAULT_MAX_CLAIMS_DEPTH};
 use crate::config::{ConfigError, JwksConfig, JwtConfig, Problem, RemoteJwks};
 use crate::http::{same_header, HeaderOp, Headers};
+use crate::jose::AlgSet;
 use crate::path::{prefix_matches, query_param, NormalizedPath};
 
 /// Longest claim value copied into a header; longer ones are left out.
@@ -41,7 +41,7 @@ pub enum Jwks {
 #[derive(Debug, Clone)]
 pub struct Provider {
     pub name: Arc<str>,
-    pub policy: Policy,
+    pub rules: TokenRules,
     pub jwks: Jwks,
     sources: Vec<Source>,
     claims_to_headers: Vec<(Vec<String>, String)>,
@@ -283,7 +283,7 @@ impl JwtStage {
             }
             providers.push(Provider {
                 name: Arc::from(name.as_str()),
-                policy: Policy {
+                rules: TokenRules {
                     issuer: p.issuer.clone(),
                     audiences: p.audiences.clone(),
                     algorithms,
@@ -374,7 +374,7 @@ impl JwtStage {
         };
 
         cache.sync_generation(ring.generation());
-        let skew = |p: usize| self.providers.get(p).map_or(0, |p| p.policy.clock_skew_s);
+        let skew = |p: usize| self.providers.get(p).map_or(0, |p| p.rules.clock_skew_s);
         if let Some(hit) = cache.get(&token, now, skew) {
             if required.contains(&hit.provider) {
                 return AuthOutcome::Verified {
@@ -401,7 +401,7 @@ impl JwtStage {
         let iss = claims.get("iss").and_then(Value::as_str);
         let Some(&pi) = required
             .iter()
-            .find(|&&pi| Some(self.providers[pi].policy.issuer.as_str()) == iss)
+            .find(|&&pi| Some(self.providers[pi].rules.issuer.as_str()) == iss)
         else {
             return AuthOutcome::Invalid(Invalid::UnknownIssuer);
         };
@@ -415,7 +415,7 @@ impl JwtStage {
                 Jwks::Inline(_) => AuthOutcome::Invalid(Invalid::NoKeys),
             };
         };
-        match token::verify(&parsed, &claims, &provider.policy, keys, host, now) {
+        match token::verify(&parsed, &claims, &provider.rules, keys, host, now) {
             Ok(v) => {
                 let claims = Arc::new(Claims::new(v.claims));
                 cache.put(

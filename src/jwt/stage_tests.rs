@@ -9,9 +9,9 @@ use serde_json::{json, Value};
 use super::mint::{mint, sign_raw, SigningKey};
 use super::stage::Invalid;
 use super::token::Reject;
-use crate::config::Algorithm;
 use crate::flow::{Event, Outcome, Pipeline, RequestFacts, Step, WorkerState};
 use crate::http::{HeaderOp, Headers};
+use crate::jose::Algorithm;
 
 const NOW: i64 = 1_800_000_000;
 

@@ -7,10 +7,11 @@
 use base64ct::{Base64UrlUnpadded, Encoding};
 use serde_json::{Map, Value};
 
-use super::alg::{self, AlgSet};
+use super::alg;
 use super::host::{self, HostVerdict, SignatureHost};
 use super::keys::KeySet;
-use crate::config::Algorithm;
+use crate::jose::AlgSet;
+use crate::jose::Algorithm;
 
 /// Default cap on a token's size.
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -213,7 +214,7 @@ fn parse_object(bytes: &[u8], depth: usize) -> Result<Map<String, Value>, Reject
 
 /// What a provider requires of a token, compiled from its configuration.
 #[derive(Debug, Clone)]
-pub struct Policy {
+pub struct TokenRules {
     pub issuer: String,
     pub audiences: Option<Vec<String>>,
     /// Allowed algorithms; HMAC only when the configuration lists it.
@@ -240,12 +241,12 @@ pub struct Verified {
 pub fn verify(
     t: &Parsed<'_>,
     claims: &Map<String, Value>,
-    policy: &Policy,
+    rules: &TokenRules,
     keys: &KeySet,
     host: Option<&dyn SignatureHost>,
     now: i64,
 ) -> Result<Verified, Reject> {
-    if let Some(want) = &policy.typ {
+    if let Some(want) = &rules.typ {
         let ok = t
             .typ
             .as_deref()
@@ -254,8 +255,8 @@ pub fn verify(
             return Err(Reject::WrongType);
         }
     }
-    verify_signature(t, policy.algorithms, keys, host)?;
-    check_claims(claims, policy, now)
+    verify_signature(t, rules.algorithms, keys, host)?;
+    check_claims(claims, rules, now)
 }
 
 /// The JWS part alone: the algorithm is allowed and fits the key, and the signature is good.
@@ -338,7 +339,11 @@ fn number(claims: &Map<String, Value>, name: &str) -> Result<Option<f64>, Reject
 }
 
 /// The registered-claim checks (RFC 7519 §4.1) with the leeway applied.
-pub fn check_claims(claims: &Map<String, Value>, p: &Policy, now: i64) -> Result<Verified, Reject> {
+pub fn check_claims(
+    claims: &Map<String, Value>,
+    p: &TokenRules,
+    now: i64,
+) -> Result<Verified, Reject> {
     if claims.get("iss").and_then(Value::as_str) != Some(p.issuer.as_str()) {
         return Err(Reject::WrongIssuer);
     }

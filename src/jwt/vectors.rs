@@ -8,13 +8,14 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use serde_json::{json, Value};
 
-use super::alg::{self, AlgSet};
+use super::alg;
 use super::host::software::{BrokenHost, SoftwareHost};
 use super::host::{self, HostVerdict, SignatureHost};
 use super::keys::{parse_key, KeySet};
-use super::token::{self, Policy, Reject};
+use super::token::{self, Reject, TokenRules};
 use super::vector_keys::{ec_jwk, public};
-use crate::config::Algorithm;
+use crate::jose::AlgSet;
+use crate::jose::Algorithm;
 
 macro_rules! vector {
     ($path:literal) => {
@@ -120,7 +121,7 @@ fn rfc7515_appendix_a() {
         if v.get("jwt_claims_valid_now").is_some() && sig_valid {
             // A.1–A.3: {iss: joe, exp: 1300819380}: expired now, fine before its exp.
             let (keys, _) = KeySet::from_document(jwks.to_string().as_bytes()).unwrap();
-            let policy = Policy {
+            let rules = TokenRules {
                 issuer: "joe".into(),
                 audiences: None,
                 algorithms: all_algs(),
@@ -134,12 +135,11 @@ fn rfc7515_appendix_a() {
             let parsed = token::parse(token.as_bytes(), 8192).unwrap();
             let claims = parsed.claims(8).unwrap();
             assert_eq!(
-                token::verify(&parsed, &claims, &policy, &keys, None, 1_790_000_000),
+                token::verify(&parsed, &claims, &rules, &keys, None, 1_790_000_000),
                 Err(Reject::Expired),
                 "{id}: now"
             );
-            let then =
-                token::verify(&parsed, &claims, &policy, &keys, None, 1_300_819_000).unwrap();
+            let then = token::verify(&parsed, &claims, &rules, &keys, None, 1_300_819_000).unwrap();
             assert_eq!(then.exp, 1_300_819_380, "{id}");
             assert_eq!(then.claims["http://example.com/is_root"], true);
         }

@@ -7,9 +7,9 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use serde_json::{json, Value};
 
-use crate::config::Algorithm;
 use crate::flow::{Event, Outcome, Pipeline, RequestFacts, Step, WorkerState};
 use crate::http::Headers;
+use crate::jose::Algorithm;
 use crate::jwt::mint::{mint, SigningKey};
 
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";

@@ -142,7 +142,7 @@ impl std::fmt::Debug for PolicyProgram {
 
 /// How a policy failed to decide.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
+pub enum PolicyFailure {
     /// An evaluation error, or outputs of the wrong type.
     Error,
     /// Over the time budget (or the instruction limit).
@@ -151,34 +151,34 @@ pub enum Failure {
     Undefined,
 }
 
-impl Failure {
+impl PolicyFailure {
     pub fn reason(self) -> &'static str {
         match self {
-            Failure::Error => "policy_error",
-            Failure::Timeout => "policy_timeout",
-            Failure::Undefined => "policy_undefined",
+            PolicyFailure::Error => "policy_error",
+            PolicyFailure::Timeout => "policy_timeout",
+            PolicyFailure::Undefined => "policy_undefined",
         }
     }
 }
 
 /// A policy's decision.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Decision {
+pub struct PolicyDecision {
     pub allow: bool,
     pub reasons: Vec<String>,
     pub tier: Option<String>,
     pub cost: Option<u64>,
     pub headers: Vec<(String, String)>,
-    pub failure: Option<Failure>,
+    pub failure: Option<PolicyFailure>,
 }
 
-impl Decision {
-    pub(crate) fn failed(f: Failure) -> Decision {
-        Decision {
+impl PolicyDecision {
+    pub(crate) fn failed(f: PolicyFailure) -> PolicyDecision {
+        PolicyDecision {
             allow: false,
             reasons: vec![f.reason().to_owned()],
             failure: Some(f),
-            ..Decision::default()
+            ..PolicyDecision::default()
         }
     }
 }
@@ -367,12 +367,12 @@ pub enum PolicyVm {
 
 impl PolicyVm {
     /// Evaluates the policy on an input document given as JSON.
-    pub fn evaluate(&mut self, input: serde_json::Value) -> Decision {
+    pub fn evaluate(&mut self, input: serde_json::Value) -> PolicyDecision {
         self.evaluate_value(RegoValue::from(input))
     }
 
     /// Evaluates the policy on an input document.
-    pub fn evaluate_value(&mut self, input: RegoValue) -> Decision {
+    pub fn evaluate_value(&mut self, input: RegoValue) -> PolicyDecision {
         let result = match self {
             PolicyVm::Rvm(vm) => {
                 vm.set_input(input);
@@ -380,24 +380,26 @@ impl PolicyVm {
                     .map_err(|e| match e {
                         regorus::rvm::vm::VmError::TimeLimitExceeded { .. }
                         | regorus::rvm::vm::VmError::InstructionLimitExceeded { .. } => {
-                            Failure::Timeout
+                            PolicyFailure::Timeout
                         }
-                        _ => Failure::Error,
+                        _ => PolicyFailure::Error,
                     })
             }
             PolicyVm::Interpreter(engine) => {
                 engine.set_input(input);
                 engine.eval_rule(ENTRY_RULE.to_owned()).map_err(|e| {
                     match e.downcast_ref::<regorus::LimitError>() {
-                        Some(regorus::LimitError::TimeLimitExceeded { .. }) => Failure::Timeout,
-                        _ => Failure::Error,
+                        Some(regorus::LimitError::TimeLimitExceeded { .. }) => {
+                            PolicyFailure::Timeout
+                        }
+                        _ => PolicyFailure::Error,
                     }
                 })
             }
         };
         match result {
             Ok(v) => decode(&v),
-            Err(f) => Decision::failed(f),
+            Err(f) => PolicyDecision::failed(f),
         }
     }
 }
@@ -408,7 +410,7 @@ static NOT_DEFINED: RegoValue = RegoValue::Undefined;
 /// Reads the decision object; outputs of the wrong type are a policy error. The object is
 /// walked once, matching member names as text (looking each output up would make a policy
 /// value per name per request).
-fn decode(v: &RegoValue) -> Decision {
+fn decode(v: &RegoValue) -> PolicyDecision {
     let mut found = [&NOT_DEFINED; OUTPUTS.len()];
     if let RegoValue::Object(members) = v {
         for (name, value) in members.iter() {
@@ -430,35 +432,35 @@ fn decode(v: &RegoValue) -> Decision {
     // In the order of OUTPUTS.
     let [allow, reasons, tier, cost, headers] = found;
     let allow = match allow {
-        RegoValue::Undefined => return Decision::failed(Failure::Undefined),
+        RegoValue::Undefined => return PolicyDecision::failed(PolicyFailure::Undefined),
         RegoValue::Bool(b) => *b,
         // Anything but a boolean `true` denies, but it is not an error: OPA's own contract.
         _ => false,
     };
-    let mut d = Decision {
+    let mut d = PolicyDecision {
         allow,
-        ..Decision::default()
+        ..PolicyDecision::default()
     };
     match reasons {
         RegoValue::Undefined => {}
         RegoValue::Set(s) => d.reasons = s.iter().filter_map(as_str).collect(),
         RegoValue::Array(a) => d.reasons = a.iter().filter_map(as_str).collect(),
-        _ => return Decision::failed(Failure::Error),
+        _ => return PolicyDecision::failed(PolicyFailure::Error),
     }
     match tier {
         RegoValue::Undefined => {}
         RegoValue::String(s) => d.tier = Some(s.to_string()),
-        _ => return Decision::failed(Failure::Error),
+        _ => return PolicyDecision::failed(PolicyFailure::Error),
     }
     match cost {
         RegoValue::Undefined => {}
         n @ RegoValue::Number(_) => match n.as_u64() {
             // Past the limiter's largest cost every call would fail: with `failure_mode:
             // allow` that is no limit at all, with `deny` a permanent 503. A policy error.
-            Ok(c) if (1..=crate::limiter_api::MAX_COST).contains(&c) => d.cost = Some(c),
-            _ => return Decision::failed(Failure::Error),
+            Ok(c) if (1..=apiguard_limiter_api::MAX_COST).contains(&c) => d.cost = Some(c),
+            _ => return PolicyDecision::failed(PolicyFailure::Error),
         },
-        _ => return Decision::failed(Failure::Error),
+        _ => return PolicyDecision::failed(PolicyFailure::Error),
     }
     match headers {
         RegoValue::Undefined => {}
@@ -468,11 +470,11 @@ fn decode(v: &RegoValue) -> Decision {
                     (Some(name), Some(value)) if header_ok(&name, &value) => {
                         d.headers.push((name, value))
                     }
-                    _ => return Decision::failed(Failure::Error),
+                    _ => return PolicyDecision::failed(PolicyFailure::Error),
                 }
             }
         }
-        _ => return Decision::failed(Failure::Error),
+        _ => return PolicyDecision::failed(PolicyFailure::Error),
     }
     if !d.allow && d.reasons.is_empty() {
         d.reasons.push("denied".into());

@@ -10,7 +10,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::input::{self, InputBuilder, Template};
-use super::{CompileError, Decision, PolicyProgram, PolicyVm, BUILTIN_NAME, BUILTIN_PACK};
+use super::{CompileError, PolicyDecision, PolicyProgram, PolicyVm, BUILTIN_NAME, BUILTIN_PACK};
 use crate::config::{
     ConfigError, ConfigWarning, DecisionCacheConfig, PolicyConfig, PolicyMode, Problem,
 };
@@ -49,7 +49,7 @@ struct DecisionCache {
 }
 
 struct CachedDecision {
-    decision: Decision,
+    decision: PolicyDecision,
     shadow_allow: Option<bool>,
     until_ms: i64,
 }
@@ -74,7 +74,7 @@ pub struct PolicyRequest<'a> {
 /// What the stage concluded for one request.
 #[derive(Debug, Clone)]
 pub struct PolicyOutcome {
-    pub decision: Decision,
+    pub decision: PolicyDecision,
     /// The shadow policy's verdict, when one is configured.
     pub shadow_allow: Option<bool>,
     /// True when the request goes on although the policy denied it (dry run).
@@ -168,7 +168,11 @@ impl PolicyStage {
             source,
         } = *request;
         if path.path.len() > input::MAX_PATH {
-            return self.outcome(Decision::failed(super::Failure::Error), None, false);
+            return self.outcome(
+                PolicyDecision::failed(super::PolicyFailure::Error),
+                None,
+                false,
+            );
         }
         let doc = self.input.build(headers, method, path, source, identity);
         let key = worker.cache.as_ref().and_then(|_| DecisionCache::key(&doc));
@@ -195,7 +199,7 @@ impl PolicyStage {
             .iter()
             .any(|(name, _)| !self.headers.contains(name))
         {
-            decision = Decision::failed(super::Failure::Error);
+            decision = PolicyDecision::failed(super::PolicyFailure::Error);
         }
         if let (Some(cache), Some(key), None) = (worker.cache.as_mut(), key, decision.failure) {
             // Never past the token's `exp` (seconds since the epoch, possibly fractional).
@@ -217,7 +221,7 @@ impl PolicyStage {
 
     fn outcome(
         &self,
-        decision: Decision,
+        decision: PolicyDecision,
         shadow_allow: Option<bool>,
         cached: bool,
     ) -> PolicyOutcome {
@@ -258,7 +262,7 @@ impl PolicyStage {
     }
 
     /// The 403 for a denied decision.
-    pub fn reply(&self, d: &Decision) -> Reply {
+    pub fn reply(&self, d: &PolicyDecision) -> Reply {
         Reply::forbidden(self.expose_reasons.then_some(d.reasons.as_slice()))
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{CompileError, Decision, PolicyProgram};
+use super::{CompileError, PolicyDecision, PolicyProgram};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -40,7 +40,7 @@ pub struct Expected {
 
 /// How one case went.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub enum CaseVerdict {
     Pass,
     Fail(String),
 }
@@ -51,7 +51,7 @@ pub fn run(
     data: &Value,
     package: &str,
     case: &Case,
-) -> Result<(Verdict, Decision), CompileError> {
+) -> Result<(CaseVerdict, PolicyDecision), CompileError> {
     let data = case.data.as_ref().unwrap_or(data);
     let program = PolicyProgram::compile(modules, data, package, Duration::from_secs(1))?;
     let decision = program.vm().evaluate(with_derived_fields(&case.input));
@@ -75,7 +75,7 @@ pub fn with_derived_fields(input: &Value) -> Value {
 }
 
 /// Compares a decision with a case's expectations.
-pub fn judge(case: &Case, d: &Decision) -> Verdict {
+pub fn judge(case: &Case, d: &PolicyDecision) -> CaseVerdict {
     let mut problems = Vec::new();
     if d.allow != case.expected.allow {
         problems.push(format!(
@@ -99,9 +99,9 @@ pub fn judge(case: &Case, d: &Decision) -> Verdict {
         }
     }
     if problems.is_empty() {
-        Verdict::Pass
+        CaseVerdict::Pass
     } else {
-        Verdict::Fail(problems.join("; "))
+        CaseVerdict::Fail(problems.join("; "))
     }
 }
 

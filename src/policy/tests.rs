@@ -88,7 +88,7 @@ fn outputs_are_read_strictly() {
     let d = custom("allow := true\nrate_limit_tier := \"gold\"\nrate_limit_cost := 3\nheaders := {\"x-plan\": \"gold\"}").evaluate(json!({}));
     assert_eq!(
         d,
-        Decision {
+        PolicyDecision {
             allow: true,
             reasons: vec![],
             tier: Some("gold".into()),
@@ -114,19 +114,19 @@ fn outputs_are_read_strictly() {
         custom("allow := true\nrate_limit_cost := \"x\"")
             .evaluate(json!({}))
             .failure,
-        Some(Failure::Error)
+        Some(PolicyFailure::Error)
     );
     assert_eq!(
         custom("allow := true\nheaders := {\"host\": \"evil\"}")
             .evaluate(json!({}))
             .failure,
-        Some(Failure::Error)
+        Some(PolicyFailure::Error)
     );
     assert_eq!(
         custom("allow := true\nheaders := {\"x-a\": \"a\\nb\"}")
             .evaluate(json!({}))
             .failure,
-        Some(Failure::Error)
+        Some(PolicyFailure::Error)
     );
     // Conflicting values of a complete rule deny (as an error or an undefined decision).
     let d = custom("allow := true if input.a\nallow := false if input.a").evaluate(json!({"a": 1}));
@@ -153,7 +153,7 @@ fn the_interpreter_fallback_keeps_the_budget() {
     assert_eq!(p.evaluator, Evaluator::Interpreter);
     let started = std::time::Instant::now();
     let d = p.vm().evaluate(json!({}));
-    assert_eq!(d.failure, Some(Failure::Timeout), "{d:?}");
+    assert_eq!(d.failure, Some(PolicyFailure::Timeout), "{d:?}");
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "{:?}",
@@ -179,7 +179,7 @@ fn the_time_budget_stops_a_runaway_policy() {
     let mut vm = custom("allow if { count([x | some i in numbers.range(1, 3000); some j in numbers.range(1, 3000); x := i * j]) < 0 }");
     let started = std::time::Instant::now();
     let d = vm.evaluate(json!({}));
-    assert_eq!(d.failure, Some(Failure::Timeout), "{d:?}");
+    assert_eq!(d.failure, Some(PolicyFailure::Timeout), "{d:?}");
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "{:?}",
@@ -194,7 +194,7 @@ fn check_case(name: &str, text: &str) -> Option<String> {
     let case: testcases::Case =
         serde_json::from_str(text).unwrap_or_else(|e| panic!("{name}: {e}"));
     let (verdict, decision) = testcases::run(&pack(), &json!({}), "data.api.authz", &case).unwrap();
-    if let testcases::Verdict::Fail(why) = verdict {
+    if let testcases::CaseVerdict::Fail(why) = verdict {
         return Some(format!("{name}: {why} ({decision:?})"));
     }
     // The pack writes `allow` and `reasons` separately (and apiguard reads reasons only on a

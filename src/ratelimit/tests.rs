@@ -197,7 +197,7 @@ fn allowed_answers_carry_the_most_restrictive_window() {
     let s = stage(json!({}));
     let p = standard_plan(&s);
     let j = s.judge(&p, Ok((200, &answer(&p, true, &[90, 3], 0))), 1_000_000);
-    assert_eq!(j.verdict, Verdict::Allowed);
+    assert_eq!(j.verdict, LimitVerdict::Allowed);
     assert!(j.reply.is_none());
     let h: std::collections::BTreeMap<_, _> = j.response_headers.into_iter().collect();
     assert_eq!(h["x-ratelimit-limit"], "10");
@@ -222,7 +222,7 @@ fn limited_answers_are_429_and_remembered() {
     let s = stage(json!({}));
     let p = standard_plan(&s);
     let j = s.judge(&p, Ok((200, &answer(&p, false, &[0, 0], 2_300))), 1_000_000);
-    assert_eq!(j.verdict, Verdict::Limited);
+    assert_eq!(j.verdict, LimitVerdict::Limited);
     let r = j.reply.unwrap();
     assert_eq!(r.status, 429);
     let h: std::collections::BTreeMap<_, _> = r.headers.iter().cloned().collect();
@@ -242,22 +242,22 @@ fn failures_follow_the_failure_mode() {
     let deny = stage(json!({}));
     let p = standard_plan(&deny);
     let big = vec![b' '; MAX_ANSWER_BYTES + 1];
-    type Answer<'a> = Result<(u16, &'a [u8]), Failure>;
-    let cases: Vec<(Answer, Failure)> = vec![
-        (Err(Failure::Dispatch), Failure::Dispatch),
-        (Err(Failure::NoResponse), Failure::NoResponse),
-        (Ok((503, b"")), Failure::Status),
-        (Ok((500, b"oops")), Failure::Status),
-        (Ok((200, &big)), Failure::TooLarge),
-        (Ok((200, b"garbage")), Failure::Malformed),
+    type Answer<'a> = Result<(u16, &'a [u8]), LimiterFailure>;
+    let cases: Vec<(Answer, LimiterFailure)> = vec![
+        (Err(LimiterFailure::Dispatch), LimiterFailure::Dispatch),
+        (Err(LimiterFailure::NoResponse), LimiterFailure::NoResponse),
+        (Ok((503, b"")), LimiterFailure::Status),
+        (Ok((500, b"oops")), LimiterFailure::Status),
+        (Ok((200, &big)), LimiterFailure::TooLarge),
+        (Ok((200, b"garbage")), LimiterFailure::Malformed),
         (
             Ok((200, br#"{"allowed":true,"results":[]}"#)),
-            Failure::Malformed,
+            LimiterFailure::Malformed,
         ),
     ];
     for (a, want) in cases.clone() {
         let j = deny.judge(&p, a, 0);
-        assert_eq!(j.verdict, Verdict::Failed(want));
+        assert_eq!(j.verdict, LimitVerdict::Failed(want));
         let r = j.reply.unwrap();
         assert_eq!(r.status, 503);
         assert!(r.headers.contains(&("retry-after".into(), "1".into())));
@@ -266,7 +266,7 @@ fn failures_follow_the_failure_mode() {
     let p = standard_plan(&allow);
     for (a, want) in cases {
         let j = allow.judge(&p, a, 0);
-        assert_eq!(j.verdict, Verdict::Failed(want));
+        assert_eq!(j.verdict, LimitVerdict::Failed(want));
         assert!(j.reply.is_none());
     }
 }
@@ -288,9 +288,9 @@ fn shadow_limits_never_block() {
         .unwrap()
         .unwrap();
     let j = s.judge(&p, Ok((200, &answer(&p, false, &[0], 1000))), 0);
-    assert_eq!(j.verdict, Verdict::ShadowLimited);
+    assert_eq!(j.verdict, LimitVerdict::ShadowLimited);
     assert!(j.reply.is_none() && j.block_until_ms.is_none());
-    let j = s.judge(&p, Err(Failure::NoResponse), 0);
+    let j = s.judge(&p, Err(LimiterFailure::NoResponse), 0);
     assert!(
         j.reply.is_none(),
         "a shadow route never blocks, even on failure"

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use apiguard_core::config::Algorithm;
+use apiguard_core::jose::Algorithm;
 use apiguard_core::spellings::{literal_segments, spellings};
 use apiguard_e2e::keys::{self, claims, token};
 use apiguard_e2e::raw::{self, RawResponse};

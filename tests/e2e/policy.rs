@@ -2,7 +2,7 @@
 //! RBAC, admin paths, reasons on and off, runaway and broken policies.
 
 use crate::expect_stat;
-use apiguard_core::config::Algorithm;
+use apiguard_core::jose::Algorithm;
 use apiguard_e2e::keys::{self, claims, token};
 use apiguard_e2e::raw;
 use apiguard_e2e::{Echo, Envoy, EnvoySpec};

@@ -5,7 +5,7 @@ use crate::expect_stat;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use apiguard_core::config::Algorithm;
+use apiguard_core::jose::Algorithm;
 use apiguard_core::jwt::mint::sign_raw;
 use apiguard_e2e::fake_limiter::{FakeLimiter, Mode};
 use apiguard_e2e::keys::{self, claims, token};

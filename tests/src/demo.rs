@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use apiguard_core::config::Algorithm;
+use apiguard_core::jose::Algorithm;
 use apiguard_core::jwt::mint::{mint, SigningKey};
 use serde_json::{json, Value};
 

@@ -1,7 +1,7 @@
 //! The test signing keys (`tests/fixtures/keys/`) and token minting through the core's
 //! `apiguard_core::jwt::mint`, the same code `apiguard token mint` uses.
 
-use apiguard_core::config::Algorithm;
+use apiguard_core::jose::Algorithm;
 use apiguard_core::jwt::mint::{mint, SigningKey};
 use serde_json::{json, Value};
 

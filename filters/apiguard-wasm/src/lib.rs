@@ -35,7 +35,7 @@ use std::time::Duration;
 use apiguard_core::flow::{Event, Outcome, Pending, Pipeline, RequestFacts, Step};
 use apiguard_core::http::Headers;
 use apiguard_core::jwt::remote::FetchReason;
-use apiguard_core::ratelimit::{Failure as RateFailure, MAX_ANSWER_BYTES};
+use apiguard_core::ratelimit::{LimiterFailure, MAX_ANSWER_BYTES};
 use apiguard_core::reply::Reply;
 use log::{debug, error, info, warn};
 
@@ -285,7 +285,7 @@ impl Request {
                         let pipeline = w.pipeline.clone();
                         let next = pipeline.on_limiter_answer(
                             pending,
-                            Err(RateFailure::Dispatch),
+                            Err(LimiterFailure::Dispatch),
                             now_ms,
                             &mut w.state,
                         );
@@ -313,8 +313,8 @@ impl Request {
         w.record_callout(now_ms.saturating_sub(sent_ms));
         let (status, body) = host::call_response(body_size, MAX_ANSWER_BYTES);
         let answer = match status {
-            None => Err(RateFailure::NoResponse),
-            Some(_) if body_size > MAX_ANSWER_BYTES => Err(RateFailure::TooLarge),
+            None => Err(LimiterFailure::NoResponse),
+            Some(_) if body_size > MAX_ANSWER_BYTES => Err(LimiterFailure::TooLarge),
             Some(s) => Ok((s, body.as_slice())),
         };
         let pipeline = w.pipeline.clone();

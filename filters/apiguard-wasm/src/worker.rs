@@ -12,8 +12,8 @@ use apiguard_core::jwt::keys::{KeySet, MAX_JWKS_BYTES};
 use apiguard_core::jwt::remote::{self, FetchError, FetchReason, Lease, SharedJwks};
 use apiguard_core::jwt::stage::Jwks;
 use apiguard_core::jwt::token::RejectClass;
-use apiguard_core::policy::Failure;
-use apiguard_core::ratelimit::Failure as RateFailure;
+use apiguard_core::policy::PolicyFailure;
+use apiguard_core::ratelimit::LimiterFailure;
 use log::{debug, info, warn};
 
 use crate::counters;
@@ -367,9 +367,9 @@ fn counter(e: &Event) -> Counter {
         Event::BadMethodOverride => Counter::RequestMethodOverride,
         Event::PolicyAllowed => Counter::PolicyAllowed,
         Event::PolicyDenied => Counter::PolicyDenied,
-        Event::PolicyFailed(Failure::Error) => Counter::PolicyError,
-        Event::PolicyFailed(Failure::Timeout) => Counter::PolicyTimeout,
-        Event::PolicyFailed(Failure::Undefined) => Counter::PolicyUndefined,
+        Event::PolicyFailed(PolicyFailure::Error) => Counter::PolicyError,
+        Event::PolicyFailed(PolicyFailure::Timeout) => Counter::PolicyTimeout,
+        Event::PolicyFailed(PolicyFailure::Undefined) => Counter::PolicyUndefined,
         Event::PolicyDryRunDeny => Counter::PolicyDryRunDeny,
         Event::PolicyShadowDisagree => Counter::PolicyShadowDisagree,
         Event::PolicyCacheHit => Counter::PolicyCacheHit,
@@ -379,12 +379,12 @@ fn counter(e: &Event) -> Counter {
         Event::RateShadowLimited => Counter::RatelimitShadowLimited,
         Event::RateFailurePass => Counter::RatelimitFailureModePass,
         Event::RateFailed(f) => match f {
-            RateFailure::Dispatch => Counter::RatelimitFailureDispatch,
-            RateFailure::NoResponse => Counter::RatelimitFailureNoResponse,
-            RateFailure::Status => Counter::RatelimitFailureStatus,
-            RateFailure::TooLarge => Counter::RatelimitFailureTooLarge,
-            RateFailure::Malformed => Counter::RatelimitFailureMalformed,
-            RateFailure::UnknownTier => Counter::RatelimitFailureUnknownTier,
+            LimiterFailure::Dispatch => Counter::RatelimitFailureDispatch,
+            LimiterFailure::NoResponse => Counter::RatelimitFailureNoResponse,
+            LimiterFailure::Status => Counter::RatelimitFailureStatus,
+            LimiterFailure::TooLarge => Counter::RatelimitFailureTooLarge,
+            LimiterFailure::Malformed => Counter::RatelimitFailureMalformed,
+            LimiterFailure::UnknownTier => Counter::RatelimitFailureUnknownTier,
         },
     }
 }

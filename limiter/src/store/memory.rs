@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use apiguard_core::limiter_api::{Algorithm, Check, CheckResult};
+use apiguard_limiter_api::{Check, CheckResult, LimitAlgorithm};
 
 use super::{CounterWindow, Decision, Store, StoreError};
 
@@ -14,7 +14,7 @@ const SWEEP_EVERY: u64 = 4096;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct WindowKey {
-    algorithm: Algorithm,
+    algorithm: LimitAlgorithm,
     window_ms: u64,
     key: String,
 }
@@ -144,13 +144,13 @@ fn key_of(c: &Check) -> WindowKey {
     }
 }
 
-fn fresh(algorithm: Algorithm) -> Window {
+fn fresh(algorithm: LimitAlgorithm) -> Window {
     match algorithm {
-        Algorithm::Log => Window::Log {
+        LimitAlgorithm::Log => Window::Log {
             hits: VecDeque::new(),
             total: 0,
         },
-        Algorithm::Counter => Window::Counter {
+        LimitAlgorithm::Counter => Window::Counter {
             index: 0,
             curr: 0,
             prev: 0,

@@ -7,7 +7,7 @@ mod redis;
 
 use std::future::Future;
 
-use apiguard_core::limiter_api::{Check, CheckResult};
+use apiguard_limiter_api::{Check, CheckResult};
 
 pub use self::memory::MemoryStore;
 pub use self::redis::{RedisStore, RedisTarget};
@@ -46,7 +46,7 @@ impl StoreError {
 }
 
 /// A rate-limit store. `check` decides every check of one call atomically: either all fit and
-/// all are consumed, or none is. Checks arrive validated ([`apiguard_core::limiter_api::CheckRequest::validate`]).
+/// all are consumed, or none is. Checks arrive validated ([`apiguard_limiter_api::CheckRequest::validate`]).
 pub trait Store: Send + Sync + 'static {
     fn check(&self, checks: &[Check]) -> impl Future<Output = Result<Decision, StoreError>> + Send;
 

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use apiguard_core::limiter_api::{hash_tag, Algorithm, Check, CheckResult};
+use apiguard_limiter_api::{hash_tag, Check, CheckResult, LimitAlgorithm};
 use redis::aio::ConnectionManager;
 use redis::cluster_async::ClusterConnection;
 use tokio::sync::OnceCell;
@@ -128,8 +128,8 @@ async fn clock_offset(conn: &Conn) -> Result<i64, StoreError> {
 /// every key of the call in one slot (the script touches them all atomically).
 fn redis_key(c: &Check) -> String {
     let algo = match c.algorithm {
-        Algorithm::Log => "log",
-        Algorithm::Counter => "counter",
+        LimitAlgorithm::Log => "log",
+        LimitAlgorithm::Counter => "counter",
     };
     format!(
         "apiguard:{{{}}}:{algo}:{}:{}",
@@ -152,8 +152,8 @@ impl Store for RedisStore {
         inv.arg(deadline);
         for c in checks {
             let algo = match c.algorithm {
-                Algorithm::Log => "log",
-                Algorithm::Counter => "counter",
+                LimitAlgorithm::Log => "log",
+                LimitAlgorithm::Counter => "counter",
             };
             inv.key(redis_key(c))
                 .arg(algo)
@@ -259,7 +259,7 @@ mod tests {
             limit: 1,
             window_ms: 1000,
             cost: 1,
-            algorithm: Algorithm::Counter,
+            algorithm: LimitAlgorithm::Counter,
         };
         assert_eq!(
             redis_key(&c),

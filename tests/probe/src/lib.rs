@@ -6,7 +6,7 @@
 //! when the JWK is refused), and jwt-compact's verdict in Wasm. The test feeds it every
 //! vector in `tests/vectors/` and requires the two to agree.
 
-use apiguard_core::config::Algorithm;
+use apiguard_core::jose::Algorithm;
 use apiguard_core::jwt::host::{self, HostCallError, HostVerdict, SignatureHost};
 use apiguard_core::jwt::{alg, keys};
 use proxy_wasm::hostcalls;

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use apiguard_core::config::Algorithm;
+use apiguard_core::jose::Algorithm;
 use apiguard_e2e::keys::{self, claims, token};
 use apiguard_e2e::load::MixRequest;
 use apiguard_e2e::serve::Server;

@@ -3,7 +3,7 @@
 //! cache, same key and token (see [`crate::measure`]). Uncached variants verify a signature on
 //! every request and send a tenth of the requests.
 
-use apiguard_core::config::Algorithm;
+use apiguard_core::jose::Algorithm;
 use apiguard_e2e::keys::{self, claims, token};
 use apiguard_e2e::{Echo, EnvoySpec};
 use serde_json::json;

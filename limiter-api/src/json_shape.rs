@@ -5,6 +5,9 @@
 //! `{"rate_limit": {"cluster": "limiter"}}`. No attribute turns that off, so strict inputs (the
 //! plugin configuration, the limiter's requests) are checked against this after parsing: an
 //! array may stand only where the schema has one.
+//!
+//! It lives in the wire crate because both the limiter's request checks and the core's
+//! configuration checks use it, and this crate depends on nothing of the core.
 
 use serde_json::Value;
 

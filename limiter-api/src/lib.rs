@@ -6,7 +6,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::json_shape::{array_for_object, Shape};
+pub mod json_shape;
+
+use json_shape::{array_for_object, Shape};
 
 /// The check endpoint's path.
 pub const CHECK_PATH: &str = "/v1/check";
@@ -43,7 +45,7 @@ pub struct Check {
     #[serde(default = "one")]
     pub cost: u64,
     #[serde(default)]
-    pub algorithm: Algorithm,
+    pub algorithm: LimitAlgorithm,
 }
 
 fn one() -> u64 {
@@ -53,7 +55,7 @@ fn one() -> u64 {
 /// How a window slides.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Algorithm {
+pub enum LimitAlgorithm {
     /// Exact sliding window: one entry per admitted unit, kept for one window.
     #[default]
     Log,
@@ -214,7 +216,7 @@ mod tests {
             limit: 10,
             window_ms: 1000,
             cost: 1,
-            algorithm: Algorithm::Log,
+            algorithm: LimitAlgorithm::Log,
         }
     }
 
@@ -224,12 +226,12 @@ mod tests {
             serde_json::from_str(r#"{"checks":[{"key":"k","limit":10,"window_ms":60000}]}"#)
                 .unwrap();
         assert_eq!(r.checks[0].cost, 1);
-        assert_eq!(r.checks[0].algorithm, Algorithm::Log);
+        assert_eq!(r.checks[0].algorithm, LimitAlgorithm::Log);
         let c: Check = serde_json::from_str(
             r#"{"key":"k","limit":1,"window_ms":1,"cost":2,"algorithm":"counter"}"#,
         )
         .unwrap();
-        assert_eq!(c.algorithm, Algorithm::Counter);
+        assert_eq!(c.algorithm, LimitAlgorithm::Counter);
         assert!(
             serde_json::from_str::<Check>(r#"{"key":"k","limit":1,"window_ms":1,"x":1}"#).is_err()
         );
