@@ -13,8 +13,8 @@ use serde_json::{json, Value};
 use crate::flow::{Outcome, Pipeline, RequestFacts, Step, WorkerState};
 use crate::http::Headers;
 use crate::jose::Algorithm;
-use crate::jwt::mint::{mint, SigningKey};
-use crate::spellings::{literal_segments, spellings};
+use apiguard_testkit::mint::{mint, SigningKey};
+use apiguard_testkit::spellings::{literal_segments, spellings};
 
 const NOW: i64 = 1_800_000_000;
 const TEMPLATE: &str = "/api/v1/tenants/{tenant_id}/documents/{doc_id}";

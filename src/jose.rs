@@ -119,3 +119,11 @@ impl AlgSet {
         self.0 == 0
     }
 }
+
+/// The JOSE `alg` name, so code that takes an algorithm by name (the test kit's signer) accepts
+/// an [`Algorithm`] as it is.
+impl AsRef<str> for Algorithm {
+    fn as_ref(&self) -> &str {
+        self.name()
+    }
+}

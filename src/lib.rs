@@ -17,8 +17,6 @@ pub mod path;
 pub mod policy;
 pub mod ratelimit;
 pub mod reply;
-#[cfg(any(test, feature = "test-support"))]
-pub mod spellings;
 
 #[cfg(test)]
 mod edge_tests;

@@ -184,15 +184,12 @@ const RFC7515_A2_TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJqb2UiLA0KICJleHA
 const RFC7515_A3_JWK: &str = r#"{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}"#;
 const RFC7515_A3_TOKEN: &str = "eyJhbGciOiJFUzI1NiJ9.eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ.DtEhU3ljbEg8L38VWAfUAqOyKAM6-Xx-F4GawxaepmXFCgfTjDxw5djxLa8ISlSApmWQxfKTUJqPP3-Kg6NU1Q";
 
-/// A software stand-in for Envoy's foreign function, for native tests: it decodes the same
-/// protobuf, imports the DER key, verifies PKCS#1 v1.5 or DER ECDSA with RustCrypto, and
-/// counts its calls so tests can tell the host path was taken.
+/// Test hosts: Envoy's foreign function emulated in software (the primitive is
+/// `apiguard_testkit::software`; this wraps it in the host call's protobuf and counts calls, so
+/// tests can tell the host path was taken), and a host whose every call fails.
 #[cfg(test)]
 pub mod software {
     use std::cell::Cell;
-
-    use rsa::pkcs8::DecodePublicKey;
-    use sha2::{Digest, Sha256, Sha384, Sha512};
 
     use super::{HostCallError, SignatureHost, VerifySignatureArguments, VerifySignatureResult};
 
@@ -203,35 +200,16 @@ pub mod software {
 
     impl SignatureHost for SoftwareHost {
         fn call(&self, arguments: &[u8]) -> Result<Vec<u8>, HostCallError> {
-            use p256::ecdsa::signature::Verifier;
             self.calls.set(self.calls.get() + 1);
             let a = <VerifySignatureArguments as prost::Message>::decode(arguments)
                 .map_err(|_| HostCallError::Status("BadArgument"))?;
-            let key = a.public_key.as_slice();
-            let (text, sig) = (a.text.as_slice(), a.signature.as_slice());
-            let ok = if let Ok(k) = rsa::RsaPublicKey::from_public_key_der(key) {
-                let pkcs1 = |scheme: rsa::Pkcs1v15Sign, digest: &[u8]| {
-                    k.verify(scheme, digest, sig).is_ok()
-                };
-                match a.hash_function.as_str() {
-                    "sha256" => pkcs1(rsa::Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(text)),
-                    "sha384" => pkcs1(rsa::Pkcs1v15Sign::new::<Sha384>(), &Sha384::digest(text)),
-                    "sha512" => pkcs1(rsa::Pkcs1v15Sign::new::<Sha512>(), &Sha512::digest(text)),
-                    _ => false,
-                }
-            } else if let Ok(k) = p256::PublicKey::from_public_key_der(key) {
-                let k = p256::ecdsa::VerifyingKey::from(k);
-                a.hash_function == "sha256"
-                    && p256::ecdsa::Signature::from_der(sig)
-                        .is_ok_and(|s| k.verify(text, &s).is_ok())
-            } else if let Ok(k) = p384::PublicKey::from_public_key_der(key) {
-                let k = p384::ecdsa::VerifyingKey::from(k);
-                a.hash_function == "sha384"
-                    && p384::ecdsa::Signature::from_der(sig)
-                        .is_ok_and(|s| k.verify(text, &s).is_ok())
-            } else {
-                return Err(HostCallError::Status("BadArgument"));
-            };
+            let ok = apiguard_testkit::software::verify(
+                &a.hash_function,
+                &a.public_key,
+                &a.text,
+                &a.signature,
+            )
+            .ok_or(HostCallError::Status("BadArgument"))?;
             let r = VerifySignatureResult {
                 result: ok,
                 error: String::new(),

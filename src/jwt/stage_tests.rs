@@ -6,12 +6,12 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use serde_json::{json, Value};
 
-use super::mint::{mint, sign_raw, SigningKey};
 use super::stage::Invalid;
 use super::token::Reject;
 use crate::flow::{Event, Outcome, Pipeline, RequestFacts, Step, WorkerState};
 use crate::http::{HeaderOp, Headers};
 use crate::jose::Algorithm;
+use apiguard_testkit::mint::{mint, sign_raw, SigningKey};
 
 const NOW: i64 = 1_800_000_000;
 

@@ -13,9 +13,9 @@ use super::host::software::{BrokenHost, SoftwareHost};
 use super::host::{self, HostVerdict, SignatureHost};
 use super::keys::{parse_key, KeySet};
 use super::token::{self, Reject, TokenRules};
-use super::vector_keys::{ec_jwk, public};
 use crate::jose::AlgSet;
 use crate::jose::Algorithm;
+use apiguard_testkit::vector_keys::{ec_jwk, public};
 
 macro_rules! vector {
     ($path:literal) => {

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use crate::flow::{Event, Outcome, Pipeline, RequestFacts, Step, WorkerState};
 use crate::http::Headers;
 use crate::jose::Algorithm;
-use crate::jwt::mint::{mint, SigningKey};
+use apiguard_testkit::mint::{mint, SigningKey};
 
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 const NOW: i64 = 1_800_000_000;

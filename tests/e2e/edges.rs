@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 
 use apiguard_core::jose::Algorithm;
-use apiguard_core::spellings::{literal_segments, spellings};
 use apiguard_e2e::keys::{self, claims, token};
 use apiguard_e2e::raw::{self, RawResponse};
 use apiguard_e2e::{repo_root, Echo, Envoy, EnvoySpec, Limiter, Redis};
+use apiguard_testkit::spellings::{literal_segments, spellings};
 use serde_json::{json, Value};
 
 const TEMPLATE: &str = "/api/v1/tenants/{tenant_id}/documents/{doc_id}";

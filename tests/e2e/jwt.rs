@@ -6,9 +6,9 @@ use crate::expect_stat;
 use std::time::Duration;
 
 use apiguard_core::jose::Algorithm;
-use apiguard_core::jwt::mint::{sign_raw, SigningKey};
 use apiguard_e2e::keys::{self, claims, token};
 use apiguard_e2e::{Echo, Envoy, EnvoySpec, JwksServer};
+use apiguard_testkit::mint::{sign_raw, SigningKey};
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::{json, Value};
 

@@ -6,10 +6,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use apiguard_core::jose::Algorithm;
-use apiguard_core::jwt::mint::sign_raw;
 use apiguard_e2e::fake_limiter::{FakeLimiter, Mode};
 use apiguard_e2e::keys::{self, claims, token};
 use apiguard_e2e::{Echo, Envoy, EnvoySpec, Limiter, Redis};
+use apiguard_testkit::mint::sign_raw;
 use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 

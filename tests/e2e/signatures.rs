@@ -10,9 +10,9 @@
 //! with the primitive files' own expectations.
 
 use apiguard_core::jwt::token;
-use apiguard_core::jwt::vector_keys::{ec_jwk, public};
 use apiguard_e2e::envoy::wasm_filter;
 use apiguard_e2e::{Echo, Envoy, EnvoySpec};
+use apiguard_testkit::vector_keys::{ec_jwk, public};
 use serde_json::{json, Value};
 
 fn vectors(path: &str) -> Value {

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use apiguard_core::jose::Algorithm;
-use apiguard_core::jwt::mint::{mint, SigningKey};
+use apiguard_testkit::mint::{mint, SigningKey};
 use serde_json::{json, Value};
 
 use crate::keys::{now, signing_key};

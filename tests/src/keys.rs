@@ -1,8 +1,8 @@
 //! The test signing keys (`tests/fixtures/keys/`) and token minting through the core's
-//! `apiguard_core::jwt::mint`, the same code `apiguard token mint` uses.
+//! `apiguard_testkit::mint`, the same code `apiguard token mint` uses.
 
 use apiguard_core::jose::Algorithm;
-use apiguard_core::jwt::mint::{mint, SigningKey};
+use apiguard_testkit::mint::{mint, SigningKey};
 use serde_json::{json, Value};
 
 use crate::repo_root;

@@ -9,9 +9,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use apiguard_core::jwt::mint::SigningKey;
 use apiguard_e2e::demo::{self, Ports, Stack};
 use apiguard_e2e::JwksServer;
+use apiguard_testkit::mint::SigningKey;
 use clap::{Parser, Subcommand};
 
 /// The apiguard demo.

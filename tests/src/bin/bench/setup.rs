@@ -92,7 +92,7 @@ pub struct Caller {
 }
 
 /// The realistic workload's callers: RS256 tokens over the tenants and roles, in a fixed order.
-pub fn callers(rs: &apiguard_core::jwt::mint::SigningKey) -> Vec<Caller> {
+pub fn callers(rs: &apiguard_testkit::mint::SigningKey) -> Vec<Caller> {
     (0..TOKENS)
         .map(|i| {
             let (tenant, role) = (i % TENANTS, ROLES[i % ROLES.len()]);

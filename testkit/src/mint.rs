@@ -1,5 +1,6 @@
 //! Signing tokens, for the `apiguard token mint` command, the demo issuer and the tests. The
-//! filter never signs anything; this lives in the core so every tool signs the same way.
+//! filter never signs anything, so this is not in the core; every tool signs the same way
+//! through it.
 //!
 //! [`sign_raw`] signs arbitrary header and payload bytes, so tests can also build the malformed
 //! and hostile tokens a verifier must refuse (duplicate members, `crit`, wrong `alg`).
@@ -8,11 +9,10 @@ use base64ct::{Base64UrlUnpadded, Encoding};
 use jwt_compact::alg::{Ed25519, Es256, Hs256, Hs256Key, Hs384, Hs384Key, Hs512, Hs512Key, Rsa};
 use jwt_compact::jwk::JsonWebKey;
 use jwt_compact::{Algorithm as JwtAlgorithm, AlgorithmSignature};
+use p384::ecdsa::signature::DigestSigner;
 use rsa::RsaPrivateKey;
 use serde_json::{json, Value};
-
-use super::es384::Es384;
-use crate::jose::Algorithm;
+use sha2::{Digest, Sha384};
 
 /// A private key that can sign.
 #[derive(Clone)]
@@ -29,10 +29,9 @@ pub enum MintError {
     #[error("not a private JWK: {0}")]
     BadKey(String),
     #[error("a {key} key cannot sign {alg}")]
-    AlgKeyMismatch {
-        alg: &'static str,
-        key: &'static str,
-    },
+    AlgKeyMismatch { alg: String, key: &'static str },
+    #[error("unknown algorithm {0:?}")]
+    UnknownAlg(String),
 }
 
 impl SigningKey {
@@ -109,34 +108,44 @@ fn sig<A: JwtAlgorithm>(alg: &A, key: &A::SigningKey, msg: &[u8]) -> Vec<u8> {
 
 /// Signs `header` and `payload` (raw bytes, base64url-encoded here) into a compact JWS.
 pub fn sign_raw(
-    alg: Algorithm,
+    alg: impl AsRef<str>,
     key: &SigningKey,
     header: &[u8],
     payload: &[u8],
 ) -> Result<String, MintError> {
+    let alg = alg.as_ref();
     let mut out = Base64UrlUnpadded::encode_string(header);
     out.push('.');
     out.push_str(&Base64UrlUnpadded::encode_string(payload));
     let msg = out.as_bytes();
     let signature = match (alg, key) {
-        (Algorithm::RS256, SigningKey::Rsa(k)) => sig(&Rsa::rs256(), k, msg),
-        (Algorithm::RS384, SigningKey::Rsa(k)) => sig(&Rsa::rs384(), k, msg),
-        (Algorithm::RS512, SigningKey::Rsa(k)) => sig(&Rsa::rs512(), k, msg),
-        (Algorithm::PS256, SigningKey::Rsa(k)) => sig(&Rsa::ps256(), k, msg),
-        (Algorithm::PS384, SigningKey::Rsa(k)) => sig(&Rsa::ps384(), k, msg),
-        (Algorithm::PS512, SigningKey::Rsa(k)) => sig(&Rsa::ps512(), k, msg),
-        (Algorithm::ES256, SigningKey::P256(k)) => sig(&Es256, k, msg),
-        (Algorithm::ES384, SigningKey::P384(k)) => sig(&Es384, k, msg),
-        (Algorithm::EdDSA, SigningKey::Ed25519(k)) => sig(&Ed25519, k, msg),
-        (Algorithm::HS256, SigningKey::Hmac(k)) => sig(&Hs256, &Hs256Key::new(k), msg),
-        (Algorithm::HS384, SigningKey::Hmac(k)) => sig(&Hs384, &Hs384Key::new(k), msg),
-        (Algorithm::HS512, SigningKey::Hmac(k)) => sig(&Hs512, &Hs512Key::new(k), msg),
-        (alg, key) => {
+        ("RS256", SigningKey::Rsa(k)) => sig(&Rsa::rs256(), k, msg),
+        ("RS384", SigningKey::Rsa(k)) => sig(&Rsa::rs384(), k, msg),
+        ("RS512", SigningKey::Rsa(k)) => sig(&Rsa::rs512(), k, msg),
+        ("PS256", SigningKey::Rsa(k)) => sig(&Rsa::ps256(), k, msg),
+        ("PS384", SigningKey::Rsa(k)) => sig(&Rsa::ps384(), k, msg),
+        ("PS512", SigningKey::Rsa(k)) => sig(&Rsa::ps512(), k, msg),
+        ("ES256", SigningKey::P256(k)) => sig(&Es256, k, msg),
+        // JWS ES384 (RFC 7518 §3.4): ECDSA P-384 over SHA-384, signature as r ‖ s.
+        ("ES384", SigningKey::P384(k)) => {
+            let s: p384::ecdsa::Signature = k.sign_digest(Sha384::new_with_prefix(msg));
+            s.to_bytes().to_vec()
+        }
+        ("EdDSA", SigningKey::Ed25519(k)) => sig(&Ed25519, k, msg),
+        ("HS256", SigningKey::Hmac(k)) => sig(&Hs256, &Hs256Key::new(k), msg),
+        ("HS384", SigningKey::Hmac(k)) => sig(&Hs384, &Hs384Key::new(k), msg),
+        ("HS512", SigningKey::Hmac(k)) => sig(&Hs512, &Hs512Key::new(k), msg),
+        (
+            "RS256" | "RS384" | "RS512" | "PS256" | "PS384" | "PS512" | "ES256" | "ES384" | "EdDSA"
+            | "HS256" | "HS384" | "HS512",
+            key,
+        ) => {
             return Err(MintError::AlgKeyMismatch {
-                alg: alg.name(),
+                alg: alg.to_owned(),
                 key: key.kind(),
             })
         }
+        (other, _) => return Err(MintError::UnknownAlg(other.to_owned())),
     };
     out.push('.');
     out.push_str(&Base64UrlUnpadded::encode_string(&signature));
@@ -145,12 +154,12 @@ pub fn sign_raw(
 
 /// A JWT with header `{"alg", "typ": "JWT", "kid"?}` and the given claims.
 pub fn mint(
-    alg: Algorithm,
+    alg: impl AsRef<str>,
     key: &SigningKey,
     kid: Option<&str>,
     claims: &Value,
 ) -> Result<String, MintError> {
-    let mut header = json!({"alg": alg.name(), "typ": "JWT"});
+    let mut header = json!({"alg": alg.as_ref(), "typ": "JWT"});
     if let (Some(kid), Some(o)) = (kid, header.as_object_mut()) {
         o.insert("kid".into(), Value::String(kid.to_owned()));
     }
