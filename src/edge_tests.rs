@@ -88,15 +88,9 @@ fn run(
 fn verdict(o: &Outcome) -> (u16, String) {
     match &o.step {
         Step::Continue(_) => (200, String::new()),
-        Step::CheckLimits(_) => (
-            200,
-            o.pending
-                .as_ref()
-                .map(|p| p.plan.scope.clone())
-                .unwrap_or_default(),
-        ),
+        Step::CheckLimits { resume, .. } => (200, resume.plan.scope.clone()),
         Step::Respond(r) => (r.status, String::from_utf8_lossy(&r.body).into_owned()),
-        Step::FetchKeys { .. } => (0, "fetch".into()),
+        Step::FetchKeys(_) => (0, "fetch".into()),
     }
 }
 

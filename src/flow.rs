@@ -6,14 +6,16 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::config::{Config, ConfigError, ConfigWarning};
+use crate::events::Event;
 use crate::http::{self, HeaderOp, Headers};
 use crate::jwt::cache::TokenCache;
 use crate::jwt::host::SignatureHost;
+use crate::jwt::remote::{FetchError, FetchReason};
+use crate::jwt::shared::{Fetch, KeyNote, MemoryShared, RemoteKeys, SharedData};
 use crate::jwt::stage::{AuthOutcome, Claims, Invalid, JwtStage, KeyRing};
 use crate::jwt::token::Reject;
 use crate::path::{self, NormalizedPath};
 use crate::policy::stage::{PolicyOutcome, PolicyRequest, PolicyStage, PolicyWorker};
-use crate::policy::PolicyFailure;
 use crate::ratelimit::{
     self, LimitCall, LimitVerdict, LocalLimits, Plan, PlanError, RateLimitStage,
 };
@@ -26,13 +28,13 @@ pub enum Step {
     Continue(Vec<HeaderOp>),
     /// Answer locally; the request never reaches the upstream.
     Respond(Reply),
-    /// Provider `provider` (remote JWKS) has no key for this request's token. The filter may
-    /// fetch the JWKS (if its refetch rules allow), then run the request again; otherwise it
-    /// answers [`Reply::token_invalid`].
-    FetchKeys { provider: usize, unknown_kid: bool },
-    /// Ask the limiter, then hand the answer and [`Outcome::pending`] to
-    /// [`Pipeline::on_limiter_answer`].
-    CheckLimits(LimitCall),
+    /// This worker took the lease to fetch a provider's remote JWKS for this request: make the
+    /// call, hand its answer to [`WorkerState::finish_fetch`] (or a failure to start it to
+    /// [`WorkerState::fetch_failed`]), then run the request again with
+    /// [`Pipeline::on_request_after_fetch`], which never asks for another fetch.
+    FetchKeys(Fetch),
+    /// Ask the limiter, then hand the answer and `resume` to [`Pipeline::on_limiter_answer`].
+    CheckLimits { call: LimitCall, resume: Pending },
 }
 
 /// What a request waiting for the limiter carries over.
@@ -43,38 +45,17 @@ pub struct Pending {
     pub ops: Vec<HeaderOp>,
 }
 
-/// Things worth counting, reported with each step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Event {
-    JwtAccepted {
-        cached: bool,
+/// What the filter does once the limiter answered: nothing else can follow a limiter call.
+#[derive(Debug, Clone)]
+pub enum Resumed {
+    /// Send the request upstream after applying `request` changes; add `response` headers (the
+    /// rate-limit headers) to the upstream's response.
+    Continue {
+        request: Vec<HeaderOp>,
+        response: Vec<(String, String)>,
     },
-    JwtMissing,
-    JwtRejected(Invalid),
-    /// The path could not be read unambiguously (or carried a refused `;` parameter).
-    BadPath,
-    /// A method-override header under `request.method_override: reject`, or overrides that
-    /// cannot be read as one method.
-    BadMethodOverride,
-    PolicyAllowed,
-    PolicyDenied,
-    /// The policy failed to decide (and so denied, unless in dry run).
-    PolicyFailed(PolicyFailure),
-    /// Dry run: the policy denied, the request went on.
-    PolicyDryRunDeny,
-    /// The shadow policy decided otherwise.
-    PolicyShadowDisagree,
-    /// The decision came from `policy.decision_cache`.
-    PolicyCacheHit,
-    RateAllowed,
-    RateLimited,
-    /// Answered 429 from the local over-limit cache, without a call.
-    RateLimitedLocal,
-    /// Over a shadow limit: counted, not enforced.
-    RateShadowLimited,
-    RateFailed(ratelimit::LimiterFailure),
-    /// A limiter failure let through by `failure_mode: allow`.
-    RateFailurePass,
+    /// Answer locally (429, or 503 when the limiter failed and `failure_mode` says deny).
+    Respond(Reply),
 }
 
 /// The request as the filter sees it.
@@ -94,17 +75,14 @@ pub struct Authenticated {
     pub claims: Arc<Claims>,
 }
 
-/// A step and what led to it.
+/// A step and what led to it. `S` is [`Step`] for a request's run, [`Resumed`] after the
+/// limiter's answer.
 #[derive(Debug, Clone)]
-pub struct Outcome {
-    pub step: Step,
+pub struct Outcome<S = Step> {
+    pub step: S,
     pub events: Vec<Event>,
     pub identity: Option<Authenticated>,
     pub policy: Option<PolicyOutcome>,
-    /// With [`Step::CheckLimits`]: what to hand back with the limiter's answer.
-    pub pending: Option<Pending>,
-    /// Headers to add to the upstream's response (rate-limit headers).
-    pub response_headers: Vec<(String, String)>,
 }
 
 impl Outcome {
@@ -115,13 +93,19 @@ impl Outcome {
             events: Vec::new(),
             identity: None,
             policy: None,
-            pending: None,
-            response_headers: Vec::new(),
         }
+    }
+
+    /// Answer locally with `reply`, counting `event`.
+    fn respond(mut self, event: Event, reply: Reply) -> Outcome {
+        self.events.push(event);
+        self.step = Step::Respond(reply);
+        self
     }
 }
 
-/// Per-worker mutable state: the keys known now, the verified-token cache, the policy VMs.
+/// Per-worker mutable state: the keys known now and their coordination with other workers, the
+/// verified-token cache, the policy VMs, the local over-limit cache.
 pub struct WorkerState {
     pub keys: KeyRing,
     pub cache: TokenCache,
@@ -130,6 +114,39 @@ pub struct WorkerState {
     /// The host's signature verifier, when it offers one and `jwt.host_signatures` allows it
     /// (the filter installs it after [`crate::jwt::host::self_test`]).
     pub signature_host: Option<Box<dyn SignatureHost>>,
+    remote: RemoteKeys,
+    shared: Box<dyn SharedData>,
+}
+
+impl WorkerState {
+    /// Whether any provider's keys are remote (the timer has key work to do).
+    pub fn has_remote_keys(&self) -> bool {
+        self.remote.any()
+    }
+
+    /// The timer's key work: load keys other workers fetched, drop stale ones, and take the
+    /// lease of every refresh that is due (the filter makes those calls).
+    pub fn tick(&mut self, now: i64) -> (Vec<Fetch>, Vec<KeyNote>) {
+        self.remote.tick(&*self.shared, now, &mut self.keys)
+    }
+
+    /// A JWKS fetch ended: the status (`None`: no response), the body's full size, and the body
+    /// as read (empty when over the limit).
+    pub fn finish_fetch(
+        &mut self,
+        provider: usize,
+        now: i64,
+        answer: (Option<u16>, usize, Vec<u8>),
+    ) -> Vec<KeyNote> {
+        self.remote
+            .finish(&*self.shared, provider, now, answer, &mut self.keys)
+    }
+
+    /// A JWKS fetch could not be started.
+    pub fn fetch_failed(&mut self, provider: usize, now: i64) -> Vec<KeyNote> {
+        self.remote
+            .failed(&*self.shared, provider, now, FetchError::NoResponse)
+    }
 }
 
 /// The compiled configuration.
@@ -201,12 +218,28 @@ impl Pipeline {
         self.needs_source
     }
 
-    /// Fresh per-worker state for this pipeline.
+    /// Fresh per-worker state for this pipeline, coordinating remote keys through shared data
+    /// of its own (natively: tests, `apiguard simulate`).
     pub fn worker_state(&self) -> WorkerState {
-        let (keys, cache) = match &self.jwt {
-            Some(j) => (KeyRing::new(j), TokenCache::new(j.cache_entries)),
-            None => (KeyRing::default(), TokenCache::new(0)),
+        self.worker_state_with(Box::new(MemoryShared::default()))
+    }
+
+    /// Fresh per-worker state whose remote keys are coordinated through `shared` (the host's
+    /// shared data, seen by every worker). Creates the fetch leases that do not exist yet.
+    pub fn worker_state_with(&self, shared: Box<dyn SharedData>) -> WorkerState {
+        let (keys, cache, remote) = match &self.jwt {
+            Some(j) => (
+                KeyRing::new(j),
+                TokenCache::new(j.cache_entries),
+                RemoteKeys::new(j),
+            ),
+            None => (
+                KeyRing::default(),
+                TokenCache::new(0),
+                RemoteKeys::default(),
+            ),
         };
+        remote.create_leases(&*shared);
         WorkerState {
             keys,
             cache,
@@ -215,15 +248,41 @@ impl Pipeline {
                 self.ratelimit.as_ref().map_or(0, |r| r.local_cache_entries),
             ),
             signature_host: None,
+            remote,
+            shared,
         }
     }
 
     /// Runs the request through the configured stages at Unix time `now_ms` (milliseconds).
+    /// When a remote provider lacks the token's key and this worker wins the fetch lease, the
+    /// step is [`Step::FetchKeys`]; when another worker is fetching, or the refetch rules say no,
+    /// the token is refused.
     pub fn on_request(
         &self,
         req: &RequestFacts<'_>,
         now_ms: i64,
         state: &mut WorkerState,
+    ) -> Outcome {
+        self.run(req, now_ms, state, true)
+    }
+
+    /// Runs a request again after the fetch it waited for: a request waits for at most one
+    /// fetch, so keys still missing now refuse the token.
+    pub fn on_request_after_fetch(
+        &self,
+        req: &RequestFacts<'_>,
+        now_ms: i64,
+        state: &mut WorkerState,
+    ) -> Outcome {
+        self.run(req, now_ms, state, false)
+    }
+
+    fn run(
+        &self,
+        req: &RequestFacts<'_>,
+        now_ms: i64,
+        state: &mut WorkerState,
+        may_fetch: bool,
     ) -> Outcome {
         let now = now_ms.div_euclid(1000);
         let mut out = Outcome::pass();
@@ -281,11 +340,24 @@ impl Pipeline {
                     provider,
                     unknown_kid,
                 } => {
-                    out.step = Step::FetchKeys {
-                        provider: *provider,
-                        unknown_kid: *unknown_kid,
+                    let reason = if *unknown_kid {
+                        FetchReason::UnknownKid
+                    } else {
+                        FetchReason::Refresh
                     };
-                    return out;
+                    let fetch = may_fetch
+                        .then(|| state.remote.begin(&*state.shared, *provider, now, reason))
+                        .flatten();
+                    if let Some(fetch) = fetch {
+                        out.step = Step::FetchKeys(fetch);
+                        return out;
+                    }
+                    let why = if *unknown_kid {
+                        Invalid::Token(Reject::UnknownKid)
+                    } else {
+                        Invalid::NoKeys
+                    };
+                    return out.respond(Event::JwtRejected(why), Reply::token_invalid());
                 }
             }
             match jwt.mutations(&auth) {
@@ -349,8 +421,11 @@ impl Pipeline {
             match rl.plan(&path, &req.headers, req.source, caller, tier, cost) {
                 Ok(None) => {}
                 Err(PlanError::UnknownTier(_)) => {
-                    conclude(&mut out, rl.unknown_tier(), ops, None, state);
-                    return out;
+                    // Nothing to call: `failure_mode` alone says whether the request goes on.
+                    if let Err(reply) = conclude(&mut out.events, rl.unknown_tier(), None, state) {
+                        out.step = Step::Respond(reply);
+                        return out;
+                    }
                 }
                 Ok(Some(plan)) => {
                     if !plan.shadow {
@@ -360,8 +435,10 @@ impl Pipeline {
                             return out;
                         }
                     }
-                    out.step = Step::CheckLimits(rl.call(&plan));
-                    out.pending = Some(Pending { plan, ops });
+                    out.step = Step::CheckLimits {
+                        call: rl.call(&plan),
+                        resume: Pending { plan, ops },
+                    };
                     return out;
                 }
             }
@@ -410,50 +487,48 @@ impl Pipeline {
         out
     }
 
-    /// The answer when [`Step::FetchKeys`] cannot be followed (another worker is fetching, the
-    /// refetch rules say no, or the request already waited once): the token is refused.
-    pub fn keys_unavailable(&self, unknown_kid: bool) -> Outcome {
-        let why = if unknown_kid {
-            Invalid::Token(Reject::UnknownKid)
-        } else {
-            Invalid::NoKeys
-        };
-        let mut out = Outcome::pass();
-        out.events.push(Event::JwtRejected(why));
-        out.step = Step::Respond(Reply::token_invalid());
-        out
-    }
-
     /// Finishes a request that waited for the limiter: `answer` is the status and body, or how
     /// the call failed.
     pub fn on_limiter_answer(
         &self,
-        pending: Pending,
+        resume: Pending,
         answer: Result<(u16, &[u8]), ratelimit::LimiterFailure>,
         now_ms: i64,
         state: &mut WorkerState,
-    ) -> Outcome {
-        let mut out = Outcome::pass();
-        let Some(rl) = &self.ratelimit else {
-            out.step = Step::Continue(pending.ops);
-            return out;
+    ) -> Outcome<Resumed> {
+        let mut events = Vec::new();
+        let step = match &self.ratelimit {
+            Some(rl) => {
+                let j = rl.judge(&resume.plan, answer, now_ms);
+                match conclude(&mut events, j, Some(&resume.plan.key), state) {
+                    Ok(response) => Resumed::Continue {
+                        request: resume.ops,
+                        response,
+                    },
+                    Err(reply) => Resumed::Respond(reply),
+                }
+            }
+            // Only a rate-limit stage plans a call; fail closed rather than trust a stray one.
+            None => Resumed::Respond(Reply::filter_unavailable()),
         };
-        let j = rl.judge(&pending.plan, answer, now_ms);
-        conclude(&mut out, j, pending.ops, Some(&pending.plan.key), state);
-        out
+        Outcome {
+            step,
+            events,
+            identity: None,
+            policy: None,
+        }
     }
 }
 
-/// Applies a rate-limit judgement: the event to count, the key to remember as blocked, and the
-/// reply, or the request going on with `ops` and the rate-limit response headers.
+/// Applies a rate-limit judgement: counts it and remembers a blocked key; the request is
+/// answered (`Err`), or goes on with these response headers (`Ok`).
 fn conclude(
-    out: &mut Outcome,
+    events: &mut Vec<Event>,
     j: ratelimit::Judgement,
-    ops: Vec<HeaderOp>,
     key: Option<&str>,
     state: &mut WorkerState,
-) {
-    out.events.push(match j.verdict {
+) -> Result<Vec<(String, String)>, Reply> {
+    events.push(match j.verdict {
         LimitVerdict::Allowed => Event::RateAllowed,
         LimitVerdict::Limited => Event::RateLimited,
         LimitVerdict::ShadowLimited => Event::RateShadowLimited,
@@ -463,13 +538,12 @@ fn conclude(
         state.local_limits.block(key, until, reply);
     }
     match j.reply {
-        Some(reply) => out.step = Step::Respond(reply),
+        Some(reply) => Err(reply),
         None => {
             if matches!(j.verdict, LimitVerdict::Failed(_)) {
-                out.events.push(Event::RateFailurePass);
+                events.push(Event::RateFailurePass);
             }
-            out.response_headers = j.response_headers;
-            out.step = Step::Continue(ops);
+            Ok(j.response_headers)
         }
     }
 }

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod events;
 pub mod flow;
 pub mod http;
 pub mod jose;

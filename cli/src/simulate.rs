@@ -113,21 +113,19 @@ pub fn run(config: &Path, request: &Path, jwks: Option<&Path>) -> ExitCode {
             "answer",
             json!({"status": r.status, "headers": r.headers, "body": String::from_utf8_lossy(&r.body)}),
         ),
-        Step::CheckLimits(call) => {
-            let pending = out.pending.as_ref();
-            (
-                "rate-limit check",
-                json!({
-                    "note": "the request passes if apiguard-limiter allows it, else 429",
-                    "cluster": call.cluster,
-                    "scope": pending.map(|p| p.plan.scope.clone()),
-                    "key": pending.map(|p| p.plan.key.clone()),
-                    "checks": pending.map(|p| p.plan.checks.clone()),
-                    "upstream_header_changes": pending.map(|p| ops(&p.ops)),
-                }),
-            )
-        }
-        Step::FetchKeys { provider, .. } => {
+        Step::CheckLimits { call, resume } => (
+            "rate-limit check",
+            json!({
+                "note": "the request passes if apiguard-limiter allows it, else 429",
+                "cluster": call.cluster,
+                "scope": resume.plan.scope,
+                "key": resume.plan.key,
+                "checks": resume.plan.checks,
+                "upstream_header_changes": ops(&resume.ops),
+            }),
+        ),
+        Step::FetchKeys(fetch) => {
+            let provider = &fetch.provider;
             let name = pipeline
                 .jwt
                 .as_ref()

@@ -6,6 +6,7 @@ pub mod host;
 pub mod json;
 pub mod keys;
 pub mod remote;
+pub mod shared;
 pub mod stage;
 pub mod token;
 
@@ -14,3 +15,6 @@ mod vectors;
 
 #[cfg(test)]
 mod stage_tests;
+
+#[cfg(test)]
+mod shared_tests;

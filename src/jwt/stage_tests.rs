@@ -8,7 +8,8 @@ use serde_json::{json, Value};
 
 use super::stage::Invalid;
 use super::token::Reject;
-use crate::flow::{Event, Outcome, Pipeline, RequestFacts, Step, WorkerState};
+use crate::events::Event;
+use crate::flow::{Outcome, Pipeline, RequestFacts, Step, WorkerState};
 use crate::http::{HeaderOp, Headers};
 use crate::jose::Algorithm;
 use apiguard_testkit::mint::{mint, sign_raw, SigningKey};
@@ -113,7 +114,7 @@ fn status(o: &Outcome) -> u16 {
     match &o.step {
         Step::Continue(_) => 200,
         Step::Respond(r) => r.status,
-        Step::FetchKeys { .. } | Step::CheckLimits(_) => 0,
+        Step::FetchKeys(_) | Step::CheckLimits { .. } => 0,
     }
 }
 
@@ -547,46 +548,57 @@ fn inline_keys_are_checked_at_configure_time() {
     assert!(err.contains("private key material"), "{err}");
 }
 
+/// A remote provider without the token's key asks for one fetch; the keys it brings serve the
+/// retry. A token naming a `kid` the fetched keys lack is refused on the retry (a request waits
+/// for at most one fetch), and asks again only once `min_refetch_s` has passed.
 #[test]
 fn remote_providers_ask_for_keys() {
     let f = fixture();
     let (p, mut s) = pipeline(
         &f,
-        json!({"jwks": {"remote": {"cluster": "idp", "path": "/jwks"}}}),
+        json!({"jwks": {"remote": {"cluster": "idp", "path": "/jwks", "min_refetch_s": 30}}}),
         json!({}),
     );
     let t = f.es_token(json!({}));
-    let o = run(&p, &mut s, "/a", &[("authorization", &bearer(&t))]);
+    let auth = bearer(&t);
+    let o = run(&p, &mut s, "/a", &[("authorization", &auth)]);
+    let Step::FetchKeys(fetch) = &o.step else {
+        panic!("{:?}", o.step)
+    };
+    assert_eq!(
+        (fetch.provider, fetch.cluster.as_str(), fetch.path.as_str()),
+        (0, "idp", "/jwks")
+    );
+    // The fetch brings only the RSA key: the ES256 token's `kid` stays unknown.
+    let body = json!({"keys": [f.rs.public_jwk(Some("rs"))]})
+        .to_string()
+        .into_bytes();
+    let notes = s.finish_fetch(0, NOW, (Some(200), body.len(), body));
     assert!(
         matches!(
-            o.step,
-            Step::FetchKeys {
-                provider: 0,
-                unknown_kid: false
-            }
+            notes[..],
+            [crate::jwt::shared::KeyNote::Fetched { keys: 1, .. }]
         ),
-        "{:?}",
-        o.step
+        "{notes:?}"
     );
-    let (keys, _) = super::keys::KeySet::from_document(
-        json!({"keys": [f.rs.public_jwk(Some("rs"))]})
-            .to_string()
-            .as_bytes(),
-    )
-    .unwrap();
-    s.keys.set(0, Some(std::sync::Arc::new(keys)));
-    let o = run(&p, &mut s, "/a", &[("authorization", &bearer(&t))]);
-    assert!(
-        matches!(
-            o.step,
-            Step::FetchKeys {
-                provider: 0,
-                unknown_kid: true
-            }
-        ),
-        "{:?}",
-        o.step
+    let headers = vec![("authorization".to_owned(), auth.clone())];
+    let facts = RequestFacts {
+        path: b"/a",
+        headers: Headers::new(&headers),
+        source: None,
+    };
+    let retry = p.on_request_after_fetch(&facts, NOW * 1000, &mut s);
+    assert_eq!(status(&retry), 401, "{:?}", retry.step);
+    assert_eq!(
+        retry.events,
+        [Event::JwtRejected(Invalid::Token(Reject::UnknownKid))]
     );
+    // Within min_refetch_s, no new fetch: refused at once.
+    let o = p.on_request(&facts, (NOW + 29) * 1000, &mut s);
+    assert_eq!(status(&o), 401, "{:?}", o.step);
+    // After it, an unknown kid asks again.
+    let o = p.on_request(&facts, (NOW + 30) * 1000, &mut s);
+    assert!(matches!(o.step, Step::FetchKeys(_)), "{:?}", o.step);
 }
 
 /// Registered claims have the types RFC 7519 gives them, or the token is refused; `sub` is

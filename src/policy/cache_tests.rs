@@ -7,7 +7,8 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use serde_json::{json, Value};
 
-use crate::flow::{Event, Outcome, Pipeline, RequestFacts, Step, WorkerState};
+use crate::events::Event;
+use crate::flow::{Outcome, Pipeline, RequestFacts, Step, WorkerState};
 use crate::http::Headers;
 use crate::jose::Algorithm;
 use apiguard_testkit::mint::{mint, SigningKey};

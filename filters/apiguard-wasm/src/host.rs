@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use apiguard_core::http::HeaderOp;
 use apiguard_core::jwt::host::{HostCallError, SignatureHost, FOREIGN_FUNCTION};
+use apiguard_core::jwt::shared::SharedData;
 use apiguard_core::reply::Reply;
 use log::{debug, warn};
 
@@ -223,18 +224,24 @@ pub fn call_response(body_size: usize, max: usize) -> (Option<u16>, Vec<u8>) {
     (status, body)
 }
 
-/// A shared-data value and its compare-and-swap version (both `None` when absent or
-/// unreadable).
-pub fn shared_get(key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-    HOST.shared_data(key).unwrap_or_else(|e| {
-        warn!("apiguard: cannot read shared data {key}: {e}");
-        (None, None)
-    })
-}
+/// Envoy's shared data, seen by every worker, for the core's key coordination.
+pub struct EnvoyShared;
 
-/// Writes shared data; with `cas`, only if nobody wrote since that version.
-pub fn shared_set(key: &str, value: &[u8], cas: Option<u32>) -> bool {
-    HOST.set_shared_data(key, value, cas).is_ok()
+impl SharedData for EnvoyShared {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        match HOST.shared_data(key) {
+            Ok((value, Some(cas))) => Some((value.unwrap_or_default(), cas)),
+            Ok((_, None)) => None,
+            Err(e) => {
+                warn!("apiguard: cannot read shared data {key}: {e}");
+                None
+            }
+        }
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+        HOST.set_shared_data(key, value, cas).is_ok()
+    }
 }
 
 /// An Envoy histogram (shown as `wasmcustom.<name>`).
@@ -252,17 +259,6 @@ pub fn record(id: u32, value: u64) {
     let _ = HOST.record_metric(id, value);
 }
 
-/// Declares the filter's counters once: an enum `Counter` (whose discriminant indexes
-/// [`Counters`]) and `COUNTER_NAMES`, the Envoy names in the same order.
-#[macro_export]
-macro_rules! counters {
-    ($($variant:ident => $name:literal,)*) => {
-        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-        pub enum Counter { $($variant),* }
-        pub const COUNTER_NAMES: &[&str] = &[$($name),*];
-    };
-}
-
 /// Envoy counters, defined once per VM (Envoy shows them as `wasmcustom.<name>`).
 ///
 /// Increments are kept in the VM and handed to Envoy in one batch per tick ([`Counters::flush`]):
@@ -275,9 +271,9 @@ pub struct Counters {
 }
 
 impl Counters {
-    pub fn define(names: &[&'static str]) -> Counters {
+    /// Defines the counters named, in order: a counter's index is its place in `names`.
+    pub fn define<'a>(names: impl Iterator<Item = &'a str>) -> Counters {
         let slots = names
-            .iter()
             .map(|name| match HOST.define_metric(MetricType::Counter, name) {
                 Ok(id) => (Some(id), 0),
                 Err(e) => {
@@ -290,12 +286,8 @@ impl Counters {
     }
 
     /// Adds one to the counter at `index` (a `Counter` discriminant).
-    pub fn inc(&mut self, index: impl Into<usize>) {
-        self.add(index, 1);
-    }
-
-    pub fn add(&mut self, index: impl Into<usize>, n: u64) {
-        if let Some(slot) = self.slots.get_mut(index.into()) {
+    pub fn add(&mut self, index: usize, n: u64) {
+        if let Some(slot) = self.slots.get_mut(index) {
             slot.1 += n;
         }
     }

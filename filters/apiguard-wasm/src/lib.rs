@@ -32,14 +32,16 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use apiguard_core::flow::{Event, Outcome, Pending, Pipeline, RequestFacts, Step};
-use apiguard_core::http::Headers;
-use apiguard_core::jwt::remote::FetchReason;
+use apiguard_core::events::Event;
+use apiguard_core::flow::{Outcome, Pending, Pipeline, RequestFacts, Resumed, Step};
+use apiguard_core::http::{HeaderOp, Headers};
+use apiguard_core::jwt::keys::MAX_JWKS_BYTES;
+use apiguard_core::jwt::shared::Fetch;
 use apiguard_core::ratelimit::{LimiterFailure, MAX_ANSWER_BYTES};
 use apiguard_core::reply::Reply;
 use log::{debug, error, info, warn};
 
-use hostcall::{Action, MapType};
+use hostcall::Action;
 use worker::Worker;
 
 // Talc instead of Rust's default Wasm allocator (dlmalloc): the policy engine allocates and
@@ -88,7 +90,6 @@ impl Root {
             on_off(pipeline.config.rate_limit.is_some()),
         );
         let mut worker = Worker::new(Arc::new(pipeline));
-        worker.create_leases();
         worker.choose_signature_path();
         // The tick flushes counters and, with remote JWKS, syncs and refreshes keys.
         if let Err(e) = host::set_tick_period(TICK) {
@@ -105,16 +106,15 @@ impl Root {
             return;
         };
         w.flush_counters();
-        if !w.has_remote_keys() {
+        if !w.state.has_remote_keys() {
             return;
         }
         let now = host::now();
-        w.sync(now);
-        for provider in w.due(now) {
-            if let Some(fetch) = w.begin_fetch(provider, now, FetchReason::Refresh) {
-                if let Some(token) = w.dispatch(&fetch, now) {
-                    self.pending.insert(token, provider);
-                }
+        let (fetches, notes) = w.state.tick(now);
+        w.note(&notes);
+        for fetch in fetches {
+            if let Some(token) = start_fetch(&mut w, &fetch, now) {
+                self.pending.insert(token, fetch.provider);
             }
         }
     }
@@ -124,7 +124,7 @@ impl Root {
             return;
         };
         if let Some(Ok(mut w)) = self.worker.as_ref().map(|w| w.try_borrow_mut()) {
-            w.finish_fetch(provider, host::now(), body_size);
+            finish_fetch(&mut w, provider, body_size);
         }
     }
 
@@ -141,17 +141,48 @@ fn on_off(on: bool) -> &'static str {
     }
 }
 
+/// Starts a JWKS fetch this worker holds the lease for; on failure to start, the lease backs
+/// off and `None` comes back.
+fn start_fetch(w: &mut Worker, fetch: &Fetch, now: i64) -> Option<u32> {
+    let timeout = Duration::from_millis(fetch.timeout_ms);
+    match host::http_get(&fetch.cluster, &fetch.path, &fetch.authority, timeout) {
+        Ok(token) => Some(token),
+        Err(status) => {
+            warn!(
+                "apiguard: cannot fetch JWKS from cluster `{}`: {status}",
+                fetch.cluster
+            );
+            let notes = w.state.fetch_failed(fetch.provider, now);
+            w.note(&notes);
+            None
+        }
+    }
+}
+
+/// Hands a finished JWKS fetch to the core.
+fn finish_fetch(w: &mut Worker, provider: usize, body_size: usize) {
+    let (status, body) = host::call_response(body_size, MAX_JWKS_BYTES);
+    let notes = w
+        .state
+        .finish_fetch(provider, host::now(), (status, body_size, body));
+    w.note(&notes);
+}
+
 /// One per HTTP request.
 struct Request {
     worker: Option<Rc<RefCell<Worker>>>,
-    /// A JWKS fetch this request waits for: call token and provider.
-    fetch: Option<(u32, usize)>,
-    /// The request already waited for one fetch; it does not wait for another.
-    retried: bool,
-    /// A limiter call this request waits for: call token, what to resume with, when it left.
-    limit: Option<(u32, Pending, i64)>,
+    /// The call this request waits for, if any.
+    waiting: Option<(u32, Waiting)>,
     /// Rate-limit headers for the response.
     response_headers: Vec<(String, String)>,
+}
+
+/// What a paused request resumes with.
+enum Waiting {
+    /// A JWKS fetch for this provider; then the request runs again, once.
+    Keys(usize),
+    /// The limiter's answer; sent at this time (ms).
+    Limiter(Pending, i64),
 }
 
 impl Request {
@@ -159,18 +190,14 @@ impl Request {
     fn new(worker: Option<Rc<RefCell<Worker>>>) -> Request {
         Request {
             worker,
-            fetch: None,
-            retried: false,
-            limit: None,
+            waiting: None,
             response_headers: Vec::new(),
         }
     }
 
     /// The calls this request waits for (forgotten by `dispatch` if it is deleted first).
     fn waiting_on(&self) -> Vec<u32> {
-        let limit = self.limit.as_ref().map(|(token, _, _)| *token);
-        let fetch = self.fetch.map(|(token, _)| token);
-        limit.into_iter().chain(fetch).collect()
+        self.waiting.iter().map(|(token, _)| *token).collect()
     }
 
     /// Runs `f` with the worker. Fails closed: without one (which Envoy never allows, since a
@@ -187,12 +214,13 @@ impl Request {
         f(self, &mut w)
     }
 
-    /// Runs the pipeline and carries out its step.
-    fn process(&mut self) -> Action {
-        self.with_worker(|this, w| this.run(w))
+    /// Runs the pipeline (`retry`: again, after the fetch it waited for) and carries out its
+    /// step.
+    fn process(&mut self, retry: bool) -> Action {
+        self.with_worker(|this, w| this.run(w, retry))
     }
 
-    fn run(&mut self, w: &mut Worker) -> Action {
+    fn run(&mut self, w: &mut Worker, retry: bool) -> Action {
         let now_ms = host::now_ms();
         let headers = match host::request_headers() {
             Ok(headers) => headers,
@@ -218,63 +246,31 @@ impl Request {
             headers: Headers::new(&headers),
             source: source.as_deref(),
         };
-        let outcome = pipeline.on_request(&facts, now_ms, &mut w.state);
+        let outcome = if retry {
+            pipeline.on_request_after_fetch(&facts, now_ms, &mut w.state)
+        } else {
+            pipeline.on_request(&facts, now_ms, &mut w.state)
+        };
         w.count(&outcome.events);
         log_outcome(&outcome, path);
         publish(&outcome, &pipeline);
-        self.carry_out(w, outcome, now_ms)
-    }
-
-    fn carry_out(&mut self, w: &mut Worker, outcome: Outcome, now_ms: i64) -> Action {
         match outcome.step {
-            Step::Continue(ops) => {
-                host::apply(&ops);
-                self.response_headers = outcome.response_headers;
-                Action::Continue
-            }
-            Step::Respond(reply) => {
-                host::respond(&reply);
+            Step::Continue(ops) => self.forward(&ops, Vec::new()),
+            Step::Respond(reply) => answer(&reply),
+            Step::FetchKeys(fetch) => {
+                let now = now_ms.div_euclid(1000);
+                match start_fetch(w, &fetch, now) {
+                    Some(token) => self.waiting = Some((token, Waiting::Keys(fetch.provider))),
+                    // The fetch cannot start: run again without one (the token is refused).
+                    None => return self.run(w, true),
+                }
                 Action::Pause
             }
-            Step::FetchKeys {
-                provider,
-                unknown_kid,
-            } => {
-                let reason = if unknown_kid {
-                    FetchReason::UnknownKid
-                } else {
-                    FetchReason::Refresh
-                };
-                let now = now_ms.div_euclid(1000);
-                if !self.retried {
-                    if let Some(fetch) = w.begin_fetch(provider, now, reason) {
-                        if let Some(token) = w.dispatch(&fetch, now) {
-                            self.fetch = Some((token, provider));
-                            return Action::Pause;
-                        }
-                    }
-                }
-                let pipeline = w.pipeline.clone();
-                let next = pipeline.keys_unavailable(unknown_kid);
-                w.count(&next.events);
-                let path =
-                    host::header_bytes(MapType::HttpRequestHeaders, ":path").unwrap_or_default();
-                log_outcome(&next, &path);
-                self.carry_out(w, next, now_ms)
-            }
-            Step::CheckLimits(call) => {
-                let Some(pending) = outcome.pending else {
-                    host::respond(&Reply::filter_unavailable());
-                    return Action::Pause;
-                };
-                match host::http_post(
-                    &call.cluster,
-                    call.path,
-                    &call.body,
-                    Duration::from_millis(call.timeout_ms),
-                ) {
+            Step::CheckLimits { call, resume } => {
+                let timeout = Duration::from_millis(call.timeout_ms);
+                match host::http_post(&call.cluster, call.path, &call.body, timeout) {
                     Ok(token) => {
-                        self.limit = Some((token, pending, now_ms));
+                        self.waiting = Some((token, Waiting::Limiter(resume, now_ms)));
                         Action::Pause
                     }
                     Err(status) => {
@@ -284,49 +280,62 @@ impl Request {
                         );
                         let pipeline = w.pipeline.clone();
                         let next = pipeline.on_limiter_answer(
-                            pending,
+                            resume,
                             Err(LimiterFailure::Dispatch),
                             now_ms,
                             &mut w.state,
                         );
-                        w.count(&next.events);
-                        self.carry_out(w, next, now_ms)
+                        self.resume(w, next)
                     }
                 }
             }
         }
     }
 
-    /// The limiter answered (or the call failed).
-    fn limiter_answered(&mut self, pending: Pending, sent_ms: i64, body_size: usize) -> Action {
-        self.with_worker(|this, w| this.answered(w, pending, sent_ms, body_size))
+    /// Lets the request go upstream with these changes; `response` headers are added to the
+    /// upstream's answer.
+    fn forward(&mut self, ops: &[HeaderOp], response: Vec<(String, String)>) -> Action {
+        host::apply(ops);
+        self.response_headers = response;
+        Action::Continue
     }
 
-    fn answered(
-        &mut self,
-        w: &mut Worker,
-        pending: Pending,
-        sent_ms: i64,
-        body_size: usize,
-    ) -> Action {
-        let now_ms = host::now_ms();
-        w.record_callout(now_ms.saturating_sub(sent_ms));
-        let (status, body) = host::call_response(body_size, MAX_ANSWER_BYTES);
-        let answer = match status {
-            None => Err(LimiterFailure::NoResponse),
-            Some(_) if body_size > MAX_ANSWER_BYTES => Err(LimiterFailure::TooLarge),
-            Some(s) => Ok((s, body.as_slice())),
-        };
-        let pipeline = w.pipeline.clone();
-        let outcome = pipeline.on_limiter_answer(pending, answer, now_ms, &mut w.state);
+    /// Carries out what follows the limiter's answer.
+    fn resume(&mut self, w: &mut Worker, outcome: Outcome<Resumed>) -> Action {
         w.count(&outcome.events);
         for e in &outcome.events {
             if let Event::RateFailed(f) = e {
                 warn!("apiguard: rate limiter call failed ({})", f.name());
             }
         }
-        self.carry_out(w, outcome, now_ms)
+        match outcome.step {
+            Resumed::Continue { request, response } => self.forward(&request, response),
+            Resumed::Respond(reply) => answer(&reply),
+        }
     }
+
+    /// The limiter answered (or the call failed).
+    fn limiter_answered(&mut self, resume: Pending, sent_ms: i64, body_size: usize) -> Action {
+        self.with_worker(|this, w| {
+            let now_ms = host::now_ms();
+            w.record_callout(now_ms.saturating_sub(sent_ms));
+            let (status, body) = host::call_response(body_size, MAX_ANSWER_BYTES);
+            let answer = match status {
+                None => Err(LimiterFailure::NoResponse),
+                Some(_) if body_size > MAX_ANSWER_BYTES => Err(LimiterFailure::TooLarge),
+                Some(s) => Ok((s, body.as_slice())),
+            };
+            let pipeline = w.pipeline.clone();
+            let next = pipeline.on_limiter_answer(resume, answer, now_ms, &mut w.state);
+            this.resume(w, next)
+        })
+    }
+}
+
+/// Answers locally; the request stays paused (Envoy sends the reply).
+fn answer(reply: &Reply) -> Action {
+    host::respond(reply);
+    Action::Pause
 }
 
 fn log_outcome(outcome: &Outcome, path: &[u8]) {
@@ -381,33 +390,29 @@ fn publish(outcome: &Outcome, pipeline: &Pipeline) {
 /// The host's events for this request (from `dispatch`).
 impl Request {
     fn on_http_call_response(&mut self, token: u32, body_size: usize) {
-        if let Some((waiting, pending, sent)) = self.limit.take() {
-            if waiting == token {
-                if let Action::Continue = self.limiter_answered(pending, sent, body_size) {
-                    host::resume();
-                }
-                return;
-            }
-            self.limit = Some((waiting, pending, sent));
-        }
-        let Some((waiting, provider)) = self.fetch.take() else {
+        let Some((waiting, what)) = self.waiting.take() else {
             return;
         };
         if waiting != token {
-            self.fetch = Some((waiting, provider));
+            self.waiting = Some((waiting, what));
             return;
         }
-        if let Some(Ok(mut w)) = self.worker.as_ref().map(|w| w.try_borrow_mut()) {
-            w.finish_fetch(provider, host::now(), body_size);
-        }
-        self.retried = true;
-        if let Action::Continue = self.process() {
+        let action = match what {
+            Waiting::Limiter(resume, sent) => self.limiter_answered(resume, sent, body_size),
+            Waiting::Keys(provider) => {
+                if let Some(Ok(mut w)) = self.worker.as_ref().map(|w| w.try_borrow_mut()) {
+                    finish_fetch(&mut w, provider, body_size);
+                }
+                self.process(true)
+            }
+        };
+        if let Action::Continue = action {
             host::resume();
         }
     }
 
     fn on_request_headers(&mut self) -> Action {
-        self.process()
+        self.process(false)
     }
 
     fn on_response_headers(&mut self) -> Action {
