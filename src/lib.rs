@@ -21,6 +21,8 @@ pub mod reply;
 
 #[cfg(test)]
 mod edge_tests;
+#[cfg(test)]
+mod flow_tests;
 
 pub use config::{Config, ConfigError, ConfigWarning};
 pub use flow::{Pipeline, RequestFacts, Step};
