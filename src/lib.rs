@@ -4,7 +4,7 @@
 //! facts and acts on what it returns, so every rule here is testable natively with `cargo test`
 //! and, for a subset, inside a Wasm VM under `wasm-bindgen-test`.
 //!
-//! Configuration is parsed, validated and compiled once ([`config::Config::from_json`]); the
+//! Configuration is parsed, validated and compiled once ([`flow::Pipeline::from_json`]); the
 //! per-request path never re-reads it.
 #![forbid(unsafe_code)]
 

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use apiguard_core::config::Config;
+use apiguard_core::flow::Pipeline;
 use apiguard_core::policy::testcases::{self, Case, CaseVerdict};
 use apiguard_core::policy::{PolicyProgram, BUILTIN_NAME, BUILTIN_PACK};
 use clap::Subcommand;
@@ -55,11 +55,11 @@ fn subject(config: Option<&Path>) -> Result<Subject, ExitCode> {
         });
     };
     let bytes = read(path)?;
-    let cfg = Config::from_json(&bytes).map_err(|e| {
+    let (pipeline, _) = Pipeline::from_json(&bytes).map_err(|e| {
         eprintln!("error: {}: {e}", path.display());
         ExitCode::from(1)
     })?;
-    let Some(policy) = cfg.config.policy else {
+    let Some(policy) = pipeline.config.policy else {
         eprintln!("error: {}: has no `policy` section", path.display());
         return Err(ExitCode::from(1));
     };

@@ -4,6 +4,7 @@
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use super::*;
+use crate::jose::Algorithm;
 
 /// The complete example of docs/configuration.md, kept as a file so the CLI and the end-to-end
 /// tests load the same bytes.
