@@ -68,7 +68,8 @@ fn hex_val(b: u8) -> Option<u8> {
     }
 }
 
-/// Normalises a raw `:path` value, refusing path parameters.
+/// Normalises a raw `:path` value, refusing path parameters (the default), for tests.
+#[cfg(test)]
 pub fn normalize(raw: &[u8]) -> Result<NormalizedPath, PathError> {
     normalize_with(raw, MatrixParams::Reject)
 }

@@ -70,12 +70,4 @@ impl TokenCache {
             l.put(token.to_owned(), entry);
         }
     }
-
-    pub fn len(&self) -> usize {
-        self.lru.as_ref().map_or(0, LruCache::len)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }

@@ -73,7 +73,7 @@ pub enum HostVerdict {
 }
 
 /// The digest name the host takes for an algorithm it verifies.
-pub fn hash_for(alg: Algorithm) -> Option<&'static str> {
+pub(crate) fn hash_for(alg: Algorithm) -> Option<&'static str> {
     match alg {
         Algorithm::RS256 | Algorithm::ES256 => Some("sha256"),
         Algorithm::RS384 | Algorithm::ES384 => Some("sha384"),

@@ -186,18 +186,6 @@ impl KeySet {
         Ok(set)
     }
 
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
-
-    /// Whether any key carries this `kid`.
-    pub fn has_kid(&self, kid: &str) -> bool {
-        self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
-    }
 }
 
 fn check_mixed(set: &KeySet) -> Result<(), JwksError> {

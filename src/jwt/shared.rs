@@ -241,7 +241,7 @@ impl RemoteKeys {
                             Ok((set, _)) => {
                                 notes.push(KeyNote::Loaded {
                                     provider,
-                                    keys: set.len(),
+                                    keys: set.keys.len(),
                                     fetched_at: rec.fetched_at,
                                 });
                                 slot.fetched_at = Some(rec.fetched_at);
@@ -346,7 +346,7 @@ impl RemoteKeys {
                 let _ = shared.set(&slot.lease_key, &Lease::succeeded(now).encode(), None);
                 notes.push(KeyNote::Fetched {
                     provider,
-                    keys: set.len(),
+                    keys: set.keys.len(),
                     skipped,
                 });
                 keys.set(provider, Some(set));
