@@ -42,10 +42,32 @@ struct VerifySignatureResult {
     error: String,
 }
 
-/// The host side: one call of the foreign function with encoded arguments, returning the
-/// encoded result. The filter implements it with `proxy_call_foreign_function`.
+/// The host side: one call of the foreign function with encoded arguments, returning what the
+/// host handed back (`None`: nothing) or how the call failed, untouched. The filter implements
+/// it with `proxy_call_foreign_function`, and so does the signature probe (`tests/probe`); what
+/// an answer means is decided once, here ([`read_answer`]), so the two cannot read a host alike
+/// in one place and differently in the other.
 pub trait SignatureHost {
-    fn call(&self, arguments: &[u8]) -> Result<Vec<u8>, HostCallError>;
+    fn call(&self, arguments: &[u8]) -> Result<Option<Vec<u8>>, HostFailure>;
+}
+
+/// How a foreign-function call failed, as the caller reads its host's status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostFailure {
+    /// The host has no function of that name (proxy-wasm status `NotFound`).
+    NotFound,
+    /// Any other status, by its proxy-wasm name.
+    Status(&'static str),
+}
+
+/// What a call's answer is: the encoded result, or why there is none.
+pub fn read_answer(answer: Result<Option<Vec<u8>>, HostFailure>) -> Result<Vec<u8>, HostCallError> {
+    match answer {
+        Ok(Some(bytes)) => Ok(bytes),
+        Ok(None) => Err(HostCallError::Empty),
+        Err(HostFailure::NotFound) => Err(HostCallError::Missing),
+        Err(HostFailure::Status(name)) => Err(HostCallError::Status(name)),
+    }
 }
 
 /// Why a host call gave no verdict. The token is then verified in Wasm instead.
@@ -125,7 +147,7 @@ pub fn verify(
         signature,
         text: message.to_vec(),
     };
-    let answer = match host.call(&prost::Message::encode_to_vec(&args)) {
+    let answer = match read_answer(host.call(&prost::Message::encode_to_vec(&args))) {
         Ok(a) => a,
         Err(e) => return HostVerdict::Failed(e),
     };
@@ -191,7 +213,7 @@ const RFC7515_A3_TOKEN: &str = "eyJhbGciOiJFUzI1NiJ9.eyJpc3MiOiJqb2UiLA0KICJleHA
 pub mod software {
     use std::cell::Cell;
 
-    use super::{HostCallError, SignatureHost, VerifySignatureArguments, VerifySignatureResult};
+    use super::{HostFailure, SignatureHost, VerifySignatureArguments, VerifySignatureResult};
 
     #[derive(Default)]
     pub struct SoftwareHost {
@@ -199,22 +221,22 @@ pub mod software {
     }
 
     impl SignatureHost for SoftwareHost {
-        fn call(&self, arguments: &[u8]) -> Result<Vec<u8>, HostCallError> {
+        fn call(&self, arguments: &[u8]) -> Result<Option<Vec<u8>>, HostFailure> {
             self.calls.set(self.calls.get() + 1);
             let a = <VerifySignatureArguments as prost::Message>::decode(arguments)
-                .map_err(|_| HostCallError::Status("BadArgument"))?;
+                .map_err(|_| HostFailure::Status("BadArgument"))?;
             let ok = apiguard_testkit::software::verify(
                 &a.hash_function,
                 &a.public_key,
                 &a.text,
                 &a.signature,
             )
-            .ok_or(HostCallError::Status("BadArgument"))?;
+            .ok_or(HostFailure::Status("BadArgument"))?;
             let r = VerifySignatureResult {
                 result: ok,
                 error: String::new(),
             };
-            Ok(prost::Message::encode_to_vec(&r))
+            Ok(Some(prost::Message::encode_to_vec(&r)))
         }
     }
 
@@ -222,8 +244,8 @@ pub mod software {
     pub struct BrokenHost;
 
     impl SignatureHost for BrokenHost {
-        fn call(&self, _: &[u8]) -> Result<Vec<u8>, HostCallError> {
-            Err(HostCallError::Status("InternalFailure"))
+        fn call(&self, _: &[u8]) -> Result<Option<Vec<u8>>, HostFailure> {
+            Err(HostFailure::Status("InternalFailure"))
         }
     }
 }

@@ -185,7 +185,6 @@ impl KeySet {
         }
         Ok(set)
     }
-
 }
 
 fn check_mixed(set: &KeySet) -> Result<(), JwksError> {

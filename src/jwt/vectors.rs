@@ -315,8 +315,8 @@ fn the_host_self_test_accepts_a_correct_host_only() {
     /// Says yes to everything: must be caught by the flipped-signature vectors.
     struct Yes;
     impl SignatureHost for Yes {
-        fn call(&self, _: &[u8]) -> Result<Vec<u8>, host::HostCallError> {
-            Ok(vec![0x08, 0x01]) // VerifySignatureResult { result: true }
+        fn call(&self, _: &[u8]) -> Result<Option<Vec<u8>>, host::HostFailure> {
+            Ok(Some(vec![0x08, 0x01])) // VerifySignatureResult { result: true }
         }
     }
     assert_eq!(
@@ -326,10 +326,15 @@ fn the_host_self_test_accepts_a_correct_host_only() {
     /// Answers garbage.
     struct Garbage;
     impl SignatureHost for Garbage {
-        fn call(&self, _: &[u8]) -> Result<Vec<u8>, host::HostCallError> {
-            Ok(vec![0xff, 0xff, 0xff])
+        fn call(&self, _: &[u8]) -> Result<Option<Vec<u8>>, host::HostFailure> {
+            Ok(Some(vec![0xff, 0xff, 0xff]))
         }
     }
+    assert_eq!(
+        host::read_answer(Err(host::HostFailure::NotFound)),
+        Err(host::HostCallError::Missing)
+    );
+    assert_eq!(host::read_answer(Ok(None)), Err(host::HostCallError::Empty));
     assert_eq!(
         host::self_test(&Garbage),
         Err(host::SelfTestError::Call(host::HostCallError::Undecodable))

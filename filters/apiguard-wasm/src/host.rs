@@ -7,7 +7,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use apiguard_core::http::HeaderOp;
-use apiguard_core::jwt::host::{HostCallError, SignatureHost, FOREIGN_FUNCTION};
+use apiguard_core::jwt::host::{HostFailure, SignatureHost, FOREIGN_FUNCTION};
 use apiguard_core::jwt::shared::SharedData;
 use apiguard_core::reply::Reply;
 use log::{debug, warn};
@@ -318,18 +318,18 @@ pub struct EnvoySignatures {
 }
 
 impl SignatureHost for EnvoySignatures {
-    fn call(&self, arguments: &[u8]) -> Result<Vec<u8>, HostCallError> {
+    fn call(&self, arguments: &[u8]) -> Result<Option<Vec<u8>>, HostFailure> {
         let stats = &self.stats;
         stats.calls.set(stats.calls.get() + 1);
-        let answer = match HOST.call_foreign_function(FOREIGN_FUNCTION, arguments) {
-            Ok(Some(bytes)) => Ok(bytes),
-            Ok(None) => Err(HostCallError::Empty),
-            Err(HostError::NotFound) => Err(HostCallError::Missing),
-            Err(e) => Err(HostCallError::Status(e.name())),
-        };
-        if let Err(e) = &answer {
+        let answer = HOST
+            .call_foreign_function(FOREIGN_FUNCTION, arguments)
+            .map_err(|e| match e {
+                HostError::NotFound => HostFailure::NotFound,
+                e => HostFailure::Status(e.name()),
+            });
+        if !matches!(answer, Ok(Some(_))) {
             stats.failures.set(stats.failures.get() + 1);
-            debug!("apiguard: host signature check failed, verifying in Wasm: {e}");
+            debug!("apiguard: host signature check failed, verifying in Wasm: {answer:?}");
         }
         answer
     }

@@ -7,7 +7,7 @@
 //! vector in `tests/vectors/` and requires the two to agree.
 
 use apiguard_core::jose::Algorithm;
-use apiguard_core::jwt::host::{self, HostCallError, HostVerdict, SignatureHost};
+use apiguard_core::jwt::host::{self, HostFailure, HostVerdict, SignatureHost};
 use apiguard_core::jwt::{alg, keys};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -30,17 +30,24 @@ impl RootContext for Root {
     }
 }
 
-/// The host call exactly as the filter makes it (filters/apiguard-wasm/src/host.rs), minus
-/// the counters.
+/// The host call as the filter makes it (filters/apiguard-wasm/src/host.rs): the raw answer,
+/// read by the core's `jwt::host::read_answer` for both. Only the status type differs (the
+/// SDK's here), so only its names are mapped here.
 struct Envoy;
 impl SignatureHost for Envoy {
-    fn call(&self, arguments: &[u8]) -> Result<Vec<u8>, HostCallError> {
-        match hostcalls::call_foreign_function(host::FOREIGN_FUNCTION, Some(arguments)) {
-            Ok(Some(bytes)) => Ok(bytes),
-            Ok(None) => Err(HostCallError::Empty),
-            Err(Status::NotFound) => Err(HostCallError::Missing),
-            Err(_) => Err(HostCallError::Status("error")),
-        }
+    fn call(&self, arguments: &[u8]) -> Result<Option<Vec<u8>>, HostFailure> {
+        hostcalls::call_foreign_function(host::FOREIGN_FUNCTION, Some(arguments)).map_err(|s| {
+            match s {
+                Status::NotFound => HostFailure::NotFound,
+                Status::BadArgument => HostFailure::Status("BadArgument"),
+                Status::SerializationFailure => HostFailure::Status("SerializationFailure"),
+                Status::ParseFailure => HostFailure::Status("ParseFailure"),
+                Status::Empty => HostFailure::Status("Empty"),
+                Status::CasMismatch => HostFailure::Status("CasMismatch"),
+                Status::InternalFailure => HostFailure::Status("InternalFailure"),
+                _ => HostFailure::Status("unknown status"),
+            }
+        })
     }
 }
 
