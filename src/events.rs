@@ -2,6 +2,7 @@
 //! moves. The mapping lives here, in one `match` the compiler checks, so a new or renamed event
 //! cannot silently count as something else; the filter only hands counters to the host.
 
+use crate::jwt::shared::KeyNote;
 use crate::jwt::stage::Invalid;
 use crate::jwt::token::RejectClass;
 use crate::policy::PolicyFailure;
@@ -104,6 +105,15 @@ counters! {
 }
 
 impl Event {
+    /// The counted event a key note is, if it is one.
+    pub fn of_note(note: &KeyNote) -> Option<Event> {
+        match note {
+            KeyNote::Fetched { .. } => Some(Event::JwksFetched),
+            KeyNote::FetchFailed { .. } => Some(Event::JwksFetchFailed),
+            _ => None,
+        }
+    }
+
     /// The counters this event moves (one, or two for an accepted token: accepted and a cache
     /// hit or miss).
     pub fn counters(self) -> impl Iterator<Item = Counter> {

@@ -23,6 +23,8 @@ pub mod reply;
 mod edge_tests;
 #[cfg(test)]
 mod flow_tests;
+#[cfg(test)]
+mod layer_tests;
 
 pub use config::{Config, ConfigError, ConfigWarning};
 pub use flow::{Pipeline, RequestFacts, Step};

@@ -12,8 +12,8 @@
 //! - a [`Lease`] record makes fetching single-flight: a worker fetches only after winning a
 //!   compare-and-swap on it, and failures back off through it;
 //! - keys older than `max_stale_s` are dropped (tokens are refused until a fetch succeeds);
-//! - a request waits for at most one fetch: [`crate::flow::Pipeline::on_request`] may answer
-//!   [`crate::flow::Step::FetchKeys`], its retry after the fetch may not.
+//! - a request waits for at most one fetch: the pipeline's `on_request` may answer
+//!   `Step::FetchKeys`, its retry after the fetch (`on_request_after_fetch`) may not.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -24,7 +24,6 @@ use super::keys::{JwksError, KeySet, Skipped};
 use super::remote::{self, FetchError, FetchReason, Lease, SharedJwks};
 use super::stage::{Jwks, JwtStage, KeyRing};
 use crate::config::RemoteJwks;
-use crate::events::Event;
 
 /// The host's shared data, as proxy-wasm defines it.
 pub trait SharedData {
@@ -75,7 +74,7 @@ pub struct Fetch {
     pub timeout_ms: u64,
 }
 
-/// What happened to the keys, for the filter's log (and, through [`KeyNote::event`], its
+/// What happened to the keys, for the filter's log (and, through `events::Event::of_note`, its
 /// counters).
 #[derive(Debug, Clone, PartialEq)]
 pub enum KeyNote {
@@ -116,15 +115,6 @@ impl KeyNote {
             KeyNote::Fetched { skipped, .. } if skipped.is_empty() => Severity::Info,
             KeyNote::Fetched { .. } => Severity::Warn,
             _ => Severity::Warn,
-        }
-    }
-
-    /// The counted event, if the note is one.
-    pub fn event(&self) -> Option<Event> {
-        match self {
-            KeyNote::Fetched { .. } => Some(Event::JwksFetched),
-            KeyNote::FetchFailed { .. } => Some(Event::JwksFetchFailed),
-            _ => None,
         }
     }
 }

@@ -451,7 +451,7 @@ impl JwtStage {
     /// or replaced (so a client can never supply one), and set from a verified token.
     /// The header changes a verified token asks for: the claim headers set, and the token's
     /// header removed when `forward_token` is off. Client copies of the claim headers are
-    /// removed by the pipeline on every request ([`crate::flow::Pipeline`]), whatever the outcome.
+    /// removed by the pipeline on every request (the flow's `Pipeline`), whatever the outcome.
     /// A claim that a backend could misread in a header refuses the token.
     pub fn mutations(&self, outcome: &AuthOutcome) -> Result<Vec<HeaderOp>, Invalid> {
         let mut ops: Vec<HeaderOp> = Vec::new();

@@ -93,7 +93,7 @@ impl Worker {
                 Severity::Info => info!("apiguard: {n}"),
                 Severity::Warn => warn!("apiguard: {n}"),
             }
-            self.count(n.event().as_slice());
+            self.count(Event::of_note(n).as_slice());
         }
     }
 
