@@ -76,7 +76,7 @@ build: setup-rust
 # Every test: lint, native unit and end-to-end tests (real Envoy, Redis, limiter), the demo walkthrough, and the core's tests inside a Wasm VM.
 test: setup build lint
     cargo test --quiet
-    cargo test --quiet -p apiguard-wasm
+    cargo test --quiet -p apiguard-wasm -p apiguard-proxy-abi
     just demo-check
     just test-wasm
 
@@ -88,7 +88,7 @@ test-wasm:
 lint: setup-rust
     cargo fmt --all -- --check
     cargo clippy --quiet --workspace --all-targets -- -D warnings
-    cargo clippy --quiet --target wasm32-wasip1 -p apiguard-core -p apiguard-limiter-api -p apiguard-wasm -p apiguard-probe --all-targets -- -D warnings
+    cargo clippy --quiet --target wasm32-wasip1 -p apiguard-core -p apiguard-limiter-api -p apiguard-proxy-abi -p apiguard-wasm -p apiguard-probe --all-targets -- -D warnings
 
 # The whole pipeline on localhost (Envoy + apiguard, limiter, Redis, issuer, upstream): a walkthrough, then serving until Ctrl-C.
 demo: setup build

@@ -19,8 +19,8 @@ use std::rc::Rc;
 use apiguard_core::reply::Reply;
 use log::{debug, warn};
 
-use crate::hostcall::Action;
 use crate::{host, Request, Root};
+use apiguard_proxy_abi::hostcall::Action;
 
 /// HTTP calls in flight: the host's token → the context that started it.
 ///
@@ -277,8 +277,8 @@ mod tests {
     #[cfg(not(target_arch = "wasm32"))]
     mod scripted {
         use super::super::*;
-        use crate::fake::{script, Script};
-        use crate::hostcall::encode_map;
+        use apiguard_proxy_abi::fake::{script, Script};
+        use apiguard_proxy_abi::hostcall::encode_map;
 
         const RATE_LIMITED: &str = r#"{"rate_limit": {"cluster": "limiter",
             "identity": ["header:x-api-key"],

@@ -1,4 +1,4 @@
-//! The filter's host calls, over [`hostcall::Host`]: every failure is handled here (logged, and
+//! The filter's host calls, over `apiguard_proxy_abi::hostcall::Host`: every failure is handled here (logged, and
 //! the caller told in a way it cannot ignore or misread), so the rest of the filter never
 //! holds a host `Result` it could be tempted to unwrap.
 
@@ -13,14 +13,14 @@ use apiguard_core::reply::Reply;
 use log::{debug, warn};
 
 use crate::dispatch;
-use crate::hostcall::{BufferType, Host, HostError, LogLevel, MapType, MetricType};
+use apiguard_proxy_abi::hostcall::{BufferType, Host, HostError, LogLevel, MapType, MetricType};
 
 /// The host: Envoy through the proxy-wasm imports on Wasm; natively a scripted fake, so the
 /// filter builds and its tests run off Wasm.
 #[cfg(target_arch = "wasm32")]
-pub const HOST: Host<crate::abi::Envoy> = Host(crate::abi::Envoy);
+pub const HOST: Host<apiguard_proxy_abi::abi::Envoy> = Host(apiguard_proxy_abi::abi::Envoy);
 #[cfg(not(target_arch = "wasm32"))]
-pub const HOST: Host<crate::fake::Scripted> = Host(crate::fake::Scripted);
+pub const HOST: Host<apiguard_proxy_abi::fake::Scripted> = Host(apiguard_proxy_abi::fake::Scripted);
 
 /// Sends `log` records to the host's log (all levels: Envoy filters by its own level), and the
 /// message of a panic, which would end the VM, at `critical`.

@@ -4,26 +4,23 @@
 //! core (`apiguard-core`), and the core's steps become host calls. It must never panic: a panic
 //! kills the Wasm VM for every later request on this worker. So it does not use the proxy-wasm
 //! SDK, whose host calls and dispatcher panic on host answers they do not expect; it speaks the
-//! ABI itself:
-//! - `abi`: the raw imports and exports, the only `unsafe` code (Wasm only);
-//! - `hostcall`: statuses to `Result`s, header maps and property paths (de)serialised, behind a
-//!   trait so that tests run natively against fakes (`fake`);
+//! ABI through `apiguard-proxy-abi` (`filters/proxy-abi`), which holds all the `unsafe` code:
+//! - `exports` (Wasm only): the host's events, each handed to `dispatch`;
 //! - `dispatch`: host events to this crate's contexts, and which context waits for which call;
-//! - `host`: the filter's host calls, each failure logged and failed closed.
+//! - `host`: the filter's host calls, each failure logged and failed closed;
+//! - `worker`: what one worker keeps (the pipeline, the core's worker state, counters);
+//! - this file: the root and request contexts, carrying out the core's steps.
 
 #![deny(unsafe_code)]
 
-#[cfg(target_arch = "wasm32")]
-#[allow(unsafe_code)]
-mod abi;
-/// Public: its functions are the host's entry points, called by `abi` on Wasm; natively only
+/// Public: its functions are the host's entry points, called by `exports` on Wasm; natively only
 /// tests call them, and being public keeps them (and the filter behind them) checked code
 /// rather than dead code.
 pub mod dispatch;
-#[cfg(not(target_arch = "wasm32"))]
-mod fake;
+#[cfg(target_arch = "wasm32")]
+#[allow(unsafe_code)]
+mod exports;
 mod host;
-mod hostcall;
 mod worker;
 
 use std::cell::RefCell;
@@ -41,7 +38,7 @@ use apiguard_core::ratelimit::{LimiterFailure, MAX_ANSWER_BYTES};
 use apiguard_core::reply::Reply;
 use log::{debug, error, info, warn};
 
-use hostcall::Action;
+use apiguard_proxy_abi::hostcall::Action;
 use worker::Worker;
 
 // Talc instead of Rust's default Wasm allocator (dlmalloc): the policy engine allocates and

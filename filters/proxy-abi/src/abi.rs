@@ -1,6 +1,7 @@
 //! The proxy-wasm ABI itself, and the only `unsafe` code of the filter: the host's imports
-//! ([`Envoy`], the real [`Abi`]), this module's exports (which hand every event to `dispatch`),
-//! and the memory the host borrows to return data. Built for `wasm32` only.
+//! ([`Envoy`], the real [`Abi`]), the exports every module needs whatever it does (the ABI
+//! version, the memory the host borrows to return data), and the module's start-up. The events
+//! are exported by the filter (`filters/apiguard-wasm/src/exports.rs`). Built for `wasm32` only.
 //!
 //! Contracts relied on, all from the proxy-wasm ABI 0.2.1 as proxy-wasm-cpp-host implements it:
 //! - an import reads the `(pointer, size)` arguments it is given, and writes its `return_*`
@@ -18,7 +19,6 @@ use std::alloc::{alloc_zeroed, Layout};
 use std::cell::RefCell;
 use std::ptr::{null, null_mut, NonNull};
 
-use crate::dispatch;
 use crate::hostcall::{
     Abi, BufferType, Loans, LogLevel, MapType, MetricType, Returned, StreamType,
 };
@@ -339,32 +339,31 @@ impl Abi for Envoy {
     }
 }
 
-// Exports.
+// What the filter's exports need from here.
 
 #[cfg(target_os = "wasi")]
 extern "C" {
     fn __wasm_call_ctors();
 }
 
-/// Called once by the host before anything else (the WASI reactor entry point).
-#[unsafe(no_mangle)]
-pub extern "C" fn _initialize() {
-    // SAFETY: the linker-made constructor function, run once, first, as `proxy_wasm::main!`
-    // runs it.
+/// Runs the module's static constructors; for the filter's `_initialize` export, once, first,
+/// as `proxy_wasm::main!` runs them.
+pub fn initialize() {
+    // SAFETY: the linker-made constructor function; `_initialize` is the host's first call and
+    // is made once.
     #[cfg(target_os = "wasi")]
     unsafe {
         __wasm_call_ctors()
     };
-    dispatch::init();
 }
 
 /// Tells the host which ABI this module speaks.
 #[unsafe(no_mangle)]
 pub extern "C" fn proxy_abi_version_0_2_1() {}
 
-/// Memory for data the host returns: `size` zeroed bytes, recorded as a loan until the call
-/// that asked for it returns ([`reclaim`]). Null when it cannot be had, which fails the host's
-/// call instead of aborting the VM.
+/// Memory for data the host returns (the `proxy_on_memory_allocate` export): `size` zeroed
+/// bytes, recorded as a loan until the call that asked for it returns ([`reclaim`]). Null when
+/// it cannot be had, which fails the host's call instead of aborting the VM.
 #[unsafe(no_mangle)]
 pub extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
     let ptr = if size == 0 {
@@ -388,66 +387,4 @@ pub extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
         return null_mut();
     }
     ptr
-}
-
-#[unsafe(no_mangle)]
-pub extern "C" fn proxy_on_context_create(context_id: u32, root_context_id: u32) {
-    dispatch::on_context_create(context_id, root_context_id);
-}
-
-#[unsafe(no_mangle)]
-pub extern "C" fn proxy_on_vm_start(_root_context_id: u32, _vm_configuration_size: usize) -> u32 {
-    1
-}
-
-#[unsafe(no_mangle)]
-pub extern "C" fn proxy_on_configure(
-    root_context_id: u32,
-    _plugin_configuration_size: usize,
-) -> u32 {
-    u32::from(dispatch::on_configure(root_context_id))
-}
-
-#[unsafe(no_mangle)]
-pub extern "C" fn proxy_on_tick(root_context_id: u32) {
-    dispatch::on_tick(root_context_id);
-}
-
-#[unsafe(no_mangle)]
-pub extern "C" fn proxy_on_request_headers(
-    context_id: u32,
-    _num_headers: usize,
-    _end_of_stream: u32,
-) -> u32 {
-    dispatch::on_request_headers(context_id) as u32
-}
-
-#[unsafe(no_mangle)]
-pub extern "C" fn proxy_on_response_headers(
-    context_id: u32,
-    _num_headers: usize,
-    _end_of_stream: u32,
-) -> u32 {
-    dispatch::on_response_headers(context_id) as u32
-}
-
-#[unsafe(no_mangle)]
-pub extern "C" fn proxy_on_http_call_response(
-    _context_id: u32,
-    token: u32,
-    _num_headers: usize,
-    body_size: usize,
-    _num_trailers: usize,
-) {
-    dispatch::on_http_call_response(token, body_size);
-}
-
-#[unsafe(no_mangle)]
-pub extern "C" fn proxy_on_done(_context_id: u32) -> u32 {
-    1
-}
-
-#[unsafe(no_mangle)]
-pub extern "C" fn proxy_on_delete(context_id: u32) {
-    dispatch::on_delete(context_id);
 }
