@@ -129,6 +129,8 @@ pub struct PolicyProgram {
     pub fallback_reason: Option<String>,
     /// The optional parts of the input the modules can read.
     pub reads: InputReads,
+    /// Instructions one evaluation may execute on regorus's VM ([`instruction_budget`]).
+    pub max_instructions: usize,
 }
 
 impl std::fmt::Debug for PolicyProgram {
@@ -271,7 +273,7 @@ impl PolicyProgram {
         let compiled = engine
             .compile_with_entrypoint(&ENTRY_RULE.into())
             .map_err(|e| CompileError::Rego(format!("{e:#}")))?;
-        let (program, fallback_reason) = if interpreter_only {
+        let (program, fallback_reason): (Option<Arc<Program>>, _) = if interpreter_only {
             (None, Some("interpreter requested".to_owned()))
         } else {
             match regorus::languages::rego::compiler::Compiler::compile_from_policy(
@@ -295,6 +297,9 @@ impl PolicyProgram {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect::<String>();
+        let max_instructions = program
+            .as_ref()
+            .map_or(0, |p| instruction_budget(&compiled, p, &data_value));
         Ok(PolicyProgram {
             evaluator: if program.is_some() {
                 Evaluator::Rvm
@@ -307,6 +312,7 @@ impl PolicyProgram {
             data: data_value,
             budget,
             digest,
+            max_instructions,
             fallback_reason,
             reads: reads::analyse(modules.iter().map(|(n, t)| (n.as_str(), t.as_str()))),
         })
@@ -322,7 +328,11 @@ impl PolicyProgram {
                 // the program's rules.
                 let _ = vm.set_data(self.data.clone());
                 vm.set_strict_builtin_errors(false);
-                if let Some(t) = timer(self.budget) {
+                // The budget is work: an evaluation stops after `max_instructions`, whatever
+                // the machine's load. Wall time is only a backstop, far past any evaluation
+                // that fits its instructions, so a descheduled worker never times one out.
+                vm.set_max_instructions(self.max_instructions);
+                if let Some(t) = timer(backstop(self.budget)) {
                     vm.set_execution_timer_config(Some(t));
                 }
                 PolicyVm::Rvm(Box::new(vm))
@@ -336,6 +346,92 @@ impl PolicyProgram {
             }
         }
     }
+}
+
+/// Headroom of the instruction budget over what the policy takes on a full-size input.
+const INSTRUCTION_HEADROOM: usize = 16;
+/// The least instruction budget: regorus's own default.
+const MIN_INSTRUCTIONS: usize = 25_000;
+/// The most: a policy past this on a full-size input is a runaway (and is told so by timing out
+/// on every request), not a policy to give more room.
+const MAX_INSTRUCTIONS: usize = 10_000_000;
+
+/// The instruction budget of a policy on regorus's VM, measured at configure time:
+/// [`INSTRUCTION_HEADROOM`] × the instructions one evaluation takes on a full-size input (every
+/// header, query parameter and claim list as large as the filter passes, [`full_input`]), found
+/// by bisecting on the VM's instruction limit, within [`MIN_INSTRUCTIONS`]..=[`MAX_INSTRUCTIONS`].
+/// Deterministic: the same policy gets the same budget on any machine.
+fn instruction_budget(
+    compiled: &regorus::CompiledPolicy,
+    program: &Arc<Program>,
+    data: &RegoValue,
+) -> usize {
+    let mut vm = RegoVM::new_with_policy(compiled.clone());
+    vm.load_program(program.clone());
+    let _ = vm.set_data(data.clone());
+    vm.set_strict_builtin_errors(false);
+    let input = full_input();
+    let mut fits = |limit: usize| {
+        vm.set_max_instructions(limit);
+        vm.set_input(input.clone());
+        !matches!(
+            vm.execute_entry_point_by_name(ENTRY_RULE),
+            Err(regorus::rvm::vm::VmError::InstructionLimitExceeded { .. })
+        )
+    };
+    let (mut lo, mut hi) = (1, MAX_INSTRUCTIONS);
+    if !fits(hi) {
+        return MAX_INSTRUCTIONS;
+    }
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if fits(mid) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    hi.saturating_mul(INSTRUCTION_HEADROOM)
+        .clamp(MIN_INSTRUCTIONS, MAX_INSTRUCTIONS)
+}
+
+/// An input document as large as the filter ever passes (docs/policies.md): the most headers
+/// and query parameters, long values, a token with many claims and a long roles list.
+fn full_input() -> RegoValue {
+    let value = "v".repeat(input::MAX_HEADER_VALUE);
+    let headers: serde_json::Map<String, serde_json::Value> = (0..input::MAX_HEADERS)
+        .map(|i| (format!("x-header-{i}"), value.clone().into()))
+        .collect();
+    let query: serde_json::Map<String, serde_json::Value> = (0..input::MAX_QUERY_PARAMS)
+        .map(|i| (format!("q{i}"), format!("{i}").into()))
+        .collect();
+    let roles: Vec<serde_json::Value> = (0..64).map(|i| format!("role-{i}").into()).collect();
+    let mut token: serde_json::Map<String, serde_json::Value> = (0..64)
+        .map(|i| (format!("claim_{i}"), format!("value-{i}").into()))
+        .collect();
+    for (k, v) in [
+        ("sub", serde_json::json!("user")),
+        ("roles", roles.clone().into()),
+        ("groups", roles.into()),
+        ("tenant_id", "t1".into()),
+        ("scope", "read write admin".into()),
+    ] {
+        token.insert(k.into(), v);
+    }
+    let path = format!("/api/v1/tenants/t1/documents/1/{}", "x/".repeat(64));
+    RegoValue::from(serde_json::json!({
+        "request": {"method": "GET", "path": path, "lower_path": path, "query": query,
+                    "headers": headers, "host": "api.example.com", "truncated": false},
+        "source": {"address": "10.0.0.1"},
+        "resource": {"tenant_id": "t1", "doc_id": "1"},
+        "token": token,
+        "provider": "primary",
+    }))
+}
+
+/// The wall-clock backstop of an evaluation on the VM: 20 × `time_budget_ms`, at least 100 ms.
+fn backstop(budget: Duration) -> Duration {
+    budget.saturating_mul(20).max(Duration::from_millis(100))
 }
 
 /// Work units between two reads of the clock. Reading it is a host call in Envoy's Wasm VM,

@@ -275,3 +275,41 @@ fn case_files_subset() {
     .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// The budget on regorus's VM is work, measured per policy at configure time: the same policy
+/// gets the same budget anywhere, and an evaluation within it is never cut off by wall time (a
+/// descheduled worker), while a runaway is (`the_time_budget_stops_a_runaway_policy`).
+#[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+#[test]
+fn the_budget_is_work_not_wall_time() {
+    let pack = program(&pack());
+    let again = program(&self::pack());
+    assert_eq!(pack.max_instructions, again.max_instructions);
+    assert!(
+        (MIN_INSTRUCTIONS..=MAX_INSTRUCTIONS).contains(&pack.max_instructions),
+        "{}",
+        pack.max_instructions
+    );
+    // Far more work than a millisecond holds in a debug build, well within its instructions.
+    let busy = BTreeMap::from([(
+        "p.rego".to_owned(),
+        "package api.authz\nimport rego.v1\nallow if count([x | some x in numbers.range(1, 20000)]) > 0"
+            .to_owned(),
+    )]);
+    let p = PolicyProgram::compile(
+        &busy,
+        &json!({}),
+        "data.api.authz",
+        Duration::from_millis(1),
+    )
+    .unwrap();
+    assert_eq!(p.evaluator, Evaluator::Rvm);
+    assert!(
+        p.max_instructions > MIN_INSTRUCTIONS,
+        "{}",
+        p.max_instructions
+    );
+    let started = std::time::Instant::now();
+    let d = p.vm().evaluate(json!({}));
+    assert!(d.allow, "{d:?} after {:?}", started.elapsed());
+}
