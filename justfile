@@ -98,6 +98,10 @@ demo: setup build
 demo-check: setup build
     cargo run --quiet -p apiguard-e2e --bin apiguard-demo -- --check
 
+# The compiled built-in pack against its Rego on a million generated requests (release build); the seed is printed, APIGUARD_PACK_DIFF_SEED=<seed> replays it.
+pack-diff per_variant="250000":
+    APIGUARD_PACK_DIFF_N={{per_variant}} cargo test --release -p apiguard-core --lib -- policy::pack_tests::the_compiled_pack_agrees_with_the_rego_pack_on_generated_requests --nocapture
+
 # Benchmarks against baselines measured in the same run; name suites (envoy, limiter) or run all.
 bench *suites: setup build
     cargo build --quiet --release --workspace --exclude apiguard-wasm --exclude apiguard-probe

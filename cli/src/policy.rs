@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use apiguard_core::config::PackEngine;
 use apiguard_core::flow::Pipeline;
 use apiguard_core::policy::testcases::{self, Case, CaseVerdict};
 use apiguard_core::policy::{PolicyProgram, BUILTIN_NAME, BUILTIN_PACK};
@@ -38,11 +39,12 @@ pub enum PolicyCommand {
     },
 }
 
-/// The policy under test: modules, data, entrypoint.
+/// The policy under test: modules, data, entrypoint, and how the built-in pack runs.
 struct Subject {
     modules: BTreeMap<String, String>,
     data: Value,
     package: String,
+    engine: PackEngine,
 }
 
 fn subject(config: Option<&Path>) -> Result<Subject, ExitCode> {
@@ -52,6 +54,7 @@ fn subject(config: Option<&Path>) -> Result<Subject, ExitCode> {
             modules: builtin(),
             data: json!({}),
             package: "data.api.authz".into(),
+            engine: PackEngine::Native,
         });
     };
     let bytes = read(path)?;
@@ -67,6 +70,7 @@ fn subject(config: Option<&Path>) -> Result<Subject, ExitCode> {
         modules: policy.modules.unwrap_or_else(builtin),
         data: policy.data.unwrap_or_else(|| json!({})),
         package: policy.entrypoint,
+        engine: policy.pack_engine,
     })
 }
 
@@ -113,7 +117,13 @@ fn test(dir: &Path, config: Option<&Path>) -> ExitCode {
             }
             Err(code) => return code,
         };
-        match testcases::run(&subject.modules, &subject.data, &subject.package, &case) {
+        match testcases::run(
+            &subject.modules,
+            &subject.data,
+            &subject.package,
+            subject.engine,
+            &case,
+        ) {
             Ok((CaseVerdict::Pass, _)) => {
                 passed += 1;
                 println!("ok   {name}: {}", case.description);
@@ -172,13 +182,14 @@ fn eval(config: &Path, input: &Path) -> ExitCode {
         }
         Err(code) => return code,
     };
-    let program = match PolicyProgram::compile(
+    let program = match PolicyProgram::compile_pack(
         &subject.modules,
         &subject.data,
         &subject.package,
         Duration::from_secs(1),
+        subject.engine,
     ) {
-        Ok(p) => p,
+        Ok((p, _)) => p,
         Err(e) => {
             eprintln!("error: the policy does not compile: {e}");
             return ExitCode::from(1);

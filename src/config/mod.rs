@@ -141,6 +141,12 @@ pub enum ConfigWarning {
     /// The policy uses a construct regorus's compiled-program VM does not support; it runs on
     /// the (slower) interpreter.
     PolicyInterpreted { why: String },
+    /// `pack_engine: native`, but the pack's settings are not of the shapes it compiles: its
+    /// Rego runs instead.
+    PackNotCompiled { why: String },
+    /// `decision_cache` with the compiled pack, which decides faster than a cache lookup: the
+    /// cache is not used.
+    DecisionCacheUnused,
     /// No stage is configured: the filter passes every request through unchecked.
     PassThrough,
 }
@@ -155,6 +161,14 @@ impl fmt::Display for ConfigWarning {
             ConfigWarning::PolicyInterpreted { why } => write!(
                 f,
                 "policy: evaluated by the regorus interpreter, not its compiled-program VM ({why})"
+            ),
+            ConfigWarning::PackNotCompiled { why } => write!(
+                f,
+                "policy: the built-in pack runs as Rego, not compiled ({why})"
+            ),
+            ConfigWarning::DecisionCacheUnused => write!(
+                f,
+                "policy.decision_cache has no effect with the compiled built-in pack (pack_engine: native)"
             ),
             ConfigWarning::PassThrough => write!(
                 f,

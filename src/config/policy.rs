@@ -15,6 +15,10 @@ pub struct PolicyConfig {
     /// File name → Rego source. Without it the built-in pack is used.
     #[serde(default)]
     pub modules: Option<BTreeMap<String, String>>,
+    /// How the built-in pack runs (without `modules`): compiled from its settings (`native`,
+    /// the default) or its Rego on regorus (`rego`).
+    #[serde(default)]
+    pub pack_engine: PackEngine,
     #[serde(default)]
     pub data: Option<Value>,
     #[serde(default = "default_entrypoint")]
@@ -42,6 +46,17 @@ pub struct PolicyConfig {
     /// other header is a policy error.
     #[serde(default)]
     pub headers: Vec<String>,
+}
+
+/// `policy.pack_engine`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PackEngine {
+    /// The pack's settings compiled into a native decision; no Rego runs per request.
+    #[default]
+    Native,
+    /// `policies/api_authz.rego` evaluated by regorus, as a custom policy is.
+    Rego,
 }
 
 /// `policy.decision_cache`: valid only for a policy that is a pure function of its input (no

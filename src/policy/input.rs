@@ -324,6 +324,17 @@ impl InputBuilder {
         RegoValue::from(doc)
     }
 
+    /// The capture `name` of the first template that covers `path`, as `input.resource.<name>`
+    /// has it (a name captured twice keeps its last segment, as the document's object does).
+    pub fn capture<'p>(&self, path: &'p str, name: &str) -> Option<&'p str> {
+        let parts = self.templates.iter().find_map(|t| t.captures(path))?;
+        parts
+            .into_iter()
+            .rev()
+            .find(|(n, _)| matches!(n, RegoValue::String(s) if s.as_ref() == name))
+            .map(|(_, part)| part)
+    }
+
     /// The parameters of the first template that covers `path` (none when none does).
     fn resource(&self, path: &str) -> BTreeMap<RegoValue, RegoValue> {
         self.templates

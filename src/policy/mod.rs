@@ -11,6 +11,7 @@
 //! `allow` or a time-budget overrun is a deny with a reason code (fail closed).
 
 pub mod input;
+pub mod pack;
 pub mod reads;
 pub mod stage;
 pub mod testcases;
@@ -27,6 +28,8 @@ use regorus::Value as RegoValue;
 use sha2::{Digest, Sha256};
 
 use reads::InputReads;
+
+use crate::config::PackEngine;
 
 /// The built-in policy pack (`policies/api_authz.rego`), compiled into the module.
 pub const BUILTIN_PACK: &str = include_str!("../../policies/api_authz.rego");
@@ -111,6 +114,8 @@ pub enum Evaluator {
     /// regorus's tree-walking interpreter (on a compiled policy): used when the RVM compiler
     /// refuses a construct.
     Interpreter,
+    /// The built-in pack compiled from its settings ([`pack`]): no Rego runs per request.
+    Native,
 }
 
 /// A policy compiled at configure time.
@@ -129,6 +134,8 @@ pub struct PolicyProgram {
     pub fallback_reason: Option<String>,
     /// The optional parts of the input the modules can read.
     pub reads: InputReads,
+    /// The built-in pack compiled from its settings, when it runs that way.
+    pack: Option<Arc<pack::Pack>>,
     /// Instructions one evaluation may execute on regorus's VM ([`instruction_budget`]).
     pub max_instructions: usize,
 }
@@ -195,6 +202,32 @@ impl PolicyProgram {
         budget: Duration,
     ) -> Result<PolicyProgram, CompileError> {
         Self::compile_for(modules, data, package, budget, false)
+    }
+
+    /// Like [`PolicyProgram::compile`]; the built-in pack (exactly its module, for its package)
+    /// runs as `engine` says. Says why the pack's settings were not compiled, if they were not.
+    pub fn compile_pack(
+        modules: &BTreeMap<String, String>,
+        data: &serde_json::Value,
+        package: &str,
+        budget: Duration,
+        engine: PackEngine,
+    ) -> Result<(PolicyProgram, Option<pack::NotCompiled>), CompileError> {
+        let mut program = Self::compile_for(modules, data, package, budget, false)?;
+        let is_pack = modules.len() == 1
+            && modules.get(BUILTIN_NAME).map(String::as_str) == Some(BUILTIN_PACK)
+            && package == "data.api.authz";
+        if !is_pack || engine == PackEngine::Rego {
+            return Ok((program, None));
+        }
+        match pack::Pack::compile(&effective_data(modules, data)) {
+            Ok(p) => {
+                program.pack = Some(Arc::new(p));
+                program.evaluator = Evaluator::Native;
+                Ok((program, None))
+            }
+            Err(why) => Ok((program, Some(why))),
+        }
     }
 
     /// `interpreter_only` skips the RVM compiler (tests use it to exercise the fallback).
@@ -315,11 +348,15 @@ impl PolicyProgram {
             max_instructions,
             fallback_reason,
             reads: reads::analyse(modules.iter().map(|(n, t)| (n.as_str(), t.as_str()))),
+            pack: None,
         })
     }
 
     /// A per-worker evaluator, loaded once.
     pub fn vm(&self) -> PolicyVm {
+        if let Some(p) = &self.pack {
+            return PolicyVm::Native(p.clone());
+        }
         match &self.program {
             Some(p) => {
                 let mut vm = RegoVM::new_with_policy(self.compiled.clone());
@@ -455,21 +492,32 @@ fn timer(budget: Duration) -> Option<ExecutionTimerConfig> {
     })
 }
 
-/// One worker's evaluator: regorus's VM with the compiled program, or its interpreter.
+/// One worker's evaluator: regorus's VM with the compiled program, its interpreter, or the
+/// compiled pack.
 pub enum PolicyVm {
     Rvm(Box<RegoVM>),
     Interpreter(Box<regorus::Engine>),
+    Native(Arc<pack::Pack>),
 }
 
 impl PolicyVm {
     /// Evaluates the policy on an input document given as JSON.
     pub fn evaluate(&mut self, input: serde_json::Value) -> PolicyDecision {
-        self.evaluate_value(RegoValue::from(input))
+        match self {
+            PolicyVm::Native(p) => p.decide(&pack::PackRequest::from_json(&input)),
+            _ => self.evaluate_value(RegoValue::from(input)),
+        }
     }
 
     /// Evaluates the policy on an input document.
     pub fn evaluate_value(&mut self, input: RegoValue) -> PolicyDecision {
         let result = match self {
+            // The stage calls the pack on the request itself; a document reaches it only from
+            // tools, through JSON.
+            PolicyVm::Native(p) => {
+                let json = serde_json::to_value(&input).unwrap_or_default();
+                return p.decide(&pack::PackRequest::from_json(&json));
+            }
             PolicyVm::Rvm(vm) => {
                 vm.set_input(input);
                 vm.execute_entry_point_by_name(ENTRY_RULE)
@@ -602,3 +650,6 @@ mod cache_tests;
 
 #[cfg(test)]
 mod prune_tests;
+
+#[cfg(test)]
+mod pack_tests;

@@ -1,5 +1,6 @@
 //! The compiled `policy` section and its place in the request flow.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
 use std::time::Duration;
@@ -10,9 +11,12 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::input::{self, InputBuilder, Template};
-use super::{CompileError, PolicyDecision, PolicyProgram, PolicyVm, BUILTIN_NAME, BUILTIN_PACK};
+use super::pack::{PackRequest, Tenant, Token};
+use super::{
+    CompileError, Evaluator, PolicyDecision, PolicyProgram, PolicyVm, BUILTIN_NAME, BUILTIN_PACK,
+};
 use crate::config::{
-    ConfigError, ConfigWarning, DecisionCacheConfig, PolicyConfig, PolicyMode, Problem,
+    ConfigError, ConfigWarning, DecisionCacheConfig, PackEngine, PolicyConfig, PolicyMode, Problem,
 };
 use crate::http::Headers;
 use crate::jwt::stage::Claims;
@@ -95,33 +99,48 @@ impl PolicyStage {
         };
         let data = cfg.data.clone().unwrap_or_else(|| json!({}));
         let budget = Duration::from_millis(cfg.time_budget_ms);
-        let compile = |modules: &BTreeMap<String, String>, at: &str| {
-            PolicyProgram::compile(modules, &data, &cfg.entrypoint, budget).map_err(|e| {
-                let problem = match e {
-                    CompileError::Rego(msg) => Problem::Rego(msg),
-                    other => Problem::Rego(format!(" {other}")),
-                };
-                ConfigError::Invalid {
-                    path: at.to_owned(),
-                    problem,
-                }
-            })
+        let compile = |modules: &BTreeMap<String, String>, at: &str, engine| {
+            PolicyProgram::compile_pack(modules, &data, &cfg.entrypoint, budget, engine).map_err(
+                |e| {
+                    let problem = match e {
+                        CompileError::Rego(msg) => Problem::Rego(msg),
+                        other => Problem::Rego(format!(" {other}")),
+                    };
+                    ConfigError::Invalid {
+                        path: at.to_owned(),
+                        problem,
+                    }
+                },
+            )
         };
-        let program = compile(modules, at)?;
+        let (program, not_compiled) = compile(modules, at, cfg.pack_engine)?;
+        if let Some(why) = not_compiled {
+            warnings.push(ConfigWarning::PackNotCompiled {
+                why: why.to_string(),
+            });
+        }
         if let Some(why) = &program.fallback_reason {
-            warnings.push(ConfigWarning::PolicyInterpreted { why: why.clone() });
+            if program.evaluator != Evaluator::Native {
+                warnings.push(ConfigWarning::PolicyInterpreted { why: why.clone() });
+            }
+        }
+        if program.evaluator == Evaluator::Native && cfg.decision_cache.is_some() {
+            warnings.push(ConfigWarning::DecisionCacheUnused);
         }
         let shadow = cfg
             .shadow_modules
             .as_ref()
-            .map(|m| compile(m, "policy.shadow_modules"))
+            .map(|m| compile(m, "policy.shadow_modules", PackEngine::Rego).map(|(p, _)| p))
             .transpose()?;
         // What the enforced and the shadow policy read, together.
         let reads = shadow
             .as_ref()
             .map_or(program.reads, |s| program.reads.union(s.reads));
         Ok(PolicyStage {
-            cache: cfg.decision_cache,
+            // The compiled pack decides faster than a lookup: no cache (warned above).
+            cache: cfg
+                .decision_cache
+                .filter(|_| program.evaluator != Evaluator::Native),
             program,
             shadow,
             input: InputBuilder::new(
@@ -173,6 +192,28 @@ impl PolicyStage {
                 None,
                 false,
             );
+        }
+        if let PolicyVm::Native(pack) = &worker.vm {
+            let request = PackRequest {
+                method: Some(method),
+                lower_path: Some(if path.path.bytes().any(|b| b.is_ascii_uppercase()) {
+                    Cow::Owned(path.path.to_ascii_lowercase())
+                } else {
+                    Cow::Borrowed(path.path.as_str())
+                }),
+                token: identity.map_or(Token::Absent, |(_, c)| Token::Present(Some(&c.map))),
+                tenant: self
+                    .input
+                    .capture(&path.path, "tenant_id")
+                    .map_or(Tenant::Absent, |t| Tenant::Present(Some(t))),
+            };
+            let decision = pack.decide(&request);
+            // A shadow policy is Rego: it reads the whole input document.
+            let shadow_allow = worker.shadow.as_mut().map(|s| {
+                let doc = self.input.build(headers, method, path, source, identity);
+                s.evaluate_value(doc).allow
+            });
+            return self.outcome(decision, shadow_allow, false);
         }
         let doc = self.input.build(headers, method, path, source, identity);
         let key = worker.cache.as_ref().and_then(|_| DecisionCache::key(&doc));

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{CompileError, PolicyDecision, PolicyProgram};
+use crate::config::PackEngine;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,15 +46,18 @@ pub enum CaseVerdict {
     Fail(String),
 }
 
-/// Runs one case against `modules` (compiled with the case's data, or `data`).
+/// Runs one case against `modules` (compiled with the case's data, or `data`; the built-in pack
+/// as `engine` says).
 pub fn run(
     modules: &BTreeMap<String, String>,
     data: &Value,
     package: &str,
+    engine: PackEngine,
     case: &Case,
 ) -> Result<(CaseVerdict, PolicyDecision), CompileError> {
     let data = case.data.as_ref().unwrap_or(data);
-    let program = PolicyProgram::compile(modules, data, package, Duration::from_secs(1))?;
+    let (program, _) =
+        PolicyProgram::compile_pack(modules, data, package, Duration::from_secs(1), engine)?;
     let decision = program.vm().evaluate(with_derived_fields(&case.input));
     Ok((judge(case, &decision), decision))
 }

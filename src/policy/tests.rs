@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::*;
+use crate::config::PackEngine;
 
 fn pack() -> BTreeMap<String, String> {
     BTreeMap::from([(BUILTIN_NAME.to_owned(), BUILTIN_PACK.to_owned())])
@@ -193,7 +194,14 @@ fn the_time_budget_stops_a_runaway_policy() {
 fn check_case(name: &str, text: &str) -> Option<String> {
     let case: testcases::Case =
         serde_json::from_str(text).unwrap_or_else(|e| panic!("{name}: {e}"));
-    let (verdict, decision) = testcases::run(&pack(), &json!({}), "data.api.authz", &case).unwrap();
+    let (verdict, decision) = testcases::run(
+        &pack(),
+        &json!({}),
+        "data.api.authz",
+        PackEngine::Rego,
+        &case,
+    )
+    .unwrap();
     if let testcases::CaseVerdict::Fail(why) = verdict {
         return Some(format!("{name}: {why} ({decision:?})"));
     }

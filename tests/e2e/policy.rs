@@ -271,7 +271,10 @@ async fn a_policy_that_does_not_compile_is_refused_with_module_and_line() {
 /// cached allow never leaks to another caller (the token's claims are part of the input).
 #[tokio::test(flavor = "multi_thread")]
 async fn the_decision_cache_reuses_decisions_per_input_only() {
-    let (echo, envoy) = start(json!({"decision_cache": {"max_entries": 100, "ttl_s": 60}})).await;
+    // The compiled pack decides without the cache: this caches the pack's Rego decisions.
+    let (echo, envoy) =
+        start(json!({"decision_cache": {"max_entries": 100, "ttl_s": 60}, "pack_engine": "rego"}))
+            .await;
     let t1 = bearer(json!(["editor"]), "t1");
     let t2 = bearer(json!(["editor"]), "t2");
     let doc = "/api/v1/tenants/t1/documents/7";
