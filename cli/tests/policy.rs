@@ -53,5 +53,35 @@ fn policy_eval_prints_the_decision() {
         .success()
         .stdout(contains(r#""allow": false"#))
         .stdout(contains(r#""tenant_mismatch""#))
+        .stdout(contains(r#""evaluator": "Native""#));
+}
+
+/// With `pack_engine: rego` the same decision comes from the pack's Rego on regorus's VM.
+#[test]
+fn policy_eval_runs_the_pack_as_rego_when_configured() {
+    let dir = std::env::temp_dir().join(format!("apiguard-cli-rego-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cfg: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo("tests/fixtures/pack-config.json")).unwrap(),
+    )
+    .unwrap();
+    cfg["policy"]["pack_engine"] = serde_json::json!("rego");
+    let path = dir.join("rego-config.json");
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    Command::cargo_bin("apiguard")
+        .unwrap()
+        .args([
+            "policy",
+            "eval",
+            "--config",
+            path.to_str().unwrap(),
+            "--input",
+            &repo("tests/fixtures/policy-input.json"),
+        ])
+        .assert()
+        .success()
+        .stdout(contains(r#""allow": false"#))
+        .stdout(contains(r#""tenant_mismatch""#))
         .stdout(contains(r#""evaluator": "Rvm""#));
+    let _ = std::fs::remove_dir_all(&dir);
 }
