@@ -421,7 +421,9 @@ impl Pipeline {
             match rl.plan(&path, &req.headers, req.source, caller, tier, cost) {
                 Ok(None) => {}
                 Err(PlanError::UnknownTier(_)) => {
-                    // Nothing to call: `failure_mode` alone says whether the request goes on.
+                    // Nothing to call: `failure_mode` alone says whether the request goes on,
+                    // with no rate-limit headers (no window was consulted, so the judgement
+                    // has none to give).
                     if let Err(reply) = conclude(&mut out.events, rl.unknown_tier(), None, state) {
                         out.step = Step::Respond(reply);
                         return out;

@@ -51,7 +51,8 @@ impl SharedData for MemoryShared {
 
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
         let mut map = self.map.borrow_mut();
-        if let (Some(want), Some((_, have))) = (cas, map.get(key)) {
+        // As in Envoy, a version of 0 is no condition at all.
+        if let (Some(want), Some((_, have))) = (cas.filter(|c| *c != 0), map.get(key)) {
             if want != *have {
                 return false;
             }

@@ -90,6 +90,7 @@ fn shared_data_behaves_as_envoys() {
     assert!(s.set("k", b"b", Some(version)));
     assert!(!s.set("k", b"c", Some(version)), "the version moved on");
     assert!(s.set("k", b"c", None));
+    assert!(s.set("k", b"c", Some(0)), "version 0 is no condition");
     assert_eq!(s.get("k").unwrap().0, b"c");
 }
 
