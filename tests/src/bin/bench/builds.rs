@@ -19,8 +19,12 @@ use crate::{BenchResult, Suite};
 pub enum BuildsPipeline {
     /// An empty configuration (`{}`): the filter's own floor.
     PassThrough,
-    /// The JWT stage and the built-in policy pack.
+    /// The JWT stage and the built-in policy pack (compiled, the default).
     Pack,
+    /// The JWT stage and the built-in pack as Rego on regorus (`pack_engine: rego`).
+    PackRego,
+    /// The JWT stage and `allow := true` in Rego: the floor of any Rego policy.
+    AllowTrue,
     /// JWT + pack + the limiter callout (starts a Redis and an apiguard-limiter).
     Limiter,
 }
@@ -80,6 +84,16 @@ pub async fn compare_builds<V: Label>(
     let cfg = match pipeline {
         BuildsPipeline::PassThrough => "{}".to_owned(),
         BuildsPipeline::Pack => apiguard_config(&jwks, true, false),
+        BuildsPipeline::PackRego | BuildsPipeline::AllowTrue => {
+            let mut c: Value = serde_json::from_str(&apiguard_config(&jwks, true, false))?;
+            if pipeline == BuildsPipeline::PackRego {
+                c["policy"]["pack_engine"] = json!("rego");
+            } else {
+                c["policy"]["modules"] =
+                    json!({"trivial.rego": "package api.authz\nallow := true\n"});
+            }
+            c.to_string()
+        }
         BuildsPipeline::Limiter => apiguard_config(&jwks, true, true),
     };
     let plans = builds
