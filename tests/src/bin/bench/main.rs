@@ -9,6 +9,7 @@
 mod builds;
 mod compare;
 mod envoy;
+mod floor;
 mod footprint;
 mod jwt;
 mod limiter;
@@ -41,6 +42,8 @@ enum Suite {
     Footprint,
     /// CPU per request of the builds given with `--module`, on the `--pipeline` configuration.
     Builds,
+    /// Instructions per request of the policy stage's steps, counted by callgrind.
+    Floor,
 }
 
 /// apiguard benchmarks (see docs/testing.md).
@@ -67,6 +70,16 @@ pub fn env_u64(name: &str, default: u64) -> u64 {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // The `floor` suite runs this binary under callgrind for each step it counts.
+    if let Ok(spec) = std::env::var("APIGUARD_FLOOR_WORKER") {
+        return match floor::worker(&spec) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("floor worker: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let args = Args::parse();
     let suites = if args.suites.is_empty() {
         vec![
@@ -91,6 +104,7 @@ async fn main() -> ExitCode {
             Suite::Compare => compare::run().await,
             Suite::Footprint => footprint::run().await,
             Suite::Builds => builds::run(&args.modules, args.pipeline).await,
+            Suite::Floor => floor::run().await,
         };
         if let Err(e) = r {
             eprintln!("bench {s:?} failed: {e}");
