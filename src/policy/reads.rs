@@ -4,7 +4,8 @@
 //! pair per header, and dropping them again after the evaluation), and the downstream address
 //! costs the filter a host call; a policy that never reads them, like the built-in pack, should
 //! not pay for them. This module finds, from the policy's tokens, whether any reference to
-//! `input` can reach `input.request.headers`, `input.request.query` or `input.source`. It is conservative: any use of `input` it cannot read as a plain
+//! `input` can reach `input.request.headers`, `input.request.query` or `input.source`, and
+//! whether the policy names `input` at all. It is conservative: any use of `input` it cannot read as a plain
 //! chain of constant keys (bare `input`, `input.request` as a whole, `input[x]`, an import of
 //! `input` or `input.request`) counts as reading everything, so a policy always sees every
 //! part it might read.
@@ -19,6 +20,9 @@ use regorus::Source;
 /// The optional parts of the input a policy reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InputReads {
+    /// `input` at all: a policy that never names it (`allow := true`, a policy on `data` alone)
+    /// gets an empty document, and building one is most of what such a policy costs.
+    pub any: bool,
     pub headers: bool,
     pub query: bool,
     /// `input.source`: the downstream address costs the filter a host call to learn.
@@ -27,11 +31,13 @@ pub struct InputReads {
 
 impl InputReads {
     pub const ALL: InputReads = InputReads {
+        any: true,
         headers: true,
         query: true,
         source: true,
     };
     pub const NONE: InputReads = InputReads {
+        any: false,
         headers: false,
         query: false,
         source: false,
@@ -39,6 +45,7 @@ impl InputReads {
 
     pub fn union(self, other: InputReads) -> InputReads {
         InputReads {
+            any: self.any || other.any,
             headers: self.headers || other.headers,
             query: self.query || other.query,
             source: self.source || other.source,
@@ -88,15 +95,20 @@ fn chain_reads(rest: &[Token]) -> InputReads {
     let keys = constant_keys(rest, 2);
     match keys.as_slice() {
         [Some(top), Some(field)] if top == "request" => InputReads {
+            any: true,
             headers: field == "headers",
             query: field == "query",
             source: false,
         },
         [Some(top), ..] if top == "source" => InputReads {
+            any: true,
             source: true,
             ..InputReads::NONE
         },
-        [Some(top), ..] if top != "request" => InputReads::NONE,
+        [Some(top), ..] if top != "request" => InputReads {
+            any: true,
+            ..InputReads::NONE
+        },
         _ => InputReads::ALL,
     }
 }
@@ -153,23 +165,29 @@ mod tests {
         )])
     }
 
+    /// Reads `input`, none of its costly parts.
+    const SOME: InputReads = InputReads {
+        any: true,
+        ..InputReads::NONE
+    };
+
     #[test]
     fn narrow_references_read_only_what_they_name() {
         let r = reads(r#"allow if input.request.method == "GET""#);
-        assert_eq!(r, InputReads::NONE);
+        assert_eq!(r, SOME);
         let r = reads(r#"allow if input.token.sub == input.resource.owner"#);
-        assert_eq!(r, InputReads::NONE);
+        assert_eq!(r, SOME);
         let headers = InputReads {
             headers: true,
-            ..InputReads::NONE
+            ..SOME
         };
         let query = InputReads {
             query: true,
-            ..InputReads::NONE
+            ..SOME
         };
         let source = InputReads {
             source: true,
-            ..InputReads::NONE
+            ..SOME
         };
         let r = reads(r#"allow if input.request.headers["x-api-key"] == "k""#);
         assert_eq!(r, headers);
@@ -209,10 +227,18 @@ mod tests {
     }
 
     #[test]
+    fn a_policy_that_never_names_input_reads_nothing_at_all() {
+        assert_eq!(reads("allow := true"), InputReads::NONE);
+        assert_eq!(reads("allow if data.flags.open"), InputReads::NONE);
+        assert!(reads("allow if { x := input; x }").any);
+        assert!(reads("allow if data.p.q with input as {}").any);
+    }
+
+    #[test]
     fn the_builtin_pack_reads_neither_headers_nor_query() {
         assert_eq!(
             analyse([(super::super::BUILTIN_NAME, super::super::BUILTIN_PACK)]),
-            InputReads::NONE
+            SOME
         );
     }
 
