@@ -20,11 +20,26 @@
 //! ([`prefix_matches`]): many frameworks route `/API/V1/Admin` like `/api/v1/admin`, so a rule
 //! written in one spelling must hold for every spelling (docs/security.md).
 
+use std::borrow::Cow;
+
 /// A normalised path and the untouched query string (without `?`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NormalizedPath {
     pub path: String,
     pub query: Option<String>,
+}
+
+impl NormalizedPath {
+    /// The path ASCII-lower-cased: what policies match prefixes on (`input.request.lower_path`,
+    /// and the compiled pack), as apiguard's own prefix rules match case-insensitively. Borrowed
+    /// when the path is lowercase already, as most are.
+    pub fn lower(&self) -> Cow<'_, str> {
+        if self.path.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(self.path.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(&self.path)
+        }
+    }
 }
 
 /// What to do with path parameters (`;` in a segment, raw or percent-encoded):

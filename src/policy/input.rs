@@ -291,10 +291,9 @@ impl InputBuilder {
         // `lower_path` lets a policy match prefixes case-insensitively, as apiguard's own rules
         // do; most paths are lowercase already and share the one value.
         let path_value = RegoValue::from(path.path.as_str());
-        let lower_path = if path.path.bytes().any(|b| b.is_ascii_uppercase()) {
-            RegoValue::from(path.path.to_ascii_lowercase())
-        } else {
-            path_value.clone()
+        let lower_path = match path.lower() {
+            Cow::Owned(lower) => RegoValue::from(lower),
+            Cow::Borrowed(_) => path_value.clone(),
         };
         let request = BTreeMap::from([
             (k.method.clone(), method),

@@ -1,6 +1,5 @@
 //! The compiled `policy` section and its place in the request flow.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
 use std::time::Duration;
@@ -196,11 +195,7 @@ impl PolicyStage {
         if let PolicyVm::Native(pack) = &worker.vm {
             let request = PackRequest {
                 method: Some(method),
-                lower_path: Some(if path.path.bytes().any(|b| b.is_ascii_uppercase()) {
-                    Cow::Owned(path.path.to_ascii_lowercase())
-                } else {
-                    Cow::Borrowed(path.path.as_str())
-                }),
+                lower_path: Some(path.lower()),
                 token: identity.map_or(Token::Absent, |(_, c)| Token::Present(Some(&c.map))),
                 tenant: self
                     .input
