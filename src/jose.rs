@@ -81,17 +81,7 @@ impl AlgSet {
     ]);
     pub const HMAC: AlgSet = AlgSet::of(&[Algorithm::HS256, Algorithm::HS384, Algorithm::HS512]);
     /// Everything but HMAC: the default allow-list when a provider names none.
-    pub const ASYMMETRIC: AlgSet = AlgSet::of(&[
-        Algorithm::RS256,
-        Algorithm::RS384,
-        Algorithm::RS512,
-        Algorithm::PS256,
-        Algorithm::PS384,
-        Algorithm::PS512,
-        Algorithm::ES256,
-        Algorithm::ES384,
-        Algorithm::EdDSA,
-    ]);
+    pub const ASYMMETRIC: AlgSet = AlgSet(AlgSet::of(&Algorithm::ALL).0 & !AlgSet::HMAC.0);
 
     pub const fn of(algs: &[Algorithm]) -> AlgSet {
         let mut bits = 0u16;
