@@ -183,16 +183,15 @@ impl Pack {
     /// filter reads the Rego pack), `rate_limit_tier`; the pack sets no cost and no headers.
     pub fn decide(&self, r: &PackRequest<'_>) -> PolicyDecision {
         let is = |list: &[String], s: Option<&str>| s.is_some_and(|s| list.iter().any(|x| x == s));
-        // path_slash := concat("", [trim_right(input.request.lower_path, "/"), "/"])
-        let path_slash = r
-            .lower_path
-            .as_deref()
-            .map(|p| format!("{}/", p.trim_end_matches('/')));
+        // path_slash := concat("", [trim_right(input.request.lower_path, "/"), "/"]), read
+        // without building it: `trimmed + "/"` starts with `x` exactly when `trimmed` does, or
+        // `x` is `trimmed` and a `/`.
+        let trimmed = r.lower_path.as_deref().map(|p| p.trim_end_matches('/'));
+        let slash_starts_with =
+            |t: &str, x: &str| t.starts_with(x) || x.strip_suffix('/').is_some_and(|x| x == t);
         // strings.any_prefix_match(path_slash, config.*_prefixes)
         let under = |prefixes: &[String]| {
-            path_slash
-                .as_deref()
-                .is_some_and(|p| prefixes.iter().any(|x| p.starts_with(x.as_str())))
+            trimmed.is_some_and(|t| prefixes.iter().any(|x| slash_starts_with(t, x)))
         };
         let public_path = under(&self.public_prefixes);
         let admin_path = under(&self.admin_prefixes);
