@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod metrics;
+pub mod probe;
 pub mod serve;
 pub mod store;
 pub mod tls;

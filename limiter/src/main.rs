@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use std::io::IsTerminal;
 
+use apiguard_limiter::probe;
 use apiguard_limiter::serve::{self, Limits, Stopped};
 use apiguard_limiter::tls::{self, TlsFiles};
 use apiguard_limiter::{app, AppState, MemoryStore, Metrics, RedisStore, RedisTarget, Store};
@@ -71,6 +72,10 @@ struct Args {
     /// `text` (colours only on a terminal) or `json` (one object a line, for log pipelines).
     #[arg(long, env = "APIGUARD_LIMITER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Do not serve: ask the limiter listening on --listen whether it is ready (`GET /readyz`
+    /// answers 200) and exit 0 if so, 1 otherwise. For container health checks; plain HTTP only.
+    #[arg(long)]
+    ready_check: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -82,6 +87,9 @@ enum LogFormat {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    if args.ready_check {
+        return ready_check(&args);
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt().with_env_filter(filter);
@@ -104,6 +112,22 @@ async fn main() -> ExitCode {
                  on restart; pass --redis or --redis-cluster for anything but development"
             );
             serve(&args, MemoryStore::new(), timeout).await
+        }
+    }
+}
+
+/// `--ready-check`: one `GET /readyz` to this configuration's listener, no logging set-up.
+fn ready_check(args: &Args) -> ExitCode {
+    let result = if args.tls_cert.is_some() {
+        Err(probe::NotReady::Tls)
+    } else {
+        probe::ready_check(args.listen, Duration::from_secs(2))
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("apiguard-limiter: not ready: {e}");
+            ExitCode::FAILURE
         }
     }
 }

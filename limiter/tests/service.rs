@@ -488,3 +488,42 @@ async fn a_stalled_body_gets_408() {
         started.elapsed()
     );
 }
+
+/// `apiguard-limiter --ready-check --listen <addr>` (the production image's HEALTHCHECK):
+/// its exit status and what it printed.
+fn ready_check(listen: &str) -> (bool, String) {
+    let out = std::process::Command::new(BIN)
+        .args(["--ready-check", "--listen", listen])
+        .env_remove("APIGUARD_LIMITER_LISTEN")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_ready_check_follows_readyz() {
+    let mut redis = Redis::start().unwrap();
+    let l = limiter(&["--redis", &redis.url(), "--redis-timeout-ms", "200"]).await;
+    let listen = l.addr.to_string();
+    let (ok, err) = ready_check(&listen);
+    assert!(ok, "{err}");
+    // The unspecified address is asked through loopback.
+    let (ok, err) = ready_check(&format!("0.0.0.0:{}", l.addr.port()));
+    assert!(ok, "{err}");
+
+    // Redis gone: /readyz is 503, and so the check fails and says what it got.
+    redis.proc.kill();
+    let (ok, err) = ready_check(&listen);
+    assert!(!ok);
+    assert!(err.contains("503"), "{err}");
+
+    // Nothing listening: the check fails and names the address.
+    drop(l);
+    let port = apiguard_e2e::free_port().unwrap();
+    let (ok, err) = ready_check(&format!("127.0.0.1:{port}"));
+    assert!(!ok);
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+}
