@@ -43,6 +43,37 @@ impl Ports {
     };
 }
 
+/// What the walkthrough needs of a running demo, wherever it runs (this process's [`Stack`], or
+/// the docker-compose demo): the address of Envoy's listener and the issuer's signing key.
+pub struct Front {
+    pub addr: SocketAddr,
+    key: SigningKey,
+}
+
+impl Front {
+    /// The demo reached at `addr`, its issuer publishing `key`'s public half.
+    pub fn new(addr: SocketAddr, key: SigningKey) -> Front {
+        Front { addr, key }
+    }
+
+    /// A token from the demo issuer.
+    pub fn token(&self, sub: &str, tenant: &str, roles: &[&str], expires_in: i64) -> String {
+        let n = now();
+        let claims = json!({"iss": ISSUER, "aud": AUDIENCE, "sub": sub, "tenant_id": tenant, "roles": roles,
+                            "iat": n.min(n + expires_in - 60), "exp": n + expires_in});
+        self.token_with(&claims)
+    }
+
+    /// A token with exactly these claims, signed by the demo issuer's key.
+    pub fn token_with(&self, claims: &Value) -> String {
+        mint(Algorithm::ES256, &self.key, Some(KID), claims).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
 pub struct Stack {
     pub envoy: Envoy,
     pub upstream: Server,
@@ -50,7 +81,7 @@ pub struct Stack {
     pub limiter: Limiter,
     /// `None` when `redis-server` is not installed: the limiter then keeps windows in memory.
     pub redis: Option<Redis>,
-    key: SigningKey,
+    pub front: Front,
     _dir: tempfile::TempDir,
 }
 
@@ -98,28 +129,26 @@ impl Stack {
         std::fs::write(&path, config.to_string())
             .map_err(|e| HarnessError::Io(path.display().to_string(), e))?;
         let envoy = Envoy::start_file(&path, 1).await?;
+        let front = Front::new(envoy.addr, key);
         Ok(Stack {
             envoy,
             upstream,
             issuer,
             limiter,
             redis,
-            key,
+            front,
             _dir: dir,
         })
     }
 
     /// A token from the demo issuer.
     pub fn token(&self, sub: &str, tenant: &str, roles: &[&str], expires_in: i64) -> String {
-        let n = now();
-        let claims = json!({"iss": ISSUER, "aud": AUDIENCE, "sub": sub, "tenant_id": tenant, "roles": roles,
-                            "iat": n.min(n + expires_in - 60), "exp": n + expires_in});
-        self.token_with(&claims)
+        self.front.token(sub, tenant, roles, expires_in)
     }
 
     /// A token with exactly these claims, signed by the demo issuer's key.
     pub fn token_with(&self, claims: &Value) -> String {
-        mint(Algorithm::ES256, &self.key, Some(KID), claims).unwrap_or_default()
+        self.front.token_with(claims)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -184,7 +213,7 @@ struct Scenario {
 
 /// Runs the walkthrough, printing each `curl`, status and telling headers. Returns the
 /// scenarios whose answer was not the expected one.
-pub async fn walkthrough(stack: &Stack) -> Vec<String> {
+pub async fn walkthrough(stack: &Front) -> Vec<String> {
     let editor = stack.token("alice", "acme", &["editor"], 3600);
     let scenarios = [
         Scenario {
@@ -284,7 +313,7 @@ pub async fn walkthrough(stack: &Stack) -> Vec<String> {
             if let Some(b) = &bearer {
                 headers.push(("authorization", b.as_bytes()));
             }
-            last = crate::raw::request(stack.envoy.addr, s.method, s.path.as_bytes(), &headers)
+            last = crate::raw::request(stack.addr, s.method, s.path.as_bytes(), &headers)
                 .await
                 .ok();
         }
@@ -323,6 +352,24 @@ pub async fn walkthrough(stack: &Stack) -> Vec<String> {
         }
     }
     wrong
+}
+
+/// What the README promises to find in Envoy's log after the walkthrough, as a list of what is
+/// missing. Lines may carry a prefix (docker-compose's `envoy_1  | `).
+pub fn log_problems(log: &str) -> Vec<String> {
+    let mut missing = Vec::new();
+    if !log.contains("apiguard: configuration loaded (jwt: on, policy: on, rate_limit: on)") {
+        missing.push("Envoy's log lacks the configuration-loaded line".to_owned());
+    }
+    let denied = log.lines().any(|l| {
+        l.contains("[access] GET /api/v1/tenants/acme/%2e%2e/globex/documents/7 403")
+            && l.contains(r#"decision={"decision":"deny""#)
+            && l.contains(r#""reasons":["tenant_mismatch"]"#)
+    });
+    if !denied {
+        missing.push("Envoy's access log lacks the tenant_mismatch decision".to_owned());
+    }
+    missing
 }
 
 /// Ready-to-paste commands with fresh tokens, for the interactive demo.
