@@ -64,10 +64,10 @@ fn read_key(path: &std::path::Path) -> Result<SigningKey, Box<dyn std::error::Er
     Ok(SigningKey::from_jwk(&jwk)?)
 }
 
-/// `Ok(SUCCESS)` with a line when nothing is `wrong`, else every problem and `FAILURE`.
-fn verdict(what: &str, wrong: &[String]) -> ExitCode {
+/// `SUCCESS` with `what: ok_line` when nothing is `wrong`, else every problem and `FAILURE`.
+fn verdict(what: &str, ok_line: &str, wrong: &[String]) -> ExitCode {
     if wrong.is_empty() {
-        println!("\n{what}: every scenario answered as expected");
+        println!("\n{what}: {ok_line}");
         return ExitCode::SUCCESS;
     }
     eprintln!(
@@ -88,12 +88,20 @@ async fn serve_part(part: Part) -> Result<ExitCode, Box<dyn std::error::Error>> 
         Part::Walk { envoy, key } => {
             let front = demo::Front::new(envoy, read_key(&key)?);
             println!("apiguard demo at http://{envoy}");
-            return Ok(verdict("walk", &demo::walkthrough(&front).await));
+            return Ok(verdict(
+                "walk",
+                "every scenario answered as expected",
+                &demo::walkthrough(&front).await,
+            ));
         }
         Part::CheckLog { log } => {
             let text =
                 std::fs::read_to_string(&log).map_err(|e| format!("{}: {e}", log.display()))?;
-            return Ok(verdict("check-log", &demo::log_problems(&text)));
+            return Ok(verdict(
+                "check-log",
+                "Envoy's log has the lines the README shows",
+                &demo::log_problems(&text),
+            ));
         }
         Part::Issuer { listen, key, kid } => {
             let key = read_key(&key)?;
@@ -160,7 +168,7 @@ async fn run(check: bool) -> Result<ExitCode, Box<dyn std::error::Error>> {
         // What the README promises to find in Envoy's log (the access log is flushed each second).
         tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
         wrong.extend(demo::log_problems(&stack.envoy.proc.log()));
-        let code = verdict("demo-check", &wrong);
+        let code = verdict("demo-check", "every scenario answered as expected", &wrong);
         if code != ExitCode::SUCCESS {
             eprintln!("----- Envoy log -----\n{}", stack.envoy.proc.log());
         }
