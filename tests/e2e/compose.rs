@@ -1,7 +1,8 @@
-//! The docker-compose demo. No Docker engine runs on our CI machines, so this checks what can be
-//! checked without one: the compose file against the Compose Specification's JSON schema, every
-//! file it references, and the Envoy YAML it mounts (`envoy --mode validate`, and the same
-//! apiguard configuration as `envoy/demo.yaml`).
+//! The docker-compose demo, what can be checked without a Docker engine: the compose files
+//! against the Compose Specification's JSON schema, every file they reference, the Dockerfile
+//! stages they name, and the Envoy YAML they mount (`envoy --mode validate`, and the same
+//! apiguard configuration as `envoy/demo.yaml`). `just demo-compose-check` runs the demo in
+//! containers.
 
 use apiguard_e2e::{envoy, repo_root, wasm_path};
 use serde_json::Value;
@@ -24,7 +25,6 @@ fn compose_file_follows_the_compose_specification() {
             .unwrap_or_else(|e| panic!("{}: {e}", schema_path.display())),
     )
     .unwrap();
-    let compose = yaml("demo/docker-compose.yaml");
     // The schema names its draft as `http://…/draft/2019-09/schema#`, a spelling the validator
     // does not recognise; the draft is given explicitly instead.
     let mut schema = schema;
@@ -35,11 +35,14 @@ fn compose_file_follows_the_compose_specification() {
         .with_draft(jsonschema::Draft::Draft201909)
         .build(&schema)
         .unwrap();
-    let errors: Vec<String> = validator
-        .iter_errors(&compose)
-        .map(|e| format!("{} at {}", e, e.instance_path))
-        .collect();
-    assert!(errors.is_empty(), "{}", errors.join("\n"));
+    for file in ["demo/docker-compose.yaml", "demo/docker-compose.dev.yaml"] {
+        let errors: Vec<String> = validator
+            .iter_errors(&yaml(file))
+            .map(|e| format!("{} at {}", e, e.instance_path))
+            .collect();
+        assert!(errors.is_empty(), "{file}: {}", errors.join("\n"));
+    }
+    let compose = yaml("demo/docker-compose.yaml");
     // And it describes the demo: the five services.
     let services: Vec<&String> = compose["services"].as_object().unwrap().keys().collect();
     assert_eq!(
@@ -49,10 +52,20 @@ fn compose_file_follows_the_compose_specification() {
 }
 
 #[test]
-fn every_file_the_compose_file_references_exists() {
-    let compose = yaml("demo/docker-compose.yaml");
+fn every_file_the_compose_files_reference_exists() {
     let demo = repo_root().join("demo");
-    for (name, svc) in compose["services"].as_object().unwrap() {
+    for file in ["demo/docker-compose.yaml", "demo/docker-compose.dev.yaml"] {
+        for (name, svc) in yaml(file)["services"].as_object().unwrap() {
+            references_exist(&demo, name, svc);
+        }
+    }
+    // The image's COPY sources.
+    assert!(repo_root().join("tests/fixtures/keys/es256.json").is_file());
+}
+
+/// A service's build context, Dockerfile, target stage and volume sources exist.
+fn references_exist(demo: &std::path::Path, name: &str, svc: &Value) {
+    {
         if let Some(build) = svc.get("build") {
             let context = demo.join(build["context"].as_str().unwrap());
             assert!(
@@ -62,6 +75,15 @@ fn every_file_the_compose_file_references_exists() {
             );
             let dockerfile = context.join(build["dockerfile"].as_str().unwrap());
             assert!(dockerfile.is_file(), "{name}: {}", dockerfile.display());
+            let stages = std::fs::read_to_string(&dockerfile).unwrap();
+            let target = build["target"].as_str().unwrap();
+            assert!(
+                stages
+                    .lines()
+                    .any(|l| l.starts_with("FROM ") && l.ends_with(&format!(" AS {target}"))),
+                "{name}: no stage {target} in {}",
+                dockerfile.display()
+            );
         }
         for v in svc["volumes"].as_array().into_iter().flatten() {
             let host = v.as_str().unwrap().split(':').next().unwrap();
@@ -73,8 +95,33 @@ fn every_file_the_compose_file_references_exists() {
             );
         }
     }
-    // The image's COPY sources.
-    assert!(repo_root().join("tests/fixtures/keys/es256.json").is_file());
+}
+
+/// The Dockerfile builds the dependencies from the manifests alone, with placeholder sources:
+/// every workspace member's manifest must be copied in for that step, or the image build fails.
+#[test]
+fn the_dockerfile_copies_every_workspace_manifest() {
+    let dockerfile = std::fs::read_to_string(repo_root().join("Dockerfile")).unwrap();
+    // `members = [".", "filters/apiguard-wasm", …]`, on one line in the workspace manifest.
+    let manifest = std::fs::read_to_string(repo_root().join("Cargo.toml")).unwrap();
+    let line = manifest
+        .lines()
+        .find(|l| l.starts_with("members = ["))
+        .unwrap();
+    let list = line.trim_start_matches("members = [").trim_end_matches(']');
+    let members: Vec<&str> = list
+        .split(',')
+        .map(|m| m.trim().trim_matches('"'))
+        .collect();
+    assert!(members.len() > 5, "{members:?}");
+    for member in members {
+        let copy = if member == "." {
+            "COPY Cargo.toml Cargo.lock ./".to_owned()
+        } else {
+            format!("COPY {member}/Cargo.toml {member}/")
+        };
+        assert!(dockerfile.contains(&copy), "the Dockerfile lacks `{copy}`");
+    }
 }
 
 #[test]
