@@ -79,6 +79,8 @@ test: setup build lint
     cargo test --quiet -p apiguard-wasm -p apiguard-proxy-abi
     just demo-check
     just test-wasm
+    just demo-compose-check
+    just wasm-image-check
 
 # The core's unit tests compiled to wasm32-unknown-unknown, run in Node.
 test-wasm:
@@ -97,6 +99,42 @@ demo: setup build
 # The demo's walkthrough on free ports, failing on any unexpected answer.
 demo-check: setup build
     cargo run --quiet -p apiguard-e2e --bin apiguard-demo -- --check
+
+# The docker-compose demo for real: builds the images (stand-ins for the public ones where the engine has none), runs the walkthrough against the containers, tears down.
+demo-compose-check: setup-envoy build
+    demo/compose-check.sh
+
+# The filter module built by `just build` as an OCI image for Istio's WasmPlugin (`oci://…`): FROM scratch, one layer holding plugin.wasm (docs/operations.md).
+wasm-image tag="apiguard-wasm:dev": build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    ctx=$(mktemp -d)
+    trap 'rm -rf "$ctx"' EXIT
+    cp {{wasm}} "$ctx/plugin.wasm"
+    printf 'FROM scratch\nLABEL org.opencontainers.image.title="apiguard"\nCOPY plugin.wasm ./\n' >"$ctx/Dockerfile"
+    docker build -q -t "{{tag}}" "$ctx" 2>&1 | grep -v -e '^DEPRECATED' -e 'buildx' -e '^ *https://docs.docker.com/go/buildx' || true
+    docker image inspect "{{tag}}" >/dev/null
+    echo "built {{tag}} from {{wasm}}: push it and point a WasmPlugin at oci://<registry>/<name>:<tag>"
+
+# Builds the Wasm OCI image and checks it holds exactly the module `just build` made, and nothing else.
+wasm-image-check: (wasm-image "apiguard-wasm:check")
+    #!/usr/bin/env bash
+    set -euo pipefail
+    docker save apiguard-wasm:check | python3 -c '
+    import hashlib, io, json, sys, tarfile
+    image = tarfile.open(fileobj=io.BytesIO(sys.stdin.buffer.read()))
+    [manifest] = json.load(image.extractfile("manifest.json"))
+    layers = manifest["Layers"]
+    assert len(layers) == 1, f"expected one layer, got {len(layers)}"
+    layer = tarfile.open(fileobj=image.extractfile(layers[0]))
+    names = [m.name for m in layer.getmembers()]
+    assert names == ["plugin.wasm"], f"expected only plugin.wasm, got {names}"
+    inside = hashlib.sha256(layer.extractfile("plugin.wasm").read()).hexdigest()
+    built = hashlib.sha256(open("{{wasm}}", "rb").read()).hexdigest()
+    assert inside == built, f"plugin.wasm {inside} is not {{wasm}} {built}"
+    print(f"wasm-image-check: apiguard-wasm:check holds only plugin.wasm, sha256 {built}")
+    '
+    docker rmi -f apiguard-wasm:check >/dev/null
 
 # The compiled built-in pack against its Rego on a million generated requests (release build); the seed is printed, APIGUARD_PACK_DIFF_SEED=<seed> replays it.
 pack-diff per_variant="250000":
