@@ -4,8 +4,9 @@
 # packages, Redis from Debian's packages, Envoy from the PyPI wheel `just setup` installs, and a
 # Rust image from this machine's toolchain. See README.md beside this file.
 #
-# An image that already exists and is not a stand-in (a real, pulled image) is never touched; a
-# stand-in that exists is kept unless --rebuild is given. Run from the repository root as root
+# A missing image is pulled when a registry answers, and built only when none does. An image
+# that already exists and is not a stand-in (a real, pulled image) is never touched; a stand-in
+# that exists is kept unless --rebuild is given. Run from the repository root as root
 # (debootstrap needs it).
 set -euo pipefail
 
@@ -16,10 +17,15 @@ rebuild=false
 
 say() { echo "standins: $*" >&2; }
 
-# Whether to build $1: absent, or a stand-in and --rebuild.
+# Whether to build $1: absent and not pullable, or a stand-in and --rebuild. Where a registry
+# answers, the official image is pulled instead.
 wanted() {
     local label
     if ! label=$(docker image inspect -f '{{ index .Config.Labels "org.apiguard.standin" }}' "$1" 2>/dev/null); then
+        if docker pull -q "$1" >/dev/null 2>&1; then
+            say "$1 pulled from its registry"
+            return 1
+        fi
         return 0
     fi
     if [ -z "$label" ] || [ "$label" = "<no value>" ]; then
