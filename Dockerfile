@@ -30,14 +30,20 @@ RUN for f in src/lib.rs cli/src/main.rs filters/apiguard-wasm/src/lib.rs \
         mkdir -p "$(dirname "$f")"; \
         case "$f" in *main.rs|*/bin/*) echo 'fn main() {}' >"$f" ;; *) : >"$f" ;; esac; \
     done
-# The native binaries build with thin LTO and 16 codegen units instead of the release profile's
-# fat LTO in one unit, which is there for the Wasm module's size: on a 2-core builder that is
-# minutes less, for a few per cent of limiter CPU. The module keeps the release profile.
+# Three builds, each with what it is for:
+# - the limiter, the one native production binary: release, with thin LTO and 16 codegen units
+#   instead of the release profile's fat LTO in one unit (which is there for the module's size),
+#   minutes less on a 2-core builder for a few per cent of limiter CPU;
+# - the demo tools (sample API, issuer, CLI): the dev profile without debug info, whose crypto
+#   crates are optimised anyway (Cargo.toml); their speed does not matter, their build time does;
+# - the module: the release profile, as shipped.
 ENV CARGO_TERM_PROGRESS_WHEN=never
-RUN CARGO_PROFILE_RELEASE_LTO=thin CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
-        cargo build --release --locked -p apiguard-limiter -p apiguard-cli -p apiguard-e2e \
-        --bin apiguard-limiter --bin apiguard --bin apiguard-demo \
-    && cargo build --release --locked --target wasm32-wasip1 -p apiguard-wasm
+ENV LIMITER_BUILD="cargo build --release --locked -p apiguard-limiter" \
+    TOOLS_BUILD="cargo build --locked -p apiguard-cli -p apiguard-e2e --bin apiguard --bin apiguard-demo" \
+    MODULE_BUILD="cargo build --release --locked --target wasm32-wasip1 -p apiguard-wasm"
+RUN CARGO_PROFILE_RELEASE_LTO=thin CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 $LIMITER_BUILD \
+    && CARGO_PROFILE_DEV_DEBUG=0 $TOOLS_BUILD \
+    && $MODULE_BUILD
 # The sources only (not the docs, not the compose files), so editing those rebuilds nothing.
 COPY src src
 COPY policies policies
@@ -50,12 +56,11 @@ COPY tests tests
 # The sources are older than the placeholders' build: touch them so cargo rebuilds apiguard's
 # own crates (and only those).
 RUN find . -path ./target -prune -o -name '*.rs' -exec touch {} + \
-    && CARGO_PROFILE_RELEASE_LTO=thin CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
-        cargo build --release --locked -p apiguard-limiter -p apiguard-cli -p apiguard-e2e \
-        --bin apiguard-limiter --bin apiguard --bin apiguard-demo \
-    && cargo build --release --locked --target wasm32-wasip1 -p apiguard-wasm \
+    && CARGO_PROFILE_RELEASE_LTO=thin CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 $LIMITER_BUILD \
+    && CARGO_PROFILE_DEV_DEBUG=0 $TOOLS_BUILD \
+    && $MODULE_BUILD \
     && mkdir /out \
-    && cp target/release/apiguard-limiter target/release/apiguard target/release/apiguard-demo \
+    && cp target/release/apiguard-limiter target/debug/apiguard target/debug/apiguard-demo \
           target/wasm32-wasip1/release/apiguard.wasm /out/
 
 # The filter module as an OCI image, per Istio's Wasm image specification (the "compat"
