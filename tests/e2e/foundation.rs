@@ -103,7 +103,7 @@ async fn hardened_yaml_serves_and_logs_the_decision() {
         .unwrap();
     let n = apiguard_e2e::keys::now();
     let token = |tenant: &str| {
-        stack.token_with(
+        stack.front.token_with(
             &json!({"iss": "https://issuer.example.com/", "aud": "https://api.example.com",
                                  "sub": "alice", "tenant_id": tenant, "roles": ["editor"],
                                  "iat": n, "exp": n + 600}),
@@ -111,7 +111,7 @@ async fn hardened_yaml_serves_and_logs_the_decision() {
     };
     let get = |path: &str, token: String, extra: Option<(&'static str, &'static str)>| {
         let mut req = apiguard_e2e::client()
-            .get(stack.url(path))
+            .get(stack.front.url(path))
             .header("authorization", format!("Bearer {token}"));
         if let Some((k, v)) = extra {
             req = req.header(k, v);

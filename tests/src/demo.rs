@@ -140,20 +140,6 @@ impl Stack {
             _dir: dir,
         })
     }
-
-    /// A token from the demo issuer.
-    pub fn token(&self, sub: &str, tenant: &str, roles: &[&str], expires_in: i64) -> String {
-        self.front.token(sub, tenant, roles, expires_in)
-    }
-
-    /// A token with exactly these claims, signed by the demo issuer's key.
-    pub fn token_with(&self, claims: &Value) -> String {
-        self.front.token_with(claims)
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        self.envoy.url(path)
-    }
 }
 
 /// An Envoy file of the repository with the ports of this run: the listener on `envoy_port`,
@@ -213,8 +199,8 @@ struct Scenario {
 
 /// Runs the walkthrough, printing each `curl`, status and telling headers. Returns the
 /// scenarios whose answer was not the expected one.
-pub async fn walkthrough(stack: &Front) -> Vec<String> {
-    let editor = stack.token("alice", "acme", &["editor"], 3600);
+pub async fn walkthrough(front: &Front) -> Vec<String> {
+    let editor = front.token("alice", "acme", &["editor"], 3600);
     let scenarios = [
         Scenario {
             title: "A valid editor token reads a document of its own tenant; the upstream gets the verified identity",
@@ -240,7 +226,7 @@ pub async fn walkthrough(stack: &Front) -> Vec<String> {
             title: "An expired token",
             method: "GET",
             path: "/api/v1/tenants/acme/documents/7",
-            token: Some(stack.token("alice", "acme", &["editor"], -120)),
+            token: Some(front.token("alice", "acme", &["editor"], -120)),
             times: 1,
             expect: 401,
             show: &["www-authenticate"],
@@ -260,7 +246,7 @@ pub async fn walkthrough(stack: &Front) -> Vec<String> {
             title: "A viewer may not DELETE",
             method: "DELETE",
             path: "/api/v1/tenants/acme/documents/7",
-            token: Some(stack.token("victor", "acme", &["viewer"], 3600)),
+            token: Some(front.token("victor", "acme", &["viewer"], 3600)),
             times: 1,
             expect: 403,
             show: &[],
@@ -270,7 +256,7 @@ pub async fn walkthrough(stack: &Front) -> Vec<String> {
             title: "A burst on the auth route (3 per minute): the 4th call is refused",
             method: "POST",
             path: "/api/v1/auth/token",
-            token: Some(stack.token("bob", "acme", &["editor"], 3600)),
+            token: Some(front.token("bob", "acme", &["editor"], 3600)),
             times: 4,
             expect: 429,
             show: &["retry-after", "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset", "ratelimit-policy", "ratelimit"],
@@ -280,7 +266,7 @@ pub async fn walkthrough(stack: &Front) -> Vec<String> {
             title: "An admin call",
             method: "GET",
             path: "/api/v1/admin/settings",
-            token: Some(stack.token("ada", "acme", &["admin"], 3600)),
+            token: Some(front.token("ada", "acme", &["admin"], 3600)),
             times: 1,
             expect: 200,
             show: &["x-ratelimit-limit"],
@@ -303,7 +289,7 @@ pub async fn walkthrough(stack: &Front) -> Vec<String> {
         println!(
             "$ curl -i -X {}{auth} '{}'{repeat}",
             s.method,
-            stack.url(s.path)
+            front.url(s.path)
         );
         // The raw client keeps the path exactly as written (no dot-segment folding).
         let mut last = None;
@@ -313,7 +299,7 @@ pub async fn walkthrough(stack: &Front) -> Vec<String> {
             if let Some(b) = &bearer {
                 headers.push(("authorization", b.as_bytes()));
             }
-            last = crate::raw::request(stack.addr, s.method, s.path.as_bytes(), &headers)
+            last = crate::raw::request(front.addr, s.method, s.path.as_bytes(), &headers)
                 .await
                 .ok();
         }
@@ -374,10 +360,10 @@ pub fn log_problems(log: &str) -> Vec<String> {
 
 /// Ready-to-paste commands with fresh tokens, for the interactive demo.
 pub fn cheat_sheet(stack: &Stack) -> String {
-    let editor = stack.token("alice", "acme", &["editor"], 3600);
-    let viewer = stack.token("victor", "acme", &["viewer"], 3600);
-    let admin = stack.token("ada", "acme", &["admin"], 3600);
-    let u = |p: &str| stack.url(p);
+    let editor = stack.front.token("alice", "acme", &["editor"], 3600);
+    let viewer = stack.front.token("victor", "acme", &["viewer"], 3600);
+    let admin = stack.front.token("ada", "acme", &["admin"], 3600);
+    let u = |p: &str| stack.front.url(p);
     format!(
         "Tokens (valid for an hour), to paste into a shell:\n  export TOKEN_EDITOR={editor}\n  export TOKEN_VIEWER={viewer}\n  export TOKEN_ADMIN={admin}\n\n\
          Try:\n  curl -i -H \"authorization: Bearer $TOKEN_EDITOR\" '{}'\n  curl -i -H \"authorization: Bearer $TOKEN_EDITOR\" '{}'\n  \
