@@ -52,7 +52,7 @@ compose up -d
 
 # Each service's container, asked once (docker-compose is slow to start).
 declare -A ids
-for svc in redis limiter upstream issuer envoy; do
+for svc in $(compose config --services); do
     ids[$svc]=$(compose ps -q "$svc")
 done
 id() { echo "${ids[$1]}"; }
@@ -92,7 +92,7 @@ done
 # `docker compose down` stops each container with SIGTERM; one that ignored it would be killed
 # after the timeout (exit status 137, SIGKILL).
 compose stop --timeout 10 >/dev/null 2>&1
-for svc in redis limiter upstream issuer envoy; do
+for svc in "${!ids[@]}"; do
     code=$(docker inspect -f '{{.State.ExitCode}}' "$(id "$svc")")
     [ "$code" != 137 ] || { say "$svc ignored SIGTERM and was killed"; exit 1; }
 done
