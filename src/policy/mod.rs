@@ -138,6 +138,34 @@ pub struct PolicyProgram {
     pack: Option<Arc<pack::Pack>>,
     /// Instructions one evaluation may execute on regorus's VM ([`instruction_budget`]).
     pub max_instructions: usize,
+    /// How regorus's VM is asked for the decision.
+    entry: Entry,
+}
+
+/// How the decision is read from regorus's VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// Through the generated entry rule, one object with every output the package defines.
+    Gathered,
+    /// The package's `allow` rule as the program's entry point, and its `reasons` (when it
+    /// defines them) as a second one, run only on a denial. Used when a package defines no
+    /// other output: the gathering rules (a default and a rule call per output, then the
+    /// object) cost about as much as a trivial policy itself (docs/benchmarks.md).
+    Direct {
+        allow: String,
+        reasons: Option<String>,
+    },
+}
+
+impl Entry {
+    fn entry_points(&self) -> Vec<&str> {
+        match self {
+            Entry::Gathered => vec![ENTRY_RULE],
+            Entry::Direct { allow, reasons } => std::iter::once(allow.as_str())
+                .chain(reasons.as_deref())
+                .collect(),
+        }
+    }
 }
 
 impl std::fmt::Debug for PolicyProgram {
@@ -274,6 +302,7 @@ impl PolicyProgram {
         // object literal with one undefined member would be undefined as a whole.
         let mut entry = format!("package {ENTRY_PACKAGE}\nimport rego.v1\n");
         let mut members = Vec::new();
+        let mut defined_outputs = Vec::new();
         for out in OUTPUTS {
             let defined = out == "allow"
                 || engine
@@ -281,6 +310,7 @@ impl PolicyProgram {
                     .compile_with_entrypoint(&format!("{package}.{out}").into())
                     .is_ok();
             if defined {
+                defined_outputs.push(out);
                 // Reasons explain a denial; on an allowed request they are not evaluated at
                 // all (for a pack like the built-in one, most of its rules).
                 let only_on_deny = if out == "reasons" {
@@ -306,12 +336,27 @@ impl PolicyProgram {
         let compiled = engine
             .compile_with_entrypoint(&ENTRY_RULE.into())
             .map_err(|e| CompileError::Rego(format!("{e:#}")))?;
+        // The interpreter always reads the entry rule; the VM reads `allow` (and `reasons`)
+        // directly when the package defines nothing else.
+        let entry_mode = if defined_outputs
+            .iter()
+            .all(|o| matches!(*o, "allow" | "reasons"))
+        {
+            Entry::Direct {
+                allow: format!("{package}.allow"),
+                reasons: defined_outputs
+                    .contains(&"reasons")
+                    .then(|| format!("{package}.reasons")),
+            }
+        } else {
+            Entry::Gathered
+        };
         let (program, fallback_reason): (Option<Arc<Program>>, _) = if interpreter_only {
             (None, Some("interpreter requested".to_owned()))
         } else {
             match regorus::languages::rego::compiler::Compiler::compile_from_policy(
                 &compiled,
-                &[ENTRY_RULE],
+                &entry_mode.entry_points(),
             ) {
                 Ok(p) => (Some(p), None),
                 Err(e) => (None, Some(format!("{e:#}"))),
@@ -330,9 +375,9 @@ impl PolicyProgram {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect::<String>();
-        let max_instructions = program
-            .as_ref()
-            .map_or(0, |p| instruction_budget(&compiled, p, &data_value));
+        let max_instructions = program.as_ref().map_or(0, |p| {
+            instruction_budget(&compiled, p, &data_value, &entry_mode)
+        });
         Ok(PolicyProgram {
             evaluator: if program.is_some() {
                 Evaluator::Rvm
@@ -349,6 +394,7 @@ impl PolicyProgram {
             fallback_reason,
             reads: reads::analyse(modules.iter().map(|(n, t)| (n.as_str(), t.as_str()))),
             pack: None,
+            entry: entry_mode,
         })
     }
 
@@ -372,7 +418,7 @@ impl PolicyProgram {
                 if let Some(t) = timer(backstop(self.budget)) {
                     vm.set_execution_timer_config(Some(t));
                 }
-                PolicyVm::Rvm(Box::new(vm))
+                PolicyVm::Rvm(Box::new(vm), self.entry.clone())
             }
             None => {
                 let mut engine = self.engine.clone();
@@ -397,24 +443,29 @@ const MAX_INSTRUCTIONS: usize = 10_000_000;
 /// [`INSTRUCTION_HEADROOM`] × the instructions one evaluation takes on a full-size input (every
 /// header, query parameter and claim list as large as the filter passes, [`full_input`]), found
 /// by bisecting on the VM's instruction limit, within [`MIN_INSTRUCTIONS`]..=[`MAX_INSTRUCTIONS`].
+/// Every entry point must fit (each execution has the whole budget).
 /// Deterministic: the same policy gets the same budget on any machine.
 fn instruction_budget(
     compiled: &regorus::CompiledPolicy,
     program: &Arc<Program>,
     data: &RegoValue,
+    entry: &Entry,
 ) -> usize {
     let mut vm = RegoVM::new_with_policy(compiled.clone());
     vm.load_program(program.clone());
     let _ = vm.set_data(data.clone());
     vm.set_strict_builtin_errors(false);
     let input = full_input();
+    let entry_points = entry.entry_points();
     let mut fits = |limit: usize| {
         vm.set_max_instructions(limit);
         vm.set_input(input.clone());
-        !matches!(
-            vm.execute_entry_point_by_name(ENTRY_RULE),
-            Err(regorus::rvm::vm::VmError::InstructionLimitExceeded { .. })
-        )
+        entry_points.iter().all(|e| {
+            !matches!(
+                vm.execute_entry_point_by_name(e),
+                Err(regorus::rvm::vm::VmError::InstructionLimitExceeded { .. })
+            )
+        })
     };
     let (mut lo, mut hi) = (1, MAX_INSTRUCTIONS);
     if !fits(hi) {
@@ -495,7 +546,7 @@ fn timer(budget: Duration) -> Option<ExecutionTimerConfig> {
 /// One worker's evaluator: regorus's VM with the compiled program, its interpreter, or the
 /// compiled pack.
 pub enum PolicyVm {
-    Rvm(Box<RegoVM>),
+    Rvm(Box<RegoVM>, Entry),
     Interpreter(Box<regorus::Engine>),
     Native(Arc<pack::Pack>),
 }
@@ -518,16 +569,28 @@ impl PolicyVm {
                 let json = serde_json::to_value(&input).unwrap_or_default();
                 return p.decide(&pack::PackRequest::from_json(&json));
             }
-            PolicyVm::Rvm(vm) => {
+            PolicyVm::Rvm(vm, Entry::Gathered) => {
                 vm.set_input(input);
                 vm.execute_entry_point_by_name(ENTRY_RULE)
-                    .map_err(|e| match e {
-                        regorus::rvm::vm::VmError::TimeLimitExceeded { .. }
-                        | regorus::rvm::vm::VmError::InstructionLimitExceeded { .. } => {
-                            PolicyFailure::Timeout
+                    .map_err(vm_failure)
+            }
+            PolicyVm::Rvm(vm, Entry::Direct { allow, reasons }) => {
+                vm.set_input(input);
+                let allowed = match vm.execute_entry_point_by_name(allow) {
+                    Ok(v) => v,
+                    Err(e) => return PolicyDecision::failed(vm_failure(e)),
+                };
+                // Reasons explain a denial: not evaluated when the request is allowed.
+                let why = match reasons {
+                    Some(r) if !matches!(allowed, RegoValue::Bool(true) | RegoValue::Undefined) => {
+                        match vm.execute_entry_point_by_name(r) {
+                            Ok(v) => v,
+                            Err(e) => return PolicyDecision::failed(vm_failure(e)),
                         }
-                        _ => PolicyFailure::Error,
-                    })
+                    }
+                    _ => RegoValue::Undefined,
+                };
+                return decide([&allowed, &why, &NOT_DEFINED, &NOT_DEFINED, &NOT_DEFINED]);
             }
             PolicyVm::Interpreter(engine) => {
                 engine.set_input(input);
@@ -545,6 +608,15 @@ impl PolicyVm {
             Ok(v) => decode(&v),
             Err(f) => PolicyDecision::failed(f),
         }
+    }
+}
+
+/// How an error of regorus's VM fails the decision.
+fn vm_failure(e: regorus::rvm::vm::VmError) -> PolicyFailure {
+    match e {
+        regorus::rvm::vm::VmError::TimeLimitExceeded { .. }
+        | regorus::rvm::vm::VmError::InstructionLimitExceeded { .. } => PolicyFailure::Timeout,
+        _ => PolicyFailure::Error,
     }
 }
 
@@ -573,8 +645,13 @@ fn decode(v: &RegoValue) -> PolicyDecision {
             }
         }
     }
-    // In the order of OUTPUTS.
-    let [allow, reasons, tier, cost, headers] = found;
+    decide(found)
+}
+
+/// The decision from the outputs' values, in the order of [`OUTPUTS`] (`Undefined` for one the
+/// policy left undefined); outputs of the wrong type are a policy error.
+fn decide(outputs: [&RegoValue; OUTPUTS.len()]) -> PolicyDecision {
+    let [allow, reasons, tier, cost, headers] = outputs;
     let allow = match allow {
         RegoValue::Undefined => return PolicyDecision::failed(PolicyFailure::Undefined),
         RegoValue::Bool(b) => *b,

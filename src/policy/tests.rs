@@ -321,3 +321,72 @@ fn the_budget_is_work_not_wall_time() {
     let d = p.vm().evaluate(json!({}));
     assert!(d.allow, "{d:?} after {:?}", started.elapsed());
 }
+
+/// A package that defines only `allow` (and `reasons`) is read through its own rules on the VM,
+/// not through the entry rule; the decisions are the interpreter's (which reads the entry rule),
+/// reasons are evaluated only on a denial, and a runaway `reasons` is still cut off.
+#[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+#[test]
+fn allow_and_reasons_are_read_directly_with_the_same_decisions() {
+    let modules = |body: &str| {
+        BTreeMap::from([(
+            "p.rego".to_owned(),
+            format!("package api.authz\nimport rego.v1\n{body}\n"),
+        )])
+    };
+    let compile = |body: &str, interpreter_only| {
+        PolicyProgram::compile_for(
+            &modules(body),
+            &json!({}),
+            "data.api.authz",
+            Duration::from_millis(50),
+            interpreter_only,
+        )
+        .unwrap()
+    };
+    let body = "allow if input.ok == true\nreasons contains \"not_ok\" if not input.ok\nreasons contains \"bad\" if input.bad\nreasons contains 7 if input.seven";
+    let direct = compile(body, false);
+    assert_eq!(
+        direct.entry,
+        Entry::Direct {
+            allow: "data.api.authz.allow".into(),
+            reasons: Some("data.api.authz.reasons".into())
+        }
+    );
+    let gathered = compile(&format!("{body}\nrate_limit_tier := \"gold\""), false);
+    assert_eq!(gathered.entry, Entry::Gathered);
+    let interpreter = compile(body, true);
+    for input in [
+        json!({"ok": true}),
+        json!({"ok": true, "bad": true}),
+        json!({"ok": false}),
+        json!({"ok": false, "bad": true, "seven": true}),
+        json!({"ok": "yes"}),
+        json!({}),
+    ] {
+        let d = direct.vm().evaluate(input.clone());
+        assert_eq!(d, interpreter.vm().evaluate(input.clone()), "{input}");
+        let g = gathered.vm().evaluate(input.clone());
+        assert_eq!((d.allow, &d.reasons), (g.allow, &g.reasons), "{input}");
+    }
+    // Only `allow`: a denial says "denied"; an undefined `allow` fails closed.
+    let only = compile("default allow := false\nallow if input.ok", false);
+    assert_eq!(only.vm().evaluate(json!({"ok": false})).reasons, ["denied"]);
+    let mut vm = compile("allow := input.x", false).vm();
+    assert_eq!(
+        vm.evaluate(json!({})).failure,
+        Some(PolicyFailure::Undefined)
+    );
+    // Reasons are not evaluated on an allowed request: a runaway there costs nothing until a
+    // denial, which it then fails as a timeout.
+    let runaway = compile(
+        "default allow := false\nallow if input.ok\nreasons contains \"r\" if { count([x | some i in numbers.range(1, 3000); some j in numbers.range(1, 3000); x := i * j]) < 0 }",
+        false,
+    );
+    let mut vm = runaway.vm();
+    assert!(vm.evaluate(json!({"ok": true})).allow);
+    let started = std::time::Instant::now();
+    let d = vm.evaluate(json!({"ok": false}));
+    assert_eq!(d.failure, Some(PolicyFailure::Timeout), "{d:?}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
