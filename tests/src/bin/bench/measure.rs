@@ -124,6 +124,9 @@ pub enum Kind {
     Ratio,
     /// `a − b` in µs, goal "at most so many µs".
     Difference,
+    /// `(a − a₀) / (b − b₀)`: what one step adds against what another adds, goal "at most so
+    /// many times".
+    IncrementRatio,
 }
 
 impl Kind {
@@ -131,28 +134,22 @@ impl Kind {
         match self {
             Kind::Ratio => "ratio",
             Kind::Difference => "difference",
+            Kind::IncrementRatio => "increment_ratio",
         }
     }
 
     fn unit(self) -> &'static str {
         match self {
-            Kind::Ratio => "x",
+            Kind::Ratio | Kind::IncrementRatio => "x",
             Kind::Difference => "us",
-        }
-    }
-
-    fn apply(self, a: f64, b: f64) -> f64 {
-        match self {
-            Kind::Ratio => a / b,
-            Kind::Difference => a - b,
         }
     }
 }
 
-struct Comparison<V> {
+struct Comparison {
     kind: Kind,
-    a: V,
-    b: V,
+    a: String,
+    b: String,
     per_round: Vec<f64>,
     goal: Option<f64>,
 }
@@ -161,7 +158,7 @@ struct Comparison<V> {
 pub struct Run<V> {
     variants: Vec<Variant<V>>,
     settings: Option<Settings>,
-    comparisons: Vec<Comparison<V>>,
+    comparisons: Vec<Comparison>,
 }
 
 impl<V: Label> Run<V> {
@@ -286,59 +283,82 @@ impl<V: Label> Run<V> {
         Ok(())
     }
 
-    /// `kind` of two variants' CPU per request, round by round; `None` when either did not run.
-    fn per_round(&self, kind: Kind, a: V, b: V) -> Option<Vec<f64>> {
-        let find = |id: V| self.variants.iter().find(|v| v.id == id);
-        let (va, vb) = (find(a)?, find(b)?);
-        Some(
-            va.cpu_us_per_req
-                .iter()
-                .zip(&vb.cpu_us_per_req)
-                .map(|(x, y)| kind.apply(*x, *y))
-                .collect(),
-        )
+    /// The variant's CPU per request, round by round; `None` when it did not run.
+    fn rounds(&self, id: V) -> Option<&[f64]> {
+        let v = self.variants.iter().find(|v| v.id == id)?;
+        Some(&v.cpu_us_per_req)
     }
 
     /// Prints the per-round ratio `a / b`: median and range; and keeps it for the JSON.
     pub fn ratio(&mut self, a: V, b: V, goal: Option<f64>) {
-        let Some(ratios) = self.per_round(Kind::Ratio, a, b) else {
+        let (Some(x), Some(y)) = (self.rounds(a), self.rounds(b)) else {
             return;
         };
-        let (med, lo, hi) = summary(&ratios);
-        let goal_text = goal.map(|g| format!(" (goal ≤ {g}x)")).unwrap_or_default();
-        println!(
-            "ratio {} / {}: median {med:.3}x (range {lo:.3}–{hi:.3}x over {} rounds){goal_text}",
-            a.label(),
-            b.label(),
-            ratios.len()
-        );
-        self.comparisons.push(Comparison {
-            kind: Kind::Ratio,
-            a,
-            b,
-            per_round: ratios,
+        let per_round = x.iter().zip(y).map(|(x, y)| x / y).collect();
+        self.keep(
+            Kind::Ratio,
+            a.label().into(),
+            b.label().into(),
+            per_round,
             goal,
-        });
+        );
+    }
+
+    /// Prints the per-round ratio of two increments, `(a − a0) / (b − b0)` (what one step costs
+    /// against what another does, each measured against its own base in the same round).
+    pub fn increment_ratio(&mut self, (a, a0): (V, V), (b, b0): (V, V), goal: Option<f64>) {
+        let (Some(x), Some(x0), Some(y), Some(y0)) = (
+            self.rounds(a),
+            self.rounds(a0),
+            self.rounds(b),
+            self.rounds(b0),
+        ) else {
+            return;
+        };
+        let per_round = (0..x.len().min(x0.len()).min(y.len()).min(y0.len()))
+            .map(|i| (x[i] - x0[i]) / (y[i] - y0[i]))
+            .collect();
+        let name = |p: V, q: V| format!("({} − {})", p.label(), q.label());
+        self.keep(
+            Kind::IncrementRatio,
+            name(a, a0),
+            name(b, b0),
+            per_round,
+            goal,
+        );
     }
 
     /// Prints the per-round difference `a − b` in µs: median and range; and keeps it for the
     /// JSON.
     pub fn difference(&mut self, a: V, b: V, goal_us: f64) {
-        let Some(d) = self.per_round(Kind::Difference, a, b) else {
+        let (Some(x), Some(y)) = (self.rounds(a), self.rounds(b)) else {
             return;
         };
-        let (m, lo, hi) = summary(&d);
-        println!(
-            "{} − {}: median {m:.1} µs (range {lo:.1}–{hi:.1}) (goal ≤ {goal_us} µs)",
-            a.label(),
-            b.label()
-        );
+        let per_round = x.iter().zip(y).map(|(x, y)| x - y).collect();
+        let (a, b) = (a.label().into(), b.label().into());
+        self.keep(Kind::Difference, a, b, per_round, Some(goal_us));
+    }
+
+    fn keep(&mut self, kind: Kind, a: String, b: String, per_round: Vec<f64>, goal: Option<f64>) {
+        let (med, lo, hi) = summary(&per_round);
+        let n = per_round.len();
+        match kind {
+            Kind::Difference => println!(
+                "{a} − {b}: median {med:.1} µs (range {lo:.1}–{hi:.1}){}",
+                goal.map(|g| format!(" (goal ≤ {g} µs)"))
+                    .unwrap_or_default()
+            ),
+            Kind::Ratio | Kind::IncrementRatio => println!(
+                "ratio {a} / {b}: median {med:.3}x (range {lo:.3}–{hi:.3}x over {n} rounds){}",
+                goal.map(|g| format!(" (goal ≤ {g}x)")).unwrap_or_default()
+            ),
+        }
         self.comparisons.push(Comparison {
-            kind: Kind::Difference,
+            kind,
             a,
             b,
-            per_round: d,
-            goal: Some(goal_us),
+            per_round,
+            goal,
         });
     }
 
@@ -375,7 +395,7 @@ impl<V: Label> Run<V> {
         let comparisons: Vec<Value> = self
             .comparisons
             .iter()
-            .map(|c| comparison(c.kind, c.a.label(), c.b.label(), &c.per_round, c.goal))
+            .map(|c| comparison(c.kind, &c.a, &c.b, &c.per_round, c.goal))
             .collect();
         json!({"settings": settings, "variants": variants, "comparisons": comparisons})
     }
