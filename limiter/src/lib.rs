@@ -3,12 +3,15 @@
 //! The router is built by [`app`] so tests drive it without a socket; `main.rs` only parses
 //! flags, picks the store, binds and serves with graceful shutdown.
 //!
-//! Routes: `POST /v1/check` (the wire types are in [`apiguard_limiter_api`]), `GET /healthz`
-//! (alive), `GET /readyz` (store reachable), `GET /metrics` (Prometheus text).
+//! Routes: `POST /v1/check` (the wire types are in [`apiguard_limiter_api`]), Envoy's
+//! rate-limit service over gRPC (`/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit`,
+//! [`rls`]), `GET /healthz` (alive), `GET /readyz` (store reachable), `GET /metrics`
+//! (Prometheus text).
 #![forbid(unsafe_code)]
 
 pub mod metrics;
 pub mod probe;
+pub mod rls;
 pub mod serve;
 pub mod store;
 pub mod tls;
@@ -36,10 +39,17 @@ pub struct AppState<S> {
     pub metrics: Metrics,
     /// Deadline for one store call; past it the answer is 503, never "allowed".
     pub store_timeout: Duration,
+    /// The descriptor limits of Envoy's rate-limit service protocol (empty: every domain is
+    /// unknown).
+    pub descriptors: rls::Descriptors,
 }
 
 /// The service's routes over a store.
 pub fn app<S: Store>(state: Arc<AppState<S>>) -> Router {
+    // Only the rate-limit service's own paths: tonic's router would also answer every unknown
+    // path with a gRPC "unimplemented" 200.
+    let grpc =
+        Router::new().route_service(rls::service::ROUTE, rls::service::server(state.clone()));
     Router::new()
         .route(CHECK_PATH, post(check::<S>))
         .route("/healthz", get(healthz))
@@ -47,6 +57,7 @@ pub fn app<S: Store>(state: Arc<AppState<S>>) -> Router {
         .route("/metrics", get(metrics::<S>))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+        .merge(grpc)
 }
 
 async fn check<S: Store>(

@@ -9,6 +9,7 @@ use std::time::Duration;
 use std::io::IsTerminal;
 
 use apiguard_limiter::probe;
+use apiguard_limiter::rls::Descriptors;
 use apiguard_limiter::serve::{self, Limits, Stopped};
 use apiguard_limiter::tls::{self, TlsFiles};
 use apiguard_limiter::{app, AppState, MemoryStore, Metrics, RedisStore, RedisTarget, Store};
@@ -69,6 +70,11 @@ struct Args {
     /// itself keeps every other caller out.
     #[arg(long, env = "APIGUARD_LIMITER_ALLOW_PLAINTEXT")]
     allow_plaintext: bool,
+    /// Descriptor limits for Envoy's rate-limit service protocol (gRPC `ShouldRateLimit`): a
+    /// YAML file, one document per domain (docs/ratelimit.md). Without it every domain is
+    /// unknown to that protocol; `POST /v1/check` needs none.
+    #[arg(long, env = "APIGUARD_LIMITER_RLS_CONFIG")]
+    rls_config: Option<PathBuf>,
     /// `text` (colours only on a terminal) or `json` (one object a line, for log pipelines).
     #[arg(long, env = "APIGUARD_LIMITER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -134,10 +140,24 @@ fn ready_check(args: &Args) -> ExitCode {
 
 async fn serve<S: Store>(args: &Args, store: S, timeout: Duration) -> ExitCode {
     let store_name = store.describe();
+    let descriptors = match &args.rls_config {
+        Some(path) => match Descriptors::load(path) {
+            Ok(d) => {
+                info!(file = %path.display(), domains = d.domains(), "rate-limit service descriptors loaded");
+                d
+            }
+            Err(e) => {
+                error!("--rls-config: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => Descriptors::default(),
+    };
     let state = Arc::new(AppState {
         store,
         metrics: Metrics::new(),
         store_timeout: timeout,
+        descriptors,
     });
     let files = match (&args.tls_cert, &args.tls_key, &args.tls_client_ca) {
         (Some(cert), Some(key), Some(client_ca)) => Some(TlsFiles {

@@ -21,6 +21,7 @@ fn router() -> Router {
         store: MemoryStore::new(),
         metrics: Metrics::new(),
         store_timeout: Duration::from_millis(50),
+        descriptors: Default::default(),
     }))
 }
 

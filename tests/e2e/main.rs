@@ -12,6 +12,7 @@ mod foundation;
 mod jwt;
 mod policy;
 mod ratelimit;
+mod rls;
 mod signatures;
 
 use apiguard_e2e::Envoy;

@@ -52,6 +52,11 @@ pub struct EnvoySpec {
     pub native_filters: Vec<Value>,
     /// Another build of the module (benchmarks compare build profiles); default [`wasm_path`].
     pub module: Option<PathBuf>,
+    /// The route's `rate_limits` (actions making descriptors for Envoy's native `ratelimit`
+    /// filter).
+    pub route_rate_limits: Vec<Value>,
+    /// Clusters spoken to over HTTP/2 (gRPC services).
+    pub http2_clusters: Vec<String>,
 }
 
 impl EnvoySpec {
@@ -65,7 +70,22 @@ impl EnvoySpec {
             wasm_log_level: "debug",
             native_filters: Vec::new(),
             module: None,
+            route_rate_limits: Vec::new(),
+            http2_clusters: Vec::new(),
         }
+    }
+
+    /// A cluster spoken to over HTTP/2 (a gRPC service such as the rate-limit service).
+    pub fn with_grpc_cluster(mut self, name: &str, addr: SocketAddr) -> Self {
+        self.clusters.push((name.to_owned(), addr));
+        self.http2_clusters.push(name.to_owned());
+        self
+    }
+
+    /// Adds a `rate_limits` entry to the route (its descriptor actions).
+    pub fn with_route_rate_limit(mut self, rate_limit: Value) -> Self {
+        self.route_rate_limits.push(rate_limit);
+        self
     }
 
     /// Loads this module file instead of the default build.
@@ -123,8 +143,20 @@ impl EnvoySpec {
             if let Some((_, socket)) = self.transport_sockets.iter().find(|(t, _)| t == n) {
                 c["transport_socket"] = socket.clone();
             }
+            if self.http2_clusters.contains(n) {
+                c["typed_extension_protocol_options"] = json!({
+                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                        "explicit_http_config": {"http2_protocol_options": {}}
+                    }
+                });
+            }
             c
         }));
+        let mut route = json!({"cluster": "upstream"});
+        if !self.route_rate_limits.is_empty() {
+            route["rate_limits"] = Value::Array(self.route_rate_limits.clone());
+        }
         Ok(json!({
             "admin": {"address": socket(SocketAddr::from(([127, 0, 0, 1], 0)))},
             "static_resources": {
@@ -146,7 +178,7 @@ impl EnvoySpec {
                             }],
                             "route_config": {"virtual_hosts": [{
                                 "name": "all", "domains": ["*"],
-                                "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}]
+                                "routes": [{"match": {"prefix": "/"}, "route": route}]
                             }]},
                             "http_filters": filters
                         }

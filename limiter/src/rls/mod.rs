@@ -1,0 +1,407 @@
+//! Envoy's rate-limit service protocol (`envoy.service.ratelimit.v3.RateLimitService`), served
+//! beside `POST /v1/check` so that Envoy's native `ratelimit` filter (and Istio or other
+//! deployments built on it) get the same exact sliding windows (docs/ratelimit.md, "Envoy's
+//! rate-limit service protocol").
+//!
+//! Limits come from a descriptor file in the spirit of envoyproxy/ratelimit's: one YAML document
+//! per domain, a tree of `key` / optional `value` nodes, each node with an optional `rate_limit`.
+//! This module is the sans-IO part: the file's types, their validation, and the translation of
+//! one `ShouldRateLimit` call into one atomic store call ([`Descriptors::plan`]); [`service`]
+//! speaks gRPC.
+
+pub mod service;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use apiguard_limiter_api::{Check, LimitAlgorithm, MAX_CHECKS, MAX_COST, MAX_KEY_BYTES};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+/// One domain's limits: one YAML document of the descriptor file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainFile {
+    pub domain: String,
+    #[serde(default)]
+    pub descriptors: Vec<DescriptorNode>,
+}
+
+/// A node of the descriptor tree: an entry `key` (and, when given, its exact `value`; without
+/// one, every value of the key is counted apart).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DescriptorNode {
+    pub key: String,
+    #[serde(default)]
+    pub value: Option<String>,
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+    #[serde(default)]
+    pub descriptors: Vec<DescriptorNode>,
+}
+
+/// The limit of a node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// The window: `second`, `minute`, `hour` or `day`.
+    #[serde(default)]
+    pub unit: Option<Unit>,
+    /// Requests (hits) admitted per window.
+    #[serde(default)]
+    pub requests_per_unit: u32,
+    /// A name reported back to Envoy with the limit.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// No limit for this node (and it stops the search: a more general node does not apply).
+    #[serde(default)]
+    pub unlimited: bool,
+    /// `log` (exact, the default) or `counter` (O(1) memory per key), as in `POST /v1/check`.
+    #[serde(default)]
+    pub algorithm: LimitAlgorithm,
+}
+
+/// A window length, as Envoy's protocol names it. Longer units (week, month, year) are past the
+/// limiter's longest window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unit {
+    #[serde(alias = "SECOND")]
+    Second,
+    #[serde(alias = "MINUTE")]
+    Minute,
+    #[serde(alias = "HOUR")]
+    Hour,
+    #[serde(alias = "DAY")]
+    Day,
+}
+
+impl Unit {
+    pub fn window_ms(self) -> u64 {
+        match self {
+            Unit::Second => 1_000,
+            Unit::Minute => 60_000,
+            Unit::Hour => 3_600_000,
+            Unit::Day => 86_400_000,
+        }
+    }
+
+    /// The protocol's `RateLimit.Unit` number.
+    pub fn proto(self) -> i32 {
+        match self {
+            Unit::Second => 1,
+            Unit::Minute => 2,
+            Unit::Hour => 3,
+            Unit::Day => 4,
+        }
+    }
+}
+
+/// Why the descriptor file was refused. Each error names the domain and the node's path.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {message}")]
+    Read { path: String, message: String },
+    #[error("document {0}: {1}")]
+    Parse(usize, String),
+    #[error("document {0}: domain must not be empty")]
+    EmptyDomain(usize),
+    #[error("domain `{0}` is defined twice")]
+    DuplicateDomain(String),
+    #[error("domain `{domain}`, {node}: {message}")]
+    Node {
+        domain: String,
+        node: String,
+        message: String,
+    },
+}
+
+/// A compiled node: children by exact key and value, and by key alone.
+#[derive(Debug, Default)]
+struct Node {
+    exact: HashMap<(String, String), Node>,
+    any_value: HashMap<String, Node>,
+    limit: Option<Rule>,
+}
+
+/// The limit a node applies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub unit: Unit,
+    pub requests_per_unit: u32,
+    pub name: String,
+    pub algorithm: LimitAlgorithm,
+}
+
+/// What a node found for a descriptor: a limit, or explicitly none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Found {
+    Limit(Rule),
+    Unlimited,
+}
+
+/// Every domain's limits, compiled once at start-up.
+#[derive(Debug, Default)]
+pub struct Descriptors {
+    domains: HashMap<String, Node>,
+    /// Where they came from, for logs.
+    pub source: Option<String>,
+}
+
+/// One descriptor of a request, as the plan needs it: entries in order, an optional hits
+/// override (`hits_addend` of the descriptor).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Descriptor {
+    pub entries: Vec<(String, String)>,
+    pub hits: Option<u64>,
+}
+
+/// Why a `ShouldRateLimit` call cannot be decided. Never answered "OK".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("no limits are configured for domain `{0}`")]
+    UnknownDomain(String),
+    #[error("descriptors[{0}]: hits {1} is over the largest cost, {MAX_COST}")]
+    TooManyHits(usize, u64),
+    #[error("descriptors[{0}]: negative hits (refilling a window) are not supported")]
+    NegativeHits(usize),
+    #[error("{0} descriptors have limits; at most {MAX_CHECKS} can be checked in one call")]
+    TooManyLimits(usize),
+}
+
+/// One call's store checks, and which check answers for each descriptor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub checks: Vec<Check>,
+    /// Per descriptor, in request order: the check and the rule, or `None` (no limit applies).
+    pub per_descriptor: Vec<Option<(usize, Rule)>>,
+}
+
+impl Descriptors {
+    /// Reads the descriptor file: one YAML document per domain.
+    pub fn load(path: &Path) -> Result<Descriptors, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let mut d = Descriptors::parse(&text)?;
+        d.source = Some(path.display().to_string());
+        Ok(d)
+    }
+
+    /// Parses and validates descriptor documents.
+    pub fn parse(text: &str) -> Result<Descriptors, ConfigError> {
+        let mut domains = HashMap::new();
+        for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+            let file =
+                DomainFile::deserialize(doc).map_err(|e| ConfigError::Parse(i, e.to_string()))?;
+            if file.domain.is_empty() {
+                return Err(ConfigError::EmptyDomain(i));
+            }
+            if domains.contains_key(&file.domain) {
+                return Err(ConfigError::DuplicateDomain(file.domain));
+            }
+            let root = compile(&file.domain, "descriptors", &file.descriptors)?;
+            domains.insert(file.domain, root);
+        }
+        Ok(Descriptors {
+            domains,
+            source: None,
+        })
+    }
+
+    /// How many domains are configured.
+    pub fn domains(&self) -> usize {
+        self.domains.len()
+    }
+
+    /// Turns one call into store checks. A descriptor that reaches no node with a limit is not
+    /// limited (as in envoyproxy/ratelimit); every other one becomes a check, all decided in one
+    /// atomic store call. Keys share the domain's hash tag (one Redis Cluster slot per domain),
+    /// since a call is all-or-nothing.
+    pub fn plan(
+        &self,
+        domain: &str,
+        descriptors: &[Descriptor],
+        hits_addend: u64,
+    ) -> Result<Plan, PlanError> {
+        let root = self
+            .domains
+            .get(domain)
+            .ok_or_else(|| PlanError::UnknownDomain(domain.to_owned()))?;
+        let mut checks: Vec<Check> = Vec::new();
+        let mut per_descriptor = Vec::with_capacity(descriptors.len());
+        for (i, d) in descriptors.iter().enumerate() {
+            let Some(Found::Limit(rule)) = find(root, &d.entries) else {
+                per_descriptor.push(None);
+                continue;
+            };
+            // Envoy sends 0 for "not set": one hit.
+            let hits = d.hits.unwrap_or(hits_addend).max(1);
+            if hits > MAX_COST {
+                return Err(PlanError::TooManyHits(i, hits));
+            }
+            let key = counter_key(domain, &d.entries, &rule);
+            let window_ms = rule.unit.window_ms();
+            // Two descriptors counting the same window are one check consuming both.
+            let same = checks.iter().position(|c| c.key == key);
+            let index = match same {
+                Some(j) => {
+                    let cost = checks[j].cost + hits;
+                    if cost > MAX_COST {
+                        return Err(PlanError::TooManyHits(i, cost));
+                    }
+                    checks[j].cost = cost;
+                    j
+                }
+                None => {
+                    checks.push(Check {
+                        key,
+                        limit: u64::from(rule.requests_per_unit),
+                        window_ms,
+                        cost: hits,
+                        algorithm: rule.algorithm,
+                    });
+                    checks.len() - 1
+                }
+            };
+            per_descriptor.push(Some((index, rule)));
+        }
+        if checks.len() > MAX_CHECKS {
+            return Err(PlanError::TooManyLimits(checks.len()));
+        }
+        Ok(Plan {
+            checks,
+            per_descriptor,
+        })
+    }
+}
+
+/// The node a descriptor's entries lead to, an exact `value` before any value; past the tree,
+/// or at a node without a limit, nothing applies.
+fn find(root: &Node, entries: &[(String, String)]) -> Option<Found> {
+    if entries.is_empty() {
+        return None;
+    }
+    let mut node = root;
+    for (key, value) in entries {
+        node = node
+            .exact
+            .get(&(key.clone(), value.clone()))
+            .or_else(|| node.any_value.get(key))?;
+    }
+    node.limit.as_ref().map(|r| {
+        if r.requests_per_unit == 0 {
+            Found::Unlimited
+        } else {
+            Found::Limit(r.clone())
+        }
+    })
+}
+
+/// The store key of a descriptor's window: the domain's hash tag, then the entries as a JSON
+/// array (readable in Redis), then the algorithm and window, so a changed limit never reads
+/// another's entries. Entries come from requests (a header's value, say): when the key would be
+/// longer than the store takes, the entries are replaced by their SHA-256, so no request can
+/// make its key unusable.
+fn counter_key(domain: &str, entries: &[(String, String)], rule: &Rule) -> String {
+    let tag: String = domain
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"._-".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    let flat: Vec<&str> = entries
+        .iter()
+        .flat_map(|(k, v)| [k.as_str(), v.as_str()])
+        .collect();
+    let json = serde_json::to_string(&flat).unwrap_or_default();
+    let alg = match rule.algorithm {
+        LimitAlgorithm::Log => "log",
+        LimitAlgorithm::Counter => "counter",
+    };
+    let suffix = format!(":{alg}:{}", rule.unit.window_ms());
+    let key = format!("{{rls:{tag}}}{json}{suffix}");
+    if key.len() <= MAX_KEY_BYTES {
+        return key;
+    }
+    let digest: String = Sha256::digest(json.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{{rls:{tag}}}#{digest}{suffix}")
+}
+
+fn compile(domain: &str, at: &str, nodes: &[DescriptorNode]) -> Result<Node, ConfigError> {
+    let mut out = Node::default();
+    for (i, n) in nodes.iter().enumerate() {
+        let here = format!("{at}[{i}] (key `{}`)", n.key);
+        let fail = |message: String| ConfigError::Node {
+            domain: domain.to_owned(),
+            node: here.clone(),
+            message,
+        };
+        if n.key.is_empty() {
+            return Err(fail("key must not be empty".into()));
+        }
+        let mut child = compile(domain, &format!("{here}.descriptors"), &n.descriptors)?;
+        if let Some(r) = &n.rate_limit {
+            child.limit = Some(if r.unlimited {
+                if r.unit.is_some() || r.requests_per_unit != 0 {
+                    return Err(fail(
+                        "rate_limit: `unlimited: true` takes no unit or requests_per_unit".into(),
+                    ));
+                }
+                Rule {
+                    unit: Unit::Second,
+                    requests_per_unit: 0,
+                    name: r.name.clone().unwrap_or_default(),
+                    algorithm: r.algorithm,
+                }
+            } else {
+                let Some(unit) = r.unit else {
+                    return Err(fail(
+                        "rate_limit.unit: required (second, minute, hour or day)".into(),
+                    ));
+                };
+                if r.requests_per_unit == 0 {
+                    return Err(fail(
+                        "rate_limit.requests_per_unit: must be greater than zero (or say `unlimited: true`)"
+                            .into(),
+                    ));
+                }
+                Rule {
+                    unit,
+                    requests_per_unit: r.requests_per_unit,
+                    name: r.name.clone().unwrap_or_default(),
+                    algorithm: r.algorithm,
+                }
+            });
+        }
+        let clash = match &n.value {
+            Some(v) => out
+                .exact
+                .insert((n.key.clone(), v.clone()), child)
+                .is_some(),
+            None => out.any_value.insert(n.key.clone(), child).is_some(),
+        };
+        if clash {
+            return Err(fail(format!(
+                "the same key{} appears twice at this level",
+                n.value
+                    .as_ref()
+                    .map(|v| format!(" and value `{v}`"))
+                    .unwrap_or_default()
+            )));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;
