@@ -31,7 +31,7 @@ use serde_json::json;
 use tracing::warn;
 
 pub use metrics::Metrics;
-pub use store::{MemoryStore, RedisStore, RedisTarget, Store};
+pub use store::{MemoryStore, RedisStore, RedisTarget, RedisTls, Store};
 
 /// Shared by every request.
 pub struct AppState<S> {

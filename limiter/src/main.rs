@@ -12,7 +12,9 @@ use apiguard_limiter::probe;
 use apiguard_limiter::rls::Descriptors;
 use apiguard_limiter::serve::{self, Limits, Stopped};
 use apiguard_limiter::tls::{self, TlsFiles};
-use apiguard_limiter::{app, AppState, MemoryStore, Metrics, RedisStore, RedisTarget, Store};
+use apiguard_limiter::{
+    app, AppState, MemoryStore, Metrics, RedisStore, RedisTarget, RedisTls, Store,
+};
 use clap::{Parser, ValueEnum};
 use tracing::{error, info, warn};
 
@@ -36,6 +38,28 @@ struct Args {
     /// A Redis Cluster seed node; repeat for more (env: comma-separated).
     #[arg(long, env = "APIGUARD_LIMITER_REDIS_CLUSTER", value_delimiter = ',')]
     redis_cluster: Vec<String>,
+    /// For rediss:// URLs: the CA (PEM) that signs Redis's certificate (default: the system's
+    /// roots).
+    #[arg(long, env = "APIGUARD_LIMITER_REDIS_TLS_CA")]
+    redis_tls_ca: Option<PathBuf>,
+    /// For rediss:// URLs: a client certificate (PEM) to present (Redis's tls-auth-clients).
+    #[arg(
+        long,
+        env = "APIGUARD_LIMITER_REDIS_TLS_CERT",
+        requires = "redis_tls_key"
+    )]
+    redis_tls_cert: Option<PathBuf>,
+    /// The key of --redis-tls-cert (PEM).
+    #[arg(
+        long,
+        env = "APIGUARD_LIMITER_REDIS_TLS_KEY",
+        requires = "redis_tls_cert"
+    )]
+    redis_tls_key: Option<PathBuf>,
+    /// For a rediss:// single node: the name Redis's certificate must carry when it is not the
+    /// URL's host.
+    #[arg(long, env = "APIGUARD_LIMITER_REDIS_TLS_SERVER_NAME")]
+    redis_tls_server_name: Option<String>,
     /// Deadline for one Redis call (connect or reply); past it the answer is 503.
     #[arg(long, env = "APIGUARD_LIMITER_REDIS_TIMEOUT_MS", default_value_t = 50,
           value_parser = clap::value_parser!(u64).range(1..=60_000))]
@@ -111,7 +135,18 @@ async fn main() -> ExitCode {
         (None, true) => None,
     };
     match target {
-        Some(t) => serve(&args, RedisStore::new(t, timeout), timeout).await,
+        Some(t) => {
+            let store = match redis_tls(&args)
+                .and_then(|tls| RedisStore::with_tls(t, timeout, tls).map_err(|e| e.to_string()))
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    error!("redis: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            serve(&args, store, timeout).await
+        }
         None => {
             warn!(
                 "NO REDIS CONFIGURED: using the in-memory store. Limits are per process and lost \
@@ -120,6 +155,32 @@ async fn main() -> ExitCode {
             serve(&args, MemoryStore::new(), timeout).await
         }
     }
+}
+
+/// The `--redis-tls-*` options, files read now; `None` when none is set.
+fn redis_tls(args: &Args) -> Result<Option<RedisTls>, String> {
+    let read = |flag: &str, p: &PathBuf| {
+        std::fs::read(p).map_err(|e| format!("{flag} {}: {e}", p.display()))
+    };
+    if args.redis_tls_ca.is_none()
+        && args.redis_tls_cert.is_none()
+        && args.redis_tls_server_name.is_none()
+    {
+        return Ok(None);
+    }
+    let ca_pem = match &args.redis_tls_ca {
+        Some(p) => Some(read("--redis-tls-ca", p)?),
+        None => None,
+    };
+    let client_pem = match (&args.redis_tls_cert, &args.redis_tls_key) {
+        (Some(c), Some(k)) => Some((read("--redis-tls-cert", c)?, read("--redis-tls-key", k)?)),
+        _ => None,
+    };
+    Ok(Some(RedisTls {
+        ca_pem,
+        client_pem,
+        server_name: args.redis_tls_server_name.clone(),
+    }))
 }
 
 /// `--ready-check`: one `GET /readyz` to this configuration's listener, no logging set-up.

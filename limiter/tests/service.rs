@@ -7,6 +7,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use apiguard_e2e::certs::Pki;
 use apiguard_e2e::{Limiter, Redis, RedisCluster};
 use serde_json::{json, Value};
 
@@ -526,4 +527,180 @@ async fn the_ready_check_follows_readyz() {
     let (ok, err) = ready_check(&format!("127.0.0.1:{port}"));
     assert!(!ok);
     assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+}
+
+/// The `--redis-tls-*` flags for `pki`: its CA, its client certificate, and a server name.
+fn redis_tls_args(pki: &Pki, server_name: Option<&str>) -> Vec<String> {
+    let p = |n: &str| pki.path(n).display().to_string();
+    let mut args = vec![
+        "--redis-tls-ca".to_owned(),
+        p("ca.pem"),
+        "--redis-tls-cert".into(),
+        p("client.pem"),
+        "--redis-tls-key".into(),
+        p("client.key"),
+    ];
+    if let Some(name) = server_name {
+        args.extend(["--redis-tls-server-name".into(), name.to_owned()]);
+    }
+    args
+}
+
+async fn ready(l: &Limiter) -> u16 {
+    reqwest::get(format!("http://{}/readyz", l.addr))
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// `rediss://` to a real `redis-server` serving TLS only and asking for client certificates:
+/// served with the CA, the client certificate and (for an IP in the URL) either the IP or the
+/// certificate's DNS name; refused (503, never "allowed") with a wrong name, the system's roots,
+/// no client certificate, or one from another CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rediss_checks_the_server_and_presents_a_client_certificate() {
+    let pki = Pki::new().unwrap();
+    let redis = Redis::start_tls(&pki, &["--tls-auth-clients", "yes"]).unwrap();
+    let url = redis.url();
+    assert!(url.starts_with("rediss://127.0.0.1:"), "{url}");
+    let start = |extra: Vec<String>| {
+        let mut args = vec![
+            "--redis".to_owned(),
+            url.clone(),
+            "--redis-timeout-ms".into(),
+            "2000".into(),
+        ];
+        args.extend(extra);
+        async move { Limiter::start_bin(Path::new(BIN), &args).await.unwrap() }
+    };
+    for name in [None, Some(apiguard_e2e::certs::LIMITER_NAME)] {
+        let l = start(redis_tls_args(&pki, name)).await;
+        assert_eq!(ready(&l).await, 200, "{name:?}: {}", l.proc.log());
+        assert_eq!(
+            storm(&[&l], &format!("{{tls-{name:?}}}"), 5, 12).await,
+            (5, 7, vec![])
+        );
+    }
+    let p = |n: &str| pki.path(n).display().to_string();
+    let refused: Vec<(&str, Vec<String>)> = vec![
+        (
+            "a name the certificate does not carry",
+            redis_tls_args(&pki, Some("redis.other.test")),
+        ),
+        (
+            "the system's roots",
+            vec![
+                "--redis-tls-cert".into(),
+                p("client.pem"),
+                "--redis-tls-key".into(),
+                p("client.key"),
+            ],
+        ),
+        (
+            "no client certificate",
+            vec!["--redis-tls-ca".into(), p("ca.pem")],
+        ),
+        (
+            "a client certificate from another CA",
+            vec![
+                "--redis-tls-ca".into(),
+                p("ca.pem"),
+                "--redis-tls-cert".into(),
+                p("stranger.pem"),
+                "--redis-tls-key".into(),
+                p("stranger.key"),
+            ],
+        ),
+    ];
+    for (what, args) in refused {
+        let l = start(args).await;
+        assert_eq!(ready(&l).await, 503, "{what}: {}", l.proc.log());
+        let (status, _, _) = post(&l, &body("{tls-refused}", 5)).await;
+        assert_eq!(status, 503, "{what}");
+    }
+    // Through the certificate's name, the connection is opened again after Redis restarts.
+    let l = start(redis_tls_args(
+        &pki,
+        Some(apiguard_e2e::certs::LIMITER_NAME),
+    ))
+    .await;
+    assert_eq!(ready(&l).await, 200);
+    let port = redis.port();
+    drop(redis);
+    assert_eq!(post(&l, &body("{tls-restart}", 5)).await.0, 503);
+    let _redis = Redis::start_tls_on(port, &pki, &["--tls-auth-clients", "yes"]).unwrap();
+    let started = Instant::now();
+    while post(&l, &body("{tls-restart}", 5)).await.0 != 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{}",
+            l.proc.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// TLS options that cannot work stop the start, naming the problem.
+#[test]
+fn tls_options_that_cannot_work_stop_the_start() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(BIN).args(args).output().unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let text = run(&[
+        "--redis",
+        "redis://127.0.0.1:1",
+        "--redis-tls-ca",
+        "/etc/hostname",
+    ]);
+    assert!(text.contains("the URL is not rediss://"), "{text}");
+    let text = run(&["--redis", "rediss://127.0.0.1:1/#insecure"]);
+    assert!(text.contains("`#insecure`"), "{text}");
+    let text = run(&[
+        "--redis-cluster",
+        "rediss://127.0.0.1:1",
+        "--redis-tls-server-name",
+        "x",
+    ]);
+    assert!(text.contains("single node"), "{text}");
+    let text = run(&[
+        "--redis",
+        "rediss://127.0.0.1:1",
+        "--redis-tls-ca",
+        "/nonexistent.pem",
+    ]);
+    assert!(text.contains("--redis-tls-ca /nonexistent.pem"), "{text}");
+}
+
+/// A Redis Cluster whose nodes serve TLS only: two limiters over `rediss://` seeds stay exact
+/// across slots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_cluster_over_tls_is_exact() {
+    let pki = Pki::new().unwrap();
+    let cluster = RedisCluster::start_tls(3, &pki).unwrap();
+    let seeds = cluster.urls().join(",");
+    assert!(seeds.starts_with("rediss://"), "{seeds}");
+    let mut args: Vec<String> = vec![
+        "--redis-cluster".into(),
+        seeds,
+        "--redis-timeout-ms".into(),
+        "5000".into(),
+    ];
+    args.extend(redis_tls_args(&pki, None));
+    let a = Limiter::start_bin(Path::new(BIN), &args).await.unwrap();
+    let b = Limiter::start_bin(Path::new(BIN), &args).await.unwrap();
+    for key in ["{alpha}", "{bravo}", "{charlie}"] {
+        assert_eq!(
+            storm(&[&a, &b], key, 20, 60).await,
+            (20, 40, vec![]),
+            "{key}"
+        );
+    }
+    assert_eq!(ready(&a).await, 200);
 }

@@ -32,6 +32,8 @@ pub struct Redis {
     pub proc: Proc,
     pub addr: SocketAddr,
     _dir: tempfile::TempDir,
+    /// `redis-cli`'s TLS flags when this Redis serves TLS only; empty for plain TCP.
+    tls_cli: Vec<String>,
 }
 
 impl Redis {
@@ -42,6 +44,45 @@ impl Redis {
 
     /// A Redis on a given loopback port (a restart reuses the port) with extra arguments.
     pub fn start_on(port: u16, extra: &[&str]) -> Result<Redis> {
+        Self::launch(port, extra, Vec::new())
+    }
+
+    /// A Redis serving TLS only on a free loopback port, with `pki`'s server certificate
+    /// (`limiter.test` and 127.0.0.1) and its CA for client certificates; `extra` as for
+    /// [`Redis::start_on`] (e.g. `--tls-auth-clients no`).
+    pub fn start_tls(pki: &crate::certs::Pki, extra: &[&str]) -> Result<Redis> {
+        Self::start_tls_on(free_port()?, pki, extra)
+    }
+
+    /// [`Redis::start_tls`] on a given port.
+    pub fn start_tls_on(port: u16, pki: &crate::certs::Pki, extra: &[&str]) -> Result<Redis> {
+        let p = |n: &str| pki.path(n).display().to_string();
+        let port_text = port.to_string();
+        let (cert, key, ca) = (p("server.pem"), p("server.key"), p("ca.pem"));
+        let mut args = vec!["--port", "0", "--tls-port", &port_text];
+        args.extend(["--tls-cert-file", &cert, "--tls-key-file", &key]);
+        args.extend(["--tls-ca-cert-file", &ca]);
+        // What a node presents when it connects out (the Cluster bus, replication): a client
+        // certificate, since the server certificate is for server authentication only.
+        let (client_cert, client_key) = (p("client.pem"), p("client.key"));
+        args.extend(["--tls-client-cert-file", &client_cert]);
+        args.extend(["--tls-client-key-file", &client_key]);
+        args.extend(extra);
+        let tls_cli = [
+            "--tls",
+            "--cacert",
+            &ca,
+            "--cert",
+            &p("client.pem"),
+            "--key",
+            &p("client.key"),
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        Self::launch(port, &args, tls_cli)
+    }
+
+    fn launch(port: u16, extra: &[&str], tls_cli: Vec<String>) -> Result<Redis> {
         let dir = tempfile::Builder::new()
             .prefix("apiguard-redis-")
             .tempdir()
@@ -55,7 +96,17 @@ impl Redis {
         let mut proc = Proc::spawn(&format!("redis-{port}"), cmd, dir.path())?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let start = Instant::now();
-        while !ping(addr) {
+        let ready = || {
+            if tls_cli.is_empty() {
+                ping(addr)
+            } else {
+                let mut conn: Vec<&str> = tls_cli.iter().map(String::as_str).collect();
+                let port = port.to_string();
+                conn.extend(["-p", &port]);
+                redis_cli(&conn, &["ping"]).is_ok_and(|out| out.contains("PONG"))
+            }
+        };
+        while !ready() {
             proc.check_alive()?;
             if start.elapsed() > READY_TIMEOUT {
                 return Err(HarnessError::NotReady {
@@ -70,11 +121,18 @@ impl Redis {
             proc,
             addr,
             _dir: dir,
+            tls_cli,
         })
     }
 
+    /// `redis://…`, or `rediss://…` when it serves TLS.
     pub fn url(&self) -> String {
-        format!("redis://{}", self.addr)
+        let scheme = if self.tls_cli.is_empty() {
+            "redis"
+        } else {
+            "rediss"
+        };
+        format!("{scheme}://{}", self.addr)
     }
 
     pub fn port(&self) -> u16 {
@@ -83,25 +141,44 @@ impl Redis {
 
     /// Runs `redis-cli` against this server and returns its output.
     pub fn cli(&self, args: &[&str]) -> Result<String> {
-        redis_cli(&["-p", &self.port().to_string()], args)
+        let port = self.port().to_string();
+        let mut conn: Vec<&str> = self.tls_cli.iter().map(String::as_str).collect();
+        conn.extend(["-p", &port]);
+        redis_cli(&conn, args)
     }
 }
 
 /// `redis-cli` next to `redis-server`.
+/// It is stopped after [`READY_TIMEOUT`] (`--cluster create` waits for ever on nodes that cannot
+/// meet), and its output so far is returned.
 pub fn redis_cli(conn: &[&str], args: &[&str]) -> Result<String> {
     let server = redis_server_bin()?;
     let cli = server.with_file_name("redis-cli");
-    let out = Command::new(&cli)
+    let io = |e| HarnessError::Io(format!("{} {args:?}", cli.display()), e);
+    let dir = tempfile::tempdir().map_err(io)?;
+    let (out, err) = (dir.path().join("out"), dir.path().join("err"));
+    let mut child = Command::new(&cli)
         .args(["-h", "127.0.0.1"])
         .args(conn)
         .args(args)
-        .output()
-        .map_err(|e| HarnessError::Io(format!("{} {args:?}", cli.display()), e))?;
-    Ok(format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    ))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out).map_err(io)?)
+        .stderr(std::fs::File::create(&err).map_err(io)?)
+        .spawn()
+        .map_err(io)?;
+    let start = Instant::now();
+    while child.try_wait().map_err(io)?.is_none() {
+        if start.elapsed() > READY_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let read = |p: &std::path::Path| {
+        String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned()
+    };
+    Ok(format!("{}{}", read(&out), read(&err)))
 }
 
 /// A Redis Cluster of `masters` nodes (no replicas) on loopback, created with
@@ -112,18 +189,37 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     pub fn start(masters: usize) -> Result<RedisCluster> {
+        Self::start_with(masters, None)
+    }
+
+    /// A Cluster whose nodes serve (and talk to each other over) TLS only, with `pki`'s
+    /// certificates (see [`Redis::start_tls`]).
+    pub fn start_tls(masters: usize, pki: &crate::certs::Pki) -> Result<RedisCluster> {
+        Self::start_with(masters, Some(pki))
+    }
+
+    fn start_with(masters: usize, pki: Option<&crate::certs::Pki>) -> Result<RedisCluster> {
         let mut nodes = Vec::new();
+        let cluster = ["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"];
         for _ in 0..masters {
-            nodes.push(Redis::start_on(
-                free_port()?,
-                &["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"],
-            )?);
+            nodes.push(match pki {
+                None => Redis::start_on(free_port()?, &cluster)?,
+                Some(pki) => {
+                    let mut extra = cluster.to_vec();
+                    extra.extend(["--tls-cluster", "yes", "--tls-replication", "yes"]);
+                    Redis::start_tls(pki, &extra)?
+                }
+            });
         }
         let addrs: Vec<String> = nodes.iter().map(|n| n.addr.to_string()).collect();
         let mut args = vec!["--cluster", "create"];
         args.extend(addrs.iter().map(String::as_str));
         args.extend(["--cluster-replicas", "0", "--cluster-yes"]);
-        let created = redis_cli(&[], &args)?;
+        let tls_cli: Vec<&str> = nodes
+            .first()
+            .map(|n| n.tls_cli.iter().map(String::as_str).collect())
+            .unwrap_or_default();
+        let created = redis_cli(&tls_cli, &args)?;
         let start = Instant::now();
         loop {
             let mut ok = true;

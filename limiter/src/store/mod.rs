@@ -10,7 +10,7 @@ use std::future::Future;
 use apiguard_limiter_api::{Check, CheckResult};
 
 pub use self::memory::MemoryStore;
-pub use self::redis::{RedisStore, RedisTarget};
+pub use self::redis::{RedisConfigError, RedisStore, RedisTarget, RedisTls};
 
 /// What a store decided for one call.
 #[derive(Debug, Clone, PartialEq, Eq)]

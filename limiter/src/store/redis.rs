@@ -3,12 +3,15 @@
 //! One call is one `EVALSHA` of `check.lua` (the `redis` crate loads the script again when
 //! Redis answers `NOSCRIPT`, e.g. after a restart or `SCRIPT FLUSH`). Single node through a
 //! multiplexed `ConnectionManager` (reconnects by itself after Redis comes back), Redis Cluster
-//! through the crate's async cluster client.
+//! through the crate's async cluster client. `rediss://` URLs connect over TLS (rustls), with
+//! the CA, client certificate and server name of [`RedisTls`].
 
 use std::time::Duration;
 
 use apiguard_limiter_api::{hash_tag, Check, CheckResult, LimitAlgorithm};
-use redis::aio::ConnectionManager;
+use std::sync::Arc;
+
+use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use tokio::sync::OnceCell;
 
@@ -27,10 +30,159 @@ pub enum RedisTarget {
     Cluster(Vec<String>),
 }
 
+/// TLS to Redis, for `rediss://` URLs (docs/limiter.md, "Redis over TLS"). Without a CA the
+/// system's roots are trusted; the server's certificate must always name the host (or
+/// `server_name`): hostname checks cannot be turned off.
+#[derive(Clone, Default)]
+pub struct RedisTls {
+    /// PEM certificates of the CA(s) that sign Redis's certificate.
+    pub ca_pem: Option<Vec<u8>>,
+    /// A client certificate chain and its key (PEM), for Redis's `tls-auth-clients`.
+    pub client_pem: Option<(Vec<u8>, Vec<u8>)>,
+    /// The name Redis's certificate must carry, when it is not the URL's host (say an IP
+    /// address in the URL, a DNS name in the certificate). Single node only.
+    pub server_name: Option<String>,
+}
+
+impl std::fmt::Debug for RedisTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisTls")
+            .field("ca", &self.ca_pem.is_some())
+            .field("client_certificate", &self.client_pem.is_some())
+            .field("server_name", &self.server_name)
+            .finish()
+    }
+}
+
+impl RedisTls {
+    fn certificates(&self) -> redis::TlsCertificates {
+        redis::TlsCertificates {
+            client_tls: self
+                .client_pem
+                .as_ref()
+                .map(|(cert, key)| redis::ClientTlsConfig {
+                    client_cert: cert.clone(),
+                    client_key: key.clone(),
+                }),
+            root_cert: self.ca_pem.clone(),
+        }
+    }
+}
+
+/// Why a Redis target was refused at start.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisConfigError {
+    #[error("{url}: {error}")]
+    Url {
+        url: String,
+        error: ::redis::RedisError,
+    },
+    #[error("{0}: TLS options are set but the URL is not rediss://")]
+    NotTls(String),
+    #[error("{0}: `#insecure` turns off the check of Redis's certificate name; name the certificate's host with --redis-tls-server-name instead")]
+    Insecure(String),
+    #[error("--redis-tls-server-name applies to a single node; Cluster nodes are reached at the addresses they announce, which their certificates must carry")]
+    ServerNameWithCluster,
+    #[error("the Cluster's seed nodes mix redis:// and rediss://")]
+    MixedSchemes,
+}
+
+/// Resolves the certificate's name to the URL's real host, so rustls checks the name while
+/// the connection goes where the URL says.
+struct Renamed {
+    name: String,
+    real: String,
+}
+
+impl redis::io::AsyncDNSResolver for Renamed {
+    fn resolve<'a, 'b: 'a>(
+        &'a self,
+        host: &'b str,
+        port: u16,
+    ) -> redis::RedisFuture<'a, Box<dyn Iterator<Item = std::net::SocketAddr> + Send + 'a>> {
+        let target = if host == self.name {
+            self.real.clone()
+        } else {
+            host.to_owned()
+        };
+        Box::pin(async move {
+            let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((target.as_str(), port))
+                .await?
+                .collect();
+            Ok(Box::new(addrs.into_iter())
+                as Box<dyn Iterator<Item = std::net::SocketAddr> + Send>)
+        })
+    }
+}
+
+fn is_tls(info: &redis::ConnectionInfo) -> bool {
+    matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. })
+}
+
 #[derive(Clone)]
 enum Conn {
     Single(ConnectionManager),
+    /// A single node whose certificate names another host than the URL's: the connection
+    /// manager has no resolver hook, so a multiplexed connection is opened through [`Renamed`]
+    /// and opened again once it breaks.
+    Renamed(Arc<RenamedConn>),
     Cluster(ClusterConnection),
+}
+
+struct RenamedConn {
+    client: redis::Client,
+    config: redis::AsyncConnectionConfig,
+    current: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+}
+
+impl RenamedConn {
+    /// The open connection, or a new one (one connection attempt at a time).
+    async fn get(&self) -> redis::RedisResult<MultiplexedConnection> {
+        let mut current = self.current.lock().await;
+        if let Some(c) = &*current {
+            return Ok(c.clone());
+        }
+        let c = self
+            .client
+            .get_multiplexed_async_connection_with_config(&self.config)
+            .await?;
+        *current = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Forgets a connection that failed, so the next call opens another.
+    async fn failed<T>(&self, r: redis::RedisResult<T>) -> redis::RedisResult<T> {
+        if let Err(e) = &r {
+            if e.is_connection_dropped() || e.is_io_error() || e.is_unrecoverable_error() {
+                *self.current.lock().await = None;
+            }
+        }
+        r
+    }
+}
+
+impl Conn {
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
+        match self.clone() {
+            Conn::Single(mut cm) => cmd.query_async(&mut cm).await,
+            Conn::Renamed(r) => {
+                let mut c = r.get().await?;
+                r.failed(cmd.query_async(&mut c).await).await
+            }
+            Conn::Cluster(mut cc) => cmd.query_async(&mut cc).await,
+        }
+    }
+
+    async fn invoke(&self, inv: &redis::ScriptInvocation<'_>) -> redis::RedisResult<Vec<i64>> {
+        match self.clone() {
+            Conn::Single(mut cm) => inv.invoke_async(&mut cm).await,
+            Conn::Renamed(r) => {
+                let mut c = r.get().await?;
+                r.failed(inv.invoke_async(&mut c).await).await
+            }
+            Conn::Cluster(mut cc) => inv.invoke_async(&mut cc).await,
+        }
+    }
 }
 
 /// A connection and how far Redis's clock is ahead of this host's (ms), measured with `TIME`
@@ -53,6 +205,7 @@ fn local_ms() -> i64 {
 
 pub struct RedisStore {
     target: RedisTarget,
+    tls: RedisTls,
     /// Connected lazily, so the service starts (and says it is not ready) while Redis is down.
     conn: OnceCell<Connected>,
     script: redis::Script,
@@ -60,14 +213,68 @@ pub struct RedisStore {
 }
 
 impl RedisStore {
+    /// A single node through the connection manager, which reconnects by itself.
+    async fn managed(&self, client: redis::Client) -> Result<Conn, StoreError> {
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(1);
+        let cm = ConnectionManager::new_with_config(client, config).await?;
+        Ok(Conn::Single(cm))
+    }
+
     /// `timeout` bounds connecting and each reply; the service adds its own overall deadline.
     pub fn new(target: RedisTarget, timeout: Duration) -> Self {
         RedisStore {
             target,
+            tls: RedisTls::default(),
             conn: OnceCell::new(),
             script: redis::Script::new(CHECK_LUA),
             timeout,
         }
+    }
+
+    /// Like [`RedisStore::new`], with TLS options for `rediss://`; checks the URLs now, so a
+    /// mistake stops the start instead of failing every check.
+    pub fn with_tls(
+        target: RedisTarget,
+        timeout: Duration,
+        tls: Option<RedisTls>,
+    ) -> Result<Self, RedisConfigError> {
+        let urls = match &target {
+            RedisTarget::Single(u) => std::slice::from_ref(u),
+            RedisTarget::Cluster(nodes) => nodes.as_slice(),
+        };
+        let mut schemes = Vec::new();
+        for url in urls {
+            let info =
+                redis::IntoConnectionInfo::into_connection_info(url.as_str()).map_err(|error| {
+                    RedisConfigError::Url {
+                        url: redact(url),
+                        error,
+                    }
+                })?;
+            if matches!(
+                info.addr(),
+                redis::ConnectionAddr::TcpTls { insecure: true, .. }
+            ) {
+                return Err(RedisConfigError::Insecure(redact(url)));
+            }
+            if tls.is_some() && !is_tls(&info) {
+                return Err(RedisConfigError::NotTls(redact(url)));
+            }
+            schemes.push(is_tls(&info));
+        }
+        if schemes.windows(2).any(|w| w[0] != w[1]) {
+            return Err(RedisConfigError::MixedSchemes);
+        }
+        let tls = tls.unwrap_or_default();
+        if tls.server_name.is_some() && matches!(target, RedisTarget::Cluster(_)) {
+            return Err(RedisConfigError::ServerNameWithCluster);
+        }
+        let mut store = RedisStore::new(target, timeout);
+        store.tls = tls;
+        Ok(store)
     }
 
     async fn conn(&self) -> Result<Connected, StoreError> {
@@ -92,20 +299,49 @@ impl RedisStore {
                     .with_interval(KEEPALIVE);
                 let info = redis::IntoConnectionInfo::into_connection_info(url.as_str())?;
                 let tcp = info.tcp_settings().clone().set_keepalive(keepalive);
-                let client = redis::Client::open(info.set_tcp_settings(tcp))?;
-                let config = redis::aio::ConnectionManagerConfig::new()
+                let info = info.set_tcp_settings(tcp);
+                if !is_tls(&info) {
+                    return self.managed(redis::Client::open(info)?).await;
+                }
+                let certs = self.tls.certificates();
+                let Some(name) = &self.tls.server_name else {
+                    return self
+                        .managed(redis::Client::build_with_tls(info, certs)?)
+                        .await;
+                };
+                // The certificate is checked for `server_name`; the connection still goes to
+                // the URL's host.
+                let mut addr = info.addr().clone();
+                let mut real = String::new();
+                if let redis::ConnectionAddr::TcpTls { host, .. } = &mut addr {
+                    real = std::mem::replace(host, name.clone());
+                }
+                let client = redis::Client::build_with_tls(info.set_addr(addr), certs)?;
+                let config = redis::AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(self.timeout))
                     .set_response_timeout(Some(self.timeout))
-                    .set_number_of_retries(1);
-                let cm = ConnectionManager::new_with_config(client, config).await?;
-                Ok(Conn::Single(cm))
+                    .set_dns_resolver(Renamed {
+                        name: name.clone(),
+                        real,
+                    });
+                let renamed = Arc::new(RenamedConn {
+                    client,
+                    config,
+                    current: tokio::sync::Mutex::new(None),
+                });
+                renamed.get().await?;
+                Ok(Conn::Renamed(renamed))
             }
             RedisTarget::Cluster(nodes) => {
-                let client = redis::cluster::ClusterClientBuilder::new(nodes.clone())
+                let mut builder = redis::cluster::ClusterClientBuilder::new(nodes.clone())
                     .connection_timeout(self.timeout)
                     .response_timeout(self.timeout)
-                    .retries(1)
-                    .build()?;
+                    .retries(1);
+                let tls = nodes.first().is_some_and(|n| n.starts_with("rediss://"));
+                if tls {
+                    builder = builder.certs(self.tls.certificates());
+                }
+                let client = builder.build()?;
                 Ok(Conn::Cluster(client.get_async_connection().await?))
             }
         }
@@ -116,10 +352,7 @@ impl RedisStore {
 /// the midpoint of the round trip.
 async fn clock_offset(conn: &Conn) -> Result<i64, StoreError> {
     let before = local_ms();
-    let (secs, micros): (i64, i64) = match conn.clone() {
-        Conn::Single(mut cm) => redis::cmd("TIME").query_async(&mut cm).await?,
-        Conn::Cluster(mut cc) => redis::cmd("TIME").query_async(&mut cc).await?,
-    };
+    let (secs, micros): (i64, i64) = conn.query(&redis::cmd("TIME")).await?;
     let midpoint = before + (local_ms() - before) / 2;
     Ok(secs * 1000 + micros / 1000 - midpoint)
 }
@@ -161,23 +394,14 @@ impl Store for RedisStore {
                 .arg(c.window_ms)
                 .arg(c.cost);
         }
-        let invoke = |conn: Conn| {
-            let inv = &inv;
-            async move {
-                match conn {
-                    Conn::Single(mut cm) => inv.invoke_async::<Vec<i64>>(&mut cm).await,
-                    Conn::Cluster(mut cc) => inv.invoke_async::<Vec<i64>>(&mut cc).await,
-                }
-            }
-        };
-        let reply = match invoke(connected.conn).await {
+        let reply = match connected.conn.invoke(&inv).await {
             // A connection dropped while idle (a NAT or load-balancer timeout, Redis's own
             // `timeout`) fails the first command written to it, which Redis never received:
             // the script did not run, so one retry on the connection the manager opens anew
             // costs no quota twice. (Were the drop to fall between the script and its reply,
             // the retry would count the call twice: a refusal too many, never one too few.)
             Err(e) if e.is_connection_dropped() && !e.is_timeout() => {
-                invoke(self.conn().await?.conn).await?
+                self.conn().await?.conn.invoke(&inv).await?
             }
             other => other?,
         };
@@ -185,10 +409,7 @@ impl Store for RedisStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let pong: String = match self.conn().await?.conn {
-            Conn::Single(mut cm) => redis::cmd("PING").query_async(&mut cm).await?,
-            Conn::Cluster(mut cc) => redis::cmd("PING").query_async(&mut cc).await?,
-        };
+        let pong: String = self.conn().await?.conn.query(&redis::cmd("PING")).await?;
         if pong == "PONG" {
             Ok(())
         } else {
