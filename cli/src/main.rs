@@ -26,12 +26,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Check a plugin configuration: a JSON file, or an Envoy YAML whose Wasm filters carry one.
+    /// Check a plugin configuration: a JSON file, an Envoy YAML whose Wasm filters carry one, or
+    /// Istio `WasmPlugin` manifests (their `spec.pluginConfig`).
     ///
     /// Runs the same parse, validation and compilation as the filter (JWKS decoded, Rego
     /// compiled). Prints `ok` and any warnings, or the error with the JSON path of the field.
     Validate {
-        /// A plugin configuration (`.json`) or an Envoy configuration (`.yaml`, `.yml`).
+        /// A plugin configuration (`.json`), or YAML (`.yaml`, `.yml`; several documents allowed):
+        /// an Envoy configuration or Istio `WasmPlugin` manifests.
         config: PathBuf,
     },
     /// Test and evaluate policies.
@@ -87,18 +89,36 @@ fn validate(path: &Path) -> ExitCode {
     if !yaml {
         return validate_one(&path.display().to_string(), &bytes);
     }
-    let envoy: serde_json::Value = match serde_yaml_ng::from_slice(&bytes) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("error: {}: not YAML: {e}", path.display());
-            return ExitCode::from(1);
-        }
-    };
     let mut found = Vec::new();
-    find_wasm(&envoy, String::new(), &mut found);
+    let docs = serde_yaml_ng::Deserializer::from_slice(&bytes);
+    for (i, doc) in docs.enumerate() {
+        let doc = match serde::Deserialize::deserialize(doc) {
+            Ok(serde_json::Value::Null) => continue,
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("error: {}: not YAML: {e}", path.display());
+                return ExitCode::from(1);
+            }
+        };
+        let at = if i == 0 {
+            String::new()
+        } else {
+            format!("document {i}: ")
+        };
+        if let Some(config) = wasm_plugin(&doc) {
+            let name = doc["metadata"]["name"].as_str().unwrap_or("?");
+            found.push((format!("{at}WasmPlugin {name}: spec.pluginConfig"), config));
+        } else {
+            let before = found.len();
+            find_wasm(&doc, String::new(), &mut found);
+            for f in &mut found[before..] {
+                f.0.insert_str(0, &at);
+            }
+        }
+    }
     if found.is_empty() {
         eprintln!(
-            "error: {}: no Wasm HTTP filter with a configuration",
+            "error: {}: no Wasm HTTP filter with a configuration and no WasmPlugin with a pluginConfig",
             path.display()
         );
         return ExitCode::from(1);
@@ -112,6 +132,20 @@ fn validate(path: &Path) -> ExitCode {
         }
     }
     code
+}
+
+/// An Istio `WasmPlugin`'s `spec.pluginConfig`, as the JSON Istio hands the filter.
+fn wasm_plugin(doc: &serde_json::Value) -> Option<String> {
+    let istio = doc["apiVersion"]
+        .as_str()
+        .is_some_and(|v| v.starts_with("extensions.istio.io/"));
+    if !istio || doc["kind"] != "WasmPlugin" {
+        return None;
+    }
+    match &doc["spec"]["pluginConfig"] {
+        serde_json::Value::Null => Some("{}".into()),
+        config => Some(config.to_string()),
+    }
 }
 
 /// Every Wasm filter's `configuration` value, with where it is.

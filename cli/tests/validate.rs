@@ -1,3 +1,6 @@
+// Test code: helpers outside `#[test]` functions may panic too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use assert_cmd::Command;
 
 fn fixture(name: &str) -> String {
@@ -47,4 +50,60 @@ fn version_prints_the_crate_version() {
         .assert()
         .success()
         .stdout(format!("apiguard {}\n", env!("CARGO_PKG_VERSION")));
+}
+
+/// The Istio `WasmPlugin` of docs/operations.md, as a user would save it.
+fn istio_example() -> String {
+    let doc = std::fs::read_to_string(format!(
+        "{}/../docs/operations.md",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let start = doc
+        .find("```yaml\napiVersion: extensions.istio.io/")
+        .unwrap()
+        + "```yaml\n".len();
+    let end = start + doc[start..].find("```").unwrap();
+    doc[start..end].to_owned()
+}
+
+#[test]
+fn validate_reads_istio_wasmplugin_manifests() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("wasmplugin.yaml");
+    // With another resource before it, as in a real manifest bundle.
+    let manifest = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: apiguard-demo\n---\n{}",
+        istio_example()
+    );
+    std::fs::write(&file, &manifest).unwrap();
+    Command::cargo_bin("apiguard")
+        .unwrap()
+        .args(["validate", file.to_str().unwrap()])
+        .assert()
+        .success()
+        .stdout(predicates::str::contains(
+            "document 1: WasmPlugin apiguard: spec.pluginConfig",
+        ));
+    // A mistake in pluginConfig is named like any other.
+    let bad = manifest.replace("timeout_ms: 100\n", "timeout_ms: 0\n");
+    std::fs::write(&file, bad).unwrap();
+    Command::cargo_bin("apiguard")
+        .unwrap()
+        .args(["validate", file.to_str().unwrap()])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains(
+            "WasmPlugin apiguard: spec.pluginConfig: rate_limit.timeout_ms: must be greater than zero",
+        ));
+    // A file with neither says so.
+    std::fs::write(&file, "apiVersion: v1\nkind: Namespace\n").unwrap();
+    Command::cargo_bin("apiguard")
+        .unwrap()
+        .args(["validate", file.to_str().unwrap()])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains(
+            "no WasmPlugin with a pluginConfig",
+        ));
 }
