@@ -1,7 +1,8 @@
 //! `apiguard`: offline tooling for the apiguard Envoy filter.
 //!
 //! Exit codes: 0 success; 1 the input was read but is not valid (an invalid configuration, a
-//! failing policy case); 2 usage error or unreadable input (clap's convention for usage errors).
+//! failing policy case); 2 usage error or unreadable input (clap's convention for usage errors);
+//! 3 `simulate`: the filter would refuse the request.
 
 mod policy;
 mod simulate;
@@ -43,7 +44,7 @@ enum Command {
     #[command(subcommand)]
     Token(token::TokenCommand),
     /// The filter's decision for one request, offline (401/403/400, the rate-limit check it
-    /// would make, or pass, with the header changes).
+    /// would make, or pass, with the header changes). Exits 3 when the filter would refuse it.
     Simulate {
         /// Plugin configuration JSON.
         #[arg(long)]
@@ -54,6 +55,9 @@ enum Command {
         /// Keys for providers whose JWKS is remote.
         #[arg(long)]
         jwks: Option<PathBuf>,
+        /// `text` (for people) or `json` (one document for scripts).
+        #[arg(long, value_enum, default_value_t = simulate::Output::Text)]
+        output: simulate::Output,
     },
 }
 
@@ -66,7 +70,8 @@ fn main() -> ExitCode {
             config,
             request,
             jwks,
-        } => simulate::run(&config, &request, jwks.as_deref()),
+            output,
+        } => simulate::run(&config, &request, jwks.as_deref(), output),
     }
 }
 

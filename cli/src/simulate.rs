@@ -36,7 +36,20 @@ fn host() -> String {
     "api.example.com".into()
 }
 
-pub fn run(config: &Path, request: &Path, jwks: Option<&Path>) -> ExitCode {
+/// How `simulate` prints its report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// Lines for people.
+    Text,
+    /// One JSON document for scripts.
+    Json,
+}
+
+/// The exit status when the filter would answer the request itself (deny): 401, 403, 400,
+/// 429 or 503.
+pub const REFUSED: u8 = 3;
+
+pub fn run(config: &Path, request: &Path, jwks: Option<&Path>, output: Output) -> ExitCode {
     let cfg = match read(config) {
         Ok(b) => b,
         Err(code) => return code,
@@ -110,7 +123,7 @@ pub fn run(config: &Path, request: &Path, jwks: Option<&Path>) -> ExitCode {
     let (verdict, detail) = match &out.step {
         Step::Continue(o) => ("pass", json!({"upstream_header_changes": ops(o)})),
         Step::Respond(r) => (
-            "answer",
+            "refuse",
             json!({"status": r.status, "headers": r.headers, "body": String::from_utf8_lossy(&r.body)}),
         ),
         Step::CheckLimits { call, resume } => (
@@ -135,16 +148,108 @@ pub fn run(config: &Path, request: &Path, jwks: Option<&Path>) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // The counters the request moves, by their metric names (docs/operations.md).
+    let counters: Vec<&str> = out
+        .events
+        .iter()
+        .flat_map(|e| e.counters())
+        .map(|c| c.name())
+        .collect();
     let report = json!({
         "verdict": verdict,
         "detail": detail,
         "identity": identity,
         "policy": policy,
-        "events": out.events.iter().map(|e| format!("{e:?}")).collect::<Vec<_>>(),
+        "counters": counters,
     });
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&report).unwrap_or_default()
-    );
-    ExitCode::SUCCESS
+    match output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        ),
+        Output::Text => print!("{}", text(&report)),
+    }
+    if verdict == "refuse" {
+        ExitCode::from(REFUSED)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// The report as lines for people.
+fn text(r: &serde_json::Value) -> String {
+    let mut out = String::new();
+    let d = &r["detail"];
+    let list = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    match r["verdict"].as_str() {
+        Some("refuse") => {
+            out.push_str(&format!("verdict: refused, {}\n", d["status"]));
+            if let Some(body) = d["body"].as_str().filter(|b| !b.is_empty()) {
+                out.push_str(&format!("  body: {body}\n"));
+            }
+            for h in d["headers"].as_array().into_iter().flatten() {
+                if let Some([name, value]) = h.as_array().map(Vec::as_slice) {
+                    let (n, v) = (name.as_str().unwrap_or(""), value.as_str().unwrap_or(""));
+                    out.push_str(&format!("  header: {n}: {v}\n"));
+                }
+            }
+        }
+        Some("pass") => out.push_str("verdict: passed upstream\n"),
+        _ => {
+            out.push_str(&format!(
+                "verdict: passed upstream if apiguard-limiter allows it (cluster {}), else 429\n  key: {}\n",
+                d["cluster"].as_str().unwrap_or("?"),
+                d["key"].as_str().unwrap_or("?")
+            ));
+            for c in d["checks"].as_array().into_iter().flatten() {
+                out.push_str(&format!(
+                    "  limit: {} per {} ms (cost {})\n",
+                    c["limit"], c["window_ms"], c["cost"]
+                ));
+            }
+        }
+    }
+    let changes = list(&d["upstream_header_changes"]);
+    if !changes.is_empty() {
+        out.push_str("upstream header changes:\n");
+        for c in changes {
+            out.push_str(&format!("  {c}\n"));
+        }
+    }
+    match &r["identity"] {
+        serde_json::Value::Null => out.push_str("identity: none\n"),
+        id => {
+            let sub = id["claims"]["sub"].as_str().unwrap_or("?");
+            out.push_str(&format!(
+                "identity: provider {}, sub {sub}\n",
+                id["provider"].as_str().unwrap_or("?")
+            ));
+        }
+    }
+    if let serde_json::Value::Object(p) = &r["policy"] {
+        let allow = p.get("allow").and_then(|v| v.as_bool()).unwrap_or(false);
+        let mut line = format!("policy: {}", if allow { "allow" } else { "deny" });
+        let reasons = p.get("reasons").map(list).unwrap_or_default();
+        if !reasons.is_empty() {
+            line.push_str(&format!(" ({})", reasons.join(", ")));
+        }
+        if let Some(t) = p.get("rate_limit_tier").and_then(|t| t.as_str()) {
+            line.push_str(&format!("; tier {t}"));
+        }
+        if p.get("dry_run_deny").and_then(|v| v.as_bool()) == Some(true) {
+            line.push_str("; dry run: the denial is not enforced");
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out.push_str(&format!("counters: {}\n", list(&r["counters"]).join(", ")));
+    out
 }

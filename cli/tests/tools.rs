@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use assert_cmd::Command;
+use predicates::prelude::PredicateBooleanExt;
 use predicates::str::contains;
 
 fn repo(p: &str) -> String {
@@ -103,41 +104,52 @@ fn simulate_shows_the_filters_decision() {
         )
     };
     let cfg = repo("tests/fixtures/simulate-config.json");
-    apiguard()
-        .args([
-            "simulate",
-            "--config",
-            &cfg,
-            "--request",
-            &req("/api/v1/tenants/t1/documents/7", &good),
-        ])
-        .assert()
+    let simulate = |req: &str, output: &str| {
+        apiguard()
+            .args([
+                "simulate",
+                "--config",
+                &cfg,
+                "--request",
+                req,
+                "--output",
+                output,
+            ])
+            .assert()
+    };
+    let allowed = req("/api/v1/tenants/t1/documents/7", &good);
+    simulate(&allowed, "json")
         .success()
         .stdout(contains(r#""verdict": "rate-limit check""#))
         .stdout(contains(r#""key": "{demo/sub:u1}:tier:standard""#))
-        .stdout(contains("set x-user-id: u1"));
-    apiguard()
-        .args([
-            "simulate",
-            "--config",
-            &cfg,
-            "--request",
-            &req("/api/v1/tenants/t2/documents/7", &good),
-        ])
-        .assert()
+        .stdout(contains("set x-user-id: u1"))
+        .stdout(contains(r#""apiguard.policy.allowed""#));
+    // Text for people: no Rust debug output.
+    simulate(&allowed, "text")
         .success()
+        .stdout(contains(
+            "verdict: passed upstream if apiguard-limiter allows it (cluster limiter), else 429",
+        ))
+        .stdout(contains("  key: {demo/sub:u1}:tier:standard"))
+        .stdout(contains("identity: provider demo, sub u1"))
+        .stdout(contains("policy: allow; tier standard"))
+        .stdout(contains("counters: apiguard.jwt.accepted"))
+        .stdout(predicates::str::contains("{ ").not())
+        .stdout(predicates::str::contains("Some(").not());
+    // A refusal exits 3, so a script can tell.
+    let other_tenant = req("/api/v1/tenants/t2/documents/7", &good);
+    simulate(&other_tenant, "json")
+        .code(3)
+        .stdout(contains(r#""verdict": "refuse""#))
         .stdout(contains(r#""status": 403"#))
         .stdout(contains("tenant_mismatch"));
-    apiguard()
-        .args([
-            "simulate",
-            "--config",
-            &cfg,
-            "--request",
-            &req("/api/v1/x", "garbage"),
-        ])
-        .assert()
-        .success()
+    simulate(&other_tenant, "text")
+        .code(3)
+        .stdout(contains("verdict: refused, 403"))
+        .stdout(contains("policy: deny (tenant_mismatch)"))
+        .stdout(contains("apiguard.policy.denied"));
+    simulate(&req("/api/v1/x", "garbage"), "json")
+        .code(3)
         .stdout(contains(r#""status": 401"#));
 }
 
