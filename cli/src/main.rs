@@ -4,6 +4,7 @@
 //! failing policy case); 2 usage error or unreadable input (clap's convention for usage errors);
 //! 3 `simulate`: the filter would refuse the request.
 
+mod opa;
 mod policy;
 mod simulate;
 mod token;

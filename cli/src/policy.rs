@@ -28,14 +28,27 @@ pub enum PolicyCommand {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Evaluate the policy on one input document and print the decision as JSON.
+    /// Evaluate a policy on one input document.
+    ///
+    /// With `--config`: apiguard's decision for the configuration's policy, as JSON. Without it,
+    /// as `opa eval` does: `-d` names Rego modules and data files (or folders of them), `-i` the
+    /// input, and the query is any Rego query; the answer is OPA's result document.
+    #[command(verbatim_doc_comment)]
     Eval {
         /// Plugin configuration whose `policy` section to use.
+        #[arg(long, conflicts_with_all = ["data", "query"])]
+        config: Option<PathBuf>,
+        /// A Rego module (`.rego`), a data file (`.json`, `.yaml`) or a folder of them; repeat.
+        #[arg(short = 'd', long = "data")]
+        data: Vec<PathBuf>,
+        /// The input document (JSON or YAML; docs/policies.md).
+        #[arg(short = 'i', long)]
+        input: Option<PathBuf>,
+        /// Exit 1 when the query's result is undefined (as `opa eval --fail`).
         #[arg(long)]
-        config: PathBuf,
-        /// The input document (docs/policies.md).
-        #[arg(long)]
-        input: PathBuf,
+        fail: bool,
+        /// The query, e.g. `data.api.authz.allow`.
+        query: Option<String>,
     },
 }
 
@@ -77,7 +90,32 @@ fn subject(config: Option<&Path>) -> Result<Subject, ExitCode> {
 pub fn run(cmd: PolicyCommand) -> ExitCode {
     match cmd {
         PolicyCommand::Test { dir, config } => test(&dir, config.as_deref()),
-        PolicyCommand::Eval { config, input } => eval(&config, &input),
+        PolicyCommand::Eval {
+            config: Some(config),
+            input,
+            ..
+        } => match input {
+            Some(input) => eval(&config, &input),
+            None => {
+                eprintln!("apiguard: --config needs --input");
+                ExitCode::from(2)
+            }
+        },
+        PolicyCommand::Eval {
+            config: None,
+            data,
+            input,
+            fail,
+            query,
+        } => {
+            match query {
+                Some(q) if !data.is_empty() => crate::opa::eval(&data, input.as_deref(), &q, fail),
+                _ => {
+                    eprintln!("apiguard: give --config CONFIG --input INPUT, or -d FILE… [-i INPUT] QUERY");
+                    ExitCode::from(2)
+                }
+            }
+        }
     }
 }
 

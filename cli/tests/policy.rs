@@ -81,3 +81,93 @@ fn policy_eval_runs_the_pack_as_rego_when_configured() {
     eval_denies_the_fixture(path.to_str().unwrap()).stdout(contains(r#""evaluator": "Rvm""#));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `opa eval`'s habits: modules and data with `-d` (files or folders), the input with `-i`, any
+/// query; OPA's result document; `--fail` on an undefined result.
+#[test]
+fn policy_eval_takes_opa_style_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("conf");
+    std::fs::create_dir_all(conf.join("tenants")).unwrap();
+    std::fs::write(conf.join("tenants").join("data.yaml"), "blocked: [t9]\n").unwrap();
+    let extra = dir.path().join("extra.rego");
+    std::fs::write(
+        &extra,
+        "package extra\nimport rego.v1\nblocked if input.resource.tenant_id in data.tenants.blocked\n",
+    )
+    .unwrap();
+    let eval = |args: &[&str]| {
+        let mut all = vec!["policy", "eval"];
+        all.extend(args);
+        Command::cargo_bin("apiguard").unwrap().args(all).assert()
+    };
+    let pack = repo("policies/api_authz.rego");
+    let input = repo("tests/fixtures/policy-input.json");
+    // The pack as Rego on the fixture input (another tenant's document): denied, with reasons.
+    eval(&[
+        "-d",
+        &pack,
+        "-d",
+        &repo("policies/api_authz.data.json"),
+        "-i",
+        &input,
+        "data.api.authz.allow",
+    ])
+    .success()
+    .stdout(contains(r#""value": false"#))
+    .stdout(contains(r#""text": "data.api.authz.allow""#));
+    eval(&[
+        "-d",
+        &pack,
+        "-d",
+        &repo("policies/api_authz.data.json"),
+        "-i",
+        &input,
+        "data.api.authz.reasons",
+    ])
+    .success()
+    .stdout(contains("tenant_mismatch"));
+    // A folder of data files goes under its sub-folders' names, as OPA loads it.
+    let conf_s = conf.to_str().unwrap();
+    let extra_s = extra.to_str().unwrap();
+    let blocked = dir.path().join("blocked.json");
+    std::fs::write(&blocked, r#"{"resource": {"tenant_id": "t9"}}"#).unwrap();
+    eval(&[
+        "-d",
+        conf_s,
+        "-d",
+        extra_s,
+        "-i",
+        blocked.to_str().unwrap(),
+        "data.extra.blocked",
+    ])
+    .success()
+    .stdout(contains(r#""value": true"#));
+    // Undefined: `{}`, and exit 1 with --fail.
+    eval(&[
+        "-d",
+        conf_s,
+        "-d",
+        extra_s,
+        "-i",
+        &input,
+        "data.extra.blocked",
+    ])
+    .success()
+    .stdout("{}\n");
+    eval(&[
+        "--fail",
+        "-d",
+        conf_s,
+        "-d",
+        extra_s,
+        "-i",
+        &input,
+        "data.extra.blocked",
+    ])
+    .code(1);
+    // A query that does not parse, or a file of another kind, says so.
+    eval(&["-d", extra_s, "data.extra.("]).code(1);
+    eval(&["-d", &repo("README.md"), "data"]).code(2);
+    eval(&["data.x"]).code(2);
+}
