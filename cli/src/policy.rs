@@ -27,6 +27,9 @@ pub enum PolicyCommand {
         /// Plugin configuration whose `policy` section (modules, data, entrypoint) to test.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// `text` (for people), `json` (one document) or `junit` (JUnit XML, for CI systems).
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
     },
     /// Evaluate a policy on one input document.
     ///
@@ -50,6 +53,14 @@ pub enum PolicyCommand {
         /// The query, e.g. `data.api.authz.allow`.
         query: Option<String>,
     },
+}
+
+/// How `policy test` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+    Junit,
 }
 
 /// The policy under test: modules, data, entrypoint, and how the built-in pack runs.
@@ -89,7 +100,11 @@ fn subject(config: Option<&Path>) -> Result<Subject, ExitCode> {
 
 pub fn run(cmd: PolicyCommand) -> ExitCode {
     match cmd {
-        PolicyCommand::Test { dir, config } => test(&dir, config.as_deref()),
+        PolicyCommand::Test {
+            dir,
+            config,
+            format,
+        } => test(&dir, config.as_deref(), format),
         PolicyCommand::Eval {
             config: Some(config),
             input,
@@ -119,7 +134,15 @@ pub fn run(cmd: PolicyCommand) -> ExitCode {
     }
 }
 
-fn test(dir: &Path, config: Option<&Path>) -> ExitCode {
+/// One case's outcome.
+struct CaseReport {
+    name: String,
+    description: String,
+    /// `None` when it passed, else why not.
+    failure: Option<String>,
+}
+
+fn test(dir: &Path, config: Option<&Path>, format: Format) -> ExitCode {
     let subject = match subject(config) {
         Ok(s) => s,
         Err(code) => return code,
@@ -139,7 +162,7 @@ fn test(dir: &Path, config: Option<&Path>) -> ExitCode {
         eprintln!("apiguard: no case files (*.json) in {}", dir.display());
         return ExitCode::from(2);
     }
-    let (mut passed, mut failed) = (0, 0);
+    let mut reports = Vec::new();
     let mut cases = Vec::new();
     for file in &files {
         let name = file
@@ -149,62 +172,150 @@ fn test(dir: &Path, config: Option<&Path>) -> ExitCode {
         let case: Case = match read(file).map(|b| serde_json::from_slice(&b)) {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
-                println!("FAIL {name}: not a case file: {e}");
-                failed += 1;
+                reports.push(CaseReport {
+                    name,
+                    description: String::new(),
+                    failure: Some(format!("not a case file: {e}")),
+                });
                 continue;
             }
             Err(code) => return code,
         };
-        match testcases::run(
+        let failure = match testcases::run(
             &subject.modules,
             &subject.data,
             &subject.package,
             subject.engine,
             &case,
         ) {
-            Ok((CaseVerdict::Pass, _)) => {
-                passed += 1;
-                println!("ok   {name}: {}", case.description);
-            }
-            Ok((CaseVerdict::Fail(why), _)) => {
-                failed += 1;
-                println!("FAIL {name}: {}\n     {why}", case.description);
-            }
+            Ok((CaseVerdict::Pass, _)) => None,
+            Ok((CaseVerdict::Fail(why), _)) => Some(why),
             Err(e) => {
                 eprintln!("error: the policy does not compile: {e}");
                 return ExitCode::from(1);
             }
-        }
+        };
+        reports.push(CaseReport {
+            name,
+            description: case.description.clone(),
+            failure,
+        });
         cases.push(case);
     }
-    println!("\n{passed} cases passed, {failed} failed");
-    match testcases::coverage(&subject.modules, &subject.data, &subject.package, &cases) {
-        Ok(files) => {
-            for f in files.iter().filter(|f| f.path != "apiguard_entry.rego") {
-                let total = f.covered + f.not_covered.len();
-                let pct = if total == 0 {
-                    100.0
-                } else {
-                    f.covered as f64 * 100.0 / total as f64
-                };
-                let missing = if f.not_covered.is_empty() {
-                    String::new()
-                } else {
-                    format!("; lines never evaluated: {:?}", f.not_covered)
-                };
-                println!(
-                    "coverage {}: {pct:.0}% of {total} rule lines{missing}",
-                    f.path
-                );
-            }
+    let coverage = testcases::coverage(&subject.modules, &subject.data, &subject.package, &cases);
+    let coverage = match coverage {
+        Ok(files) => files
+            .into_iter()
+            .filter(|f| f.path != "apiguard_entry.rego")
+            .collect(),
+        Err(e) => {
+            eprintln!("warning: no coverage report: {e}");
+            Vec::new()
         }
-        Err(e) => eprintln!("warning: no coverage report: {e}"),
+    };
+    let failed = reports.iter().filter(|r| r.failure.is_some()).count();
+    let suite = dir.display().to_string();
+    match format {
+        Format::Text => print_text(&reports, &coverage),
+        Format::Json => print_json(&suite, &reports, &coverage),
+        Format::Junit => print_junit(&suite, &reports),
     }
     if failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     }
+}
+
+fn print_text(reports: &[CaseReport], coverage: &[testcases::FileCoverage]) {
+    for r in reports {
+        match &r.failure {
+            None => println!("ok   {}: {}", r.name, r.description),
+            Some(why) if r.description.is_empty() => println!("FAIL {}: {why}", r.name),
+            Some(why) => println!("FAIL {}: {}\n     {why}", r.name, r.description),
+        }
+    }
+    let failed = reports.iter().filter(|r| r.failure.is_some()).count();
+    println!("\n{} cases passed, {failed} failed", reports.len() - failed);
+    for f in coverage {
+        let total = f.covered + f.not_covered.len();
+        let missing = if f.not_covered.is_empty() {
+            String::new()
+        } else {
+            format!("; lines never evaluated: {:?}", f.not_covered)
+        };
+        println!(
+            "coverage {}: {:.0}% of {total} rule lines{missing}",
+            f.path,
+            percent(f)
+        );
+    }
+}
+
+fn percent(f: &testcases::FileCoverage) -> f64 {
+    let total = f.covered + f.not_covered.len();
+    if total == 0 {
+        100.0
+    } else {
+        f.covered as f64 * 100.0 / total as f64
+    }
+}
+
+/// One JSON document: every case, the counts, and the coverage per module.
+fn print_json(suite: &str, reports: &[CaseReport], coverage: &[testcases::FileCoverage]) {
+    let failed = reports.iter().filter(|r| r.failure.is_some()).count();
+    let doc = json!({
+        "suite": suite,
+        "passed": reports.len() - failed,
+        "failed": failed,
+        "cases": reports.iter().map(|r| json!({
+            "name": r.name,
+            "description": r.description,
+            "passed": r.failure.is_none(),
+            "failure": r.failure,
+        })).collect::<Vec<_>>(),
+        "coverage": coverage.iter().map(|f| json!({
+            "module": f.path,
+            "covered_lines": f.covered,
+            "lines_never_evaluated": f.not_covered,
+            "percent": (percent(f) * 10.0).round() / 10.0,
+        })).collect::<Vec<_>>(),
+    });
+    println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+}
+
+/// JUnit XML, the report format CI systems show as test results: one `testsuite` for the
+/// folder, one `testcase` per case file, a `failure` for each failing case.
+fn print_junit(suite: &str, reports: &[CaseReport]) {
+    use quick_xml::escape::escape;
+    let failed = reports.iter().filter(|r| r.failure.is_some()).count();
+    let mut xml = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    xml.push_str(&format!(
+        "<testsuites name=\"apiguard policy test\" tests=\"{}\" failures=\"{failed}\">\n",
+        reports.len()
+    ));
+    xml.push_str(&format!(
+        "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failed}\" errors=\"0\" skipped=\"0\">\n",
+        escape(suite),
+        reports.len()
+    ));
+    for r in reports {
+        let open = format!(
+            "    <testcase classname=\"{}\" name=\"{}\"",
+            escape(suite),
+            escape(r.name.as_str())
+        );
+        match &r.failure {
+            None => xml.push_str(&format!("{open}/>\n")),
+            Some(why) => xml.push_str(&format!(
+                "{open}>\n      <failure message=\"{}\">{}</failure>\n    </testcase>\n",
+                escape(why.as_str()),
+                escape(format!("{}\n{why}", r.description).as_str())
+            )),
+        }
+    }
+    xml.push_str("  </testsuite>\n</testsuites>");
+    println!("{xml}");
 }
 
 fn eval(config: &Path, input: &Path) -> ExitCode {

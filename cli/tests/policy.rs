@@ -171,3 +171,62 @@ fn policy_eval_takes_opa_style_arguments() {
     eval(&["-d", &repo("README.md"), "data"]).code(2);
     eval(&["data.x"]).code(2);
 }
+
+/// `--format json` and `--format junit` for CI systems.
+#[test]
+fn policy_test_reports_as_json_and_junit() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["editor_reads_own_tenant", "tenant_mismatch"] {
+        std::fs::copy(
+            repo(&format!("policies/tests/{name}.json")),
+            dir.path().join(format!("{name}.json")),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        dir.path().join("wrong.json"),
+        r#"{"description": "expects <the> wrong & thing", "input": {"request": {"method": "GET", "path": "/healthz"}}, "expected": {"allow": false}}"#,
+    )
+    .unwrap();
+    let run = |format: &str| {
+        Command::cargo_bin("apiguard")
+            .unwrap()
+            .args([
+                "policy",
+                "test",
+                dir.path().to_str().unwrap(),
+                "--format",
+                format,
+            ])
+            .assert()
+            .code(1)
+    };
+    let out = run("json").get_output().stdout.clone();
+    let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(doc["passed"], 2, "{doc}");
+    assert_eq!(doc["failed"], 1);
+    let wrong = doc["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "wrong")
+        .unwrap();
+    assert_eq!(wrong["passed"], false);
+    assert!(wrong["failure"]
+        .as_str()
+        .unwrap()
+        .contains("allow is true, expected false"));
+    assert_eq!(doc["coverage"][0]["module"], "api_authz.rego");
+    let xml = String::from_utf8(run("junit").get_output().stdout.clone()).unwrap();
+    assert!(xml.starts_with("<?xml"), "{xml}");
+    assert!(xml.contains(r#"tests="3" failures="1""#), "{xml}");
+    assert!(xml.contains(r#"name="tenant_mismatch"/>"#), "{xml}");
+    assert!(
+        xml.contains("expects &lt;the&gt; wrong &amp; thing"),
+        "{xml}"
+    );
+    assert!(
+        xml.contains(r#"<failure message="allow is true, expected false">"#),
+        "{xml}"
+    );
+}
