@@ -57,6 +57,8 @@ pub struct EnvoySpec {
     pub route_rate_limits: Vec<Value>,
     /// Clusters spoken to over HTTP/2 (gRPC services).
     pub http2_clusters: Vec<String>,
+    /// The bootstrap's `stats_config` (e.g. `stats_tags`), when set.
+    pub stats_config: Option<Value>,
 }
 
 impl EnvoySpec {
@@ -72,7 +74,14 @@ impl EnvoySpec {
             module: None,
             route_rate_limits: Vec::new(),
             http2_clusters: Vec::new(),
+            stats_config: None,
         }
+    }
+
+    /// With this bootstrap `stats_config`.
+    pub fn with_stats_config(mut self, stats_config: Value) -> Self {
+        self.stats_config = Some(stats_config);
+        self
     }
 
     /// A cluster spoken to over HTTP/2 (a gRPC service such as the rate-limit service).
@@ -157,7 +166,7 @@ impl EnvoySpec {
         if !self.route_rate_limits.is_empty() {
             route["rate_limits"] = Value::Array(self.route_rate_limits.clone());
         }
-        Ok(json!({
+        let mut bootstrap = json!({
             "admin": {"address": socket(SocketAddr::from(([127, 0, 0, 1], 0)))},
             "static_resources": {
                 "listeners": [{
@@ -186,7 +195,11 @@ impl EnvoySpec {
                 }],
                 "clusters": clusters
             }
-        }))
+        });
+        if let Some(stats) = &self.stats_config {
+            bootstrap["stats_config"] = stats.clone();
+        }
+        Ok(bootstrap)
     }
 }
 
