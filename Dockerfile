@@ -13,6 +13,7 @@ WORKDIR /src
 # against placeholder sources, then the real sources. An edit to apiguard's code starts at the
 # last step; a change to Cargo.lock or a manifest rebuilds the dependencies.
 COPY Cargo.toml Cargo.lock ./
+COPY buildinfo/Cargo.toml buildinfo/build.rs buildinfo/
 COPY cli/Cargo.toml cli/
 COPY filters/apiguard-wasm/Cargo.toml filters/apiguard-wasm/
 COPY filters/proxy-abi/Cargo.toml filters/proxy-abi/
@@ -23,7 +24,7 @@ COPY tests/Cargo.toml tests/
 COPY tests/probe/Cargo.toml tests/probe/
 # Every target the manifests name, as an empty file (a new workspace member or target must be
 # added here; the build fails on it otherwise).
-RUN for f in src/lib.rs cli/src/main.rs filters/apiguard-wasm/src/lib.rs \
+RUN for f in src/lib.rs buildinfo/src/lib.rs cli/src/main.rs filters/apiguard-wasm/src/lib.rs \
         filters/proxy-abi/src/lib.rs limiter/src/lib.rs limiter/src/main.rs limiter-api/src/lib.rs \
         testkit/src/lib.rs tests/src/lib.rs tests/src/bin/demo.rs tests/src/bin/bench/main.rs \
         tests/e2e/main.rs tests/probe/src/lib.rs; do \
@@ -47,12 +48,16 @@ RUN CARGO_PROFILE_RELEASE_LTO=thin CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 $LIMIT
 # The sources only (not the docs, not the compose files), so editing those rebuilds nothing.
 COPY src src
 COPY policies policies
+COPY buildinfo buildinfo
 COPY cli cli
 COPY filters filters
 COPY limiter limiter
 COPY limiter-api limiter-api
 COPY testkit testkit
 COPY tests tests
+# The git revision `--version` and the limiter's build_info report (there is no .git in the
+# build context): `--build-arg APIGUARD_GIT_REVISION=$(git rev-parse --short=12 HEAD)`.
+ARG APIGUARD_GIT_REVISION=unknown
 # The sources are older than the placeholders' build: touch them so cargo rebuilds apiguard's
 # own crates (and only those).
 RUN find . -path ./target -prune -o -name '*.rs' -exec touch {} + \

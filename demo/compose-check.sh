@@ -42,11 +42,18 @@ trap cleanup EXIT
 say "images: stand-ins for the public ones where missing (demo/standins/README.md)"
 demo/standins/build.sh
 say "building apiguard's images from Dockerfile (from scratch: about ten minutes on two cores)"
+# The revision the binaries report (`--version`, the limiter's build_info metric).
+APIGUARD_GIT_REVISION="$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)"
+export APIGUARD_GIT_REVISION
 compose build 2>&1 | grep -v -e '^DEPRECATED' -e 'buildx' -e '^ *https://docs.docker.com/go/buildx' || true
 # `compose build` prints through a pipe that hides its status: ask for the images themselves.
 for image in apiguard-limiter:latest apiguard-demo-tools:latest apiguard-demo-envoy:latest; do
     docker image inspect "$image" >/dev/null || { say "$image was not built"; exit 1; }
 done
+built="$(docker run --rm --entrypoint apiguard-limiter apiguard-limiter:latest --version)"
+[ "$built" = "apiguard-limiter $(cargo pkgid -p apiguard-limiter | sed 's/.*[#@]//') (revision $APIGUARD_GIT_REVISION)" ] \
+    || { say "the limiter image reports '$built', not revision $APIGUARD_GIT_REVISION"; exit 1; }
+say "the limiter image is $built"
 say "starting project $project: Envoy on 127.0.0.1:$APIGUARD_DEMO_PORT, admin on 127.0.0.1:$APIGUARD_DEMO_ADMIN_PORT"
 compose up -d
 

@@ -18,7 +18,7 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(
     name = "apiguard",
-    version,
+    version = apiguard_buildinfo::LONG_VERSION,
     about = "Offline tooling for the apiguard Envoy filter"
 )]
 struct Cli {

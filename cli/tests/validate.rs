@@ -42,14 +42,30 @@ fn validate_missing_file_exits_2() {
         .code(2);
 }
 
+/// `apiguard --version` names the version and the git revision it was built from (the
+/// limiter prints the same: `limiter service::the_version_and_revision_are_the_clis`).
 #[test]
-fn version_prints_the_crate_version() {
+fn version_prints_the_version_and_the_git_revision() {
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or_else(
+            || "unknown".to_owned(),
+            |o| String::from_utf8_lossy(&o.stdout).trim().to_owned(),
+        );
+    assert_eq!(apiguard_buildinfo::REVISION, head);
     Command::cargo_bin("apiguard")
         .unwrap()
         .arg("--version")
         .assert()
         .success()
-        .stdout(format!("apiguard {}\n", env!("CARGO_PKG_VERSION")));
+        .stdout(format!(
+            "apiguard {} (revision {head})\n",
+            env!("CARGO_PKG_VERSION")
+        ));
 }
 
 /// The Istio `WasmPlugin` of docs/operations.md, as a user would save it.

@@ -23,7 +23,7 @@ use tracing::{error, info, warn};
 /// With no store flag the windows live in this process only: fine for development, wrong for
 /// more than one replica.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version = apiguard_buildinfo::LONG_VERSION, about)]
 struct Args {
     /// Address to serve HTTP on.
     #[arg(
@@ -247,7 +247,14 @@ async fn serve<S: Store>(args: &Args, store: S, timeout: Duration) -> ExitCode {
     } else {
         "plain HTTP"
     };
-    info!(listen = %args.listen, store = %store_name, transport, "apiguard-limiter serving");
+    info!(
+        listen = %args.listen,
+        store = %store_name,
+        transport,
+        version = apiguard_buildinfo::VERSION,
+        revision = apiguard_buildinfo::REVISION,
+        "apiguard-limiter serving"
+    );
     let limits = Limits {
         header_read_timeout: Duration::from_millis(args.header_timeout_ms),
         request_timeout: Duration::from_millis(args.request_timeout_ms),

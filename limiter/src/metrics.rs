@@ -6,6 +6,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -39,6 +40,15 @@ impl Metrics {
             "checks",
             "Check calls by result: allowed, limited, store_error, bad_request",
             checks.clone(),
+        );
+        // `apiguard_limiter_build_info{version="…",revision="…"} 1`: which build answers.
+        registry.register(
+            "build",
+            "The version and git revision of this limiter",
+            Info::new(vec![
+                ("version", apiguard_buildinfo::VERSION),
+                ("revision", apiguard_buildinfo::REVISION),
+            ]),
         );
         let store_errors = Family::<KindLabel, Counter>::default();
         registry.register(

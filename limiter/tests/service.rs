@@ -704,3 +704,42 @@ async fn redis_cluster_over_tls_is_exact() {
     }
     assert_eq!(ready(&a).await, 200);
 }
+
+/// `apiguard-limiter --version` and its `build_info` metric name the version and git revision
+/// it was built from, as `apiguard --version` does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_version_and_revision_are_the_clis() {
+    let out = std::process::Command::new(BIN)
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("apiguard-limiter {}\n", apiguard_buildinfo::LONG_VERSION)
+    );
+    assert_ne!(apiguard_buildinfo::REVISION, "");
+    let l = limiter(&[]).await;
+    let metrics = reqwest::get(format!("http://{}/metrics", l.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = format!(
+        "apiguard_limiter_build_info{{version=\"{}\",revision=\"{}\"}} 1",
+        apiguard_buildinfo::VERSION,
+        apiguard_buildinfo::REVISION
+    );
+    assert!(metrics.contains(&line), "{line} not in\n{metrics}");
+    assert!(
+        l.proc
+            .log()
+            .contains(&format!("revision=\"{}\"", apiguard_buildinfo::REVISION))
+            || l.proc
+                .log()
+                .contains(&format!("revision={}", apiguard_buildinfo::REVISION)),
+        "{}",
+        l.proc.log()
+    );
+}
