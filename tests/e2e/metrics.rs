@@ -41,7 +41,10 @@ async fn counters_reach_prometheus_as_labelled_series() {
     let envoy = Envoy::start(&spec).await.unwrap();
     let (alg, kid, key) = &all[1];
     assert_eq!(*alg, Algorithm::ES256);
-    let good = format!("Bearer {}", token(*alg, kid, key, &claims(json!({"sub": "u1"}))));
+    let good = format!(
+        "Bearer {}",
+        token(*alg, kid, key, &claims(json!({"sub": "u1"})))
+    );
     // Another first character of the signature: still base64url, no longer the signature.
     let dot = good.rfind('.').unwrap() + 1;
     let first = if &good[dot..dot + 1] == "A" { "B" } else { "A" };
@@ -53,9 +56,18 @@ async fn counters_reach_prometheus_as_labelled_series() {
             .send()
     };
     // Accepted, then allowed (a limiter failure let through); forged; denied by the policy.
-    assert_eq!(send(reqwest::Method::GET, &good).await.unwrap().status(), 200);
-    assert_eq!(send(reqwest::Method::GET, &forged).await.unwrap().status(), 401);
-    assert_eq!(send(reqwest::Method::POST, &good).await.unwrap().status(), 403);
+    assert_eq!(
+        send(reqwest::Method::GET, &good).await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        send(reqwest::Method::GET, &forged).await.unwrap().status(),
+        401
+    );
+    assert_eq!(
+        send(reqwest::Method::POST, &good).await.unwrap().status(),
+        403
+    );
 
     let url = format!("http://{}/stats/prometheus", envoy.admin);
     let want = [
