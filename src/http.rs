@@ -85,6 +85,7 @@ pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
 
 /// `request.method_override` in the configuration.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum MethodOverride {
     /// A request carrying a method-override header is refused (400): the default, since apiguard

@@ -7,6 +7,7 @@ use serde::Deserialize;
 /// JOSE signature algorithms apiguard can be told to accept. `none` has no variant on purpose:
 /// listing it is a configuration error, not a setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum Algorithm {
     RS256,
     RS384,

@@ -45,6 +45,7 @@ impl NormalizedPath {
 /// What to do with path parameters (`;` in a segment, raw or percent-encoded):
 /// `request.matrix_params` in the configuration.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum MatrixParams {
     /// Refuse the request (400): the default, since backends disagree on what `;` means.

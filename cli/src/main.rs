@@ -38,6 +38,9 @@ enum Command {
         /// an Envoy configuration or Istio `WasmPlugin` manifests.
         config: PathBuf,
     },
+    /// Print the JSON Schema of the plugin configuration (docs/apiguard-config.schema.json), for
+    /// editors (YAML language servers) and CI.
+    Schema,
     /// Test and evaluate policies.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -65,6 +68,10 @@ enum Command {
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Validate { config } => validate(&config),
+        Command::Schema => {
+            println!("{}", schema());
+            ExitCode::SUCCESS
+        }
         Command::Policy(cmd) => policy::run(cmd),
         Command::Token(cmd) => token::run(cmd),
         Command::Simulate {
@@ -74,6 +81,28 @@ fn main() -> ExitCode {
             output,
         } => simulate::run(&config, &request, jwks.as_deref(), output),
     }
+}
+
+/// The configuration's JSON Schema, generated from the types the filter parses into (so it
+/// cannot drift from them; `docs/apiguard-config.schema.json` is this text, and a test holds
+/// the two equal).
+fn schema() -> String {
+    let mut schema = schemars::schema_for!(apiguard_core::config::Config).to_value();
+    if let Some(doc) = schema.as_object_mut() {
+        doc.insert(
+            "$id".into(),
+            "https://github.com/apiguard/apiguard/blob/main/docs/apiguard-config.schema.json"
+                .into(),
+        );
+        doc.insert("title".into(), "apiguard plugin configuration".into());
+        doc.insert(
+            "description".into(),
+            "The JSON in the apiguard Wasm filter's `configuration` (docs/configuration.md). \
+             Ranges and references between sections are checked by `apiguard validate`, not here."
+                .into(),
+        );
+    }
+    serde_json::to_string_pretty(&schema).unwrap_or_default()
 }
 
 /// Reads a file, or explains why not (exit code 2).

@@ -14,6 +14,7 @@ use crate::jose::Algorithm;
 
 /// `jwt`: token providers and which paths need which of them.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct JwtConfig {
     pub providers: BTreeMap<String, ProviderConfig>,
@@ -40,6 +41,7 @@ pub struct JwtConfig {
 
 /// `jwt.host_signatures`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum HostSignatures {
     #[default]
@@ -49,6 +51,7 @@ pub enum HostSignatures {
 
 /// `jwt.providers.<name>`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
     /// Compared with the token's `iss` exactly.
@@ -89,6 +92,7 @@ pub struct ProviderConfig {
 
 /// `jwt.providers.<name>.jwks`: exactly one of `inline` or `remote`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub enum JwksConfig {
     Inline(InlineJwks),
@@ -97,12 +101,14 @@ pub enum JwksConfig {
 
 /// A JWK Set (RFC 7517 §5). Members other than `keys` are allowed by the RFC and ignored.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct InlineJwks {
     pub keys: Vec<Value>,
 }
 
 /// `jwks.remote`: keys fetched over an Envoy cluster and cached.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RemoteJwks {
     pub cluster: String,
@@ -122,6 +128,7 @@ pub struct RemoteJwks {
 /// One place a token may come from. Exactly one of `header`, `query`, `cookie`; `prefix` only
 /// with `header`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TokenSource {
     #[serde(default)]
@@ -137,6 +144,7 @@ pub struct TokenSource {
 /// `claims_to_headers[]`: a verified claim (dotted path for nested claims) copied to an
 /// upstream request header.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ClaimToHeader {
     pub claim: String,
@@ -145,6 +153,7 @@ pub struct ClaimToHeader {
 
 /// `jwt.rules[]`: the providers a path prefix requires (any one of them); empty means public.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct JwtRule {
     pub prefix: String,

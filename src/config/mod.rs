@@ -43,6 +43,7 @@ pub const DEFAULT_CLOCK_SKEW_S: u64 = 30;
 /// The whole plugin configuration. Every section is optional; a missing section turns its
 /// stage off.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -59,6 +60,7 @@ pub struct Config {
 /// `request`: spellings of a request that backends disagree on. Both refuse by default; an
 /// operator whose API really uses them opts in (docs/security.md).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RequestConfig {
     /// `;` parameters in path segments: `reject` (400) or `strip` (decide on the path without

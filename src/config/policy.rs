@@ -10,6 +10,7 @@ use super::{check_settable_header, invalid, ConfigError, Problem, MAX_CACHE_ENTR
 
 /// `policy`: embedded Rego.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PolicyConfig {
     /// File name → Rego source. Without it the built-in pack is used.
@@ -50,6 +51,7 @@ pub struct PolicyConfig {
 
 /// `policy.pack_engine`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum PackEngine {
     /// The pack's settings compiled into a native decision; no Rego runs per request.
@@ -62,6 +64,7 @@ pub enum PackEngine {
 /// `policy.decision_cache`: valid only for a policy that is a pure function of its input (no
 /// `time.now_ns`, `http.send`, randomness).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DecisionCacheConfig {
     /// Decisions kept per worker (least recently used leave first).
@@ -72,6 +75,7 @@ pub struct DecisionCacheConfig {
 
 /// Whether policy denials are enforced.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum PolicyMode {
     #[default]

@@ -9,6 +9,7 @@ use super::{check_header_name, invalid, ConfigError, Problem, MAX_CACHE_ENTRIES,
 
 /// `rate_limit`: the callout to apiguard-limiter.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
     /// Envoy cluster that reaches apiguard-limiter.
@@ -36,6 +37,7 @@ pub struct RateLimitConfig {
 
 /// `X-RateLimit-*` (`legacy`), the IETF draft `RateLimit-Policy`/`RateLimit` (`ietf`), or both.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum HeaderMode {
     Legacy,
@@ -46,6 +48,7 @@ pub enum HeaderMode {
 
 /// What to do when the limiter cannot give an answer. `deny` unless an operator says otherwise.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum FailureMode {
     #[default]
@@ -56,6 +59,7 @@ pub enum FailureMode {
 /// Who a request is counted against: `claim:NAME` (verified token only), `header:NAME`, or
 /// `source_ip`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(try_from = "String")]
 pub enum IdentitySource {
     Claim(String),
@@ -65,6 +69,7 @@ pub enum IdentitySource {
 
 /// One window: at most `requests` per `window_s` seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Limit {
     pub requests: u64,
@@ -73,6 +78,7 @@ pub struct Limit {
 
 /// `rate_limit.routes[]`: limits for a path prefix, overriding the policy's tier.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RouteLimit {
     pub name: String,
