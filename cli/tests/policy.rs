@@ -104,29 +104,15 @@ fn policy_eval_takes_opa_style_arguments() {
     let pack = repo("policies/api_authz.rego");
     let input = repo("tests/fixtures/policy-input.json");
     // The pack as Rego on the fixture input (another tenant's document): denied, with reasons.
-    eval(&[
-        "-d",
-        &pack,
-        "-d",
-        &repo("policies/api_authz.data.json"),
-        "-i",
-        &input,
-        "data.api.authz.allow",
-    ])
-    .success()
-    .stdout(contains(r#""value": false"#))
-    .stdout(contains(r#""text": "data.api.authz.allow""#));
-    eval(&[
-        "-d",
-        &pack,
-        "-d",
-        &repo("policies/api_authz.data.json"),
-        "-i",
-        &input,
-        "data.api.authz.reasons",
-    ])
-    .success()
-    .stdout(contains("tenant_mismatch"));
+    let data = repo("policies/api_authz.data.json");
+    let pack_eval = |query: &str| eval(&["-d", &pack, "-d", &data, "-i", &input, query]);
+    pack_eval("data.api.authz.allow")
+        .success()
+        .stdout(contains(r#""value": false"#))
+        .stdout(contains(r#""text": "data.api.authz.allow""#));
+    pack_eval("data.api.authz.reasons")
+        .success()
+        .stdout(contains("tenant_mismatch"));
     // A folder of data files goes under its sub-folders' names, as OPA loads it.
     let conf_s = conf.to_str().unwrap();
     let extra_s = extra.to_str().unwrap();

@@ -93,33 +93,24 @@ fn validate_reads_istio_wasmplugin_manifests() {
         istio_example()
     );
     std::fs::write(&file, &manifest).unwrap();
-    Command::cargo_bin("apiguard")
-        .unwrap()
-        .args(["validate", file.to_str().unwrap()])
-        .assert()
-        .success()
-        .stdout(predicates::str::contains(
-            "document 1: WasmPlugin apiguard: spec.pluginConfig",
-        ));
+    let validate = || {
+        Command::cargo_bin("apiguard")
+            .unwrap()
+            .args(["validate", file.to_str().unwrap()])
+            .assert()
+    };
+    validate().success().stdout(predicates::str::contains(
+        "document 1: WasmPlugin apiguard: spec.pluginConfig",
+    ));
     // A mistake in pluginConfig is named like any other.
     let bad = manifest.replace("timeout_ms: 100\n", "timeout_ms: 0\n");
     std::fs::write(&file, bad).unwrap();
-    Command::cargo_bin("apiguard")
-        .unwrap()
-        .args(["validate", file.to_str().unwrap()])
-        .assert()
-        .code(1)
-        .stderr(predicates::str::contains(
-            "WasmPlugin apiguard: spec.pluginConfig: rate_limit.timeout_ms: must be greater than zero",
-        ));
+    validate().code(1).stderr(predicates::str::contains(
+        "WasmPlugin apiguard: spec.pluginConfig: rate_limit.timeout_ms: must be greater than zero",
+    ));
     // A file with neither says so.
     std::fs::write(&file, "apiVersion: v1\nkind: Namespace\n").unwrap();
-    Command::cargo_bin("apiguard")
-        .unwrap()
-        .args(["validate", file.to_str().unwrap()])
-        .assert()
-        .code(1)
-        .stderr(predicates::str::contains(
-            "no WasmPlugin with a pluginConfig",
-        ));
+    validate().code(1).stderr(predicates::str::contains(
+        "no WasmPlugin with a pluginConfig",
+    ));
 }
