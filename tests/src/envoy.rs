@@ -50,6 +50,8 @@ pub struct EnvoySpec {
     pub wasm_log_level: &'static str,
     /// Native HTTP filters placed before the apiguard filter (e.g. `jwt_authn` baselines).
     pub native_filters: Vec<Value>,
+    /// Native HTTP filters placed after it (they see the headers apiguard set).
+    pub native_filters_after: Vec<Value>,
     /// Another build of the module (benchmarks compare build profiles); default [`wasm_path`].
     pub module: Option<PathBuf>,
     /// The route's `rate_limits` (actions making descriptors for Envoy's native `ratelimit`
@@ -71,6 +73,7 @@ impl EnvoySpec {
             concurrency: 1,
             wasm_log_level: "debug",
             native_filters: Vec::new(),
+            native_filters_after: Vec::new(),
             module: None,
             route_rate_limits: Vec::new(),
             http2_clusters: Vec::new(),
@@ -126,6 +129,12 @@ impl EnvoySpec {
         self
     }
 
+    /// Adds a native HTTP filter after the apiguard filter.
+    pub fn with_native_filter_after(mut self, filter: Value) -> Self {
+        self.native_filters_after.push(filter);
+        self
+    }
+
     pub fn concurrency(mut self, workers: u32) -> Self {
         self.concurrency = workers;
         self
@@ -142,6 +151,7 @@ impl EnvoySpec {
             };
             filters.push(wasm_filter(&module, cfg));
         }
+        filters.extend(self.native_filters_after.iter().cloned());
         filters.push(json!({
             "name": "envoy.filters.http.router",
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}

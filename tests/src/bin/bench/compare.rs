@@ -16,6 +16,7 @@ use apiguard_e2e::keys::{self, claims, token};
 use apiguard_e2e::load::MixRequest;
 use apiguard_e2e::serve::Server;
 use apiguard_e2e::{Echo, EnvoySpec};
+use apiguard_limiter_api::{CheckRequest, CheckResponse, CheckResult};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -39,6 +40,8 @@ enum CompareVariant {
     ApiguardPackRealistic,
     NativeRbacExtAuthzRealistic,
     ApiguardPackLimiterRealistic,
+    ApiguardPackNativeRatelimitRealistic,
+    ApiguardPackInstantLimiterRealistic,
 }
 
 impl Label for CompareVariant {
@@ -57,6 +60,12 @@ impl Label for CompareVariant {
             }
             CompareVariant::ApiguardPackLimiterRealistic => {
                 "apiguard jwt + pack + limiter, realistic"
+            }
+            CompareVariant::ApiguardPackNativeRatelimitRealistic => {
+                "apiguard jwt + pack + native ratelimit (gRPC to the limiter), realistic"
+            }
+            CompareVariant::ApiguardPackInstantLimiterRealistic => {
+                "apiguard jwt + pack + limiter call answered at once, realistic"
             }
         }
     }
@@ -134,6 +143,17 @@ fn rbac() -> Value {
     }}}})
 }
 
+/// Envoy's native `ratelimit` filter asking apiguard-limiter over gRPC (domain `bench`,
+/// [`crate::setup::RLS_DESCRIPTORS`]), failing closed, with the draft-03 headers.
+fn native_ratelimit() -> Value {
+    json!({"name": "envoy.filters.http.ratelimit", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit",
+        "domain": "bench", "failure_mode_deny": true, "timeout": "0.2s",
+        "enable_x_ratelimit_headers": "DRAFT_VERSION_03",
+        "rate_limit_service": {"transport_api_version": "V3",
+                               "grpc_service": {"envoy_grpc": {"cluster_name": "limiter_grpc"}}}}})
+}
+
 fn ext_authz() -> Value {
     json!({"name": "envoy.filters.http.ext_authz", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
@@ -153,6 +173,36 @@ pub async fn run() -> BenchResult {
     )
     .await?;
     let (_redis, limiter) = limiter_over_redis().await?;
+    // A limiter that answers every check "allowed" at once, without a store: what the call
+    // costs Envoy itself, apart from the limiter's own work and latency.
+    let instant = Server::start(
+        "instant limiter",
+        "127.0.0.1:0",
+        axum::Router::new().fallback(|body: axum::body::Bytes| async move {
+            let answer = match CheckRequest::from_json(&body) {
+                Ok(req) => CheckResponse {
+                    allowed: true,
+                    results: req
+                        .checks
+                        .iter()
+                        .map(|c| CheckResult {
+                            key: c.key.clone(),
+                            limit: c.limit,
+                            remaining: c.limit.saturating_sub(c.cost),
+                            reset_ms: c.window_ms,
+                            retry_after_ms: 0,
+                        })
+                        .collect(),
+                },
+                Err(_) => CheckResponse {
+                    allowed: false,
+                    results: Vec::new(),
+                },
+            };
+            axum::Json(answer)
+        }),
+    )
+    .await?;
     let all = keys::all();
     let jwks = keys::jwks(&all);
     let (_, _, rs) = &all[0];
@@ -186,7 +236,16 @@ pub async fn run() -> BenchResult {
     let spec = || {
         EnvoySpec::new(echo.addr)
             .with_cluster("limiter", limiter.addr)
+            .with_grpc_cluster("limiter_grpc", limiter.addr)
             .with_cluster("authz", authz.addr)
+    };
+    // apiguard for identity and policy, and Envoy's own filter for the limiter call: the user
+    // comes from the header apiguard sets from the verified token (a client's own is removed).
+    let pack_with_user_header = {
+        let mut c: Value = serde_json::from_str(&apiguard(true, false))?;
+        c["jwt"]["providers"]["p"]["claims_to_headers"] =
+            json!([{"claim": "sub", "header": "x-user-id"}]);
+        c.to_string()
     };
     let with_jwt = |spec: EnvoySpec, cache: bool| {
         spec.with_native_filter(jwt_authn(&jwks, cache.then_some(1000), true))
@@ -262,6 +321,25 @@ pub async fn run() -> BenchResult {
             mix.clone(),
             pack_checks.clone(),
         ),
+        (
+            ApiguardPackInstantLimiterRealistic,
+            EnvoySpec::new(echo.addr)
+                .with_cluster("limiter", instant.addr)
+                .with_filter(apiguard(true, true)),
+            mix.clone(),
+            pack_checks.clone(),
+        ),
+        (
+            ApiguardPackNativeRatelimitRealistic,
+            spec()
+                .with_filter(pack_with_user_header)
+                .with_native_filter_after(native_ratelimit())
+                .with_route_rate_limit(json!({"actions": [
+                    {"request_headers": {"header_name": "x-user-id", "descriptor_key": "user"}}
+                ]})),
+            mix.clone(),
+            pack_checks.clone(),
+        ),
     ];
     // `APIGUARD_BENCH_ONLY=a,b`: only the variants whose labels contain one of these.
     let only: Vec<String> = std::env::var("APIGUARD_BENCH_ONLY")
@@ -291,6 +369,24 @@ pub async fn run() -> BenchResult {
     // round (the policy-cost issue's goal: ≤ 1.2×).
     run.increment_ratio(
         (ApiguardPackLimiterRealistic, ApiguardPackRealistic),
+        (NativeRbacExtAuthzRealistic, NativeRbacRealistic),
+        Some(1.2),
+    );
+    // The call itself, answered at once (docs/benchmarks.md, "The limiter call").
+    run.increment_ratio(
+        (ApiguardPackInstantLimiterRealistic, ApiguardPackRealistic),
+        (NativeRbacExtAuthzRealistic, NativeRbacRealistic),
+        Some(1.2),
+    );
+    // The same limiter and windows, called by Envoy's native filter over gRPC instead of from
+    // Wasm (docs/benchmarks.md, "The limiter call").
+    run.ratio(
+        ApiguardPackNativeRatelimitRealistic,
+        NativeRbacExtAuthzRealistic,
+        Some(1.2),
+    );
+    run.increment_ratio(
+        (ApiguardPackNativeRatelimitRealistic, ApiguardPackRealistic),
         (NativeRbacExtAuthzRealistic, NativeRbacRealistic),
         Some(1.2),
     );

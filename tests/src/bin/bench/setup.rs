@@ -70,15 +70,30 @@ pub fn es256_caller() -> (String, Value) {
     (auth, jwt_section(&keys::jwks(&all)))
 }
 
-/// A Redis and an apiguard-limiter over it (release build), for the variants that call it.
+/// The limiter's descriptors for Envoy's native `ratelimit` filter in the benchmarks: per user,
+/// the same window and algorithm as [`unlimited`] (a real store call every request).
+pub const RLS_DESCRIPTORS: &str = "domain: bench
+descriptors:
+  - key: user
+    rate_limit: {unit: minute, requests_per_unit: 1000000000}
+";
+
+/// A Redis and an apiguard-limiter over it (release build), for the variants that call it
+/// (`POST /v1/check`, and Envoy's rate-limit service with [`RLS_DESCRIPTORS`]).
 pub async fn limiter_over_redis(
 ) -> Result<(apiguard_e2e::Redis, apiguard_e2e::Limiter), Box<dyn std::error::Error>> {
     let redis = apiguard_e2e::Redis::start()?;
+    let dir = apiguard_e2e::target_dir().join("bench");
+    std::fs::create_dir_all(&dir)?;
+    let descriptors = dir.join("rls-descriptors.yaml");
+    std::fs::write(&descriptors, RLS_DESCRIPTORS)?;
     let limiter = apiguard_e2e::Limiter::start(&[
         "--redis".into(),
         redis.url(),
         "--redis-timeout-ms".into(),
         "1000".into(),
+        "--rls-config".into(),
+        descriptors.display().to_string(),
     ])
     .await?;
     Ok((redis, limiter))
