@@ -130,7 +130,7 @@ fn policy_eval_takes_opa_style_arguments() {
     .success()
     .stdout(contains(r#""value": true"#));
     // Undefined: `{}`, and exit 1 with --fail.
-    eval(&[
+    let undefined = [
         "-d",
         conf_s,
         "-d",
@@ -138,20 +138,9 @@ fn policy_eval_takes_opa_style_arguments() {
         "-i",
         &input,
         "data.extra.blocked",
-    ])
-    .success()
-    .stdout("{}\n");
-    eval(&[
-        "--fail",
-        "-d",
-        conf_s,
-        "-d",
-        extra_s,
-        "-i",
-        &input,
-        "data.extra.blocked",
-    ])
-    .code(1);
+    ];
+    eval(&undefined).success().stdout("{}\n");
+    eval(&[&["--fail"][..], &undefined[..]].concat()).code(1);
     // A query that does not parse, or a file of another kind, says so.
     eval(&["-d", extra_s, "data.extra.("]).code(1);
     eval(&["-d", &repo("README.md"), "data"]).code(2);

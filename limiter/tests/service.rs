@@ -653,29 +653,43 @@ fn tls_options_that_cannot_work_stop_the_start() {
             String::from_utf8_lossy(&out.stderr)
         )
     };
-    let text = run(&[
-        "--redis",
-        "redis://127.0.0.1:1",
-        "--redis-tls-ca",
-        "/etc/hostname",
-    ]);
-    assert!(text.contains("the URL is not rediss://"), "{text}");
-    let text = run(&["--redis", "rediss://127.0.0.1:1/#insecure"]);
-    assert!(text.contains("`#insecure`"), "{text}");
-    let text = run(&[
-        "--redis-cluster",
-        "rediss://127.0.0.1:1",
-        "--redis-tls-server-name",
-        "x",
-    ]);
-    assert!(text.contains("single node"), "{text}");
-    let text = run(&[
-        "--redis",
-        "rediss://127.0.0.1:1",
-        "--redis-tls-ca",
-        "/nonexistent.pem",
-    ]);
-    assert!(text.contains("--redis-tls-ca /nonexistent.pem"), "{text}");
+    let refusals: [(&[&str], &str); 4] = [
+        (
+            &[
+                "--redis",
+                "redis://127.0.0.1:1",
+                "--redis-tls-ca",
+                "/etc/hostname",
+            ],
+            "the URL is not rediss://",
+        ),
+        (
+            &["--redis", "rediss://127.0.0.1:1/#insecure"],
+            "`#insecure`",
+        ),
+        (
+            &[
+                "--redis-cluster",
+                "rediss://127.0.0.1:1",
+                "--redis-tls-server-name",
+                "x",
+            ],
+            "single node",
+        ),
+        (
+            &[
+                "--redis",
+                "rediss://127.0.0.1:1",
+                "--redis-tls-ca",
+                "/nonexistent.pem",
+            ],
+            "--redis-tls-ca /nonexistent.pem",
+        ),
+    ];
+    for (args, want) in refusals {
+        let text = run(args);
+        assert!(text.contains(want), "{args:?}: {text}");
+    }
 }
 
 /// A Redis Cluster whose nodes serve TLS only: two limiters over `rediss://` seeds stay exact
