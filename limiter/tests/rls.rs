@@ -220,7 +220,8 @@ async fn a_call_is_all_or_nothing(r: Running) {
     assert_eq!(alone.statuses[0].limit_remaining, 8);
 }
 
-/// Never OK when the limiter cannot decide: an unknown domain, negative or too many hits.
+/// Never OK when the limiter cannot decide: an unknown domain or negative hits are errors, too
+/// many hits over the limit.
 async fn calls_the_limiter_cannot_count_are_errors(r: Running) {
     let mut c = r.client.clone();
     let e = ask(&mut c, request("nope", vec![descriptor(&[("user", "u")])]))
@@ -234,10 +235,20 @@ async fn calls_the_limiter_cannot_count_are_errors(r: Running) {
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
-    let mut heavy = request("edge", vec![descriptor(&[("user", "u")])]);
+    // More hits than the limiter counts in one call (the hits can come from the request):
+    // over the limit, never an error that Envoy's default would let through.
+    let mut heavy = request("edge", vec![descriptor(&[("user", "heavy")])]);
     heavy.hits_addend = 1_000_000;
-    let e = ask(&mut c, heavy).await.unwrap_err();
-    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    let res = ask(&mut c, heavy).await.unwrap();
+    assert_eq!(res.overall_code, Code::OverLimit as i32);
+    assert_eq!(res.statuses[0].code, Code::OverLimit as i32);
+    let alone = ask(
+        &mut c,
+        request("edge", vec![descriptor(&[("user", "heavy")])]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(alone.statuses[0].limit_remaining, 19, "nothing was charged");
     // Descriptors without a limit are answered without a store call.
     let res = ask(&mut c, request("edge", vec![descriptor(&[("other", "x")])]))
         .await

@@ -18,6 +18,10 @@ use apiguard_limiter_api::{Check, LimitAlgorithm, MAX_CHECKS, MAX_COST, MAX_KEY_
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+/// Longest domain name: a key carries it (percent-encoded) besides a 64-character digest, within
+/// the store's 512 bytes.
+pub const MAX_DOMAIN_BYTES: usize = 96;
+
 /// One domain's limits: one YAML document of the descriptor file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -107,6 +111,8 @@ pub enum ConfigError {
     Parse(usize, String),
     #[error("document {0}: domain must not be empty")]
     EmptyDomain(usize),
+    #[error("document {0}: domain is {1} bytes; at most {MAX_DOMAIN_BYTES}")]
+    LongDomain(usize, usize),
     #[error("domain `{0}` is defined twice")]
     DuplicateDomain(String),
     #[error("domain `{domain}`, {node}: {message}")]
@@ -162,11 +168,13 @@ pub struct Descriptor {
 pub enum PlanError {
     #[error("no limits are configured for domain `{0}`")]
     UnknownDomain(String),
+    /// Answered OVER_LIMIT, not as an error: Envoy lets a request through on an error unless
+    /// `failure_mode_deny` is set, and the hits can come from the request itself.
     #[error("descriptors[{0}]: hits {1} is over the largest cost, {MAX_COST}")]
-    TooManyHits(usize, u64),
+    TooManyHits(usize, u64, Rule),
     #[error("descriptors[{0}]: negative hits (refilling a window) are not supported")]
     NegativeHits(usize),
-    #[error("{0} descriptors have limits; at most {MAX_CHECKS} can be checked in one call")]
+    #[error("more than {MAX_CHECKS} descriptors have limits ({0} at least); at most {MAX_CHECKS} can be checked in one call")]
     TooManyLimits(usize),
 }
 
@@ -198,6 +206,9 @@ impl Descriptors {
                 DomainFile::deserialize(doc).map_err(|e| ConfigError::Parse(i, e.to_string()))?;
             if file.domain.is_empty() {
                 return Err(ConfigError::EmptyDomain(i));
+            }
+            if file.domain.len() > MAX_DOMAIN_BYTES {
+                return Err(ConfigError::LongDomain(i, file.domain.len()));
             }
             if domains.contains_key(&file.domain) {
                 return Err(ConfigError::DuplicateDomain(file.domain));
@@ -240,7 +251,7 @@ impl Descriptors {
             // Envoy sends 0 for "not set": one hit.
             let hits = d.hits.unwrap_or(hits_addend).max(1);
             if hits > MAX_COST {
-                return Err(PlanError::TooManyHits(i, hits));
+                return Err(PlanError::TooManyHits(i, hits, rule));
             }
             let key = counter_key(domain, &d.entries, &rule);
             let window_ms = rule.unit.window_ms();
@@ -250,10 +261,13 @@ impl Descriptors {
                 Some(j) => {
                     let cost = checks[j].cost + hits;
                     if cost > MAX_COST {
-                        return Err(PlanError::TooManyHits(i, cost));
+                        return Err(PlanError::TooManyHits(i, cost, rule));
                     }
                     checks[j].cost = cost;
                     j
+                }
+                None if checks.len() == MAX_CHECKS => {
+                    return Err(PlanError::TooManyLimits(MAX_CHECKS + 1));
                 }
                 None => {
                     checks.push(Check {
@@ -267,9 +281,6 @@ impl Descriptors {
                 }
             };
             per_descriptor.push(Some((index, rule)));
-        }
-        if checks.len() > MAX_CHECKS {
-            return Err(PlanError::TooManyLimits(checks.len()));
         }
         Ok(Plan {
             checks,

@@ -64,6 +64,16 @@ impl<S: Store> RateLimitService for Rls<S> {
                 st.metrics.bad_request();
                 return Err(Status::failed_precondition(e.to_string()));
             }
+            Err(super::PlanError::TooManyHits(i, hits, rule)) => {
+                // More than one call may count can never be admitted: over the limit, nothing
+                // charged (an error would let the request through under Envoy's default).
+                warn!(
+                    descriptor = i,
+                    hits, "hits over the largest cost: over the limit"
+                );
+                st.metrics.decided(false);
+                return Ok(Response::new(too_costly(req.descriptors.len(), i, &rule)));
+            }
             Err(e) => {
                 st.metrics.bad_request();
                 return Err(Status::invalid_argument(e.to_string()));
@@ -174,6 +184,32 @@ fn answer(plan: &Plan, decision: Option<&crate::store::Decision>) -> RateLimitRe
         overall_code: if allowed { Code::Ok } else { Code::OverLimit } as i32,
         statuses,
         response_headers_to_add,
+        ..RateLimitResponse::default()
+    }
+}
+
+/// OVER_LIMIT for a call one of whose descriptors costs more than the limiter counts: that
+/// descriptor over its limit, the others untouched, `Retry-After` one window.
+fn too_costly(descriptors: usize, over: usize, rule: &super::Rule) -> RateLimitResponse {
+    let statuses = (0..descriptors)
+        .map(|i| DescriptorStatus {
+            code: if i == over { Code::OverLimit } else { Code::Ok } as i32,
+            current_limit: (i == over).then(|| RateLimit {
+                name: rule.name.clone(),
+                requests_per_unit: rule.requests_per_unit,
+                unit: rule.unit.proto(),
+            }),
+            ..DescriptorStatus::default()
+        })
+        .collect();
+    RateLimitResponse {
+        overall_code: Code::OverLimit as i32,
+        statuses,
+        response_headers_to_add: vec![HeaderValue {
+            key: "retry-after".into(),
+            value: (rule.unit.window_ms() / 1000).max(1).to_string(),
+            ..HeaderValue::default()
+        }],
         ..RateLimitResponse::default()
     }
 }
