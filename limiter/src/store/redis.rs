@@ -132,29 +132,37 @@ enum Conn {
 struct RenamedConn {
     client: redis::Client,
     config: redis::AsyncConnectionConfig,
-    current: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    /// The open connection and its generation, so a failure on an older one does not close a
+    /// connection opened since.
+    current: tokio::sync::Mutex<(u64, Option<MultiplexedConnection>)>,
 }
 
 impl RenamedConn {
-    /// The open connection, or a new one (one connection attempt at a time).
-    async fn get(&self) -> redis::RedisResult<MultiplexedConnection> {
+    /// The open connection and its generation, or a new one (one connection attempt at a
+    /// time).
+    async fn get(&self) -> redis::RedisResult<(u64, MultiplexedConnection)> {
         let mut current = self.current.lock().await;
-        if let Some(c) = &*current {
-            return Ok(c.clone());
+        if let (generation, Some(c)) = &*current {
+            return Ok((*generation, c.clone()));
         }
         let c = self
             .client
             .get_multiplexed_async_connection_with_config(&self.config)
             .await?;
-        *current = Some(c.clone());
-        Ok(c)
+        current.0 += 1;
+        current.1 = Some(c.clone());
+        Ok((current.0, c))
     }
 
-    /// Forgets a connection that failed, so the next call opens another.
-    async fn failed<T>(&self, r: redis::RedisResult<T>) -> redis::RedisResult<T> {
+    /// Forgets connection `generation` when it broke (not on a slow reply: a response timeout
+    /// leaves a multiplexed connection usable), so the next call opens another.
+    async fn failed<T>(&self, generation: u64, r: redis::RedisResult<T>) -> redis::RedisResult<T> {
         if let Err(e) = &r {
-            if e.is_connection_dropped() || e.is_io_error() || e.is_unrecoverable_error() {
-                *self.current.lock().await = None;
+            if e.is_connection_dropped() || e.is_unrecoverable_error() {
+                let mut current = self.current.lock().await;
+                if current.0 == generation {
+                    current.1 = None;
+                }
             }
         }
         r
@@ -166,8 +174,8 @@ impl Conn {
         match self.clone() {
             Conn::Single(mut cm) => cmd.query_async(&mut cm).await,
             Conn::Renamed(r) => {
-                let mut c = r.get().await?;
-                r.failed(cmd.query_async(&mut c).await).await
+                let (generation, mut c) = r.get().await?;
+                r.failed(generation, cmd.query_async(&mut c).await).await
             }
             Conn::Cluster(mut cc) => cmd.query_async(&mut cc).await,
         }
@@ -177,8 +185,8 @@ impl Conn {
         match self.clone() {
             Conn::Single(mut cm) => inv.invoke_async(&mut cm).await,
             Conn::Renamed(r) => {
-                let mut c = r.get().await?;
-                r.failed(inv.invoke_async(&mut c).await).await
+                let (generation, mut c) = r.get().await?;
+                r.failed(generation, inv.invoke_async(&mut c).await).await
             }
             Conn::Cluster(mut cc) => inv.invoke_async(&mut cc).await,
         }
@@ -327,7 +335,7 @@ impl RedisStore {
                 let renamed = Arc::new(RenamedConn {
                     client,
                     config,
-                    current: tokio::sync::Mutex::new(None),
+                    current: tokio::sync::Mutex::new((0, None)),
                 });
                 renamed.get().await?;
                 Ok(Conn::Renamed(renamed))
@@ -337,7 +345,10 @@ impl RedisStore {
                     .connection_timeout(self.timeout)
                     .response_timeout(self.timeout)
                     .retries(1);
-                let tls = nodes.first().is_some_and(|n| n.starts_with("rediss://"));
+                let tls = nodes.first().is_some_and(|n| {
+                    redis::IntoConnectionInfo::into_connection_info(n.as_str())
+                        .is_ok_and(|info| is_tls(&info))
+                });
                 if tls {
                     builder = builder.certs(self.tls.certificates());
                 }
