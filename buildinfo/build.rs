@@ -21,25 +21,32 @@ fn git_head() -> Option<String> {
     let root = Path::new(&std::env::var("CARGO_MANIFEST_DIR").ok()?)
         .parent()?
         .to_owned();
-    let git = root.join(".git");
-    // Built again when HEAD moves: a commit, a checkout, a fetch that packs refs.
-    println!("cargo:rerun-if-changed={}", git.join("HEAD").display());
-    println!(
-        "cargo:rerun-if-changed={}",
-        git.join("packed-refs").display()
-    );
-    if let Ok(head) = std::fs::read_to_string(git.join("HEAD")) {
-        if let Some(r) = head.trim().strip_prefix("ref: ") {
-            println!("cargo:rerun-if-changed={}", git.join(r).display());
+    let git = |args: &[&str]| -> Option<String> {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(&root)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+            .filter(|r| !r.is_empty())
+    };
+    // Built again when HEAD moves (a commit, a checkout, refs packed by a fetch or a gc). Only
+    // paths that exist are named: cargo re-runs a script on every build for one that does not.
+    // `--git-dir` also finds a worktree's, where `.git` is a file.
+    if let Some(dir) = git(&["rev-parse", "--git-dir"]) {
+        let dir = root.join(dir);
+        let mut watch = vec![dir.join("HEAD"), dir.join("packed-refs")];
+        if let Some(r) = std::fs::read_to_string(dir.join("HEAD"))
+            .ok()
+            .and_then(|h| h.trim().strip_prefix("ref: ").map(str::to_owned))
+        {
+            watch.push(dir.join(r));
+        }
+        for path in watch.iter().filter(|p| p.exists()) {
+            println!("cargo:rerun-if-changed={}", path.display());
         }
     }
-    let out = Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
-        .current_dir(&root)
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-        .filter(|r| !r.is_empty())
+    git(&["rev-parse", "--short=12", "HEAD"])
 }
