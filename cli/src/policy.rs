@@ -287,7 +287,20 @@ fn print_json(suite: &str, reports: &[CaseReport], coverage: &[testcases::FileCo
 /// JUnit XML, the report format CI systems show as test results: one `testsuite` for the
 /// folder, one `testcase` per case file, a `failure` for each failing case.
 fn print_junit(suite: &str, reports: &[CaseReport]) {
-    use quick_xml::escape::escape;
+    // XML 1.0 has no place for control characters but tab and newline, even escaped.
+    let escape = |text: &str| -> String {
+        let clean: String = text
+            .chars()
+            .map(|c| {
+                if c.is_control() && c != '\n' && c != '\t' {
+                    '\u{fffd}'
+                } else {
+                    c
+                }
+            })
+            .collect();
+        quick_xml::escape::escape(clean.as_str()).into_owned()
+    };
     let failed = reports.iter().filter(|r| r.failure.is_some()).count();
     let mut xml = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     xml.push_str(&format!(
@@ -303,14 +316,14 @@ fn print_junit(suite: &str, reports: &[CaseReport]) {
         let open = format!(
             "    <testcase classname=\"{}\" name=\"{}\"",
             escape(suite),
-            escape(r.name.as_str())
+            escape(&r.name)
         );
         match &r.failure {
             None => xml.push_str(&format!("{open}/>\n")),
             Some(why) => xml.push_str(&format!(
                 "{open}>\n      <failure message=\"{}\">{}</failure>\n    </testcase>\n",
-                escape(why.as_str()),
-                escape(format!("{}\n{why}", r.description).as_str())
+                escape(why),
+                escape(&format!("{}\n{why}", r.description))
             )),
         }
     }

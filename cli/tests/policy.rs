@@ -160,7 +160,7 @@ fn policy_test_reports_as_json_and_junit() {
     }
     std::fs::write(
         dir.path().join("wrong.json"),
-        r#"{"description": "expects <the> wrong & thing", "input": {"request": {"method": "GET", "path": "/healthz"}}, "expected": {"allow": false}}"#,
+        r#"{"description": "expects <the> wrong & thing\u0007", "input": {"request": {"method": "GET", "path": "/healthz"}}, "expected": {"allow": false}}"#,
     )
     .unwrap();
     let run = |format: &str| {
@@ -197,9 +197,10 @@ fn policy_test_reports_as_json_and_junit() {
     assert!(xml.contains(r#"tests="3" failures="1""#), "{xml}");
     assert!(xml.contains(r#"name="tenant_mismatch"/>"#), "{xml}");
     assert!(
-        xml.contains("expects &lt;the&gt; wrong &amp; thing"),
+        xml.contains("expects &lt;the&gt; wrong &amp; thing\u{fffd}"),
         "{xml}"
     );
+    assert!(!xml.contains('\u{7}'), "a control character in XML: {xml}");
     assert!(
         xml.contains(r#"<failure message="allow is true, expected false">"#),
         "{xml}"
