@@ -150,7 +150,7 @@ impl Redis {
 
 /// `redis-cli` next to `redis-server`.
 /// It is stopped after [`READY_TIMEOUT`] (`--cluster create` waits for ever on nodes that cannot
-/// meet), and its output so far is returned.
+/// meet), and that is an error carrying its output so far.
 pub fn redis_cli(conn: &[&str], args: &[&str]) -> Result<String> {
     let server = redis_server_bin()?;
     let cli = server.with_file_name("redis-cli");
@@ -167,10 +167,12 @@ pub fn redis_cli(conn: &[&str], args: &[&str]) -> Result<String> {
         .spawn()
         .map_err(io)?;
     let start = Instant::now();
+    let mut stopped = false;
     while child.try_wait().map_err(io)?.is_none() {
         if start.elapsed() > READY_TIMEOUT {
             let _ = child.kill();
             let _ = child.wait();
+            stopped = true;
             break;
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -178,7 +180,15 @@ pub fn redis_cli(conn: &[&str], args: &[&str]) -> Result<String> {
     let read = |p: &std::path::Path| {
         String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned()
     };
-    Ok(format!("{}{}", read(&out), read(&err)))
+    let output = format!("{}{}", read(&out), read(&err));
+    if stopped {
+        return Err(HarnessError::NotReady {
+            name: format!("redis-cli {args:?}"),
+            waited: READY_TIMEOUT,
+            log: output,
+        });
+    }
+    Ok(output)
 }
 
 /// A Redis Cluster of `masters` nodes (no replicas) on loopback, created with
