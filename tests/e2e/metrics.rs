@@ -107,6 +107,12 @@ async fn counters_reach_prometheus_as_labelled_series() {
             ours.join("\n")
         );
     }
+    // Each stat gets each tag once: Envoy warns when two patterns give one stat the same tag.
+    assert!(
+        !envoy.proc.log().contains("Skipping duplicate tag"),
+        "{}",
+        envoy.proc.log()
+    );
     assert!(
         ours.iter()
             .any(|l| l.starts_with("apiguard_ratelimit_callout_ms_bucket")),
