@@ -13,7 +13,7 @@ WORKDIR /src
 # against placeholder sources, then the real sources. An edit to apiguard's code starts at the
 # last step; a change to Cargo.lock or a manifest rebuilds the dependencies.
 COPY Cargo.toml Cargo.lock ./
-COPY buildinfo/Cargo.toml buildinfo/build.rs buildinfo/
+COPY buildinfo/Cargo.toml buildinfo/
 COPY cli/Cargo.toml cli/
 COPY filters/apiguard-wasm/Cargo.toml filters/apiguard-wasm/
 COPY filters/proxy-abi/Cargo.toml filters/proxy-abi/
@@ -22,14 +22,14 @@ COPY limiter-api/Cargo.toml limiter-api/
 COPY testkit/Cargo.toml testkit/
 COPY tests/Cargo.toml tests/
 COPY tests/probe/Cargo.toml tests/probe/
-# Every target the manifests name, as an empty file (a new workspace member or target must be
-# added here; the build fails on it otherwise).
-RUN for f in src/lib.rs buildinfo/src/lib.rs cli/src/main.rs filters/apiguard-wasm/src/lib.rs \
+# Every target the manifests name, as an empty file, and build scripts as `fn main() {}` (a new
+# workspace member or target must be added here; the build fails on it otherwise).
+RUN for f in src/lib.rs buildinfo/build.rs buildinfo/src/lib.rs cli/src/main.rs filters/apiguard-wasm/src/lib.rs \
         filters/proxy-abi/src/lib.rs limiter/src/lib.rs limiter/src/main.rs limiter-api/src/lib.rs \
         testkit/src/lib.rs tests/src/lib.rs tests/src/bin/demo.rs tests/src/bin/bench/main.rs \
         tests/e2e/main.rs tests/probe/src/lib.rs; do \
         mkdir -p "$(dirname "$f")"; \
-        case "$f" in *main.rs|*/bin/*) echo 'fn main() {}' >"$f" ;; *) : >"$f" ;; esac; \
+        case "$f" in *main.rs|*/bin/*|*build.rs) echo 'fn main() {}' >"$f" ;; *) : >"$f" ;; esac; \
     done
 # Three builds, each with what it is for:
 # - the limiter, the one native production binary: release, with thin LTO and 16 codegen units
