@@ -85,6 +85,18 @@ done
 user=$(docker inspect -f '{{.Config.User}}' "$(id limiter)")
 [ "$user" = "65532:65532" ] || { say "the limiter runs as '$user'"; exit 1; }
 
+# The first JWKS fetch (on the filter's first tick) must be done: until then tokens are refused
+# (docs/jwt.md, "Keys"), as an operator's readiness gate would wait for.
+fetched=0
+for _ in $(seq 1 30); do
+    fetched=$(python3 -c 'import sys, urllib.request
+stats = urllib.request.urlopen(sys.argv[1], timeout=2).read().decode()
+print(sum(int(l.split(":")[1]) for l in stats.splitlines() if l.startswith("wasmcustom.apiguard.jwks.fetch_success:")))' \
+        "http://127.0.0.1:$APIGUARD_DEMO_ADMIN_PORT/stats?filter=jwks.fetch_success" 2>/dev/null || echo 0)
+    [ "${fetched:-0}" -ge 1 ] && break
+    sleep 1
+done
+[ "${fetched:-0}" -ge 1 ] || { say "Envoy never fetched the issuer's JWKS"; exit 1; }
 demo_bin=target/debug/apiguard-demo
 "$demo_bin" walk --envoy "127.0.0.1:$APIGUARD_DEMO_PORT" --key tests/fixtures/keys/es256.json
 # Envoy flushes its access log every second (the compose file says so); a slow machine gets
