@@ -65,6 +65,16 @@ pub enum LimitAlgorithm {
     Counter,
 }
 
+impl LimitAlgorithm {
+    /// The name on the wire (`"log"`, `"counter"`), which the limiter's keys and script use too.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitAlgorithm::Log => "log",
+            LimitAlgorithm::Counter => "counter",
+        }
+    }
+}
+
 /// `POST /v1/check` response body (status 200).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckResponse {

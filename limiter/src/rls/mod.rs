@@ -332,11 +332,7 @@ fn counter_key(domain: &str, entries: &[(String, String)], rule: &Rule) -> Strin
         .flat_map(|(k, v)| [k.as_str(), v.as_str()])
         .collect();
     let json = serde_json::to_string(&flat).unwrap_or_default();
-    let alg = match rule.algorithm {
-        LimitAlgorithm::Log => "log",
-        LimitAlgorithm::Counter => "counter",
-    };
-    let suffix = format!(":{alg}:{}", rule.unit.window_ms());
+    let suffix = format!(":{}:{}", rule.algorithm.as_str(), rule.unit.window_ms());
     let key = format!("{{rls:{tag}}}{json}{suffix}");
     if key.len() <= MAX_KEY_BYTES {
         return key;

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use apiguard_limiter_api::{hash_tag, Check, CheckResult, LimitAlgorithm};
+use apiguard_limiter_api::{hash_tag, Check, CheckResult};
 use std::sync::Arc;
 
 use redis::aio::{ConnectionManager, MultiplexedConnection};
@@ -371,13 +371,10 @@ async fn clock_offset(conn: &Conn) -> Result<i64, StoreError> {
 /// The Redis key of one check. The call's common hash tag goes first, so Redis Cluster puts
 /// every key of the call in one slot (the script touches them all atomically).
 fn redis_key(c: &Check) -> String {
-    let algo = match c.algorithm {
-        LimitAlgorithm::Log => "log",
-        LimitAlgorithm::Counter => "counter",
-    };
     format!(
-        "apiguard:{{{}}}:{algo}:{}:{}",
+        "apiguard:{{{}}}:{}:{}:{}",
         hash_tag(&c.key),
+        c.algorithm.as_str(),
         c.window_ms,
         c.key
     )
@@ -395,12 +392,8 @@ impl Store for RedisStore {
         inv.arg(uuid::Uuid::new_v4().simple().to_string());
         inv.arg(deadline);
         for c in checks {
-            let algo = match c.algorithm {
-                LimitAlgorithm::Log => "log",
-                LimitAlgorithm::Counter => "counter",
-            };
             inv.key(redis_key(c))
-                .arg(algo)
+                .arg(c.algorithm.as_str())
                 .arg(c.limit)
                 .arg(c.window_ms)
                 .arg(c.cost);
@@ -483,6 +476,7 @@ fn parse_reply(checks: &[Check], reply: &[i64]) -> Result<Decision, StoreError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use apiguard_limiter_api::LimitAlgorithm;
 
     #[test]
     fn keys_lead_with_the_calls_hash_tag() {
