@@ -44,6 +44,39 @@ pub struct AppState<S> {
     pub descriptors: rls::Descriptors,
 }
 
+impl<S: Store> AppState<S> {
+    /// One store call within the store deadline, counted in the metrics (from `started`, when
+    /// the request arrived) and logged on failure. Both protocols decide through it. `Err` is
+    /// what to tell the caller: never "allowed".
+    pub async fn decide(
+        &self,
+        checks: &[apiguard_limiter_api::Check],
+        started: Instant,
+    ) -> Result<store::Decision, &'static str> {
+        let decided = tokio::time::timeout(self.store_timeout, self.store.check(checks)).await;
+        self.metrics.observe(started.elapsed());
+        match decided {
+            Ok(Ok(d)) => {
+                self.metrics.decided(d.allowed);
+                Ok(d)
+            }
+            Ok(Err(e)) => {
+                warn!(kind = e.kind(), "store error: {e}");
+                self.metrics.store_error(e.kind());
+                Err("rate-limit store error")
+            }
+            Err(_) => {
+                warn!(
+                    timeout_ms = self.store_timeout.as_millis() as u64,
+                    "store timed out"
+                );
+                self.metrics.store_error("timeout");
+                Err("rate-limit store did not answer in time")
+            }
+        }
+    }
+}
+
 /// The service's routes over a store.
 pub fn app<S: Store>(state: Arc<AppState<S>>) -> Router {
     // Only the rate-limit service's own paths: tonic's router would also answer every unknown
@@ -86,30 +119,13 @@ async fn check<S: Store>(
             return problem(StatusCode::BAD_REQUEST, &e.to_string());
         }
     };
-    let decided = tokio::time::timeout(st.store_timeout, st.store.check(&req.checks)).await;
-    st.metrics.observe(started.elapsed());
-    match decided {
-        Ok(Ok(d)) => {
-            st.metrics.decided(d.allowed);
-            Json(CheckResponse {
-                allowed: d.allowed,
-                results: d.results,
-            })
-            .into_response()
-        }
-        Ok(Err(e)) => {
-            warn!(kind = e.kind(), "store error: {e}");
-            st.metrics.store_error(e.kind());
-            unavailable("rate-limit store error")
-        }
-        Err(_) => {
-            warn!(
-                timeout_ms = st.store_timeout.as_millis() as u64,
-                "store timed out"
-            );
-            st.metrics.store_error("timeout");
-            unavailable("rate-limit store did not answer in time")
-        }
+    match st.decide(&req.checks, started).await {
+        Ok(d) => Json(CheckResponse {
+            allowed: d.allowed,
+            results: d.results,
+        })
+        .into_response(),
+        Err(why) => unavailable(why),
     }
 }
 

@@ -83,28 +83,9 @@ impl<S: Store> RateLimitService for Rls<S> {
             // No descriptor has a limit: nothing to count.
             return Ok(Response::new(answer(&plan, None)));
         }
-        let decided = tokio::time::timeout(st.store_timeout, st.store.check(&plan.checks)).await;
-        st.metrics.observe(started.elapsed());
-        match decided {
-            Ok(Ok(d)) => {
-                st.metrics.decided(d.allowed);
-                Ok(Response::new(answer(&plan, Some(&d))))
-            }
-            Ok(Err(e)) => {
-                warn!(kind = e.kind(), "store error: {e}");
-                st.metrics.store_error(e.kind());
-                Err(Status::unavailable("rate-limit store error"))
-            }
-            Err(_) => {
-                warn!(
-                    timeout_ms = st.store_timeout.as_millis() as u64,
-                    "store timed out"
-                );
-                st.metrics.store_error("timeout");
-                Err(Status::unavailable(
-                    "rate-limit store did not answer in time",
-                ))
-            }
+        match st.decide(&plan.checks, started).await {
+            Ok(d) => Ok(Response::new(answer(&plan, Some(&d)))),
+            Err(why) => Err(Status::unavailable(why)),
         }
     }
 }
@@ -150,11 +131,7 @@ fn answer(plan: &Plan, decision: Option<&crate::store::Decision>) -> RateLimitRe
             let over = result.is_some_and(|r| r.retry_after_ms > 0) && !allowed;
             DescriptorStatus {
                 code: if over { Code::OverLimit } else { Code::Ok } as i32,
-                current_limit: Some(RateLimit {
-                    name: rule.name.clone(),
-                    requests_per_unit: rule.requests_per_unit,
-                    unit: rule.unit.proto(),
-                }),
+                current_limit: Some(current_limit(rule)),
                 limit_remaining: result
                     .map_or(0, |r| u32::try_from(r.remaining).unwrap_or(u32::MAX)),
                 duration_until_reset: result.map(|r| proto_duration(r.reset_ms)),
@@ -164,7 +141,6 @@ fn answer(plan: &Plan, decision: Option<&crate::store::Decision>) -> RateLimitRe
         .collect();
     let mut response_headers_to_add = Vec::new();
     if !allowed {
-        // Seconds, rounded up so a client never retries early.
         let retry_ms = decision
             .map(|d| {
                 d.results
@@ -174,11 +150,7 @@ fn answer(plan: &Plan, decision: Option<&crate::store::Decision>) -> RateLimitRe
                     .unwrap_or(0)
             })
             .unwrap_or(0);
-        response_headers_to_add.push(HeaderValue {
-            key: "retry-after".into(),
-            value: retry_ms.div_ceil(1000).max(1).to_string(),
-            ..HeaderValue::default()
-        });
+        response_headers_to_add.push(retry_after(retry_ms));
     }
     RateLimitResponse {
         overall_code: if allowed { Code::Ok } else { Code::OverLimit } as i32,
@@ -194,23 +166,33 @@ fn too_costly(descriptors: usize, over: usize, rule: &super::Rule) -> RateLimitR
     let statuses = (0..descriptors)
         .map(|i| DescriptorStatus {
             code: if i == over { Code::OverLimit } else { Code::Ok } as i32,
-            current_limit: (i == over).then(|| RateLimit {
-                name: rule.name.clone(),
-                requests_per_unit: rule.requests_per_unit,
-                unit: rule.unit.proto(),
-            }),
+            current_limit: (i == over).then(|| current_limit(rule)),
             ..DescriptorStatus::default()
         })
         .collect();
     RateLimitResponse {
         overall_code: Code::OverLimit as i32,
         statuses,
-        response_headers_to_add: vec![HeaderValue {
-            key: "retry-after".into(),
-            value: (rule.unit.window_ms() / 1000).max(1).to_string(),
-            ..HeaderValue::default()
-        }],
+        response_headers_to_add: vec![retry_after(rule.unit.window_ms())],
         ..RateLimitResponse::default()
+    }
+}
+
+/// The limit a status reports.
+fn current_limit(rule: &super::Rule) -> RateLimit {
+    RateLimit {
+        name: rule.name.clone(),
+        requests_per_unit: rule.requests_per_unit,
+        unit: rule.unit.proto(),
+    }
+}
+
+/// `Retry-After` in seconds, rounded up so a client never retries early, at least 1.
+fn retry_after(ms: u64) -> HeaderValue {
+    HeaderValue {
+        key: "retry-after".into(),
+        value: ms.div_ceil(1000).max(1).to_string(),
+        ..HeaderValue::default()
     }
 }
 
