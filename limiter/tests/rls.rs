@@ -105,6 +105,16 @@ async fn ask(
     client.should_rate_limit(req).await.map(|r| r.into_inner())
 }
 
+/// One descriptor in domain `edge`, answered (not an error).
+async fn ask_one(
+    client: &mut RateLimitServiceClient<Channel>,
+    entries: &[(&str, &str)],
+) -> RateLimitResponse {
+    ask(client, request("edge", vec![descriptor(entries)]))
+        .await
+        .unwrap()
+}
+
 /// Runs `$body(store)` once per store, as `$name::memory` and `$name::redis`.
 macro_rules! for_each_store {
     ($($name:ident),* $(,)?) => {$(
@@ -166,12 +176,7 @@ async fn admission_is_exact_under_concurrency(r: Running) {
     }
     assert_eq!(ok, 20);
     // Another user has a window of their own.
-    let res = ask(
-        &mut r.client.clone(),
-        request("edge", vec![descriptor(&[("user", "u2")])]),
-    )
-    .await
-    .unwrap();
+    let res = ask_one(&mut r.client.clone(), &[("user", "u2")]).await;
     assert_eq!(res.overall_code, Code::Ok as i32);
     assert_eq!(res.statuses[0].limit_remaining, 19);
 }
@@ -210,12 +215,7 @@ async fn a_call_is_all_or_nothing(r: Running) {
         [Code::OverLimit as i32, Code::Ok as i32, Code::Ok as i32]
     );
     // The refused call took nothing from the roomy window.
-    let alone = ask(
-        &mut c,
-        request("edge", vec![descriptor(&[("generic_key", "roomy")])]),
-    )
-    .await
-    .unwrap();
+    let alone = ask_one(&mut c, &[("generic_key", "roomy")]).await;
     assert_eq!(alone.overall_code, Code::Ok as i32);
     assert_eq!(alone.statuses[0].limit_remaining, 8);
 }
@@ -242,17 +242,10 @@ async fn calls_the_limiter_cannot_count_are_errors(r: Running) {
     let res = ask(&mut c, heavy).await.unwrap();
     assert_eq!(res.overall_code, Code::OverLimit as i32);
     assert_eq!(res.statuses[0].code, Code::OverLimit as i32);
-    let alone = ask(
-        &mut c,
-        request("edge", vec![descriptor(&[("user", "heavy")])]),
-    )
-    .await
-    .unwrap();
+    let alone = ask_one(&mut c, &[("user", "heavy")]).await;
     assert_eq!(alone.statuses[0].limit_remaining, 19, "nothing was charged");
     // Descriptors without a limit are answered without a store call.
-    let res = ask(&mut c, request("edge", vec![descriptor(&[("other", "x")])]))
-        .await
-        .unwrap();
+    let res = ask_one(&mut c, &[("other", "x")]).await;
     assert_eq!(res.overall_code, Code::Ok as i32);
 }
 

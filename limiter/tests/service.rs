@@ -18,6 +18,25 @@ async fn limiter(args: &[&str]) -> Limiter {
     Limiter::start_bin(Path::new(BIN), &args).await.unwrap()
 }
 
+/// `GET /readyz`'s status.
+async fn ready(l: &Limiter) -> u16 {
+    reqwest::get(format!("http://{}/readyz", l.addr))
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// `GET /metrics`'s text.
+async fn metrics_text(l: &Limiter) -> String {
+    reqwest::get(format!("http://{}/metrics", l.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 fn body(key: &str, limit: u64) -> Value {
     json!({"checks": [{"key": key, "limit": limit, "window_ms": 60_000}]})
 }
@@ -122,10 +141,7 @@ async fn redis_down_is_503_then_recovers_without_restart() {
         // Within the 200 ms store deadline, plus HTTP overhead on a busy test machine.
         assert!(took < Duration::from_millis(400), "took {took:?}");
     }
-    let ready = reqwest::get(format!("http://{}/readyz", l.addr))
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 503);
+    assert_eq!(ready(&l).await, 503);
 
     drop(redis);
     let _redis = Redis::start_on(port, &[]).unwrap();
@@ -142,16 +158,8 @@ async fn redis_down_is_503_then_recovers_without_restart() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let ready = reqwest::get(format!("http://{}/readyz", l.addr))
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 200);
-    let metrics = reqwest::get(format!("http://{}/metrics", l.addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    assert_eq!(ready(&l).await, 200);
+    let metrics = metrics_text(&l).await;
     assert!(
         metrics.contains("apiguard_limiter_store_errors_total{kind="),
         "{metrics}"
@@ -248,10 +256,7 @@ async fn redis_cluster_through_two_limiters_is_exact() {
     let (_, v, _) = post(&a, &both).await;
     assert_eq!(v["allowed"], false);
     assert_eq!(v["results"][1]["remaining"], 3, "{v}");
-    let ready = reqwest::get(format!("http://{}/readyz", a.addr))
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 200);
+    assert_eq!(ready(&a).await, 200);
 }
 
 /// Opens `n` connections that send half a request header and then nothing.
@@ -546,14 +551,6 @@ fn redis_tls_args(pki: &Pki, server_name: Option<&str>) -> Vec<String> {
     args
 }
 
-async fn ready(l: &Limiter) -> u16 {
-    reqwest::get(format!("http://{}/readyz", l.addr))
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
 /// `rediss://` to a real `redis-server` serving TLS only and asking for client certificates:
 /// served with the CA, the client certificate and (for an IP in the URL) either the IP or the
 /// certificate's DNS name; refused (503, never "allowed") with a wrong name, the system's roots,
@@ -734,12 +731,7 @@ async fn the_version_and_revision_are_the_clis() {
     );
     assert_ne!(apiguard_buildinfo::REVISION, "");
     let l = limiter(&[]).await;
-    let metrics = reqwest::get(format!("http://{}/metrics", l.addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&l).await;
     let line = format!(
         "apiguard_limiter_build_info{{version=\"{}\",revision=\"{}\"}} 1",
         apiguard_buildinfo::VERSION,

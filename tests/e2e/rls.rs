@@ -84,12 +84,15 @@ async fn envoys_ratelimit_filter_gets_exact_windows_from_the_limiter() {
     // The 429 carries what Envoy adds (x-envoy-ratelimited, draft-03 X-RateLimit-*) and the
     // limiter's Retry-After.
     let http = apiguard_e2e::client();
-    let res = http
-        .get(envoy.url("/orders"))
-        .header("x-user", "alice")
-        .send()
-        .await
-        .unwrap();
+    // GET /orders as `user` (no `x-user` header when `None`).
+    let orders = |user: Option<&str>| {
+        let mut req = http.get(envoy.url("/orders"));
+        if let Some(u) = user {
+            req = req.header("x-user", u);
+        }
+        req.send()
+    };
+    let res = orders(Some("alice")).await.unwrap();
     assert_eq!(res.status().as_u16(), 429);
     let h = res.headers();
     let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
@@ -104,12 +107,7 @@ async fn envoys_ratelimit_filter_gets_exact_windows_from_the_limiter() {
     assert!((1..=60).contains(&retry), "{h:?}");
 
     // Another user has a window of their own; the headers come with the allowed answer too.
-    let res = http
-        .get(envoy.url("/orders"))
-        .header("x-user", "bob")
-        .send()
-        .await
-        .unwrap();
+    let res = orders(Some("bob")).await.unwrap();
     assert_eq!(res.status().as_u16(), 200);
     assert_eq!(
         res.headers()
@@ -118,7 +116,7 @@ async fn envoys_ratelimit_filter_gets_exact_windows_from_the_limiter() {
         Some("19")
     );
     // No `x-user`: the route makes no descriptor, nothing is counted.
-    let res = http.get(envoy.url("/orders")).send().await.unwrap();
+    let res = orders(None).await.unwrap();
     assert_eq!(res.status().as_u16(), 200);
     assert!(res.headers().get("x-ratelimit-limit").is_none());
     expect_stat(&envoy, "cluster.upstream.ratelimit.over_limit", 41).await;
@@ -127,12 +125,7 @@ async fn envoys_ratelimit_filter_gets_exact_windows_from_the_limiter() {
     // refuses the request instead of passing it on.
     let before = echo.count();
     drop(redis);
-    let res = http
-        .get(envoy.url("/orders"))
-        .header("x-user", "carol")
-        .send()
-        .await
-        .unwrap();
+    let res = orders(Some("carol")).await.unwrap();
     assert_eq!(res.status().as_u16(), 500);
     assert_eq!(echo.count(), before);
     expect_stat(&envoy, "cluster.upstream.ratelimit.error", 1).await;
