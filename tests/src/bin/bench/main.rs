@@ -3,8 +3,8 @@
 //! `<target>/bench/<suite>.json` (see [`measure::write_json`]).
 //!
 //! One module per suite (`envoy`, `jwt`, `policy`, `ratelimit`, `limiter`, `compare`,
-//! `footprint`, `builds`), each naming its variants with an enum; the Envoy CPU measurement they
-//! share is in `measure`, the configurations several use in `setup`.
+//! `footprint`, `builds`, `floor`, `peers`), each naming its variants with an enum; the Envoy CPU
+//! measurement they share is in `measure`, the configurations several use in `setup`.
 
 mod builds;
 mod compare;
@@ -14,6 +14,7 @@ mod footprint;
 mod jwt;
 mod limiter;
 mod measure;
+mod peers;
 mod policy;
 mod ratelimit;
 mod setup;
@@ -44,6 +45,8 @@ enum Suite {
     Builds,
     /// Instructions per request of the policy stage's steps, counted by callgrind.
     Floor,
+    /// Beside the peers doing the same jobs: the limiter vs Limitador, the pack vs OPA.
+    Peers,
 }
 
 /// apiguard benchmarks (see docs/testing.md).
@@ -90,6 +93,7 @@ async fn main() -> ExitCode {
             Suite::Limiter,
             Suite::Compare,
             Suite::Footprint,
+            Suite::Peers,
         ]
     } else {
         args.suites
@@ -105,6 +109,7 @@ async fn main() -> ExitCode {
             Suite::Footprint => footprint::run().await,
             Suite::Builds => builds::run(&args.modules, args.pipeline).await,
             Suite::Floor => floor::run().await,
+            Suite::Peers => peers::run().await,
         };
         if let Err(e) = r {
             eprintln!("bench {s:?} failed: {e}");
