@@ -12,8 +12,10 @@ root=$(cd "$here/../../.." && pwd)
 version=0.14.0
 sha256=77e33de992fdc347850a81f1ed242cc702900a9651a2b5d044d153a2db5e2d1a
 src="$root/target/peers/limitador-$version"
+# The marker holds the patch's hash: a changed patch unpacks and patches afresh.
+patched=$(sha256sum "$here/limitador-$version.patch" | cut -d' ' -f1)
 
-if [ ! -f "$src/.apiguard-patched" ]; then
+if [ "$(cat "$src/.apiguard-patched" 2>/dev/null)" != "$patched" ]; then
     command -v patch >/dev/null || { echo "build.sh: patch not found (apt-get install patch)" >&2; exit 1; }
     mkdir -p "$root/target/peers"
     rm -rf "$src"
@@ -33,9 +35,9 @@ with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as t:
     else:
         t.extractall(dest)
 PY
-    patch -p1 -d "$src" < "$here/limitador-$version.patch" >&2
-    touch "$src/.apiguard-patched"
+    patch --batch --forward -p1 -d "$src" < "$here/limitador-$version.patch" >&2
+    echo "$patched" > "$src/.apiguard-patched"
 fi
 # Limitador's own warnings (dead code the patch leaves reachable) are not ours to fix.
-RUSTFLAGS="--cap-lints=allow" cargo build --quiet --release --manifest-path "$here/Cargo.toml" --target-dir "$root/target/peers/build" >&2
+RUSTFLAGS="${RUSTFLAGS:-} --cap-lints=allow" cargo build --quiet --locked --release --manifest-path "$here/Cargo.toml" --target-dir "$root/target/peers/build" >&2
 echo "$root/target/peers/build/release/apiguard-bench-limitador"

@@ -1,11 +1,14 @@
 //! Limitador behind `POST /v1/check`, for the `peers` suite of `just bench` only.
 //!
 //! `apiguard-bench-limitador --listen 127.0.0.1:PORT --redis redis://… --limit N --window-s S`
-//! registers one limit (namespace `apiguard`, `N` per `S` seconds, counted per `key`) and
-//! answers each call as apiguard-limiter does: the same request and response types, every
-//! check of the call counted by Limitador's `check_rate_limited_and_update` on its
-//! `AsyncRedisStorage`. A check whose limit or window is not the registered one is refused
-//! with 400, so the suite cannot measure a limit Limitador did not apply.
+//! registers one limit (namespace `apiguard`, `N` per `S` seconds, counted per `key`, with an id
+//! so Limitador uses its compact binary keys) and answers calls with apiguard-limiter's request
+//! and response types, each decided by Limitador's `check_rate_limited_and_update` on its
+//! `AsyncRedisStorage`. Limitador counts fixed windows; `algorithm` is not read.
+//!
+//! Only what the suite sends is served, so it cannot measure a limit Limitador did not apply:
+//! exactly one check, with the registered limit and window (else 400), and an answer only when
+//! Limitador counted that check (else 500).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +20,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use limitador::counter::Counter;
 use limitador::limit::{Context, Expression, Limit, Namespace};
 use limitador::storage::redis::AsyncRedisStorage;
 use limitador::AsyncRateLimiter;
@@ -42,36 +44,37 @@ async fn check(State(h): State<Arc<Harness>>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     };
-    let mut response = CheckResponse {
-        allowed: true,
-        results: Vec::with_capacity(request.checks.len()),
+    let [check] = request.checks.as_slice() else {
+        return (StatusCode::BAD_REQUEST, "exactly one check per call").into_response();
     };
-    for check in &request.checks {
-        if check.limit != h.limit || check.window_ms != h.window_ms {
-            return (StatusCode::BAD_REQUEST, "not the registered limit").into_response();
-        }
-        let ctx = Context::from(HashMap::from([("key".to_owned(), check.key.clone())]));
-        let result = match h
-            .limiter
-            .check_rate_limited_and_update(&h.namespace, &ctx, check.cost)
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
-        };
-        response.allowed &= !result.limited;
-        let counter: Option<&Counter> = result.counters.first();
-        let reset_ms = counter
-            .and_then(Counter::expires_in)
-            .map_or(h.window_ms, |d| d.as_millis() as u64);
-        response.results.push(CheckResult {
+    if check.limit != h.limit || check.window_ms != h.window_ms {
+        return (StatusCode::BAD_REQUEST, "not the registered limit").into_response();
+    }
+    let ctx = Context::from(HashMap::from([("key".to_owned(), check.key.clone())]));
+    let result = match h
+        .limiter
+        .check_rate_limited_and_update(&h.namespace, &ctx, check.cost)
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    };
+    let Some(counter) = result.counters.first() else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "no limit applied").into_response();
+    };
+    let reset_ms = counter.expires_in().map_or(h.window_ms, |d| {
+        u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+    });
+    let response = CheckResponse {
+        allowed: !result.limited,
+        results: vec![CheckResult {
             key: check.key.clone(),
             limit: check.limit,
-            remaining: counter.and_then(Counter::remaining).unwrap_or(check.limit),
+            remaining: counter.remaining().unwrap_or(0),
             reset_ms,
             retry_after_ms: if result.limited { reset_ms } else { 0 },
-        });
-    }
+        }],
+    };
     Json(response).into_response()
 }
 
@@ -92,7 +95,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let window_s: u64 = arg(&args, "--window-s")?.parse()?;
     let storage = AsyncRedisStorage::new(&redis).await?;
     let limiter = AsyncRateLimiter::new_with_storage(Box::new(storage));
-    limiter.add_limit(Limit::new(
+    limiter.add_limit(Limit::with_id(
+        "apiguard-bench",
         NAMESPACE,
         limit,
         window_s,
