@@ -4,16 +4,17 @@ Reads one JSON document on stdin:
   {"modules": {name: rego}, "data": {...}, "inputs": [input, ...], "decisions": N,
    "floor_module": rego}
 and writes one JSON document on stdout:
-  {"opa": version, "pack": {"cpu_us": x, "decisions": [...]}, "floor": {"cpu_us": y}}
+  {"pack": {"cpu_us": x, "decisions": [...]}, "floor": {"cpu_us": y}}
 
 The engine is OPA's Go `rego` package in-process, through the ctypes bindings of the
-`opa-golib-python-bindings` wheel (bench/peers/opa/setup.sh installs it). Each decision is one
-evaluation of a prepared query with the input as JSON, as apiguard's stage evaluates the pack
-with its input document: the same entry rule apiguard generates (allow, reasons only on a
+`opa-golib-python-bindings` wheel, 0.4.4, which embeds OPA v1.20.2 (bench/peers/opa/setup.sh
+installs it). Each decision is one evaluation of a prepared query with the input as JSON, as
+apiguard's stage evaluates the pack with its input document: the same entry rule apiguard generates (allow, reasons only on a
 denial, rate_limit_tier) over the same modules and data. `cpu_us` is this process's CPU time
 (every thread: Go's collector included) per decision over N decisions cycling through the
 inputs. `floor` is the same for `allow := true`: what the engine and this binding cost around
-any policy, so `pack - floor` is the pack's own evaluation.
+any policy, so `pack - floor` is the pack's own evaluation. The pack's engine is closed before
+the floor is timed, so Go's collector no longer walks it.
 """
 
 import json
@@ -65,12 +66,11 @@ def main():
             "reasons": sorted(reasons) if isinstance(reasons, list) else [],
             "rate_limit_tier": d["rate_limit_tier"] if isinstance(d["rate_limit_tier"], str) else None,
         })
+    pack_us = per_decision(pack, "apiguard_entry.decision", inputs, n)
+    pack.close()
     floor = engine_with({"floor.rego": job["floor_module"]}, {})
     out = {
-        "pack": {
-            "cpu_us": per_decision(pack, "apiguard_entry.decision", inputs, n),
-            "decisions": decisions,
-        },
+        "pack": {"cpu_us": pack_us, "decisions": decisions},
         "floor": {"cpu_us": per_decision(floor, "api.authz.allow", inputs, n)},
     }
     json.dump(out, sys.stdout)
