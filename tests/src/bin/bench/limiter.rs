@@ -26,8 +26,22 @@ use crate::{env_u64, BenchResult, Suite};
 const LIMIT: u64 = 1_000_000_000_000;
 const WINDOW_MS: u64 = 60_000;
 
-fn cpu(pid: u32) -> Result<Duration, String> {
+/// A process's CPU time so far (user + system).
+pub fn cpu(pid: u32) -> Result<Duration, String> {
     process_cpu(pid).ok_or_else(|| format!("cannot read CPU time of pid {pid}"))
+}
+
+/// A fresh Redis and the release limiter over it, as every limiter measurement starts.
+pub async fn redis_and_limiter() -> Result<(Redis, Limiter), Box<dyn std::error::Error>> {
+    let redis = Redis::start()?;
+    let limiter = Limiter::start(&[
+        "--redis".into(),
+        redis.url(),
+        "--redis-timeout-ms".into(),
+        "1000".into(),
+    ])
+    .await?;
+    Ok((redis, limiter))
 }
 
 /// The limiter's algorithms, each measured on its own key.
@@ -64,14 +78,7 @@ pub async fn run() -> BenchResult {
     let rounds = env_u64("APIGUARD_BENCH_ROUNDS", 5);
     let checks = env_u64("APIGUARD_BENCH_CHECKS", 20_000);
     let conc = env_u64("APIGUARD_BENCH_CONCURRENCY", 16);
-    let redis = Redis::start()?;
-    let limiter = Limiter::start(&[
-        "--redis".into(),
-        redis.url(),
-        "--redis-timeout-ms".into(),
-        "1000".into(),
-    ])
-    .await?;
+    let (redis, limiter) = redis_and_limiter().await?;
     let script = std::fs::read_to_string(repo_root().join("limiter/src/store/check.lua"))?;
     let sha = redis.cli(&["script", "load", &script])?.trim().to_owned();
     if sha.len() != 40 {

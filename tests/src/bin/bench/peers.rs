@@ -1,13 +1,14 @@
 //! Suite `peers`: apiguard beside the peers that do the same jobs, measured in one run.
 //!
 //! - **Limitador** against apiguard-limiter: `bench/peers/limitador/` puts Limitador 0.14 (its
-//!   `AsyncRedisStorage`, the exact one) behind the limiter's own `POST /v1/check`, so one
-//!   client drives both with the same requests, over the same Redis, with the same limit and
-//!   window (60 s, so large that every check is admitted and both do their full write path).
-//!   Per round and service: the service's and Redis's CPU per check, p50/p99 client latency,
-//!   checks per second per core of the service. Rounds interleave the services. Then
-//!   exactness: on a fresh key with a limit of 20, 100 calls one by one (each service must admit
-//!   exactly 20, or the suite fails), then 100 calls at once, five times; how many were admitted.
+//!   `AsyncRedisStorage`: counters in Redis, fixed windows) behind the limiter's own
+//!   `POST /v1/check`, so one client drives both with the same requests, over the same Redis,
+//!   with the same limit and window (60 s, so large that every check is admitted and both do
+//!   their full write path). Per round and service: the service's and Redis's CPU per check,
+//!   p50/p99 client latency, checks per second per core of the service. Rounds interleave the
+//!   services, each round starting with another one, each on a key of its own. Then exactness:
+//!   on a fresh key with a limit of 20, 100 calls one by one (each service must admit exactly
+//!   20, or the suite fails), then 100 calls at once, five times; how many were admitted.
 //! - **OPA** against the pack: OPA's Go engine in-process (`bench/peers/opa/`) decides the
 //!   built-in pack's Rego with its default data on every case input of `policies/tests/` (those
 //!   without data of their own), with the entry rule apiguard generates; apiguard decides the
@@ -29,11 +30,12 @@ use std::time::{Duration, Instant};
 use apiguard_core::config::PackEngine;
 use apiguard_core::policy::testcases::{with_derived_fields, Case};
 use apiguard_core::policy::{effective_data, PolicyProgram, BUILTIN_NAME, BUILTIN_PACK};
-use apiguard_e2e::load::{drive_with, process_cpu, summary};
+use apiguard_e2e::load::{drive_with, summary};
 use apiguard_e2e::proc::Proc;
-use apiguard_e2e::{free_port, repo_root, Limiter, Redis};
+use apiguard_e2e::{free_port, repo_root};
 use serde_json::{json, Value};
 
+use crate::limiter::{cpu, redis_and_limiter};
 use crate::measure::{comparison, series, write_json, Kind};
 use crate::{env_u64, BenchResult, Suite};
 
@@ -47,10 +49,6 @@ const PROBE_TRIES: usize = 5;
 const FLOOR_MODULE: &str = "package api.authz\nallow := true\n";
 
 type Error = Box<dyn std::error::Error>;
-
-fn cpu(pid: u32) -> Result<Duration, String> {
-    process_cpu(pid).ok_or_else(|| format!("cannot read CPU time of pid {pid}"))
-}
 
 /// Runs one of `bench/peers/*/…sh` and returns the path it prints last.
 fn peer_script(script: &str) -> Result<PathBuf, Error> {
@@ -84,7 +82,7 @@ struct Service {
     name: &'static str,
     pid: u32,
     url: String,
-    body: Value,
+    algorithm: Option<&'static str>,
     service_us: Vec<f64>,
     redis_us: Vec<f64>,
     rps: Vec<f64>,
@@ -93,17 +91,12 @@ struct Service {
 }
 
 impl Service {
-    fn new(name: &'static str, pid: u32, addr: &str, algorithm: Option<&str>) -> Service {
-        let mut check = json!({"key": format!("{{peer-{name}}}"), "limit": LIMIT,
-                               "window_ms": WINDOW_S * 1000});
-        if let Some(a) = algorithm {
-            check["algorithm"] = json!(a);
-        }
+    fn new(name: &'static str, pid: u32, addr: &str, algorithm: Option<&'static str>) -> Service {
         Service {
             name,
             pid,
             url: format!("http://{addr}/v1/check"),
-            body: json!({"checks": [check]}),
+            algorithm,
             service_us: Vec::new(),
             redis_us: Vec::new(),
             rps: Vec::new(),
@@ -112,9 +105,16 @@ impl Service {
         }
     }
 
-    async fn round(&mut self, redis_pid: u32, checks: u64, conc: u64, keep: bool) -> BenchResult {
+    /// `checks` calls on a key of the round's own, so a `log` window does not carry one
+    /// round's entries into the next.
+    async fn round(&mut self, redis_pid: u32, checks: u64, conc: u64, round: u64) -> BenchResult {
+        let body = check_body(
+            &format!("{{peer-{}-{round}}}", self.name),
+            LIMIT,
+            self.algorithm,
+        );
         let (s0, r0) = (cpu(self.pid)?, cpu(redis_pid)?);
-        let (u, b) = (self.url.clone(), self.body.clone());
+        let (u, b) = (self.url.clone(), body);
         let rep = drive_with(checks, conc, move |c| c.post(&u).json(&b)).await;
         let (s1, r1) = (cpu(self.pid)?, cpu(redis_pid)?);
         if rep.ok != checks {
@@ -127,7 +127,8 @@ impl Service {
             )
             .into());
         }
-        if keep {
+        // Round 0 warms up.
+        if round > 0 {
             let n = checks as f64;
             self.service_us.push((s1 - s0).as_secs_f64() * 1e6 / n);
             self.redis_us.push((r1 - r0).as_secs_f64() * 1e6 / n);
@@ -212,14 +213,7 @@ async fn limitador(rounds: u64) -> Result<Value, Error> {
     let checks = env_u64("APIGUARD_BENCH_CHECKS", 20_000);
     let conc = env_u64("APIGUARD_BENCH_CONCURRENCY", 16);
     let bin = peer_script("limitador/build.sh")?;
-    let redis = Redis::start()?;
-    let limiter = Limiter::start(&[
-        "--redis".into(),
-        redis.url(),
-        "--redis-timeout-ms".into(),
-        "1000".into(),
-    ])
-    .await?;
+    let (redis, limiter) = redis_and_limiter().await?;
     let dir = tempfile::tempdir()?;
     let (peer, peer_addr) = start_limitador(&bin, &redis.url(), LIMIT, dir.path()).await?;
     let addr = limiter.addr.to_string();
@@ -242,9 +236,12 @@ async fn limitador(rounds: u64) -> Result<Value, Error> {
         "apiguard-limiter vs Limitador, same Redis and limit: {rounds} interleaved rounds x {checks} checks, {conc} connections"
     );
     for round in 0..=rounds {
-        for s in services.iter_mut() {
-            // Round 0 warms up.
-            s.round(redis.proc.pid(), checks, conc, round > 0).await?;
+        // Each round starts with another service, so no service always follows the same one.
+        for i in 0..services.len() {
+            let k = (i + round as usize) % services.len();
+            services[k]
+                .round(redis.proc.pid(), checks, conc, round)
+                .await?;
         }
     }
     println!("median (min–max) over rounds");
@@ -296,22 +293,11 @@ async fn limitador(rounds: u64) -> Result<Value, Error> {
     ] {
         // One by one first: each service must hold the limit when nothing races.
         let url = format!("http://{addr}/v1/check");
-        let mut check = json!({"key": format!("{{probe-serial-{name}}}"), "limit": PROBE_LIMIT,
-                               "window_ms": WINDOW_S * 1000});
-        if let Some(a) = algorithm {
-            check["algorithm"] = json!(a);
-        }
         let client = reqwest::Client::new();
+        let body = check_body(&format!("{{probe-serial-{name}}}"), PROBE_LIMIT, algorithm);
         let mut serial = 0;
         for _ in 0..PROBE_CALLS {
-            let answer: Value = client
-                .post(&url)
-                .json(&json!({"checks": [&check]}))
-                .send()
-                .await?
-                .json()
-                .await?;
-            serial += usize::from(answer["allowed"] == json!(true));
+            serial += usize::from(allowed(&client, &url, &body).await?);
         }
         if serial != PROBE_LIMIT as usize {
             return Err(format!(
@@ -321,12 +307,8 @@ async fn limitador(rounds: u64) -> Result<Value, Error> {
         }
         let mut counts = Vec::new();
         for t in 0..PROBE_TRIES {
-            let mut check = json!({"key": format!("{{probe-{t}-{name}}}"), "limit": PROBE_LIMIT,
-                                   "window_ms": WINDOW_S * 1000});
-            if let Some(a) = algorithm {
-                check["algorithm"] = json!(a);
-            }
-            counts.push(admitted(&url, json!({"checks": [check]})).await?);
+            let body = check_body(&format!("{{probe-{t}-{name}}}"), PROBE_LIMIT, algorithm);
+            counts.push(admitted(&url, body).await?);
         }
         println!("  {name:<28} one by one {serial}; at once {counts:?}");
         exactness.push(
@@ -342,6 +324,28 @@ async fn limitador(rounds: u64) -> Result<Value, Error> {
     }))
 }
 
+/// A `POST /v1/check` body with one check on `key`.
+fn check_body(key: &str, limit: u64, algorithm: Option<&str>) -> Value {
+    let mut check = json!({"key": key, "limit": limit, "window_ms": WINDOW_S * 1000});
+    if let Some(a) = algorithm {
+        check["algorithm"] = json!(a);
+    }
+    json!({"checks": [check]})
+}
+
+/// One call: whether it was admitted. Anything but a 200 with a JSON answer is an error, so a
+/// service failing is never counted as a refusal.
+async fn allowed(client: &reqwest::Client, url: &str, body: &Value) -> Result<bool, Error> {
+    let response = client.post(url).json(body).send().await?;
+    let status = response.status();
+    if status != reqwest::StatusCode::OK {
+        let text = response.text().await.unwrap_or_default();
+        return Err(format!("{url} answered {status}: {text}").into());
+    }
+    let answer: Value = response.json().await?;
+    Ok(answer["allowed"] == json!(true))
+}
+
 /// How many of `PROBE_CALLS` calls of `body`, sent at once, were admitted.
 async fn admitted(url: &str, body: Value) -> Result<usize, Error> {
     let client = reqwest::Client::new();
@@ -352,8 +356,9 @@ async fn admitted(url: &str, body: Value) -> Result<usize, Error> {
             (client.clone(), gate.clone(), url.to_owned(), body.clone());
         calls.spawn(async move {
             gate.wait().await;
-            let answer: Value = client.post(&url).json(&body).send().await?.json().await?;
-            Ok::<bool, reqwest::Error>(answer["allowed"] == json!(true))
+            allowed(&client, &url, &body)
+                .await
+                .map_err(|e| e.to_string())
         });
     }
     let mut n = 0;
