@@ -15,11 +15,12 @@
 use std::process::Command;
 use std::time::Duration;
 
-use apiguard_e2e::load::{drive_with, process_cpu, summary};
-use apiguard_e2e::{repo_root, Limiter, Redis};
+use apiguard_e2e::load::{drive_with, process_cpu, LoadReport};
+use apiguard_e2e::repo_root;
 use serde_json::{json, Value};
 
-use crate::measure::{comparison, series, write_json, Kind, Label};
+use crate::measure::{comparison, series, show, write_json, Kind, Label};
+use crate::setup::limiter_over_redis;
 use crate::{env_u64, BenchResult, Suite};
 
 /// Huge, so every check is admitted and both sides do the full write path.
@@ -27,21 +28,34 @@ const LIMIT: u64 = 1_000_000_000_000;
 const WINDOW_MS: u64 = 60_000;
 
 /// A process's CPU time so far (user + system).
-pub fn cpu(pid: u32) -> Result<Duration, String> {
+fn cpu(pid: u32) -> Result<Duration, String> {
     process_cpu(pid).ok_or_else(|| format!("cannot read CPU time of pid {pid}"))
 }
 
-/// A fresh Redis and the release limiter over it, as every limiter measurement starts.
-pub async fn redis_and_limiter() -> Result<(Redis, Limiter), Box<dyn std::error::Error>> {
-    let redis = Redis::start()?;
-    let limiter = Limiter::start(&[
-        "--redis".into(),
-        redis.url(),
-        "--redis-timeout-ms".into(),
-        "1000".into(),
-    ])
-    .await?;
-    Ok((redis, limiter))
+/// `checks` calls of `body` to `url` over `conc` connections: the client's report and the CPU
+/// time the service (`service_pid`) and Redis (`redis_pid`) spent on them. Every call must be
+/// answered 200.
+pub async fn check_round(
+    name: &str,
+    url: &str,
+    body: &Value,
+    (service_pid, redis_pid): (u32, u32),
+    (checks, conc): (u64, u64),
+) -> Result<(LoadReport, Duration, Duration), Box<dyn std::error::Error>> {
+    let (s0, r0) = (cpu(service_pid)?, cpu(redis_pid)?);
+    let (u, b) = (url.to_owned(), body.clone());
+    let rep = drive_with(checks, conc, move |c| c.post(&u).json(&b)).await;
+    let (s1, r1) = (cpu(service_pid)?, cpu(redis_pid)?);
+    if rep.ok != checks {
+        return Err(format!(
+            "{name}: {} of {checks} checks answered 200 ({} other, {} errors)",
+            rep.ok,
+            rep.other_status(),
+            rep.errors
+        )
+        .into());
+    }
+    Ok((rep, s1 - s0, r1 - r0))
 }
 
 /// The limiter's algorithms, each measured on its own key.
@@ -78,7 +92,7 @@ pub async fn run() -> BenchResult {
     let rounds = env_u64("APIGUARD_BENCH_ROUNDS", 5);
     let checks = env_u64("APIGUARD_BENCH_CHECKS", 20_000);
     let conc = env_u64("APIGUARD_BENCH_CONCURRENCY", 16);
-    let (redis, limiter) = redis_and_limiter().await?;
+    let (redis, limiter) = limiter_over_redis().await?;
     let script = std::fs::read_to_string(repo_root().join("limiter/src/store/check.lua"))?;
     let sha = redis.cli(&["script", "load", &script])?.trim().to_owned();
     if sha.len() != 40 {
@@ -98,19 +112,9 @@ pub async fn run() -> BenchResult {
         let mut f = Figures::default();
         for round in 0..=rounds {
             // (a) through the service
-            let (l0, r0) = (cpu(limiter.proc.pid())?, cpu(redis.proc.pid())?);
-            let (u, b) = (url.clone(), body.clone());
-            let rep = drive_with(checks, conc, move |c| c.post(&u).json(&b)).await;
-            let (l1, r1) = (cpu(limiter.proc.pid())?, cpu(redis.proc.pid())?);
-            if rep.ok != checks {
-                return Err(format!(
-                    "{algo}: {} of {checks} checks answered 200 ({} other, {} errors)",
-                    rep.ok,
-                    rep.other_status(),
-                    rep.errors
-                )
-                .into());
-            }
+            let pids = (limiter.proc.pid(), redis.proc.pid());
+            let (rep, limiter_cpu, redis_cpu) =
+                check_round(algo, &url, &body, pids, (checks, conc)).await?;
             // (b) the same script straight into Redis
             let d0 = cpu(redis.proc.pid())?;
             let out = Command::new(&bench_bin)
@@ -140,9 +144,9 @@ pub async fn run() -> BenchResult {
                 continue; // warm-up
             }
             let n = checks as f64;
-            f.limiter_us.push((l1 - l0).as_secs_f64() * 1e6 / n);
+            f.limiter_us.push(limiter_cpu.as_secs_f64() * 1e6 / n);
             f.redis_via_service_us
-                .push((r1 - r0).as_secs_f64() * 1e6 / n);
+                .push(redis_cpu.as_secs_f64() * 1e6 / n);
             f.redis_direct_us.push((d1 - d0).as_secs_f64() * 1e6 / n);
             f.service_rps.push(n / rep.elapsed.as_secs_f64());
             f.p50_ms.push(rep.quantile(0.5).as_secs_f64() * 1e3);
@@ -162,10 +166,6 @@ pub async fn run() -> BenchResult {
 }
 
 fn report(algo: &str, f: &Figures) {
-    let show = |v: &[f64], digits: usize| {
-        let (m, lo, hi) = summary(v);
-        format!("{m:.digits$} ({lo:.digits$}–{hi:.digits$})")
-    };
     println!("algorithm `{algo}` (median (min–max) over rounds)");
     println!(
         "  through apiguard-limiter: {} checks/s, p50 {} ms, p99 {} ms",
@@ -234,7 +234,8 @@ impl Figures {
     }
 }
 
-fn per_core(us: &[f64]) -> Vec<f64> {
+/// Checks per second per core, from µs of CPU per check.
+pub fn per_core(us: &[f64]) -> Vec<f64> {
     us.iter().map(|u| 1e6 / u).collect()
 }
 

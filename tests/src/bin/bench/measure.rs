@@ -401,6 +401,12 @@ impl<V: Label> Run<V> {
     }
 }
 
+/// A series as printed: `median (min–max)` with `digits` decimals.
+pub fn show(values: &[f64], digits: usize) -> String {
+    let (m, lo, hi) = summary(values);
+    format!("{m:.digits$} ({lo:.digits$}–{hi:.digits$})")
+}
+
 /// A per-round series: the values in round order, their median, minimum and maximum.
 pub fn series(values: &[f64]) -> Value {
     let (median, min, max) = summary(values);

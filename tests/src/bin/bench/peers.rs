@@ -30,13 +30,14 @@ use std::time::{Duration, Instant};
 use apiguard_core::config::PackEngine;
 use apiguard_core::policy::testcases::{with_derived_fields, Case};
 use apiguard_core::policy::{effective_data, PolicyProgram, BUILTIN_NAME, BUILTIN_PACK};
-use apiguard_e2e::load::{drive_with, summary};
+
 use apiguard_e2e::proc::Proc;
 use apiguard_e2e::{free_port, repo_root};
 use serde_json::{json, Value};
 
-use crate::limiter::{cpu, redis_and_limiter};
-use crate::measure::{comparison, series, write_json, Kind};
+use crate::limiter::{check_round, per_core};
+use crate::measure::{comparison, series, show, write_json, Kind};
+use crate::setup::limiter_over_redis;
 use crate::{env_u64, BenchResult, Suite};
 
 /// Every check is admitted: both services do their full write path on every call.
@@ -113,34 +114,24 @@ impl Service {
             LIMIT,
             self.algorithm,
         );
-        let (s0, r0) = (cpu(self.pid)?, cpu(redis_pid)?);
-        let (u, b) = (self.url.clone(), body);
-        let rep = drive_with(checks, conc, move |c| c.post(&u).json(&b)).await;
-        let (s1, r1) = (cpu(self.pid)?, cpu(redis_pid)?);
-        if rep.ok != checks {
-            return Err(format!(
-                "{}: {} of {checks} checks answered 200 ({} other, {} errors)",
-                self.name,
-                rep.ok,
-                rep.other_status(),
-                rep.errors
-            )
-            .into());
-        }
+        let (rep, service_cpu, redis_cpu) = check_round(
+            self.name,
+            &self.url,
+            &body,
+            (self.pid, redis_pid),
+            (checks, conc),
+        )
+        .await?;
         // Round 0 warms up.
         if round > 0 {
             let n = checks as f64;
-            self.service_us.push((s1 - s0).as_secs_f64() * 1e6 / n);
-            self.redis_us.push((r1 - r0).as_secs_f64() * 1e6 / n);
+            self.service_us.push(service_cpu.as_secs_f64() * 1e6 / n);
+            self.redis_us.push(redis_cpu.as_secs_f64() * 1e6 / n);
             self.rps.push(n / rep.elapsed.as_secs_f64());
             self.p50_ms.push(rep.quantile(0.5).as_secs_f64() * 1e3);
             self.p99_ms.push(rep.quantile(0.99).as_secs_f64() * 1e3);
         }
         Ok(())
-    }
-
-    fn per_core(&self) -> Vec<f64> {
-        self.service_us.iter().map(|u| 1e6 / u).collect()
     }
 
     fn report(&self) {
@@ -155,7 +146,7 @@ impl Service {
             "  {:<28} service CPU {} µs/check = {} checks/s per core; Redis CPU {} µs/check",
             "",
             show(&self.service_us, 1),
-            show(&self.per_core(), 0),
+            show(&per_core(&self.service_us), 0),
             show(&self.redis_us, 1)
         );
     }
@@ -167,15 +158,10 @@ impl Service {
             "p50_ms": series(&self.p50_ms),
             "p99_ms": series(&self.p99_ms),
             "service_cpu_us_per_check": series(&self.service_us),
-            "service_checks_per_s_per_core": series(&self.per_core()),
+            "service_checks_per_s_per_core": series(&per_core(&self.service_us)),
             "redis_cpu_us_per_check": series(&self.redis_us),
         })
     }
-}
-
-fn show(v: &[f64], digits: usize) -> String {
-    let (m, lo, hi) = summary(v);
-    format!("{m:.digits$} ({lo:.digits$}–{hi:.digits$})")
 }
 
 fn ratios(a: &[f64], b: &[f64]) -> Vec<f64> {
@@ -213,7 +199,7 @@ async fn limitador(rounds: u64) -> Result<Value, Error> {
     let checks = env_u64("APIGUARD_BENCH_CHECKS", 20_000);
     let conc = env_u64("APIGUARD_BENCH_CONCURRENCY", 16);
     let bin = peer_script("limitador/build.sh")?;
-    let (redis, limiter) = redis_and_limiter().await?;
+    let (redis, limiter) = limiter_over_redis().await?;
     let dir = tempfile::tempdir()?;
     let (peer, peer_addr) = start_limitador(&bin, &redis.url(), LIMIT, dir.path()).await?;
     let addr = limiter.addr.to_string();
@@ -286,13 +272,14 @@ async fn limitador(rounds: u64) -> Result<Value, Error> {
         "exactness: limit {PROBE_LIMIT} per {WINDOW_S} s on a fresh key; admitted of {PROBE_CALLS} calls one by one, then at once ({PROBE_TRIES} tries)"
     );
     let mut exactness = Vec::new();
-    for (name, addr, algorithm) in [
-        ("apiguard-limiter (counter)", addr.as_str(), Some("counter")),
-        ("apiguard-limiter (log)", addr.as_str(), Some("log")),
-        ("Limitador 0.14 (Redis)", probe_addr.as_str(), None),
-    ] {
+    for s in &services {
+        let (name, algorithm) = (s.name, s.algorithm);
+        // Limitador applies one registered limit: the probe's is its own process.
+        let url = match algorithm {
+            Some(_) => s.url.clone(),
+            None => format!("http://{probe_addr}/v1/check"),
+        };
         // One by one first: each service must hold the limit when nothing races.
-        let url = format!("http://{addr}/v1/check");
         let client = reqwest::Client::new();
         let body = check_body(&format!("{{probe-serial-{name}}}"), PROBE_LIMIT, algorithm);
         let mut serial = 0;
@@ -508,7 +495,7 @@ fn opa(rounds: u64) -> Result<Value, Error> {
         ("OPA, the pack over its floor", &opa_own),
         ("apiguard, the pack as Rego", &f.rego_pack),
         ("apiguard, allow := true", &f.rego_floor),
-        ("apiguard, Rego pack over its floor", &rego_own),
+        ("apiguard, the Rego pack over its floor", &rego_own),
         ("apiguard, the pack compiled", &f.compiled_pack),
     ] {
         println!("  {name:<38} {}", show(v, 2));
