@@ -82,7 +82,7 @@ async fn counters_reach_prometheus_as_labelled_series() {
     let mut text = String::new();
     for _ in 0..50 {
         text = http.get(&url).send().await.unwrap().text().await.unwrap();
-        if want.iter().all(|w| text.contains(w)) {
+        if want.iter().all(|w| text.lines().any(|l| l == *w)) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -93,7 +93,12 @@ async fn counters_reach_prometheus_as_labelled_series() {
         .filter(|l| l.starts_with("apiguard_") || l.starts_with("# TYPE apiguard_"))
         .collect();
     for w in want {
-        assert!(text.contains(w), "missing {w} in:\n{}", ours.join("\n"));
+        // Whole lines: `… 1` must not pass on `… 12`.
+        assert!(
+            text.lines().any(|l| l == w),
+            "missing {w} in:\n{}",
+            ours.join("\n")
+        );
     }
     // Every apiguard counter is labelled: no name still carries an outcome; the latency
     // histogram keeps its own name.

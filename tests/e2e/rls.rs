@@ -119,7 +119,15 @@ async fn envoys_ratelimit_filter_gets_exact_windows_from_the_limiter() {
     let res = orders(None).await.unwrap();
     assert_eq!(res.status().as_u16(), 200);
     assert!(res.headers().get("x-ratelimit-limit").is_none());
-    expect_stat(&envoy, "cluster.upstream.ratelimit.over_limit", 41).await;
+    // Exactly the 40 refused at once and the one above: nothing else was over the limit.
+    assert_eq!(
+        envoy
+            .wait_stat("cluster.upstream.ratelimit.over_limit", 41)
+            .await,
+        41,
+        "{}",
+        envoy.stats_text("ratelimit").await
+    );
 
     // Redis down: the limiter answers UNAVAILABLE, never OK, and Envoy (failure_mode_deny)
     // refuses the request instead of passing it on.
