@@ -140,19 +140,10 @@ pub struct Rule {
     pub algorithm: LimitAlgorithm,
 }
 
-/// What a node found for a descriptor: a limit, or explicitly none.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Found {
-    Limit(Rule),
-    Unlimited,
-}
-
 /// Every domain's limits, compiled once at start-up.
 #[derive(Debug, Default)]
 pub struct Descriptors {
     domains: HashMap<String, Node>,
-    /// Where they came from, for logs.
-    pub source: Option<String>,
 }
 
 /// One descriptor of a request, as the plan needs it: entries in order, an optional hits
@@ -193,9 +184,7 @@ impl Descriptors {
             path: path.display().to_string(),
             message: e.to_string(),
         })?;
-        let mut d = Descriptors::parse(&text)?;
-        d.source = Some(path.display().to_string());
-        Ok(d)
+        Descriptors::parse(&text)
     }
 
     /// Parses and validates descriptor documents.
@@ -216,10 +205,7 @@ impl Descriptors {
             let root = compile(&file.domain, "descriptors", &file.descriptors)?;
             domains.insert(file.domain, root);
         }
-        Ok(Descriptors {
-            domains,
-            source: None,
-        })
+        Ok(Descriptors { domains })
     }
 
     /// How many domains are configured.
@@ -244,7 +230,7 @@ impl Descriptors {
         let mut checks: Vec<Check> = Vec::new();
         let mut per_descriptor = Vec::with_capacity(descriptors.len());
         for (i, d) in descriptors.iter().enumerate() {
-            let Some(Found::Limit(rule)) = find(root, &d.entries) else {
+            let Some(rule) = find(root, &d.entries) else {
                 per_descriptor.push(None);
                 continue;
             };
@@ -291,7 +277,7 @@ impl Descriptors {
 
 /// The node a descriptor's entries lead to, an exact `value` before any value; past the tree,
 /// or at a node without a limit, nothing applies.
-fn find(root: &Node, entries: &[(String, String)]) -> Option<Found> {
+fn find(root: &Node, entries: &[(String, String)]) -> Option<Rule> {
     if entries.is_empty() {
         return None;
     }
@@ -302,13 +288,7 @@ fn find(root: &Node, entries: &[(String, String)]) -> Option<Found> {
             .get(&(key.clone(), value.clone()))
             .or_else(|| node.any_value.get(key))?;
     }
-    node.limit.as_ref().map(|r| {
-        if r.requests_per_unit == 0 {
-            Found::Unlimited
-        } else {
-            Found::Limit(r.clone())
-        }
-    })
+    node.limit.clone()
 }
 
 /// The store key of a descriptor's window: the domain's hash tag, then the entries as a JSON
@@ -357,37 +337,31 @@ fn compile(domain: &str, at: &str, nodes: &[DescriptorNode]) -> Result<Node, Con
             return Err(fail("key must not be empty".into()));
         }
         let mut child = compile(domain, &format!("{here}.descriptors"), &n.descriptors)?;
-        if let Some(r) = &n.rate_limit {
-            child.limit = Some(if r.unlimited {
-                if r.unit.is_some() || r.requests_per_unit != 0 {
-                    return Err(fail(
-                        "rate_limit: `unlimited: true` takes no unit or requests_per_unit".into(),
-                    ));
-                }
-                Rule {
-                    unit: Unit::Second,
-                    requests_per_unit: 0,
-                    name: r.name.clone().unwrap_or_default(),
-                    algorithm: r.algorithm,
-                }
-            } else {
-                let Some(unit) = r.unit else {
-                    return Err(fail(
-                        "rate_limit.unit: required (second, minute, hour or day)".into(),
-                    ));
-                };
-                if r.requests_per_unit == 0 {
-                    return Err(fail(
-                        "rate_limit.requests_per_unit: must be greater than zero (or say `unlimited: true`)"
-                            .into(),
-                    ));
-                }
-                Rule {
-                    unit,
-                    requests_per_unit: r.requests_per_unit,
-                    name: r.name.clone().unwrap_or_default(),
-                    algorithm: r.algorithm,
-                }
+        // An unlimited node is a node without a limit: the search never falls back to a more
+        // general node, so nothing applies either way.
+        if let Some(r) = n.rate_limit.as_ref().filter(|r| r.unlimited) {
+            if r.unit.is_some() || r.requests_per_unit != 0 {
+                return Err(fail(
+                    "rate_limit: `unlimited: true` takes no unit or requests_per_unit".into(),
+                ));
+            }
+        } else if let Some(r) = &n.rate_limit {
+            let Some(unit) = r.unit else {
+                return Err(fail(
+                    "rate_limit.unit: required (second, minute, hour or day)".into(),
+                ));
+            };
+            if r.requests_per_unit == 0 {
+                return Err(fail(
+                    "rate_limit.requests_per_unit: must be greater than zero (or say `unlimited: true`)"
+                        .into(),
+                ));
+            }
+            child.limit = Some(Rule {
+                unit,
+                requests_per_unit: r.requests_per_unit,
+                name: r.name.clone().unwrap_or_default(),
+                algorithm: r.algorithm,
             });
         }
         let clash = match &n.value {
