@@ -216,9 +216,9 @@ fn test(dir: &Path, config: Option<&Path>, format: Format) -> ExitCode {
     let failed = reports.iter().filter(|r| r.failure.is_some()).count();
     let suite = dir.display().to_string();
     match format {
-        Format::Text => print_text(&reports, &coverage),
-        Format::Json => print_json(&suite, &reports, &coverage),
-        Format::Junit => print_junit(&suite, &reports),
+        Format::Text => print_text(&reports, failed, &coverage),
+        Format::Json => print_json(&suite, &reports, failed, &coverage),
+        Format::Junit => print_junit(&suite, &reports, failed),
     }
     if failed == 0 {
         ExitCode::SUCCESS
@@ -227,7 +227,7 @@ fn test(dir: &Path, config: Option<&Path>, format: Format) -> ExitCode {
     }
 }
 
-fn print_text(reports: &[CaseReport], coverage: &[testcases::FileCoverage]) {
+fn print_text(reports: &[CaseReport], failed: usize, coverage: &[testcases::FileCoverage]) {
     for r in reports {
         match &r.failure {
             None => println!("ok   {}: {}", r.name, r.description),
@@ -235,7 +235,6 @@ fn print_text(reports: &[CaseReport], coverage: &[testcases::FileCoverage]) {
             Some(why) => println!("FAIL {}: {}\n     {why}", r.name, r.description),
         }
     }
-    let failed = reports.iter().filter(|r| r.failure.is_some()).count();
     println!("\n{} cases passed, {failed} failed", reports.len() - failed);
     for f in coverage {
         let total = f.covered + f.not_covered.len();
@@ -262,8 +261,12 @@ fn percent(f: &testcases::FileCoverage) -> f64 {
 }
 
 /// One JSON document: every case, the counts, and the coverage per module.
-fn print_json(suite: &str, reports: &[CaseReport], coverage: &[testcases::FileCoverage]) {
-    let failed = reports.iter().filter(|r| r.failure.is_some()).count();
+fn print_json(
+    suite: &str,
+    reports: &[CaseReport],
+    failed: usize,
+    coverage: &[testcases::FileCoverage],
+) {
     let doc = json!({
         "suite": suite,
         "passed": reports.len() - failed,
@@ -286,7 +289,7 @@ fn print_json(suite: &str, reports: &[CaseReport], coverage: &[testcases::FileCo
 
 /// JUnit XML, the report format CI systems show as test results: one `testsuite` for the
 /// folder, one `testcase` per case file, a `failure` for each failing case.
-fn print_junit(suite: &str, reports: &[CaseReport]) {
+fn print_junit(suite: &str, reports: &[CaseReport], failed: usize) {
     // XML 1.0 has no place for control characters but tab and newline, even escaped.
     let escape = |text: &str| -> String {
         let clean: String = text
@@ -301,7 +304,6 @@ fn print_junit(suite: &str, reports: &[CaseReport]) {
             .collect();
         quick_xml::escape::escape(clean.as_str()).into_owned()
     };
-    let failed = reports.iter().filter(|r| r.failure.is_some()).count();
     let mut xml = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     xml.push_str(&format!(
         "<testsuites name=\"apiguard policy test\" tests=\"{}\" failures=\"{failed}\">\n",
