@@ -81,6 +81,11 @@ fn document(path: &Path, k: Kind) -> Result<Value, ExitCode> {
     })
 }
 
+/// An input document for `policy eval`, either form: YAML for `.yaml`/`.yml`, else JSON.
+pub fn input_document(path: &Path) -> Result<Value, ExitCode> {
+    document(path, kind(path).unwrap_or(Kind::Json))
+}
+
 pub fn eval(data: &[PathBuf], input: Option<&Path>, query: &str, fail: bool) -> ExitCode {
     let mut engine = regorus::Engine::new();
     for named in data {
@@ -124,8 +129,7 @@ pub fn eval(data: &[PathBuf], input: Option<&Path>, query: &str, fail: bool) -> 
         }
     }
     if let Some(path) = input {
-        let k = kind(path).unwrap_or(Kind::Json);
-        match document(path, k) {
+        match input_document(path) {
             Ok(doc) => engine.set_input(regorus::Value::from(with_derived_fields(&doc))),
             Err(code) => return code,
         }

@@ -338,12 +338,8 @@ fn eval(config: &Path, input: &Path) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let input: Value = match read(input).map(|b| serde_json::from_slice(&b)) {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => {
-            eprintln!("error: {}: not JSON: {e}", input.display());
-            return ExitCode::from(1);
-        }
+    let input = match crate::opa::input_document(input) {
+        Ok(v) => v,
         Err(code) => return code,
     };
     let program = match PolicyProgram::compile_pack(

@@ -66,6 +66,32 @@ fn policy_eval_prints_the_decision() {
         .stdout(contains(r#""evaluator": "Native""#));
 }
 
+/// `--input` is JSON or YAML with `--config` too, as with `-d`.
+#[test]
+fn policy_eval_reads_a_yaml_input() {
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo("tests/fixtures/policy-input.json")).unwrap(),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = dir.path().join("input.yaml");
+    std::fs::write(&yaml, serde_yaml_ng::to_string(&json).unwrap()).unwrap();
+    Command::cargo_bin("apiguard")
+        .unwrap()
+        .args([
+            "policy",
+            "eval",
+            "--config",
+            &repo("tests/fixtures/pack-config.json"),
+        ])
+        .arg("--input")
+        .arg(&yaml)
+        .assert()
+        .success()
+        .stdout(contains(r#""allow": false"#))
+        .stdout(contains(r#""tenant_mismatch""#));
+}
+
 /// With `pack_engine: rego` the same decision comes from the pack's Rego on regorus's VM.
 #[test]
 fn policy_eval_runs_the_pack_as_rego_when_configured() {
