@@ -73,9 +73,9 @@ impl Redis {
             "--cacert",
             &ca,
             "--cert",
-            &p("client.pem"),
+            &client_cert,
             "--key",
-            &p("client.key"),
+            &client_key,
         ]
         .map(str::to_owned)
         .to_vec();
@@ -100,10 +100,7 @@ impl Redis {
             if tls_cli.is_empty() {
                 ping(addr)
             } else {
-                let mut conn: Vec<&str> = tls_cli.iter().map(String::as_str).collect();
-                let port = port.to_string();
-                conn.extend(["-p", &port]);
-                redis_cli(&conn, &["ping"]).is_ok_and(|out| out.contains("PONG"))
+                cli_at(&tls_cli, port, &["ping"]).is_ok_and(|out| out.contains("PONG"))
             }
         };
         while !ready() {
@@ -141,11 +138,16 @@ impl Redis {
 
     /// Runs `redis-cli` against this server and returns its output.
     pub fn cli(&self, args: &[&str]) -> Result<String> {
-        let port = self.port().to_string();
-        let mut conn: Vec<&str> = self.tls_cli.iter().map(String::as_str).collect();
-        conn.extend(["-p", &port]);
-        redis_cli(&conn, args)
+        cli_at(&self.tls_cli, self.port(), args)
     }
+}
+
+/// `redis-cli` against the server on `port`, with its TLS flags (none for plain TCP).
+fn cli_at(tls_cli: &[String], port: u16, args: &[&str]) -> Result<String> {
+    let port = port.to_string();
+    let mut conn: Vec<&str> = tls_cli.iter().map(String::as_str).collect();
+    conn.extend(["-p", &port]);
+    redis_cli(&conn, args)
 }
 
 /// `redis-cli` next to `redis-server`.
