@@ -25,14 +25,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use apiguard_core::config::PackEngine;
 use apiguard_core::policy::testcases::{with_derived_fields, Case};
 use apiguard_core::policy::{effective_data, PolicyProgram, BUILTIN_NAME, BUILTIN_PACK};
 
-use apiguard_e2e::proc::Proc;
-use apiguard_e2e::{free_port, repo_root};
+use apiguard_e2e::{repo_root, Limiter};
 use serde_json::{json, Value};
 
 use crate::limiter::{check_round, per_core};
@@ -168,31 +167,18 @@ fn ratios(a: &[f64], b: &[f64]) -> Vec<f64> {
     a.iter().zip(b).map(|(x, y)| x / y).collect()
 }
 
-/// Starts the Limitador harness and waits for the line saying it listens.
-async fn start_limitador(
-    bin: &Path,
-    redis_url: &str,
-    limit: u64,
-    dir: &Path,
-) -> Result<(Proc, String), Error> {
-    let addr = format!("127.0.0.1:{}", free_port()?);
-    let mut cmd = Command::new(bin);
-    cmd.args(["--listen", &addr, "--redis", redis_url]).args([
-        "--limit",
-        &limit.to_string(),
-        "--window-s",
-        &WINDOW_S.to_string(),
-    ]);
-    let mut proc = Proc::spawn(&format!("limitador-{limit}"), cmd, dir)?;
-    let start = Instant::now();
-    while !proc.log().contains("listening on") {
-        proc.check_alive()?;
-        if start.elapsed() > Duration::from_secs(20) {
-            return Err(format!("the Limitador harness did not start:\n{}", proc.log()).into());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok((proc, addr))
+/// Starts the Limitador harness with `limit` per window and waits for its `/healthz`, as the
+/// harness waits for apiguard-limiter's.
+async fn start_limitador(bin: &Path, redis_url: &str, limit: u64) -> Result<Limiter, Error> {
+    let args = [
+        "--redis".to_owned(),
+        redis_url.to_owned(),
+        "--limit".to_owned(),
+        limit.to_string(),
+        "--window-s".to_owned(),
+        WINDOW_S.to_string(),
+    ];
+    Ok(Limiter::start_bin(bin, &args).await?)
 }
 
 async fn limitador(rounds: u64) -> Result<Value, Error> {
@@ -200,8 +186,7 @@ async fn limitador(rounds: u64) -> Result<Value, Error> {
     let conc = env_u64("APIGUARD_BENCH_CONCURRENCY", 16);
     let bin = peer_script("limitador/build.sh")?;
     let (redis, limiter) = limiter_over_redis().await?;
-    let dir = tempfile::tempdir()?;
-    let (peer, peer_addr) = start_limitador(&bin, &redis.url(), LIMIT, dir.path()).await?;
+    let peer = start_limitador(&bin, &redis.url(), LIMIT).await?;
     let addr = limiter.addr.to_string();
     let mut services = [
         Service::new(
@@ -216,7 +201,12 @@ async fn limitador(rounds: u64) -> Result<Value, Error> {
             &addr,
             Some("log"),
         ),
-        Service::new("Limitador 0.14 (Redis)", peer.pid(), &peer_addr, None),
+        Service::new(
+            "Limitador 0.14 (Redis)",
+            peer.proc.pid(),
+            &peer.addr.to_string(),
+            None,
+        ),
     ];
     println!(
         "apiguard-limiter vs Limitador, same Redis and limit: {rounds} interleaved rounds x {checks} checks, {conc} connections"
@@ -267,7 +257,7 @@ async fn limitador(rounds: u64) -> Result<Value, Error> {
         }
     }
     // Exactness: a limit of PROBE_LIMIT, PROBE_CALLS calls at once on a fresh key.
-    let (_probe, probe_addr) = start_limitador(&bin, &redis.url(), PROBE_LIMIT, dir.path()).await?;
+    let probe = start_limitador(&bin, &redis.url(), PROBE_LIMIT).await?;
     println!(
         "exactness: limit {PROBE_LIMIT} per {WINDOW_S} s on a fresh key; admitted of {PROBE_CALLS} calls one by one, then at once ({PROBE_TRIES} tries)"
     );
@@ -277,7 +267,7 @@ async fn limitador(rounds: u64) -> Result<Value, Error> {
         // Limitador applies one registered limit: the probe's is its own process.
         let url = match algorithm {
             Some(_) => s.url.clone(),
-            None => format!("http://{probe_addr}/v1/check"),
+            None => format!("http://{}/v1/check", probe.addr),
         };
         // One by one first: each service must hold the limit when nothing races.
         let client = reqwest::Client::new();
