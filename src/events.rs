@@ -40,6 +40,9 @@ pub enum Event {
     RateFailed(LimiterFailure),
     /// A limiter failure let through by `failure_mode: allow`.
     RateFailurePass,
+    /// The checks went on to Envoy's `ext_authz` filter in the handoff header
+    /// (`rate_limit.call: ext_authz`).
+    RateHandedOver,
     /// A remote JWKS fetch produced keys.
     JwksFetched,
     /// A remote JWKS fetch failed (the last good keys stay).
@@ -96,6 +99,7 @@ counters! {
     RatelimitLimitedLocal => "apiguard.ratelimit.limited_local",
     RatelimitShadowLimited => "apiguard.ratelimit.shadow_limited",
     RatelimitFailureModePass => "apiguard.ratelimit.failure_mode_pass",
+    RatelimitHandedOver => "apiguard.ratelimit.handed_over",
     RatelimitFailureDispatch => "apiguard.ratelimit.failure.dispatch",
     RatelimitFailureNoResponse => "apiguard.ratelimit.failure.no_response",
     RatelimitFailureStatus => "apiguard.ratelimit.failure.status",
@@ -143,6 +147,7 @@ impl Event {
             Event::RateLimitedLocal => (Counter::RatelimitLimitedLocal, None),
             Event::RateShadowLimited => (Counter::RatelimitShadowLimited, None),
             Event::RateFailurePass => (Counter::RatelimitFailureModePass, None),
+            Event::RateHandedOver => (Counter::RatelimitHandedOver, None),
             Event::RateFailed(f) => (limiter_failed(f), None),
             Event::JwksFetched => (Counter::JwksFetchSuccess, None),
             Event::JwksFetchFailed => (Counter::JwksFetchFailure, None),

@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use crate::config::LimiterCall;
 use crate::config::{Config, ConfigError, ConfigWarning};
 use crate::events::Event;
 use crate::http::{self, HeaderOp, Headers};
@@ -17,7 +18,8 @@ use crate::jwt::token::Reject;
 use crate::path::{self, NormalizedPath};
 use crate::policy::stage::{PolicyOutcome, PolicyRequest, PolicyStage, PolicyWorker};
 use crate::ratelimit::{
-    self, LimitCall, LimitVerdict, LocalLimits, Plan, PlanError, RateLimitStage,
+    self, LimitCall, LimitVerdict, LocalLimits, Plan, PlanError, RateLimitStage, HANDOFF_HEADER,
+    NO_LIMITS,
 };
 use crate::reply::Reply;
 
@@ -186,6 +188,13 @@ impl Pipeline {
             .as_ref()
             .map(RateLimitStage::compile);
         let mut protected: Vec<String> = Vec::new();
+        // The handoff header is the limiter's only word on what to count: never the client's.
+        if ratelimit
+            .as_ref()
+            .is_some_and(|r| r.call == LimiterCall::ExtAuthz)
+        {
+            protected.push(HANDOFF_HEADER.to_owned());
+        }
         for h in jwt
             .iter()
             .flat_map(|j| j.headers_set())
@@ -411,6 +420,9 @@ impl Pipeline {
             out.policy = Some(result);
         }
         if let Some(rl) = &self.ratelimit {
+            // With `call: ext_authz` every request that goes on carries the plan, or says there is
+            // none: the limiter refuses a request without the header rather than count nothing.
+            let hand_over = rl.call == LimiterCall::ExtAuthz;
             let tier = out.policy.as_ref().and_then(|p| p.decision.tier.as_deref());
             let cost = out
                 .policy
@@ -419,6 +431,9 @@ impl Pipeline {
                 .unwrap_or(1);
             let caller = out.identity.as_ref().map(|i| (&*i.provider, &*i.claims));
             match rl.plan(&path, &req.headers, req.source, caller, tier, cost) {
+                Ok(None) if hand_over => {
+                    ops.push(HeaderOp::Set(HANDOFF_HEADER.into(), NO_LIMITS.into()));
+                }
                 Ok(None) => {}
                 Err(PlanError::UnknownTier(_)) => {
                     // Nothing to call: `failure_mode` alone says whether the request goes on,
@@ -428,6 +443,15 @@ impl Pipeline {
                         out.step = Step::Respond(reply);
                         return out;
                     }
+                    if hand_over {
+                        ops.push(HeaderOp::Set(HANDOFF_HEADER.into(), NO_LIMITS.into()));
+                    }
+                }
+                Ok(Some(plan)) if hand_over => {
+                    // The limiter decides, answers and counts; the local over-limit cache needs
+                    // answers the filter does not see here.
+                    out.events.push(Event::RateHandedOver);
+                    ops.push(HeaderOp::Set(HANDOFF_HEADER.into(), rl.handoff(&plan)));
                 }
                 Ok(Some(plan)) => {
                     if !plan.shadow {

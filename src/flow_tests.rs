@@ -8,6 +8,7 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use std::collections::HashMap;
 
+use apiguard_limiter_api::handoff::{Handed, Handoff, HANDOFF_HEADER};
 use apiguard_limiter_api::{CheckRequest, CheckResponse, CheckResult};
 use serde_json::{json, Value};
 
@@ -248,4 +249,94 @@ fn a_limiter_status_other_than_200_is_a_failure() {
     let next = p.on_limiter_answer(resume, Ok((503, b"{}")), NOW_MS, &mut s);
     assert_eq!(next.events, [Event::RateFailed(LimiterFailure::Status)]);
     assert!(matches!(next.step, Resumed::Respond(ref r) if r.status == 503));
+}
+
+/// The handoff header's value in a request's changes, if it is set.
+fn handed(r: &Seen) -> Option<&str> {
+    r.upstream.iter().find_map(|op| match op {
+        HeaderOp::Set(n, v) if n == HANDOFF_HEADER => Some(v.as_str()),
+        _ => None,
+    })
+}
+
+/// `call: ext_authz`: no call from the filter; every request that goes on carries the plan the
+/// filter would have sent (or `none`), and a client's copy of the header, under any spelling,
+/// is removed first.
+#[test]
+fn with_ext_authz_the_plan_goes_on_in_the_handoff_header() {
+    let (p, mut s) = pipeline(json!({"call": "ext_authz", "cluster": ""}));
+    let mut lim = Limiter::default();
+    let r = send(&p, &mut s, &mut lim, "/auth/login", Call::Answered);
+    assert_eq!((r.status, r.called), (200, false), "{r:?}");
+    assert_eq!(r.events, [Event::RateHandedOver]);
+    let Ok(Handed::Plan(plan)) = Handoff::decode(handed(&r).map(str::as_bytes)) else {
+        panic!("{r:?}")
+    };
+    assert_eq!(plan.scope, "route:auth");
+    assert_eq!(plan.checks.len(), 1);
+    assert_eq!(
+        (plan.checks[0].limit, plan.checks[0].window_ms),
+        (1, 60_000)
+    );
+    assert!(plan.checks[0].key.ends_with("}:route:auth"));
+    assert!(plan.deny_on_failure && !plan.shadow);
+    let r = send(&p, &mut s, &mut lim, "/search", Call::Answered);
+    let Ok(Handed::Plan(plan)) = Handoff::decode(handed(&r).map(str::as_bytes)) else {
+        panic!("{r:?}")
+    };
+    assert!(plan.shadow);
+
+    // No limits: `none`, so the limiter can tell "nothing to count" from "the filter did not run".
+    let (p, mut s) = pipeline(json!({"call": "ext_authz", "cluster": "",
+                                     "tiers": {"standard": []}}));
+    let headers = vec![
+        ("x-apiguard-limit".to_owned(), b"forged".to_vec()),
+        ("X_Apiguard_Limit".to_owned(), b"forged".to_vec()),
+    ];
+    let facts = RequestFacts {
+        path: b"/docs",
+        headers: Headers::new(&headers),
+        source: None,
+    };
+    let Step::Continue(ops) = p.on_request(&facts, NOW_MS, &mut s).step else {
+        panic!("no continue")
+    };
+    assert_eq!(
+        ops,
+        [
+            HeaderOp::Remove("x-apiguard-limit".into()),
+            HeaderOp::Remove("X_Apiguard_Limit".into()),
+            HeaderOp::Set(HANDOFF_HEADER.into(), "none".into()),
+        ]
+    );
+}
+
+/// An unknown tier under `call: ext_authz` follows the failure mode in the filter, as with the
+/// filter's own call: 503 by default, `none` (go on) with `failure_mode: allow`.
+#[test]
+fn with_ext_authz_an_unknown_tier_follows_the_failure_mode() {
+    let cfg = |mode: &str| {
+        json!({"policy": {"modules": {"t.rego": "package t\nallow := true\nrate_limit_tier := \"gold\"\n"},
+                          "entrypoint": "data.t"},
+               "rate_limit": {"call": "ext_authz", "failure_mode": mode,
+                              "tiers": {"standard": [{"requests": 1, "window_s": 1}]}}})
+        .to_string()
+    };
+    let facts = RequestFacts {
+        path: b"/docs",
+        headers: Headers::new(&[]),
+        source: None,
+    };
+    let (p, _) = Pipeline::from_json(cfg("deny").as_bytes()).unwrap();
+    let out = p.on_request(&facts, NOW_MS, &mut p.worker_state());
+    assert!(
+        matches!(out.step, Step::Respond(ref r) if r.status == 503),
+        "{out:?}"
+    );
+    let (p, _) = Pipeline::from_json(cfg("allow").as_bytes()).unwrap();
+    let out = p.on_request(&facts, NOW_MS, &mut p.worker_state());
+    let Step::Continue(ops) = out.step else {
+        panic!("{out:?}")
+    };
+    assert_eq!(ops, [HeaderOp::Set(HANDOFF_HEADER.into(), "none".into())]);
 }

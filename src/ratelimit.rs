@@ -10,14 +10,14 @@ use std::sync::Arc;
 use lru::LruCache;
 use sha2::{Digest, Sha256};
 
-use crate::config::{FailureMode, HeaderMode, IdentitySource, Limit, RateLimitConfig};
+use crate::config::{FailureMode, HeaderMode, IdentitySource, Limit, LimiterCall, RateLimitConfig};
 use crate::http::Headers;
 use crate::jwt::stage::Claims;
 use crate::path::{prefix_matches, NormalizedPath};
 use crate::reply::Reply;
-use apiguard_limiter_api::{
-    Check, CheckRequest, CheckResponse, CheckResult, LimitAlgorithm, CHECK_PATH,
-};
+use apiguard_limiter_api::handoff::{self, Handoff};
+pub use apiguard_limiter_api::handoff::{HANDOFF_HEADER, NO_LIMITS};
+use apiguard_limiter_api::{Check, CheckRequest, CheckResponse, LimitAlgorithm, CHECK_PATH};
 
 /// The largest limiter answer read; anything bigger is a failure (a 16-check answer is ~2 KiB).
 pub const MAX_ANSWER_BYTES: usize = 16 * 1024;
@@ -34,6 +34,9 @@ struct Route {
 /// The compiled `rate_limit` section.
 #[derive(Debug, Clone)]
 pub struct RateLimitStage {
+    /// Who calls the limiter: with `ExtAuthz` the plan goes on in [`HANDOFF_HEADER`] instead of a
+    /// call ([`RateLimitStage::handoff`]).
+    pub call: LimiterCall,
     pub cluster: String,
     pub timeout_ms: u64,
     failure_mode: FailureMode,
@@ -132,6 +135,7 @@ impl RateLimitStage {
             .collect();
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         RateLimitStage {
+            call: cfg.call,
             cluster: cfg.cluster.clone(),
             timeout_ms: cfg.timeout_ms,
             failure_mode: cfg.failure_mode,
@@ -296,12 +300,21 @@ impl RateLimitStage {
             Ok(r) => r,
             Err(f) => return self.failed(plan, f),
         };
-        let headers = self.headers(plan, &r.results, now_ms);
+        let headers = |limited| {
+            handoff::rate_limit_headers(
+                &plan.scope,
+                &plan.checks,
+                &r.results,
+                self.header_mode.into(),
+                limited,
+                now_ms,
+            )
+        };
         if r.allowed {
             return Judgement {
                 verdict: LimitVerdict::Allowed,
                 reply: None,
-                response_headers: headers,
+                response_headers: headers(false),
                 block_until_ms: None,
             };
         }
@@ -313,16 +326,10 @@ impl RateLimitStage {
                 block_until_ms: None,
             };
         }
-        let retry_ms = r
-            .results
-            .iter()
-            .map(|x| x.retry_after_ms)
-            .max()
-            .unwrap_or(1000)
-            .max(1);
+        let retry_ms = handoff::retry_after_ms(&r.results);
         Judgement {
             verdict: LimitVerdict::Limited,
-            reply: Some(too_many(headers, retry_ms)),
+            reply: Some(too_many(headers(true), retry_ms)),
             response_headers: Vec::new(),
             block_until_ms: Some(
                 now_ms.saturating_add(i64::try_from(retry_ms).unwrap_or(i64::MAX)),
@@ -343,48 +350,27 @@ impl RateLimitStage {
         )
     }
 
-    /// Rate-limit headers for the most restrictive window (fewest remaining; on a tie, the
-    /// latest reset).
-    fn headers(&self, plan: &Plan, results: &[CheckResult], now_ms: i64) -> Vec<(String, String)> {
-        let Some((i, worst)) = results
-            .iter()
-            .enumerate()
-            .min_by_key(|(_, r)| (r.remaining, std::cmp::Reverse(r.reset_ms)))
-        else {
-            return Vec::new();
-        };
-        let reset_s = worst.reset_ms.div_ceil(1000);
-        let name = |c: &Check| {
-            format!(
-                "\"{}-{}s\"",
-                plan.scope.replace(':', "-"),
-                c.window_ms / 1000
-            )
-        };
-        let mut out = Vec::new();
-        if matches!(self.header_mode, HeaderMode::Legacy | HeaderMode::Both) {
-            let reset_at = now_ms
-                .div_euclid(1000)
-                .saturating_add(i64::try_from(reset_s).unwrap_or(i64::MAX));
-            out.push(("x-ratelimit-limit".into(), worst.limit.to_string()));
-            out.push(("x-ratelimit-remaining".into(), worst.remaining.to_string()));
-            out.push(("x-ratelimit-reset".into(), reset_at.to_string()));
+    /// The plan in the request header Envoy's `ext_authz` filter forwards to the limiter
+    /// (`rate_limit.call: ext_authz`).
+    pub fn handoff(&self, plan: &Plan) -> String {
+        Handoff {
+            scope: plan.scope.clone(),
+            checks: plan.checks.clone(),
+            headers: self.header_mode.into(),
+            deny_on_failure: plan.failure_mode == FailureMode::Deny,
+            shadow: plan.shadow,
         }
-        if matches!(self.header_mode, HeaderMode::Ietf | HeaderMode::Both) {
-            let policy: Vec<String> = plan
-                .checks
-                .iter()
-                .map(|c| format!("{};q={};w={}", name(c), c.limit, c.window_ms / 1000))
-                .collect();
-            out.push(("ratelimit-policy".into(), policy.join(", ")));
-            if let Some(c) = plan.checks.get(i) {
-                out.push((
-                    "ratelimit".into(),
-                    format!("{};r={};t={reset_s}", name(c), worst.remaining),
-                ));
-            }
+        .encode()
+    }
+}
+
+impl From<HeaderMode> for handoff::HeaderMode {
+    fn from(m: HeaderMode) -> Self {
+        match m {
+            HeaderMode::Legacy => handoff::HeaderMode::Legacy,
+            HeaderMode::Ietf => handoff::HeaderMode::Ietf,
+            HeaderMode::Both => handoff::HeaderMode::Both,
         }
-        out
     }
 }
 
@@ -399,16 +385,8 @@ fn failure(f: LimiterFailure, deny: bool) -> Judgement {
 
 /// 429 with `Retry-After` (whole seconds, at least 1) and the rate-limit headers.
 fn too_many(headers: Vec<(String, String)>, retry_ms: u64) -> Reply {
-    let mut reply = Reply::too_many_requests(retry_ms.div_ceil(1000).max(1));
-    for (n, v) in headers {
-        // On a 429 the window is spent, whatever the most restrictive window said.
-        let v = if n == "x-ratelimit-remaining" {
-            "0".to_owned()
-        } else {
-            v
-        };
-        reply.headers.push((n, v));
-    }
+    let mut reply = Reply::too_many_requests(handoff::retry_after_s(retry_ms));
+    reply.headers.extend(headers);
     reply
 }
 

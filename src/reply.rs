@@ -82,14 +82,18 @@ impl Reply {
     }
 
     /// 429: over a rate limit. The caller adds the rate-limit headers.
+    /// The body is the limiter's own 429 body too (`rate_limit.call: ext_authz`), so a client
+    /// sees one answer whichever way the limiter is called.
     pub fn too_many_requests(retry_after_s: u64) -> Reply {
-        Reply::problem(
-            429,
-            "Too Many Requests",
-            "The rate limit for this request is exhausted.",
-            "apiguard_rate_limited",
-        )
-        .with_header("retry-after", &retry_after_s.max(1).to_string())
+        Reply {
+            status: 429,
+            headers: vec![
+                ("content-type".into(), PROBLEM_JSON.into()),
+                ("retry-after".into(), retry_after_s.max(1).to_string()),
+            ],
+            body: apiguard_limiter_api::handoff::too_many_requests_body(),
+            details: "apiguard_rate_limited",
+        }
     }
 
     /// 503: the rate limiter could not decide and the failure mode is `deny`.

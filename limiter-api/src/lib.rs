@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod handoff;
 pub mod json_shape;
 
 use json_shape::{array_for_object, Shape};

@@ -133,6 +133,8 @@ pub enum Problem {
     Jwks(String),
     #[error("does not compile:{0}")]
     Rego(String),
+    #[error("is not used when {0}")]
+    NotUsed(&'static str),
 }
 
 /// Something legal but probably unintended; the filter logs each one at configure time.

@@ -12,8 +12,13 @@ use super::{check_header_name, invalid, ConfigError, Problem, MAX_CACHE_ENTRIES,
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
-    /// Envoy cluster that reaches apiguard-limiter.
+    /// Envoy cluster that reaches apiguard-limiter (`call: filter`, where it is required).
+    #[serde(default)]
     pub cluster: String,
+    /// Who calls apiguard-limiter: the filter itself (`filter`, over `cluster`), or Envoy's
+    /// `ext_authz` filter placed after it (`ext_authz`), to which the filter hands the checks.
+    #[serde(default)]
+    pub call: LimiterCall,
     #[serde(default = "default_limiter_timeout_ms")]
     pub timeout_ms: u64,
     #[serde(default)]
@@ -33,6 +38,20 @@ pub struct RateLimitConfig {
     /// Keys remembered as over their limit per worker (answered 429 locally until their reset).
     #[serde(default = "default_local_cache_entries")]
     pub local_cache_entries: usize,
+}
+
+/// Who makes the call to apiguard-limiter (docs/ratelimit.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum LimiterCall {
+    /// The filter, from the Wasm VM (`dispatch_http_call` to `POST /v1/check`).
+    #[default]
+    Filter,
+    /// Envoy's `ext_authz` filter, after this one, from Envoy's own HTTP client: the filter
+    /// puts the checks in the `x-apiguard-limit` request header and the limiter answers on
+    /// `/v1/ext_authz`.
+    ExtAuthz,
 }
 
 /// `X-RateLimit-*` (`legacy`), the IETF draft `RateLimit-Policy`/`RateLimit` (`ietf`), or both.
@@ -106,8 +125,20 @@ fn default_identity() -> Vec<IdentitySource> {
 }
 
 pub(super) fn validate_rate_limit(rl: &RateLimitConfig) -> Result<(), ConfigError> {
-    if rl.cluster.is_empty() {
-        return Err(invalid("rate_limit.cluster", Problem::Empty));
+    match rl.call {
+        LimiterCall::Filter if rl.cluster.is_empty() => {
+            return Err(invalid("rate_limit.cluster", Problem::Empty));
+        }
+        // The ext_authz filter names the limiter's cluster; one named here would be ignored.
+        LimiterCall::ExtAuthz if !rl.cluster.is_empty() => {
+            return Err(invalid(
+                "rate_limit.cluster",
+                Problem::NotUsed(
+                    "rate_limit.call is ext_authz (ext_authz's http_service names the cluster)",
+                ),
+            ));
+        }
+        _ => {}
     }
     // Envoy reads a zero callout timeout as "no timeout": a hung limiter would hang requests.
     if rl.timeout_ms == 0 {

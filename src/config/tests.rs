@@ -269,6 +269,24 @@ fn rate_limit_values_are_checked() {
         ),
         "rate_limit.routes[1].name"
     );
+    // Who calls: the filter needs a cluster; ext_authz names its own, so one here is refused.
+    assert_eq!(
+        err(r#"{"rate_limit":{}}"#),
+        ConfigError::Invalid {
+            path: "rate_limit.cluster".into(),
+            problem: Problem::Empty
+        }
+    );
+    let msg = err(r#"{"rate_limit":{"call":"ext_authz","cluster":"l"}}"#).to_string();
+    assert!(
+        msg.starts_with("rate_limit.cluster: is not used when rate_limit.call is ext_authz"),
+        "{msg}"
+    );
+    assert!(Config::from_json(br#"{"rate_limit":{"call":"ext_authz"}}"#).is_ok());
+    assert_eq!(
+        err_path(r#"{"rate_limit":{"call":"grpc","cluster":"l"}}"#),
+        "rate_limit.call"
+    );
 }
 
 /// Numbers the host reads as narrower types, and names that go into keys, are bounded.
