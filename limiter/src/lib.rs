@@ -4,11 +4,13 @@
 //! flags, picks the store, binds and serves with graceful shutdown.
 //!
 //! Routes: `POST /v1/check` (the wire types are in [`apiguard_limiter_api`]), Envoy's
+//! `ext_authz` HTTP service under `/v1/ext_authz` ([`ext_authz`]), Envoy's
 //! rate-limit service over gRPC (`/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit`,
 //! [`rls`]), `GET /healthz` (alive), `GET /readyz` (store reachable), `GET /metrics`
 //! (Prometheus text).
 #![forbid(unsafe_code)]
 
+pub mod ext_authz;
 pub mod metrics;
 pub mod probe;
 pub mod rls;
@@ -25,7 +27,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use serde_json::json;
 use tracing::warn;
@@ -85,6 +87,17 @@ pub fn app<S: Store>(state: Arc<AppState<S>>) -> Router {
         Router::new().route_service(rls::service::ROUTE, rls::service::server(state.clone()));
     Router::new()
         .route(CHECK_PATH, post(check::<S>))
+        .route(ext_authz::EXT_AUTHZ_PATH, any(ext_authz::check::<S>))
+        // `ext_authz` appends the request's path: `/` gives the prefix and a slash, which the
+        // wildcard below does not match (it needs a segment).
+        .route(
+            &format!("{}/", ext_authz::EXT_AUTHZ_PATH),
+            any(ext_authz::check::<S>),
+        )
+        .route(
+            &format!("{}/{{*path}}", ext_authz::EXT_AUTHZ_PATH),
+            any(ext_authz::check::<S>),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz::<S>))
         .route("/metrics", get(metrics::<S>))

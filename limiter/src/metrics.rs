@@ -19,9 +19,15 @@ struct KindLabel {
     kind: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AnswerLabel {
+    answer: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     checks: Family<ResultLabel, Counter>,
+    handoffs: Family<AnswerLabel, Counter>,
     store_errors: Family<KindLabel, Counter>,
     latency: Histogram,
 }
@@ -50,6 +56,12 @@ impl Metrics {
                 ("revision", apiguard_buildinfo::REVISION),
             ]),
         );
+        let handoffs = Family::<AnswerLabel, Counter>::default();
+        registry.register(
+            "ext_authz_checks",
+            "ext_authz checks by answer: allowed, limited, shadow_limited, unlimited, failure_deny, failure_mode_pass, bad_handoff",
+            handoffs.clone(),
+        );
         let store_errors = Family::<KindLabel, Counter>::default();
         registry.register(
             "store_errors",
@@ -68,6 +80,7 @@ impl Metrics {
         Metrics {
             registry,
             checks,
+            handoffs,
             store_errors,
             latency,
         }
@@ -76,6 +89,11 @@ impl Metrics {
     pub fn decided(&self, allowed: bool) {
         let result = if allowed { "allowed" } else { "limited" };
         self.checks.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    /// An `ext_authz` check's answer (docs/limiter.md, "Envoy's ext_authz").
+    pub fn handoff(&self, answer: &'static str) {
+        self.handoffs.get_or_create(&AnswerLabel { answer }).inc();
     }
 
     pub fn bad_request(&self) {
