@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use apiguard_core::jose::Algorithm;
+use apiguard_e2e::envoy::limiter_ext_authz;
 use apiguard_e2e::fake_limiter::{FakeLimiter, Mode};
 use apiguard_e2e::keys::{self, claims, token};
 use apiguard_e2e::{Echo, Envoy, EnvoySpec, Limiter, Redis};
@@ -14,8 +15,50 @@ use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 
 fn config(rate_limit: Value) -> String {
+    config_for(Call::Filter, rate_limit)
+}
+
+/// Who calls the limiter: the filter itself, or Envoy's `ext_authz` filter after it
+/// (`rate_limit.call: ext_authz`, with the shipped `envoy/limiter-ext-authz.yaml`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Call {
+    Filter,
+    ExtAuthz,
+}
+
+/// Runs `$body(Call)` once per way of calling the limiter, as `$name::filter` and
+/// `$name::ext_authz`: one test body, both calls.
+macro_rules! for_each_call {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread")]
+            async fn filter() {
+                super::$name(Call::Filter).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread")]
+            async fn ext_authz() {
+                super::$name(Call::ExtAuthz).await;
+            }
+        }
+    )*};
+}
+
+for_each_call!(
+    exactly_the_limit_passes_and_the_rest_get_429_with_headers,
+    invalid_tokens_never_spend_a_victims_quota,
+    header_modes_and_shadow_limits,
+);
+
+fn config_for(call: Call, rate_limit: Value) -> String {
     let mut rl = json!({"cluster": "limiter", "timeout_ms": 200, "identity": ["claim:sub", "source_ip"],
                         "tiers": {"standard": [{"requests": 5, "window_s": 60}]}});
+    if call == Call::ExtAuthz {
+        rl = json!({"call": "ext_authz", "identity": ["claim:sub", "source_ip"],
+                    "tiers": {"standard": [{"requests": 5, "window_s": 60}]}});
+    }
     if let (Some(o), Some(e)) = (rl.as_object_mut(), rate_limit.as_object()) {
         for (k, v) in e {
             o.insert(k.clone(), v.clone());
@@ -46,11 +89,49 @@ fn rand_jti() -> String {
 }
 
 async fn envoy_with(limiter: SocketAddr, rate_limit: Value) -> (Echo, Envoy) {
+    envoy_calling(Call::Filter, limiter, rate_limit).await
+}
+
+async fn envoy_calling(call: Call, limiter: SocketAddr, rate_limit: Value) -> (Echo, Envoy) {
     let echo = Echo::start().await.unwrap();
-    let spec = EnvoySpec::new(echo.addr)
+    let mut spec = EnvoySpec::new(echo.addr)
         .with_cluster("limiter", limiter)
-        .with_filter(config(rate_limit));
+        .with_filter(config_for(call, rate_limit));
+    if call == Call::ExtAuthz {
+        spec = spec.with_native_filter_after(limiter_ext_authz("limiter").unwrap());
+    }
     (echo, Envoy::start(&spec).await.unwrap())
+}
+
+/// How many requests the rate-limit stage let over a shadow limit: the filter counts them when
+/// it calls, the limiter when `ext_authz` does.
+async fn shadow_limited(call: Call, envoy: &Envoy, limiter: &Limiter, want: u64) {
+    match call {
+        Call::Filter => {
+            expect_stat(envoy, "wasmcustom.apiguard.ratelimit.shadow_limited", want).await;
+        }
+        Call::ExtAuthz => assert_eq!(
+            limiter_metric(
+                limiter,
+                "apiguard_limiter_ext_authz_checks_total{answer=\"shadow_limited\"}"
+            )
+            .await,
+            want
+        ),
+    }
+}
+
+async fn limiter_metric(limiter: &Limiter, series: &str) -> u64 {
+    let text = reqwest::get(format!("http://{}/metrics", limiter.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 async fn real_limiter() -> (Redis, Limiter) {
@@ -83,10 +164,9 @@ fn h<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
         .unwrap_or("")
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn exactly_the_limit_passes_and_the_rest_get_429_with_headers() {
+async fn exactly_the_limit_passes_and_the_rest_get_429_with_headers(call: Call) {
     let (_redis, limiter) = real_limiter().await;
-    let (echo, envoy) = envoy_with(limiter.addr, json!({})).await;
+    let (echo, envoy) = envoy_calling(call, limiter.addr, json!({})).await;
     let auth = bearer("alice");
     let mut tasks = Vec::new();
     for _ in 0..25 {
@@ -146,10 +226,10 @@ async fn limiter_checks(limiter: &Limiter) -> u64 {
         .sum()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn invalid_tokens_never_spend_a_victims_quota() {
+async fn invalid_tokens_never_spend_a_victims_quota(call: Call) {
     let (_redis, limiter) = real_limiter().await;
-    let (echo, envoy) = envoy_with(
+    let (echo, envoy) = envoy_calling(
+        call,
         limiter.addr,
         json!({"tiers": {"standard": [{"requests": 1, "window_s": 60}]}}),
     )
@@ -311,15 +391,14 @@ async fn broken_limiter_answers_follow_the_failure_mode_and_the_filter_stays_ali
     assert_eq!(get(&deny, "/api/x", "Bearer junk").await.0, 401);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn header_modes_and_shadow_limits() {
+async fn header_modes_and_shadow_limits(call: Call) {
     let (_redis, limiter) = real_limiter().await;
     for (mode, legacy, ietf) in [
         ("legacy", true, false),
         ("ietf", false, true),
         ("both", true, true),
     ] {
-        let (_echo, envoy) = envoy_with(limiter.addr, json!({"headers": mode})).await;
+        let (_echo, envoy) = envoy_calling(call, limiter.addr, json!({"headers": mode})).await;
         let (status, headers) = get(&envoy, "/api/x", &bearer(&format!("hdr-{mode}"))).await;
         assert_eq!(status, 200);
         assert_eq!(
@@ -338,7 +417,8 @@ async fn header_modes_and_shadow_limits() {
             "{mode}: {headers:?}"
         );
     }
-    let (echo, envoy) = envoy_with(
+    let (echo, envoy) = envoy_calling(
+        call,
         limiter.addr,
         json!({"tiers": {"standard": [{"requests": 1, "window_s": 60}]}, "shadow_tiers": ["standard"]}),
     )
@@ -348,7 +428,151 @@ async fn header_modes_and_shadow_limits() {
         assert_eq!(get(&envoy, "/api/x", &auth).await.0, 200);
     }
     assert_eq!(echo.count(), 4);
-    expect_stat(&envoy, "wasmcustom.apiguard.ratelimit.shadow_limited", 3).await;
+    shadow_limited(call, &envoy, &limiter, 3).await;
+}
+
+/// Both ways of calling give the client the same answers: status, rate-limit headers and body,
+/// allowed and over the limit.
+#[tokio::test(flavor = "multi_thread")]
+async fn both_calls_answer_alike() {
+    let (_redis, limiter) = real_limiter().await;
+    let mut seen = Vec::new();
+    for call in [Call::Filter, Call::ExtAuthz] {
+        let (_echo, envoy) = envoy_calling(
+            call,
+            limiter.addr,
+            json!({"tiers": {"standard": [{"requests": 1, "window_s": 60}, {"requests": 5, "window_s": 3600}]}}),
+        )
+        .await;
+        let auth = bearer(&format!("alike-{call:?}"));
+        let mut answers = Vec::new();
+        for _ in 0..2 {
+            let res = apiguard_e2e::client()
+                .get(envoy.url("/api/x"))
+                .header("authorization", &auth)
+                .send()
+                .await
+                .unwrap();
+            let status = res.status().as_u16();
+            let mut names: Vec<(String, String)> = res
+                .headers()
+                .iter()
+                .filter(|(n, _)| {
+                    let n = n.as_str();
+                    n.contains("ratelimit") || n == "retry-after" || n == "content-type"
+                })
+                // Reset times move with the clock; the rest must match exactly.
+                .map(|(n, v)| {
+                    let v = v.to_str().unwrap();
+                    let v = if n == "x-ratelimit-reset" || n == "retry-after" {
+                        "<time>"
+                    } else {
+                        v.split(";t=").next().unwrap_or(v)
+                    };
+                    (n.as_str().to_owned(), v.to_owned())
+                })
+                .collect();
+            names.sort();
+            // The upstream's body echoes the request (its token differs); the 429's is ours.
+            let body = res.text().await.unwrap();
+            answers.push((
+                status,
+                names,
+                if status == 200 { String::new() } else { body },
+            ));
+        }
+        assert_eq!(answers[0].0, 200, "{call:?}: {answers:?}");
+        assert_eq!(answers[1].0, 429, "{call:?}: {answers:?}");
+        seen.push(answers);
+    }
+    assert_eq!(seen[0], seen[1], "the filter's answers, then ext_authz's");
+}
+
+/// With `call: ext_authz` the limiter counts what the handoff header says, so the header is
+/// the filter's alone: a client's copy, under any spelling, is removed before ext_authz reads
+/// it, and the upstream never sees the header at all.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_clients_handoff_header_is_never_counted_or_forwarded() {
+    let (_redis, limiter) = real_limiter().await;
+    let (echo, envoy) = envoy_calling(
+        Call::ExtAuthz,
+        limiter.addr,
+        json!({"tiers": {"standard": [{"requests": 1, "window_s": 60}]}}),
+    )
+    .await;
+    let auth = bearer("spoofer");
+    for (i, (name, value)) in [
+        ("x-apiguard-limit", "none"),
+        ("x_apiguard_limit", "none"),
+        ("X-Apiguard-Limit", "eyJ4IjoxfQ"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let status = apiguard_e2e::client()
+            .get(envoy.url("/api/x"))
+            .header("authorization", &auth)
+            .header(*name, *value)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        assert_eq!(status, if i == 0 { 200 } else { 429 }, "{name}: {value}");
+    }
+    assert_eq!(echo.count(), 1);
+    for r in echo.requests() {
+        assert!(
+            r.header_all("x-apiguard-limit").is_empty()
+                && r.header_all("x_apiguard_limit").is_empty(),
+            "the upstream saw the handoff header"
+        );
+    }
+    expect_stat(&envoy, "wasmcustom.apiguard.ratelimit.handed_over", 3).await;
+}
+
+/// With `call: ext_authz`, Redis down follows the plan's failure mode (the limiter answers for
+/// it), and a dead limiter is ext_authz's own failure: 503, never "allowed".
+#[tokio::test(flavor = "multi_thread")]
+async fn through_ext_authz_failures_fail_closed_unless_configured_open() {
+    // A store deadline well inside ext_authz's 50 ms, so the limiter's answer for the plan
+    // comes before ext_authz gives up on it.
+    let redis = Redis::start().unwrap();
+    let mut limiter = Limiter::start(&[
+        "--redis".into(),
+        redis.url(),
+        "--redis-timeout-ms".into(),
+        "20".into(),
+    ])
+    .await
+    .unwrap();
+    let (echo, deny) = envoy_calling(Call::ExtAuthz, limiter.addr, json!({})).await;
+    let (_echo, allow) = envoy_calling(
+        Call::ExtAuthz,
+        limiter.addr,
+        json!({"failure_mode": "allow"}),
+    )
+    .await;
+    let auth = bearer("dead");
+    assert_eq!(get(&deny, "/api/x", &auth).await.0, 200);
+    drop(redis);
+    assert_eq!(get(&deny, "/api/x", &auth).await.0, 503);
+    let (status, headers) = get(&allow, "/api/x", &auth).await;
+    assert_eq!(status, 200);
+    assert!(!headers.contains_key("x-ratelimit-limit"), "{headers:?}");
+    assert_eq!(
+        limiter_metric(
+            &limiter,
+            "apiguard_limiter_ext_authz_checks_total{answer=\"failure_mode_pass\"}"
+        )
+        .await,
+        1
+    );
+    limiter.proc.kill();
+    for envoy in [&deny, &allow] {
+        assert_eq!(get(envoy, "/api/x", &auth).await.0, 503);
+    }
+    assert_eq!(echo.count(), 1);
 }
 
 /// Only the filter may call the limiter: over mutual TLS, Envoy presenting the filter's client

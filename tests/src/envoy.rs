@@ -213,6 +213,23 @@ impl EnvoySpec {
     }
 }
 
+/// Envoy's `ext_authz` filter entry that calls apiguard-limiter for the apiguard filter
+/// (`rate_limit.call: ext_authz`): the shipped `envoy/limiter-ext-authz.yaml`, with `cluster` as
+/// the limiter's cluster.
+pub fn limiter_ext_authz(cluster: &str) -> Result<Value> {
+    let mut filter: Value = serde_yaml_ng::from_str(include_str!(
+        "../../envoy/limiter-ext-authz.yaml"
+    ))
+    .map_err(|e| {
+        HarnessError::Io(
+            "envoy/limiter-ext-authz.yaml".into(),
+            std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        )
+    })?;
+    filter["typed_config"]["http_service"]["server_uri"]["cluster"] = json!(cluster);
+    Ok(filter)
+}
+
 /// The Wasm HTTP filter entry for apiguard, as in `envoy/*.yaml`.
 pub fn wasm_filter(wasm: &Path, plugin_config: &str) -> Value {
     json!({

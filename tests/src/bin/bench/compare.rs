@@ -12,6 +12,7 @@
 use std::sync::Arc;
 
 use apiguard_core::jose::Algorithm;
+use apiguard_e2e::envoy::limiter_ext_authz;
 use apiguard_e2e::keys::{self, claims, token};
 use apiguard_e2e::load::MixRequest;
 use apiguard_e2e::serve::Server;
@@ -42,6 +43,7 @@ enum CompareVariant {
     ApiguardPackLimiterRealistic,
     ApiguardPackNativeRatelimitRealistic,
     ApiguardPackInstantLimiterRealistic,
+    ApiguardPackExtAuthzLimiterRealistic,
 }
 
 impl Label for CompareVariant {
@@ -66,6 +68,9 @@ impl Label for CompareVariant {
             }
             CompareVariant::ApiguardPackInstantLimiterRealistic => {
                 "apiguard jwt + pack + limiter call answered at once, realistic"
+            }
+            CompareVariant::ApiguardPackExtAuthzLimiterRealistic => {
+                "apiguard jwt + pack + limiter called by ext_authz, realistic"
             }
         }
     }
@@ -247,6 +252,16 @@ pub async fn run() -> BenchResult {
             json!([{"claim": "sub", "header": "x-user-id"}]);
         c.to_string()
     };
+    // The same limiter and windows, called by Envoy's ext_authz filter with the checks the
+    // filter hands over (`rate_limit.call: ext_authz`, the shipped filter entry).
+    let pack_handing_over = {
+        let mut c: Value = serde_json::from_str(&apiguard(true, true))?;
+        c["rate_limit"]["call"] = json!("ext_authz");
+        if let Some(rl) = c["rate_limit"].as_object_mut() {
+            rl.remove("cluster");
+        }
+        c.to_string()
+    };
     let with_jwt = |spec: EnvoySpec, cache: bool| {
         spec.with_native_filter(jwt_authn(&jwks, cache.then_some(1000), true))
     };
@@ -330,6 +345,14 @@ pub async fn run() -> BenchResult {
             pack_checks.clone(),
         ),
         (
+            ApiguardPackExtAuthzLimiterRealistic,
+            spec()
+                .with_filter(pack_handing_over)
+                .with_native_filter_after(limiter_ext_authz("limiter")?),
+            mix.clone(),
+            pack_checks.clone(),
+        ),
+        (
             ApiguardPackNativeRatelimitRealistic,
             spec()
                 .with_filter(pack_with_user_header)
@@ -369,6 +392,18 @@ pub async fn run() -> BenchResult {
     // round (the policy-cost issue's goal: ≤ 1.2×).
     run.increment_ratio(
         (ApiguardPackLimiterRealistic, ApiguardPackRealistic),
+        (NativeRbacExtAuthzRealistic, NativeRbacRealistic),
+        Some(1.2),
+    );
+    // The limiter called by ext_authz with the filter's checks (`rate_limit.call: ext_authz`):
+    // the whole pipeline and the call against the native chain's (docs/benchmarks.md).
+    run.ratio(
+        ApiguardPackExtAuthzLimiterRealistic,
+        NativeRbacExtAuthzRealistic,
+        Some(1.2),
+    );
+    run.increment_ratio(
+        (ApiguardPackExtAuthzLimiterRealistic, ApiguardPackRealistic),
         (NativeRbacExtAuthzRealistic, NativeRbacRealistic),
         Some(1.2),
     );
