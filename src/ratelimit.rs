@@ -16,7 +16,7 @@ use crate::jwt::stage::Claims;
 use crate::path::{prefix_matches, NormalizedPath};
 use crate::reply::Reply;
 use apiguard_limiter_api::handoff::{self, Handoff};
-pub use apiguard_limiter_api::handoff::{HANDOFF_HEADER, NO_LIMITS};
+pub use apiguard_limiter_api::handoff::{EXT_AUTHZ_PATH, HANDOFF_HEADER, NO_LIMITS};
 use apiguard_limiter_api::{Check, CheckRequest, CheckResponse, LimitAlgorithm, CHECK_PATH};
 
 /// The largest limiter answer read; anything bigger is a failure (a 16-check answer is ~2 KiB).

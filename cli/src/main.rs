@@ -12,6 +12,7 @@ mod token;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use apiguard_core::ratelimit::{EXT_AUTHZ_PATH, HANDOFF_HEADER};
 use apiguard_core::Pipeline;
 use clap::{Parser, Subcommand};
 
@@ -159,6 +160,10 @@ fn validate(path: &Path) -> ExitCode {
         return ExitCode::from(1);
     }
     let mut code = ExitCode::SUCCESS;
+    for problem in chain_problems(&docs_of(&bytes)) {
+        eprintln!("error: {}: {problem}", path.display());
+        code = ExitCode::from(1);
+    }
     for (at, config) in found {
         if validate_one(&format!("{}: {at}", path.display()), config.as_bytes())
             != ExitCode::SUCCESS
@@ -167,6 +172,97 @@ fn validate(path: &Path) -> ExitCode {
         }
     }
     code
+}
+
+const EXT_AUTHZ_FILTER: &str =
+    "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz";
+
+/// Every YAML document of a file (already known to parse).
+fn docs_of(bytes: &[u8]) -> Vec<serde_json::Value> {
+    serde_yaml_ng::Deserializer::from_slice(bytes)
+        .filter_map(|d| serde::Deserialize::deserialize(d).ok())
+        .collect()
+}
+
+/// With `rate_limit.call: ext_authz` the filter only hands the checks over: Envoy's `ext_authz`
+/// must follow it in the same filter chain, asking the limiter's `/v1/ext_authz` with the
+/// handoff header and failing closed (docs/ratelimit.md). Without it no limit is enforced, so a
+/// chain that lacks it is an error, named by where the Wasm filter is.
+fn chain_problems(docs: &[serde_json::Value]) -> Vec<String> {
+    fn walk(v: &serde_json::Value, at: &str, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    if hands_over(item) {
+                        let rest = &items[i + 1..];
+                        let problem = match rest
+                            .iter()
+                            .find(|f| f["typed_config"]["@type"].as_str() == Some(EXT_AUTHZ_FILTER))
+                        {
+                            None => "is not followed by Envoy's ext_authz filter".to_owned(),
+                            Some(f) => ext_authz_problem(&f["typed_config"]),
+                        };
+                        if !problem.is_empty() {
+                            out.push(format!(
+                                "{at}[{i}]: rate_limit.call is ext_authz, but the filter {problem} (envoy/limiter-ext-authz.yaml is the entry to use)"
+                            ));
+                        }
+                    }
+                    walk(item, &format!("{at}[{i}]"), out);
+                }
+            }
+            serde_json::Value::Object(o) => {
+                for (k, child) in o {
+                    let next = if at.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{at}.{k}")
+                    };
+                    walk(child, &next, out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for (i, doc) in docs.iter().enumerate() {
+        let at = if i == 0 {
+            String::new()
+        } else {
+            format!("document {i}: ")
+        };
+        walk(doc, &at, &mut out);
+    }
+    out
+}
+
+/// An apiguard Wasm filter entry whose configuration hands the checks to ext_authz.
+fn hands_over(filter: &serde_json::Value) -> bool {
+    let tc = &filter["typed_config"];
+    tc["@type"].as_str() == Some(WASM_FILTER)
+        && tc["config"]["configuration"]["value"]
+            .as_str()
+            .and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok())
+            .is_some_and(|c| c["rate_limit"]["call"] == "ext_authz")
+}
+
+/// What is wrong with the ext_authz filter that follows (empty: nothing).
+fn ext_authz_problem(tc: &serde_json::Value) -> String {
+    let svc = &tc["http_service"];
+    let forwards = tc["allowed_headers"]["patterns"]
+        .as_array()
+        .is_some_and(|p| p.iter().any(|m| m["exact"] == HANDOFF_HEADER));
+    if svc.is_null() {
+        "is followed by an ext_authz filter without http_service".into()
+    } else if svc["path_prefix"] != EXT_AUTHZ_PATH {
+        format!("is followed by an ext_authz filter whose http_service.path_prefix is not {EXT_AUTHZ_PATH}")
+    } else if !forwards {
+        format!("is followed by an ext_authz filter whose allowed_headers does not name {HANDOFF_HEADER}")
+    } else if tc["failure_mode_allow"] == true {
+        "is followed by an ext_authz filter with failure_mode_allow: true (a limiter down would let every request through)".into()
+    } else {
+        String::new()
+    }
 }
 
 /// An Istio `WasmPlugin`'s `spec.pluginConfig`, as the JSON Istio hands the filter.

@@ -176,3 +176,66 @@ fn validate_reads_the_configuration_out_of_envoy_yaml() {
         .success()
         .stderr(contains("warning: no jwt, policy or rate_limit section"));
 }
+
+/// With `rate_limit.call: ext_authz` the chain must carry Envoy's ext_authz filter after the
+/// apiguard filter, set up as the shipped `envoy/limiter-ext-authz.yaml` is: without it no limit
+/// is enforced, so `validate` refuses the file.
+#[test]
+fn validate_wants_ext_authz_after_a_filter_that_hands_over() {
+    let shipped: serde_json::Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(repo("envoy/limiter-ext-authz.yaml")).unwrap(),
+    )
+    .unwrap();
+    let wasm = serde_json::json!({"name": "envoy.filters.http.wasm", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+        "config": {"configuration": {"value":
+            r#"{"rate_limit": {"call": "ext_authz", "tiers": {"standard": [{"requests": 5, "window_s": 60}]}}}"#}}}});
+    let router = serde_json::json!({"name": "envoy.filters.http.router"});
+    let chain = |filters: Vec<serde_json::Value>| {
+        serde_json::json!({"static_resources": {"listeners": [{"filter_chains": [{"filters": [
+            {"typed_config": {"http_filters": filters}}]}]}]}})
+        .to_string()
+    };
+    apiguard()
+        .args([
+            "validate",
+            &tmp(
+                "handoff-ok.yaml",
+                &chain(vec![wasm.clone(), shipped.clone(), router.clone()]),
+            ),
+        ])
+        .assert()
+        .success();
+    apiguard()
+        .args([
+            "validate",
+            &tmp("handoff-none.yaml", &chain(vec![wasm.clone(), router.clone()])),
+        ])
+        .assert()
+        .code(1)
+        .stderr(contains("http_filters[0]: rate_limit.call is ext_authz, but the filter is not followed by Envoy's ext_authz filter"));
+    let mut open = shipped.clone();
+    open["typed_config"]["failure_mode_allow"] = serde_json::json!(true);
+    apiguard()
+        .args([
+            "validate",
+            &tmp(
+                "handoff-open.yaml",
+                &chain(vec![wasm.clone(), open, router.clone()]),
+            ),
+        ])
+        .assert()
+        .code(1)
+        .stderr(contains("failure_mode_allow: true"));
+    let mut no_header = shipped;
+    no_header["typed_config"]["allowed_headers"] =
+        serde_json::json!({"patterns": [{"exact": "x-user"}]});
+    apiguard()
+        .args([
+            "validate",
+            &tmp("handoff-header.yaml", &chain(vec![wasm, no_header, router])),
+        ])
+        .assert()
+        .code(1)
+        .stderr(contains("allowed_headers does not name x-apiguard-limit"));
+}
