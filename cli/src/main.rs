@@ -204,7 +204,7 @@ fn chain_problems(docs: &[serde_json::Value]) -> Vec<String> {
                         };
                         if !problem.is_empty() {
                             out.push(format!(
-                                "{at}[{i}]: rate_limit.call is ext_authz, but the filter {problem} (envoy/limiter-ext-authz.yaml is the entry to use)"
+                                "{at}[{i}]: rate_limit.call is ext_authz, but the filter {problem} (envoy/filters/limiter-ext-authz.yaml is the entry to use)"
                             ));
                         }
                     }

@@ -178,12 +178,12 @@ fn validate_reads_the_configuration_out_of_envoy_yaml() {
 }
 
 /// With `rate_limit.call: ext_authz` the chain must carry Envoy's ext_authz filter after the
-/// apiguard filter, set up as the shipped `envoy/limiter-ext-authz.yaml` is: without it no limit
+/// apiguard filter, set up as the shipped `envoy/filters/limiter-ext-authz.yaml` is: without it no limit
 /// is enforced, so `validate` refuses the file.
 #[test]
 fn validate_wants_ext_authz_after_a_filter_that_hands_over() {
     let shipped: serde_json::Value = serde_yaml_ng::from_str(
-        &std::fs::read_to_string(repo("envoy/limiter-ext-authz.yaml")).unwrap(),
+        &std::fs::read_to_string(repo("envoy/filters/limiter-ext-authz.yaml")).unwrap(),
     )
     .unwrap();
     let wasm = serde_json::json!({"name": "envoy.filters.http.wasm", "typed_config": {

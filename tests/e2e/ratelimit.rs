@@ -19,7 +19,7 @@ fn config(rate_limit: Value) -> String {
 }
 
 /// Who calls the limiter: the filter itself, or Envoy's `ext_authz` filter after it
-/// (`rate_limit.call: ext_authz`, with the shipped `envoy/limiter-ext-authz.yaml`).
+/// (`rate_limit.call: ext_authz`, with the shipped `envoy/filters/limiter-ext-authz.yaml`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Call {
     Filter,

@@ -214,18 +214,17 @@ impl EnvoySpec {
 }
 
 /// Envoy's `ext_authz` filter entry that calls apiguard-limiter for the apiguard filter
-/// (`rate_limit.call: ext_authz`): the shipped `envoy/limiter-ext-authz.yaml`, with `cluster` as
+/// (`rate_limit.call: ext_authz`): the shipped `envoy/filters/limiter-ext-authz.yaml`, with `cluster` as
 /// the limiter's cluster.
 pub fn limiter_ext_authz(cluster: &str) -> Result<Value> {
-    let mut filter: Value = serde_yaml_ng::from_str(include_str!(
-        "../../envoy/limiter-ext-authz.yaml"
-    ))
-    .map_err(|e| {
-        HarnessError::Io(
-            "envoy/limiter-ext-authz.yaml".into(),
-            std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-        )
-    })?;
+    let mut filter: Value =
+        serde_yaml_ng::from_str(include_str!("../../envoy/filters/limiter-ext-authz.yaml"))
+            .map_err(|e| {
+                HarnessError::Io(
+                    "envoy/filters/limiter-ext-authz.yaml".into(),
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+                )
+            })?;
     filter["typed_config"]["http_service"]["server_uri"]["cluster"] = json!(cluster);
     Ok(filter)
 }
