@@ -14,7 +14,7 @@
 use base64ct::{Base64UrlUnpadded, Encoding};
 use serde::{Deserialize, Serialize};
 
-use crate::{Check, CheckRequest, CheckResult, RequestError};
+use crate::{parse_strict, Check, CheckRequest, CheckResult, RequestError};
 
 /// The request header that carries the plan from the filter to the limiter.
 pub const HANDOFF_HEADER: &str = "x-apiguard-limit";
@@ -96,16 +96,7 @@ impl Handoff {
             std::str::from_utf8(value).map_err(|_| HandoffError::NotBase64)?,
         )
         .map_err(|_| HandoffError::NotBase64)?;
-        let mut de = serde_json::Deserializer::from_slice(&json);
-        let plan: Handoff =
-            serde_path_to_error::deserialize(&mut de).map_err(|e| RequestError::Parse {
-                path: e.path().to_string(),
-                message: e.inner().to_string(),
-            })?;
-        de.end().map_err(|e| RequestError::Parse {
-            path: ".".into(),
-            message: e.to_string(),
-        })?;
+        let plan: Handoff = parse_strict(&json)?;
         CheckRequest {
             checks: plan.checks.clone(),
         }

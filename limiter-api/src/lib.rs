@@ -136,16 +136,7 @@ impl CheckRequest {
     /// Parses and validates a request body strictly: unknown fields, trailing bytes and arrays
     /// standing for objects are refused, and every error names the field.
     pub fn from_json(body: &[u8]) -> Result<CheckRequest, RequestError> {
-        let mut de = serde_json::Deserializer::from_slice(body);
-        let req: CheckRequest =
-            serde_path_to_error::deserialize(&mut de).map_err(|e| RequestError::Parse {
-                path: e.path().to_string(),
-                message: e.inner().to_string(),
-            })?;
-        de.end().map_err(|e| RequestError::Parse {
-            path: ".".into(),
-            message: e.to_string(),
-        })?;
+        let req: CheckRequest = parse_strict(body)?;
         const SHAPE: Shape<'static> = Shape {
             arrays: &["checks"],
             maps_of_arrays: &[],
@@ -199,6 +190,21 @@ impl CheckRequest {
         }
         Ok(())
     }
+}
+
+/// One JSON value of type `T` and nothing after it; errors name the field (serde's own errors
+/// name only a line and column).
+pub(crate) fn parse_strict<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, RequestError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| RequestError::Parse {
+        path: e.path().to_string(),
+        message: e.inner().to_string(),
+    })?;
+    de.end().map_err(|e| RequestError::Parse {
+        path: ".".into(),
+        message: e.to_string(),
+    })?;
+    Ok(value)
 }
 
 /// The key's hash tag, as Redis Cluster reads it: the text between the first `{` and the first
