@@ -121,14 +121,20 @@ async fn shadow_limited(call: Call, envoy: &Envoy, limiter: &Limiter, want: u64)
     }
 }
 
-async fn limiter_metric(limiter: &Limiter, series: &str) -> u64 {
-    let text = reqwest::get(format!("http://{}/metrics", limiter.addr))
+/// The limiter's `/metrics` text.
+async fn limiter_metrics(limiter: &Limiter) -> String {
+    reqwest::get(format!("http://{}/metrics", limiter.addr))
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
-    text.lines()
+        .unwrap()
+}
+
+async fn limiter_metric(limiter: &Limiter, series: &str) -> u64 {
+    limiter_metrics(limiter)
+        .await
+        .lines()
         .find_map(|l| l.strip_prefix(series))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0)
@@ -214,13 +220,9 @@ async fn exactly_the_limit_passes_and_the_rest_get_429_with_headers(call: Call) 
 }
 
 async fn limiter_checks(limiter: &Limiter) -> u64 {
-    let text = reqwest::get(format!("http://{}/metrics", limiter.addr))
+    limiter_metrics(limiter)
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
+        .lines()
         .filter(|l| l.starts_with("apiguard_limiter_checks_total{"))
         .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<u64>().ok()))
         .sum()
