@@ -305,7 +305,7 @@ impl RateLimitStage {
                 &plan.scope,
                 &plan.checks,
                 &r.results,
-                self.header_mode.into(),
+                self.header_mode,
                 limited,
                 now_ms,
             )
@@ -356,21 +356,11 @@ impl RateLimitStage {
         Handoff {
             scope: plan.scope.clone(),
             checks: plan.checks.clone(),
-            headers: self.header_mode.into(),
+            headers: self.header_mode,
             deny_on_failure: plan.failure_mode == FailureMode::Deny,
             shadow: plan.shadow,
         }
         .encode()
-    }
-}
-
-impl From<HeaderMode> for handoff::HeaderMode {
-    fn from(m: HeaderMode) -> Self {
-        match m {
-            HeaderMode::Legacy => handoff::HeaderMode::Legacy,
-            HeaderMode::Ietf => handoff::HeaderMode::Ietf,
-            HeaderMode::Both => handoff::HeaderMode::Both,
-        }
     }
 }
 

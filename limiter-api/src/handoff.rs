@@ -27,8 +27,10 @@ pub const EXT_AUTHZ_PATH: &str = "/v1/ext_authz";
 pub const MAX_HANDOFF_BYTES: usize = 16 * 1024;
 
 /// Which rate-limit headers a response carries (`rate_limit.headers` in the plugin
-/// configuration).
+/// configuration): `X-RateLimit-*` (`legacy`), the IETF draft `RateLimit-Policy`/`RateLimit`
+/// (`ietf`), or both.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum HeaderMode {
     /// `X-RateLimit-Limit`, `-Remaining`, `-Reset`.

@@ -54,16 +54,9 @@ pub enum LimiterCall {
     ExtAuthz,
 }
 
-/// `X-RateLimit-*` (`legacy`), the IETF draft `RateLimit-Policy`/`RateLimit` (`ietf`), or both.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(rename_all = "snake_case")]
-pub enum HeaderMode {
-    Legacy,
-    Ietf,
-    #[default]
-    Both,
-}
+/// `rate_limit.headers`: defined with the limiter's wire types, since the limiter renders the
+/// same headers when `ext_authz` calls it.
+pub use apiguard_limiter_api::handoff::HeaderMode;
 
 /// What to do when the limiter cannot give an answer. `deny` unless an operator says otherwise.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
