@@ -430,11 +430,8 @@ impl Pipeline {
                 .and_then(|p| p.decision.cost)
                 .unwrap_or(1);
             let caller = out.identity.as_ref().map(|i| (&*i.provider, &*i.claims));
-            match rl.plan(&path, &req.headers, req.source, caller, tier, cost) {
-                Ok(None) if hand_over => {
-                    ops.push(HeaderOp::Set(HANDOFF_HEADER.into(), NO_LIMITS.into()));
-                }
-                Ok(None) => {}
+            let plan = match rl.plan(&path, &req.headers, req.source, caller, tier, cost) {
+                Ok(plan) => plan,
                 Err(PlanError::UnknownTier(_)) => {
                     // Nothing to call: `failure_mode` alone says whether the request goes on,
                     // with no rate-limit headers (no window was consulted, so the judgement
@@ -443,17 +440,21 @@ impl Pipeline {
                         out.step = Step::Respond(reply);
                         return out;
                     }
-                    if hand_over {
-                        ops.push(HeaderOp::Set(HANDOFF_HEADER.into(), NO_LIMITS.into()));
-                    }
+                    None
                 }
-                Ok(Some(plan)) if hand_over => {
+            };
+            match plan {
+                None if hand_over => {
+                    ops.push(HeaderOp::Set(HANDOFF_HEADER.into(), NO_LIMITS.into()));
+                }
+                None => {}
+                Some(plan) if hand_over => {
                     // The limiter decides, answers and counts; the local over-limit cache needs
                     // answers the filter does not see here.
                     out.events.push(Event::RateHandedOver);
-                    ops.push(HeaderOp::Set(HANDOFF_HEADER.into(), rl.handoff(&plan)));
+                    ops.push(HeaderOp::Set(HANDOFF_HEADER.into(), rl.handoff(plan)));
                 }
-                Ok(Some(plan)) => {
+                Some(plan) => {
                     if !plan.shadow {
                         if let Some(reply) = state.local_limits.blocked(&plan.key, now_ms) {
                             out.events.push(Event::RateLimitedLocal);

@@ -144,7 +144,11 @@ impl RateLimitStage {
             shadow_tiers: cfg.shadow_tiers.clone(),
             routes,
             header_mode: cfg.headers,
-            local_cache_entries: cfg.local_cache_entries,
+            // With `call: ext_authz` the filter never sees an answer to remember.
+            local_cache_entries: match cfg.call {
+                LimiterCall::Filter => cfg.local_cache_entries,
+                LimiterCall::ExtAuthz => 0,
+            },
         }
     }
 
@@ -352,10 +356,10 @@ impl RateLimitStage {
 
     /// The plan in the request header Envoy's `ext_authz` filter forwards to the limiter
     /// (`rate_limit.call: ext_authz`).
-    pub fn handoff(&self, plan: &Plan) -> String {
+    pub fn handoff(&self, plan: Plan) -> String {
         Handoff {
-            scope: plan.scope.clone(),
-            checks: plan.checks.clone(),
+            scope: plan.scope,
+            checks: plan.checks,
             headers: self.header_mode,
             deny_on_failure: plan.failure_mode == FailureMode::Deny,
             shadow: plan.shadow,
