@@ -15,7 +15,7 @@
 //!   is `allow` is a 200 instead, without rate-limit headers, as in the filter.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 pub use apiguard_limiter_api::handoff::EXT_AUTHZ_PATH;
 use apiguard_limiter_api::handoff::{
@@ -49,9 +49,7 @@ pub async fn check<S: Store>(State(st): State<Arc<AppState<S>>>, headers: Header
             return problem(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
         }
     };
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let now_ms = crate::store::unix_ms();
     let d = match st.decide(&plan.checks, started).await {
         Ok(d) => d,
         Err(why) if plan.deny_on_failure && !plan.shadow => {

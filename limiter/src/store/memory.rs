@@ -3,11 +3,10 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use apiguard_limiter_api::{Check, CheckResult, LimitAlgorithm};
 
-use super::{CounterWindow, Decision, Store, StoreError};
+use super::{unix_ms, CounterWindow, Decision, Store, StoreError};
 
 /// Sweep expired windows after this many calls, so idle keys do not accumulate.
 const SWEEP_EVERY: u64 = 4096;
@@ -194,15 +193,9 @@ fn counter(c: &Check, prev: u64, curr: u64, now: u64) -> CounterWindow {
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 impl Store for MemoryStore {
     async fn check(&self, checks: &[Check]) -> Result<Decision, StoreError> {
-        Ok(self.check_at(checks, now_ms()))
+        Ok(self.check_at(checks, u64::try_from(unix_ms()).unwrap_or(0)))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

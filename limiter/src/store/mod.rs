@@ -9,6 +9,13 @@ use std::future::Future;
 
 use apiguard_limiter_api::{Check, CheckResult};
 
+/// This host's clock, Unix milliseconds (0 before 1970, saturating far after it).
+pub(crate) fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 pub use self::memory::MemoryStore;
 pub use self::redis::{RedisConfigError, RedisStore, RedisTarget, RedisTls};
 

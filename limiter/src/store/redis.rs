@@ -15,7 +15,7 @@ use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use tokio::sync::OnceCell;
 
-use super::{Decision, Store, StoreError};
+use super::{unix_ms, Decision, Store, StoreError};
 
 /// See the contract at the top of the script.
 const CHECK_LUA: &str = include_str!("check.lua");
@@ -205,12 +205,6 @@ struct Connected {
 /// drifting apart after the offset was measured.
 const LATE_SLACK_MS: i64 = 1_000;
 
-fn local_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 pub struct RedisStore {
     target: RedisTarget,
     tls: RedisTls,
@@ -362,9 +356,9 @@ impl RedisStore {
 /// How far Redis's clock (`TIME`) is ahead of this host's, in ms, taking the reply as read at
 /// the midpoint of the round trip.
 async fn clock_offset(conn: &Conn) -> Result<i64, StoreError> {
-    let before = local_ms();
+    let before = unix_ms();
     let (secs, micros): (i64, i64) = conn.query(&redis::cmd("TIME")).await?;
-    let midpoint = before + (local_ms() - before) / 2;
+    let midpoint = before + (unix_ms() - before) / 2;
     Ok(secs * 1000 + micros / 1000 - midpoint)
 }
 
@@ -384,7 +378,7 @@ impl Store for RedisStore {
     async fn check(&self, checks: &[Check]) -> Result<Decision, StoreError> {
         let connected = self.conn().await?;
         let timeout_ms = i64::try_from(self.timeout.as_millis()).unwrap_or(i64::MAX);
-        let deadline = local_ms()
+        let deadline = unix_ms()
             .saturating_add(connected.offset_ms)
             .saturating_add(timeout_ms)
             .saturating_add(LATE_SLACK_MS);
