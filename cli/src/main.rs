@@ -126,6 +126,7 @@ fn validate(path: &Path) -> ExitCode {
         return validate_one(&path.display().to_string(), &bytes);
     }
     let mut found = Vec::new();
+    let mut problems = Vec::new();
     let docs = serde_yaml_ng::Deserializer::from_slice(&bytes);
     for (i, doc) in docs.enumerate() {
         let doc = match serde::Deserialize::deserialize(doc) {
@@ -145,11 +146,20 @@ fn validate(path: &Path) -> ExitCode {
             let name = doc["metadata"]["name"].as_str().unwrap_or("?");
             found.push((format!("{at}WasmPlugin {name}: spec.pluginConfig"), config));
         } else {
-            let before = found.len();
-            find_wasm(&doc, String::new(), &mut found);
-            for f in &mut found[before..] {
-                f.0.insert_str(0, &at);
-            }
+            // One walk: every Wasm filter's configuration, and every filter list's handoff.
+            visit(&doc, "", &mut |v, here| {
+                if let Some(config) = wasm_configuration(v) {
+                    found.push((
+                        format!("{at}{here}.config.configuration.value"),
+                        config.to_owned(),
+                    ));
+                }
+                if let serde_json::Value::Array(filters) = v {
+                    for (i, problem) in handoff_problems(filters) {
+                        problems.push(format!("{at}{here}[{i}]: {problem}"));
+                    }
+                }
+            });
         }
     }
     if found.is_empty() {
@@ -160,7 +170,7 @@ fn validate(path: &Path) -> ExitCode {
         return ExitCode::from(1);
     }
     let mut code = ExitCode::SUCCESS;
-    for problem in chain_problems(&docs_of(&bytes)) {
+    for problem in problems {
         eprintln!("error: {}: {problem}", path.display());
         code = ExitCode::from(1);
     }
@@ -177,73 +187,34 @@ fn validate(path: &Path) -> ExitCode {
 const EXT_AUTHZ_FILTER: &str =
     "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz";
 
-/// Every YAML document of a file (already known to parse).
-fn docs_of(bytes: &[u8]) -> Vec<serde_json::Value> {
-    serde_yaml_ng::Deserializer::from_slice(bytes)
-        .filter_map(|d| serde::Deserialize::deserialize(d).ok())
-        .collect()
-}
-
 /// With `rate_limit.call: ext_authz` the filter only hands the checks over: Envoy's `ext_authz`
 /// must follow it in the same filter chain, asking the limiter's `/v1/ext_authz` with the
 /// handoff header and failing closed (docs/ratelimit.md). Without it no limit is enforced, so a
-/// chain that lacks it is an error, named by where the Wasm filter is.
-fn chain_problems(docs: &[serde_json::Value]) -> Vec<String> {
-    fn walk(v: &serde_json::Value, at: &str, out: &mut Vec<String>) {
-        match v {
-            serde_json::Value::Array(items) => {
-                for (i, item) in items.iter().enumerate() {
-                    if hands_over(item) {
-                        let rest = &items[i + 1..];
-                        let problem = match rest
-                            .iter()
-                            .find(|f| f["typed_config"]["@type"].as_str() == Some(EXT_AUTHZ_FILTER))
-                        {
-                            None => "is not followed by Envoy's ext_authz filter".to_owned(),
-                            Some(f) => ext_authz_problem(&f["typed_config"]),
-                        };
-                        if !problem.is_empty() {
-                            out.push(format!(
-                                "{at}[{i}]: rate_limit.call is ext_authz, but the filter {problem} (envoy/filters/limiter-ext-authz.yaml is the entry to use)"
-                            ));
-                        }
-                    }
-                    walk(item, &format!("{at}[{i}]"), out);
-                }
-            }
-            serde_json::Value::Object(o) => {
-                for (k, child) in o {
-                    let next = if at.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{at}.{k}")
-                    };
-                    walk(child, &next, out);
-                }
-            }
-            _ => {}
+/// chain that lacks it is an error, named by the Wasm filter's index in `filters`.
+fn handoff_problems(filters: &[serde_json::Value]) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    for (i, f) in filters.iter().enumerate() {
+        let hands_over = wasm_configuration(&f["typed_config"])
+            .and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok())
+            .is_some_and(|c| c["rate_limit"]["call"] == "ext_authz");
+        if !hands_over {
+            continue;
+        }
+        let problem = match filters[i + 1..]
+            .iter()
+            .find(|f| f["typed_config"]["@type"].as_str() == Some(EXT_AUTHZ_FILTER))
+        {
+            None => "is not followed by Envoy's ext_authz filter".to_owned(),
+            Some(f) => ext_authz_problem(&f["typed_config"]),
+        };
+        if !problem.is_empty() {
+            out.push((
+                i,
+                format!("rate_limit.call is ext_authz, but the filter {problem} (envoy/filters/limiter-ext-authz.yaml is the entry to use)"),
+            ));
         }
     }
-    let mut out = Vec::new();
-    for (i, doc) in docs.iter().enumerate() {
-        let at = if i == 0 {
-            String::new()
-        } else {
-            format!("document {i}: ")
-        };
-        walk(doc, &at, &mut out);
-    }
     out
-}
-
-/// An apiguard Wasm filter entry whose configuration hands the checks to ext_authz.
-fn hands_over(filter: &serde_json::Value) -> bool {
-    let tc = &filter["typed_config"];
-    tc["@type"].as_str() == Some(WASM_FILTER)
-        && tc["config"]["configuration"]["value"]
-            .as_str()
-            .and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok())
-            .is_some_and(|c| c["rate_limit"]["call"] == "ext_authz")
 }
 
 /// What is wrong with the ext_authz filter that follows (empty: nothing).
@@ -279,27 +250,31 @@ fn wasm_plugin(doc: &serde_json::Value) -> Option<String> {
     }
 }
 
-/// Every Wasm filter's `configuration` value, with where it is.
-fn find_wasm(v: &serde_json::Value, at: String, out: &mut Vec<(String, String)>) {
+/// A Wasm filter's plugin configuration, when `v` is the filter's `typed_config`.
+fn wasm_configuration(v: &serde_json::Value) -> Option<&str> {
+    if v["@type"].as_str() != Some(WASM_FILTER) {
+        return None;
+    }
+    v["config"]["configuration"]["value"].as_str()
+}
+
+/// Calls `f` on `v` and every value inside it, with its path (`a.b[2].c`; `""` for `v`).
+fn visit(v: &serde_json::Value, at: &str, f: &mut impl FnMut(&serde_json::Value, &str)) {
+    f(v, at);
     match v {
         serde_json::Value::Object(o) => {
-            if o.get("@type").and_then(|t| t.as_str()) == Some(WASM_FILTER) {
-                if let Some(cfg) = v["config"]["configuration"]["value"].as_str() {
-                    out.push((format!("{at}.config.configuration.value"), cfg.to_owned()));
-                }
-            }
             for (k, child) in o {
                 let next = if at.is_empty() {
                     k.clone()
                 } else {
                     format!("{at}.{k}")
                 };
-                find_wasm(child, next, out);
+                visit(child, &next, f);
             }
         }
         serde_json::Value::Array(a) => {
             for (i, child) in a.iter().enumerate() {
-                find_wasm(child, format!("{at}[{i}]"), out);
+                visit(child, &format!("{at}[{i}]"), f);
             }
         }
         _ => {}
