@@ -187,14 +187,10 @@ impl Pipeline {
             .rate_limit
             .as_ref()
             .map(RateLimitStage::compile);
-        let mut protected: Vec<String> = Vec::new();
-        // The handoff header is the limiter's only word on what to count: never the client's.
-        if ratelimit
-            .as_ref()
-            .is_some_and(|r| r.call == LimiterCall::ExtAuthz)
-        {
-            protected.push(HANDOFF_HEADER.to_owned());
-        }
+        // The handoff header is the limiter's only word on what to count, whatever this
+        // filter's own `call`: an `ext_authz` filter pointed at the limiter would forward a
+        // client's copy (say beside `call: filter`, by mistake), so no client copy passes.
+        let mut protected: Vec<String> = vec![HANDOFF_HEADER.to_owned()];
         for h in jwt
             .iter()
             .flat_map(|j| j.headers_set())

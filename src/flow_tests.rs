@@ -340,3 +340,20 @@ fn with_ext_authz_an_unknown_tier_follows_the_failure_mode() {
     };
     assert_eq!(ops, [HeaderOp::Set(HANDOFF_HEADER.into(), "none".into())]);
 }
+
+/// Whatever the filter's own `call`, a client's handoff header never goes on: a limiter asked by
+/// some `ext_authz` filter would count what it says.
+#[test]
+fn a_clients_handoff_header_never_goes_on_whatever_the_call() {
+    let (p, mut s) = pipeline(json!({"tiers": {"standard": []}}));
+    let headers = vec![("X_Apiguard_Limit".to_owned(), b"none".to_vec())];
+    let facts = RequestFacts {
+        path: b"/docs",
+        headers: Headers::new(&headers),
+        source: None,
+    };
+    let Step::Continue(ops) = p.on_request(&facts, NOW_MS, &mut s).step else {
+        panic!("no continue")
+    };
+    assert_eq!(ops, [HeaderOp::Remove("X_Apiguard_Limit".into())]);
+}
