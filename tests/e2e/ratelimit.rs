@@ -53,11 +53,16 @@ for_each_call!(
 );
 
 fn config_for(call: Call, rate_limit: Value) -> String {
-    let mut rl = json!({"cluster": "limiter", "timeout_ms": 200, "identity": ["claim:sub", "source_ip"],
+    let mut rl = json!({"identity": ["claim:sub", "source_ip"],
                         "tiers": {"standard": [{"requests": 5, "window_s": 60}]}});
-    if call == Call::ExtAuthz {
-        rl = json!({"call": "ext_authz", "identity": ["claim:sub", "source_ip"],
-                    "tiers": {"standard": [{"requests": 5, "window_s": 60}]}});
+    // The filter's own call names the cluster; with ext_authz the shipped entry does.
+    rl["call"] = json!(match call {
+        Call::Filter => "filter",
+        Call::ExtAuthz => "ext_authz",
+    });
+    if call == Call::Filter {
+        rl["cluster"] = json!("limiter");
+        rl["timeout_ms"] = json!(200);
     }
     if let (Some(o), Some(e)) = (rl.as_object_mut(), rate_limit.as_object()) {
         for (k, v) in e {
