@@ -214,17 +214,15 @@ impl EnvoySpec {
 }
 
 /// Envoy's `ext_authz` filter entry that calls apiguard-limiter for the apiguard filter
-/// (`rate_limit.call: ext_authz`): the shipped `envoy/filters/limiter-ext-authz.yaml`, with `cluster` as
-/// the limiter's cluster.
+/// (`rate_limit.call: ext_authz`): the shipped `envoy/filters/limiter-ext-authz.yaml`, with
+/// `cluster` as the limiter's cluster. Read when a test asks, not compiled in: the container
+/// image builds this crate (for `apiguard-demo`) from the sources alone.
 pub fn limiter_ext_authz(cluster: &str) -> Result<Value> {
-    let mut filter: Value =
-        serde_yaml_ng::from_str(include_str!("../../envoy/filters/limiter-ext-authz.yaml"))
-            .map_err(|e| {
-                HarnessError::Io(
-                    "envoy/filters/limiter-ext-authz.yaml".into(),
-                    std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-                )
-            })?;
+    let path = repo_root().join("envoy/filters/limiter-ext-authz.yaml");
+    let io = |e| HarnessError::Io(path.display().to_string(), e);
+    let text = std::fs::read_to_string(&path).map_err(io)?;
+    let mut filter: Value = serde_yaml_ng::from_str(&text)
+        .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
     filter["typed_config"]["http_service"]["server_uri"]["cluster"] = json!(cluster);
     Ok(filter)
 }
