@@ -259,6 +259,19 @@ fn handed(r: &Seen) -> Option<&str> {
     })
 }
 
+/// The header changes of a request to `/docs` with these headers, which must go on.
+fn going_on(p: &Pipeline, s: &mut WorkerState, headers: &[(String, Vec<u8>)]) -> Vec<HeaderOp> {
+    let facts = RequestFacts {
+        path: b"/docs",
+        headers: Headers::new(headers),
+        source: None,
+    };
+    match p.on_request(&facts, NOW_MS, s).step {
+        Step::Continue(ops) => ops,
+        other => panic!("not going on: {other:?}"),
+    }
+}
+
 /// `call: ext_authz`: no call from the filter; every request that goes on carries the plan the
 /// filter would have sent (or `none`), and a client's copy of the header, under any spelling,
 /// is removed first.
@@ -293,14 +306,7 @@ fn with_ext_authz_the_plan_goes_on_in_the_handoff_header() {
         ("x-apiguard-limit".to_owned(), b"forged".to_vec()),
         ("X_Apiguard_Limit".to_owned(), b"forged".to_vec()),
     ];
-    let facts = RequestFacts {
-        path: b"/docs",
-        headers: Headers::new(&headers),
-        source: None,
-    };
-    let Step::Continue(ops) = p.on_request(&facts, NOW_MS, &mut s).step else {
-        panic!("no continue")
-    };
+    let ops = going_on(&p, &mut s, &headers);
     assert_eq!(
         ops,
         [
@@ -347,13 +353,6 @@ fn with_ext_authz_an_unknown_tier_follows_the_failure_mode() {
 fn a_clients_handoff_header_never_goes_on_whatever_the_call() {
     let (p, mut s) = pipeline(json!({"tiers": {"standard": []}}));
     let headers = vec![("X_Apiguard_Limit".to_owned(), b"none".to_vec())];
-    let facts = RequestFacts {
-        path: b"/docs",
-        headers: Headers::new(&headers),
-        source: None,
-    };
-    let Step::Continue(ops) = p.on_request(&facts, NOW_MS, &mut s).step else {
-        panic!("no continue")
-    };
+    let ops = going_on(&p, &mut s, &headers);
     assert_eq!(ops, [HeaderOp::Remove("X_Apiguard_Limit".into())]);
 }
