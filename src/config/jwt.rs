@@ -222,13 +222,8 @@ pub(super) fn validate_jwt(
     }
     for (name, p) in &jwt.providers {
         let at = format!("jwt.providers.{name}");
-        // Names go into rate-limit keys (`{name/sub:…}`) and logs: no separators, no spaces.
-        let name_ok = (1..=64).contains(&name.len())
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-        if !name_ok {
-            return Err(invalid(at, Problem::BadProviderName(name.clone())));
+        if !super::valid_name(name) {
+            return Err(invalid(at, Problem::BadName(name.clone())));
         }
         if p.issuer.is_empty() {
             return Err(invalid(format!("{at}.issuer"), Problem::Empty));

@@ -123,8 +123,8 @@ pub enum Problem {
     BadTemplate(String, &'static str),
     #[error("must look like `data.<package>`")]
     BadEntrypoint,
-    #[error("`{0}` is not a valid provider name: use 1 to 64 letters, digits, '-', '_' or '.'")]
-    BadProviderName(String),
+    #[error("`{0}` is not a valid name: use 1 to 64 letters, digits, '-', '_' or '.'")]
+    BadName(String),
     #[error("names tier `{0}`, which is not configured under rate_limit.tiers")]
     UnknownTier(String),
     #[error("no key can verify any of these algorithms")]
@@ -273,6 +273,16 @@ const SHAPE: Shape<'static> = Shape {
     maps_of_arrays: &["tiers"],
     opaque: &["data", "keys", "modules", "shadow_modules"],
 };
+
+/// Whether `name` may name a provider, a tier or a route: 1 to 64 letters, digits, `-`, `_` or
+/// `.`. Names go into rate-limit keys (`{name/sub:…}`), logs and the quoted item names of the
+/// `RateLimit-Policy` response header: no separators, quotes, spaces or control characters.
+pub(crate) fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
 
 pub(crate) fn invalid(path: impl Into<String>, problem: Problem) -> ConfigError {
     ConfigError::Invalid {

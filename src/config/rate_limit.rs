@@ -149,6 +149,12 @@ pub(super) fn validate_rate_limit(rl: &RateLimitConfig) -> Result<(), ConfigErro
         return Err(invalid("rate_limit.identity", Problem::Empty));
     }
     for (name, limits) in &rl.tiers {
+        if !super::valid_name(name) {
+            return Err(invalid(
+                format!("rate_limit.tiers.{name}"),
+                Problem::BadName(name.clone()),
+            ));
+        }
         validate_limits(limits, &format!("rate_limit.tiers.{name}"))?;
     }
     for (i, t) in rl.shadow_tiers.iter().enumerate() {
@@ -172,6 +178,12 @@ pub(super) fn validate_rate_limit(rl: &RateLimitConfig) -> Result<(), ConfigErro
         let at = format!("rate_limit.routes[{i}]");
         if r.name.is_empty() {
             return Err(invalid(format!("{at}.name"), Problem::Empty));
+        }
+        if !super::valid_name(&r.name) {
+            return Err(invalid(
+                format!("{at}.name"),
+                Problem::BadName(r.name.clone()),
+            ));
         }
         if names.contains(&r.name.as_str()) {
             return Err(invalid(

@@ -269,6 +269,27 @@ fn rate_limit_values_are_checked() {
         ),
         "rate_limit.routes[1].name"
     );
+    // Tier and route names go into the quoted item names of `RateLimit-Policy`: a quote, a
+    // space or a control character would break the header, so they are refused here.
+    let long = "x".repeat(65);
+    for bad in ["a\"b", "a b", "a\u{1}b", "", long.as_str()] {
+        let tier = serde_json::json!({"rate_limit": {"cluster": "l", "tiers": {bad: []}}});
+        assert_eq!(
+            err(&tier.to_string()),
+            ConfigError::Invalid {
+                path: format!("rate_limit.tiers.{bad}"),
+                problem: Problem::BadName(bad.to_owned()),
+            },
+            "tier {bad:?}"
+        );
+        let route = serde_json::json!({"rate_limit": {"cluster": "l",
+            "routes": [{"name": bad, "prefix": "/a", "limits": []}]}});
+        assert_eq!(
+            err_path(&route.to_string()),
+            "rate_limit.routes[0].name",
+            "route {bad:?}"
+        );
+    }
     // Who calls: the filter needs a cluster; ext_authz names its own, so one here is refused.
     assert_eq!(
         err(r#"{"rate_limit":{}}"#),
