@@ -15,6 +15,7 @@ mod jwt;
 mod limiter;
 mod measure;
 mod peers;
+mod pin;
 mod policy;
 mod ratelimit;
 mod setup;

@@ -200,6 +200,8 @@ impl<V: Label> Run<V> {
             concurrency: conc,
         });
         println!("Envoy CPU per request: {rounds} interleaved rounds x {requests} requests, {conc} connections, --concurrency 1");
+        let envoys: Vec<u32> = self.variants.iter().map(|v| v.envoy.proc.pid()).collect();
+        let _pinned = crate::pin::for_run(&envoys)?;
         for v in self.variants.iter() {
             let warm = v.load(requests / v.divisor / 4, conc).await;
             let as_expected = if v.expect == 200 {
