@@ -17,7 +17,8 @@ use apiguard_e2e::keys::{self, claims, token};
 use apiguard_e2e::load::MixRequest;
 use apiguard_e2e::serve::Server;
 use apiguard_e2e::{Echo, EnvoySpec};
-use apiguard_limiter_api::{CheckRequest, CheckResponse, CheckResult};
+use apiguard_limiter_api::handoff::{Handoff, HeaderMode, HANDOFF_HEADER};
+use apiguard_limiter_api::{Check, CheckRequest, CheckResponse, CheckResult};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -44,6 +45,11 @@ enum CompareVariant {
     ApiguardPackNativeRatelimitRealistic,
     ApiguardPackInstantLimiterRealistic,
     ApiguardPackExtAuthzLimiterRealistic,
+    NativeRbacExtAuthzH2Realistic,
+    ApiguardPackLimiterH2Realistic,
+    NativeRbacExtAuthzRatelimitRealistic,
+    NativeRbacExtAuthzSlowRealistic,
+    NativeRbacExtAuthzToLimiterRealistic,
 }
 
 impl Label for CompareVariant {
@@ -71,6 +77,21 @@ impl Label for CompareVariant {
             }
             CompareVariant::ApiguardPackExtAuthzLimiterRealistic => {
                 "apiguard jwt + pack + limiter called by ext_authz, realistic"
+            }
+            CompareVariant::NativeRbacExtAuthzH2Realistic => {
+                "native jwt_authn + cache + RBAC + ext_authz over HTTP/2, realistic"
+            }
+            CompareVariant::ApiguardPackLimiterH2Realistic => {
+                "apiguard jwt + pack + limiter over HTTP/2, realistic"
+            }
+            CompareVariant::NativeRbacExtAuthzSlowRealistic => {
+                "native jwt_authn + cache + RBAC + ext_authz answered after 1 ms, realistic"
+            }
+            CompareVariant::NativeRbacExtAuthzToLimiterRealistic => {
+                "native jwt_authn + cache + RBAC + ext_authz to the limiter (a fixed plan), realistic"
+            }
+            CompareVariant::NativeRbacExtAuthzRatelimitRealistic => {
+                "native jwt_authn + cache + RBAC + ext_authz + ratelimit (gRPC to the limiter), realistic"
             }
         }
     }
@@ -177,6 +198,16 @@ pub async fn run() -> BenchResult {
         axum::Router::new().fallback(|| async { "" }),
     )
     .await?;
+    // The same, answering after 1 ms: what the call's latency alone costs Envoy.
+    let slow_authz = Server::start(
+        "slow authz responder",
+        "127.0.0.1:0",
+        axum::Router::new().fallback(|| async {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            ""
+        }),
+    )
+    .await?;
     let (_redis, limiter) = limiter_over_redis().await?;
     // A limiter that answers every check "allowed" at once, without a store: what the call
     // costs Envoy itself, apart from the limiter's own work and latency.
@@ -266,8 +297,43 @@ pub async fn run() -> BenchResult {
     // shipped 50 ms is hit now and then on these two saturated cores).
     let mut ext_authz_limiter = limiter_ext_authz("limiter")?;
     ext_authz_limiter["typed_config"]["http_service"]["server_uri"]["timeout"] = json!("0.2s");
+    // Envoy's ext_authz asking the limiter itself, with one fixed plan that ext_authz adds to
+    // every call: the native mechanism and apiguard-limiter's answer (a Redis round trip, the
+    // rate-limit headers), without the apiguard filter.
+    let mut ext_authz_fixed_plan = ext_authz_limiter.clone();
+    let plan = Handoff {
+        scope: "route:bench".into(),
+        checks: vec![Check {
+            key: "{bench}:fixed".into(),
+            limit: 1_000_000_000,
+            window_ms: 60_000,
+            cost: 1,
+            algorithm: Default::default(),
+        }],
+        headers: HeaderMode::default(),
+        deny_on_failure: true,
+        shadow: false,
+    };
+    ext_authz_fixed_plan["typed_config"]["http_service"]["authorization_request"] =
+        json!({"headers_to_add": [{"key": HANDOFF_HEADER, "value": plan.encode()}]});
     let with_jwt = |spec: EnvoySpec, cache: bool| {
         spec.with_native_filter(jwt_authn(&jwks, cache.then_some(1000), true))
+    };
+    // The native chain doing all apiguard's full pipeline does: `jwt_authn` also puts the
+    // verified `sub` in `x-user-id` (replacing a client's) for Envoy's `ratelimit` filter, which
+    // asks the same limiter and windows over gRPC after ext_authz.
+    let native_full = {
+        let mut jwt = jwt_authn(&jwks, Some(1000), true);
+        jwt["typed_config"]["providers"]["p"]["claim_to_headers"] =
+            json!([{"header_name": "x-user-id", "claim_name": "sub"}]);
+        spec()
+            .with_native_filter(jwt)
+            .with_native_filter(rbac())
+            .with_native_filter(ext_authz())
+            .with_native_filter(native_ratelimit())
+            .with_route_rate_limit(json!({"actions": [
+                {"request_headers": {"header_name": "x-user-id", "descriptor_key": "user"}}
+            ]}))
     };
     // (variant, spec, workload, checks: (request, status))
     let ok = (best.clone(), 200);
@@ -337,6 +403,52 @@ pub async fn run() -> BenchResult {
         (
             ApiguardPackLimiterRealistic,
             spec().with_filter(apiguard(true, true)),
+            mix.clone(),
+            pack_checks.clone(),
+        ),
+        (
+            NativeRbacExtAuthzSlowRealistic,
+            with_jwt(
+                EnvoySpec::new(echo.addr).with_cluster("authz", slow_authz.addr),
+                true,
+            )
+            .with_native_filter(rbac())
+            .with_native_filter(ext_authz()),
+            mix.clone(),
+            native_checks.clone(),
+        ),
+        (
+            NativeRbacExtAuthzToLimiterRealistic,
+            with_jwt(spec(), true)
+                .with_native_filter(rbac())
+                .with_native_filter(ext_authz_fixed_plan),
+            mix.clone(),
+            native_checks.clone(),
+        ),
+        (
+            NativeRbacExtAuthzRatelimitRealistic,
+            native_full,
+            mix.clone(),
+            native_checks.clone(),
+        ),
+        // The same two calls over HTTP/2 (one multiplexed connection each): the responder and
+        // the limiter both speak h2c.
+        (
+            NativeRbacExtAuthzH2Realistic,
+            with_jwt(
+                EnvoySpec::new(echo.addr).with_grpc_cluster("authz", authz.addr),
+                true,
+            )
+            .with_native_filter(rbac())
+            .with_native_filter(ext_authz()),
+            mix.clone(),
+            native_checks.clone(),
+        ),
+        (
+            ApiguardPackLimiterH2Realistic,
+            EnvoySpec::new(echo.addr)
+                .with_grpc_cluster("limiter", limiter.addr)
+                .with_filter(apiguard(true, true)),
             mix.clone(),
             pack_checks.clone(),
         ),
@@ -429,6 +541,52 @@ pub async fn run() -> BenchResult {
         (NativeRbacExtAuthzRealistic, NativeRbacRealistic),
         Some(1.2),
     );
+    // Like for like: apiguard's full pipeline against the native chain that also limits
+    // (`ratelimit` over gRPC to the same limiter), two calls against one.
+    run.ratio(
+        ApiguardPackLimiterRealistic,
+        NativeRbacExtAuthzRatelimitRealistic,
+        Some(1.2),
+    );
+    // Both calls over HTTP/2.
+    run.ratio(
+        ApiguardPackLimiterH2Realistic,
+        NativeRbacExtAuthzH2Realistic,
+        Some(1.2),
+    );
+    run.increment_ratio(
+        (ApiguardPackLimiterH2Realistic, ApiguardPackRealistic),
+        (NativeRbacExtAuthzH2Realistic, NativeRbacRealistic),
+        Some(1.2),
+    );
+    run.increment_ratio(
+        (ApiguardPackLimiterH2Realistic, ApiguardPackRealistic),
+        (NativeRbacExtAuthzRealistic, NativeRbacRealistic),
+        Some(1.2),
+    );
+    // What the same ext_authz call costs when its answer comes later, and when apiguard-limiter
+    // gives it (docs/benchmarks.md, "What the call's answerer costs Envoy").
+    run.increment_ratio(
+        (NativeRbacExtAuthzSlowRealistic, NativeRbacRealistic),
+        (NativeRbacExtAuthzRealistic, NativeRbacRealistic),
+        None,
+    );
+    run.increment_ratio(
+        (NativeRbacExtAuthzToLimiterRealistic, NativeRbacRealistic),
+        (NativeRbacExtAuthzRealistic, NativeRbacRealistic),
+        None,
+    );
+    run.increment_ratio(
+        (ApiguardPackExtAuthzLimiterRealistic, ApiguardPackRealistic),
+        (NativeRbacExtAuthzToLimiterRealistic, NativeRbacRealistic),
+        Some(1.2),
+    );
+    run.increment_ratio(
+        (ApiguardPackLimiterRealistic, ApiguardPackRealistic),
+        (NativeRbacExtAuthzToLimiterRealistic, NativeRbacRealistic),
+        Some(1.2),
+    );
     run.print_latency();
+    run.print_connections().await;
     write_json(Suite::Compare, run.json())
 }

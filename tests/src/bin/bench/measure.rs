@@ -373,6 +373,19 @@ impl<V: Label> Run<V> {
         }
     }
 
+    /// Prints the connections each variant's Envoy opened per cluster over the whole run: a
+    /// call whose connections are not kept alive pays a handshake per request.
+    pub async fn print_connections(&self) {
+        for v in &self.variants {
+            let stats = v.envoy.stats_text("upstream_cx_total").await;
+            let opened: Vec<&str> = stats
+                .lines()
+                .filter(|l| l.starts_with("cluster.") && !l.ends_with(": 0"))
+                .collect();
+            println!("connections {:<52} {}", v.name(), opened.join(", "));
+        }
+    }
+
     /// The run's figures: its settings, each variant's series and the comparisons made.
     pub fn json(&self) -> Value {
         let settings = self.settings.map(|s| {
