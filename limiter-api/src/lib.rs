@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod batch;
 pub mod handoff;
 pub mod json_shape;
 
