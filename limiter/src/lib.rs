@@ -3,7 +3,8 @@
 //! The router is built by [`app`] so tests drive it without a socket; `main.rs` only parses
 //! flags, picks the store, binds and serves with graceful shutdown.
 //!
-//! Routes: `POST /v1/check` (the wire types are in [`apiguard_limiter_api`]), Envoy's
+//! Routes: `POST /v1/check` (the wire types are in [`apiguard_limiter_api`]), `POST
+//! /v1/check/batch` (several requests' checks, each decided as by `/v1/check`), Envoy's
 //! `ext_authz` HTTP service under `/v1/ext_authz` ([`ext_authz`]), Envoy's
 //! rate-limit service over gRPC (`/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit`,
 //! [`rls`]), `GET /healthz` (alive), `GET /readyz` (store reachable), `GET /metrics`
@@ -21,6 +22,9 @@ pub mod tls;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use apiguard_limiter_api::batch::{
+    Answer, BatchRequest, BatchResponse, BATCH_PATH, MAX_BATCH_BODY_BYTES,
+};
 use apiguard_limiter_api::{CheckRequest, CheckResponse, CHECK_PATH, MAX_BODY_BYTES};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -87,6 +91,11 @@ pub fn app<S: Store>(state: Arc<AppState<S>>) -> Router {
         Router::new().route_service(rls::service::ROUTE, rls::service::server(state.clone()));
     Router::new()
         .route(CHECK_PATH, post(check::<S>))
+        // Its own body limit: up to MAX_BATCH items of the single route's limit.
+        .route(
+            BATCH_PATH,
+            post(check_batch::<S>).layer(DefaultBodyLimit::max(MAX_BATCH_BODY_BYTES)),
+        )
         .route(ext_authz::EXT_AUTHZ_PATH, any(ext_authz::check::<S>))
         // `ext_authz` appends the request's path: `/` gives the prefix and a slash, which the
         // wildcard below does not match (it needs a segment).
@@ -142,6 +151,93 @@ async fn check<S: Store>(
     }
 }
 
+/// `POST /v1/check/batch`: each item decided as by `POST /v1/check`, side by side, and answered
+/// with that route's status and body, in order (the contract: `apiguard_limiter_api::batch`).
+async fn check_batch<S: Store>(
+    State(st): State<Arc<AppState<S>>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    let body = match body {
+        Ok(b) => b,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            st.metrics.bad_request();
+            return problem(
+                StatusCode::BAD_REQUEST,
+                &format!("request body is over {MAX_BATCH_BODY_BYTES} bytes"),
+            );
+        }
+        Err(e) => {
+            st.metrics.bad_request();
+            return problem(StatusCode::BAD_REQUEST, &e.body_text());
+        }
+    };
+    let batch = match BatchRequest::from_json(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            st.metrics.bad_request();
+            return problem(StatusCode::BAD_REQUEST, &e.to_string());
+        }
+    };
+    st.metrics.batch(batch.requests.len());
+    let answers: Vec<(u16, String)> = futures::future::join_all(
+        batch
+            .requests
+            .iter()
+            .map(|item| decide_item(&st, item.get().as_bytes(), started)),
+    )
+    .await;
+    let raw: Vec<Box<serde_json::value::RawValue>> = answers
+        .iter()
+        .filter_map(|(_, body)| serde_json::value::RawValue::from_string(body.clone()).ok())
+        .collect();
+    if raw.len() != answers.len() {
+        // Never: every body below is serialized JSON.
+        return problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot encode the answers",
+        );
+    }
+    Json(BatchResponse {
+        answers: answers
+            .iter()
+            .zip(&raw)
+            .map(|((status, _), body)| Answer {
+                status: *status,
+                body,
+            })
+            .collect(),
+    })
+    .into_response()
+}
+
+/// One batch item: what `POST /v1/check` would answer for this body, as status and JSON.
+async fn decide_item<S: Store>(st: &AppState<S>, body: &[u8], started: Instant) -> (u16, String) {
+    let req = match CheckRequest::from_json(body) {
+        Ok(r) => r,
+        Err(e) => {
+            st.metrics.bad_request();
+            return (400, problem_json(StatusCode::BAD_REQUEST, &e.to_string()));
+        }
+    };
+    match st.decide(&req.checks, started).await {
+        Ok(d) => {
+            let answer = CheckResponse {
+                allowed: d.allowed,
+                results: d.results,
+            };
+            match serde_json::to_string(&answer) {
+                Ok(json) => (200, json),
+                Err(_) => (
+                    500,
+                    problem_json(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode"),
+                ),
+            }
+        }
+        Err(why) => (503, problem_json(StatusCode::SERVICE_UNAVAILABLE, why)),
+    }
+}
+
 /// Liveness: the process serves HTTP. Says nothing about the store.
 async fn healthz() -> &'static str {
     "ok\n"
@@ -175,13 +271,7 @@ async fn metrics<S: Store>(State(st): State<Arc<AppState<S>>>) -> Response {
 
 /// An RFC 9457 problem document.
 pub fn problem(status: StatusCode, detail: &str) -> Response {
-    let body = json!({
-        "type": "about:blank",
-        "title": status.canonical_reason().unwrap_or("Error"),
-        "status": status.as_u16(),
-        "detail": detail,
-    });
-    let mut res = (status, Json(body)).into_response();
+    let mut res = (status, Json(problem_body(status, detail))).into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/problem+json"),
@@ -190,6 +280,20 @@ pub fn problem(status: StatusCode, detail: &str) -> Response {
 }
 
 /// 503 with `Retry-After: 1`: the caller applies its failure mode.
+/// An RFC 9457 problem document.
+fn problem_body(status: StatusCode, detail: &str) -> serde_json::Value {
+    json!({
+        "type": "about:blank",
+        "title": status.canonical_reason().unwrap_or("Error"),
+        "status": status.as_u16(),
+        "detail": detail,
+    })
+}
+
+fn problem_json(status: StatusCode, detail: &str) -> String {
+    problem_body(status, detail).to_string()
+}
+
 fn unavailable(detail: &str) -> Response {
     let mut res = problem(StatusCode::SERVICE_UNAVAILABLE, detail);
     res.headers_mut()

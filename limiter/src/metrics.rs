@@ -29,6 +29,8 @@ pub struct Metrics {
     checks: Family<ResultLabel, Counter>,
     handoffs: Family<AnswerLabel, Counter>,
     store_errors: Family<KindLabel, Counter>,
+    batches: Counter,
+    batch_requests: Counter,
     latency: Histogram,
 }
 
@@ -68,6 +70,18 @@ impl Metrics {
             "Store failures by kind: timeout, connection, redis, bad_reply",
             store_errors.clone(),
         );
+        let batches = Counter::default();
+        registry.register(
+            "batches",
+            "POST /v1/check/batch calls read (each item is also counted in checks)",
+            batches.clone(),
+        );
+        let batch_requests = Counter::default();
+        registry.register(
+            "batch_requests",
+            "Requests those batches carried",
+            batch_requests.clone(),
+        );
         // 50 µs to ~100 ms: a healthy Redis round trip is well under a millisecond.
         let latency = Histogram::new([
             0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
@@ -82,6 +96,8 @@ impl Metrics {
             checks,
             handoffs,
             store_errors,
+            batches,
+            batch_requests,
             latency,
         }
     }
@@ -94,6 +110,12 @@ impl Metrics {
     /// An `ext_authz` check's answer (docs/limiter.md, "Envoy's ext_authz").
     pub fn handoff(&self, answer: &'static str) {
         self.handoffs.get_or_create(&AnswerLabel { answer }).inc();
+    }
+
+    /// A batch of `items` requests was read.
+    pub fn batch(&self, items: usize) {
+        self.batches.inc();
+        self.batch_requests.inc_by(items as u64);
     }
 
     pub fn bad_request(&self) {

@@ -195,7 +195,8 @@ async fn openapi_routes_and_examples_match_the_service() {
             "GET /healthz",
             "GET /metrics",
             "GET /readyz",
-            "POST /v1/check"
+            "POST /v1/check",
+            "POST /v1/check/batch"
         ],
         "the document and the router disagree on routes"
     );
@@ -232,4 +233,68 @@ async fn openapi_routes_and_examples_match_the_service() {
         );
         assert_matches(want, &got, name);
     }
+}
+
+#[tokio::test]
+async fn a_batch_decides_each_item_as_check_would_in_order() {
+    let app = router();
+    let k = one_check(r#""key":"k","limit":1,"window_ms":60000"#);
+    let other = one_check(r#""key":"o","limit":1,"window_ms":60000"#);
+    let bad = one_check(r#""key":"","limit":1,"window_ms":60000"#);
+    let body = format!(r#"{{"requests":[{k},{k},{bad},{other}]}}"#);
+    let (s, _, b) = send(&app, "POST", "/v1/check/batch", body.into_bytes()).await;
+    assert_eq!(s, StatusCode::OK);
+    let v: Value = serde_json::from_slice(&b).unwrap();
+    let answers = v["answers"].as_array().unwrap();
+    let got: Vec<(u64, Value)> = answers
+        .iter()
+        .map(|a| (a["status"].as_u64().unwrap(), a["body"]["allowed"].clone()))
+        .collect();
+    // The same key twice: the first item takes the only unit, the second is refused; the
+    // invalid item is refused alone; the other key is untouched by its neighbours.
+    assert_eq!(
+        got,
+        [
+            (200, json!(true)),
+            (200, json!(false)),
+            (400, Value::Null),
+            (200, json!(true))
+        ]
+    );
+    assert_eq!(answers[2]["body"]["status"], json!(400));
+    // Each item is what /v1/check answers: k is spent there too.
+    let (s, _, v) = post_check(&app, &k).await;
+    assert_eq!((s, v["allowed"].clone()), (StatusCode::OK, json!(false)));
+    let (_, _, text) = send(&app, "GET", "/metrics", vec![]).await;
+    let text = String::from_utf8(text).unwrap();
+    for line in [
+        "apiguard_limiter_batches_total 1",
+        "apiguard_limiter_batch_requests_total 4",
+        r#"apiguard_limiter_checks_total{result="bad_request"} 1"#,
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn a_batch_that_is_not_one_is_a_400_problem() {
+    let app = router();
+    let many = vec![one_check(r#""key":"k","limit":1,"window_ms":60000"#); 33].join(",");
+    for body in [
+        "{".to_owned(),
+        r#"{"requests":[]}"#.to_owned(),
+        r#"{"requests":[],"more":1}"#.to_owned(),
+        r#"{"checks":[]}"#.to_owned(),
+        format!(r#"{{"requests":[{many}]}}"#),
+    ] {
+        let (s, ctype, b) = send(&app, "POST", "/v1/check/batch", body.clone().into_bytes()).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(ctype, "application/problem+json", "{body}");
+        let v: Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v["status"], json!(400));
+    }
+    // Nothing was counted as a decision.
+    let (_, _, text) = send(&app, "GET", "/metrics", vec![]).await;
+    let text = String::from_utf8(text).unwrap();
+    assert!(!text.contains(r#"result="allowed""#), "{text}");
 }
