@@ -38,6 +38,12 @@ pub struct RateLimitConfig {
     /// Keys remembered as over their limit per worker (answered 429 locally until their reset).
     #[serde(default = "default_local_cache_entries")]
     pub local_cache_entries: usize,
+    /// `call: filter` only: while one call to the limiter is in flight, each worker queues the
+    /// checks of the requests that arrive and sends them as one `POST /v1/check/batch` when the
+    /// answer comes (each request still decided alone and exactly). Fewer calls under load, at
+    /// the cost of a wait of up to one call for the requests queued.
+    #[serde(default)]
+    pub batch: bool,
 }
 
 /// Who makes the call to apiguard-limiter (docs/ratelimit.md).
@@ -121,6 +127,14 @@ pub(super) fn validate_rate_limit(rl: &RateLimitConfig) -> Result<(), ConfigErro
     match rl.call {
         LimiterCall::Filter if rl.cluster.is_empty() => {
             return Err(invalid("rate_limit.cluster", Problem::Empty));
+        }
+        LimiterCall::ExtAuthz if rl.batch => {
+            return Err(invalid(
+                "rate_limit.batch",
+                Problem::NotUsed(
+                    "rate_limit.call is ext_authz (ext_authz makes one call per request)",
+                ),
+            ));
         }
         // The ext_authz filter names the limiter's cluster; one named here would be ignored.
         LimiterCall::ExtAuthz if !rl.cluster.is_empty() => {

@@ -290,6 +290,14 @@ fn rate_limit_values_are_checked() {
             "route {bad:?}"
         );
     }
+    // Batching is the filter's own call's: with ext_authz it would be ignored, so it is refused.
+    assert_eq!(
+        err_path(r#"{"rate_limit":{"call":"ext_authz","batch":true}}"#),
+        "rate_limit.batch"
+    );
+    assert!(
+        crate::config::Config::from_json(br#"{"rate_limit":{"cluster":"l","batch":true}}"#).is_ok()
+    );
     // Who calls: the filter needs a cluster; ext_authz names its own, so one here is refused.
     assert_eq!(
         err(r#"{"rate_limit":{}}"#),

@@ -19,7 +19,7 @@ use std::rc::Rc;
 use apiguard_core::reply::Reply;
 use log::{debug, warn};
 
-use crate::{host, Request, Root};
+use crate::{host, Delivery, Request, Root};
 use apiguard_proxy_abi::hostcall::Action;
 
 /// HTTP calls in flight: the host's token → the context that started it.
@@ -85,6 +85,9 @@ struct Vm {
 
 thread_local! {
     static VM: RefCell<Vm> = RefCell::new(Vm::default());
+    /// Batch answers that could not be delivered where they were made (a request's own
+    /// callback): delivered before the event that made them returns to the host.
+    static DEFERRED: RefCell<Vec<Delivery>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Runs `f` on the table; `None` if it is in use (a re-entrant call), never a panic. Contexts
@@ -112,6 +115,70 @@ fn enter_request(id: u32) -> Option<Rc<RefCell<Request>>> {
     .flatten()
 }
 
+/// Runs `f` as context `id` (the host's effective context and this table's running context),
+/// then switches back: the root context makes the batched calls from inside a request's event.
+pub fn as_context<R>(id: u32, f: impl FnOnce() -> R) -> R {
+    let previous = with_vm(|vm| std::mem::replace(&mut vm.active, id));
+    if let Err(e) = host::HOST.set_effective_context(id) {
+        warn!("apiguard: cannot switch to context {id}: {e}");
+    }
+    let out = f();
+    if let Some(previous) = previous {
+        with_vm(|vm| vm.active = previous);
+        if let Err(e) = host::HOST.set_effective_context(previous) {
+            warn!("apiguard: cannot switch back to context {previous}: {e}");
+        }
+    }
+    out
+}
+
+/// Keeps answers for delivery once the running event's contexts are released.
+pub fn defer(delivery: Delivery) {
+    let _ = DEFERRED.try_with(|d| d.try_borrow_mut().map(|mut d| d.push(delivery)));
+}
+
+/// Delivers each answer of a batch in its request's context; requests gone meanwhile are
+/// skipped (nothing waits for them).
+fn deliver(delivery: Delivery) {
+    for (waiter, answer) in delivery.into_pairs() {
+        let Some(request) = enter_request(waiter.context) else {
+            debug!(
+                "apiguard: batch answer for context {}, which is gone: dropped",
+                waiter.context
+            );
+            continue;
+        };
+        if let Err(e) = host::HOST.set_effective_context(waiter.context) {
+            warn!(
+                "apiguard: cannot switch to context {} for its batch answer: {e}",
+                waiter.context
+            );
+            continue;
+        }
+        let Ok(mut request) = request.try_borrow_mut() else {
+            continue;
+        };
+        if let Action::Continue = request.batch_answered(waiter.resume, waiter.queued_ms, answer) {
+            host::resume();
+        }
+    }
+}
+
+/// Delivers what was deferred, then what that delivery deferred, until nothing is left;
+/// whether there was anything.
+fn deliver_deferred() -> bool {
+    let mut any = false;
+    while let Some(next) = DEFERRED
+        .try_with(|d| d.try_borrow_mut().ok().and_then(|mut d| d.pop()))
+        .ok()
+        .flatten()
+    {
+        deliver(next);
+        any = true;
+    }
+    any
+}
+
 /// Once, when the VM starts.
 pub fn init() {
     host::install_logger();
@@ -122,12 +189,12 @@ pub fn init() {
 pub fn on_context_create(id: u32, root_id: u32) {
     with_vm(|vm| {
         if root_id == 0 {
-            vm.roots.insert(id, Rc::new(RefCell::new(Root::default())));
+            vm.roots.insert(id, Rc::new(RefCell::new(Root::new(id))));
             return;
         }
         let request = match vm.roots.get(&root_id).map(|r| r.try_borrow()) {
-            Some(Ok(root)) => root.new_request(),
-            _ => Request::new(None),
+            Some(Ok(root)) => root.new_request(id),
+            _ => Request::new(None, id),
         };
         vm.requests.insert(id, Rc::new(RefCell::new(request)));
     });
@@ -155,7 +222,16 @@ pub fn on_tick(id: u32) {
 pub fn on_request_headers(id: u32) -> Action {
     let request = enter_request(id);
     if let Some(Ok(mut request)) = request.as_ref().map(|r| r.try_borrow_mut()) {
-        return request.on_request_headers();
+        let action = request.on_request_headers();
+        drop(request);
+        if deliver_deferred() {
+            // Back to this request, whose event the host is still in.
+            if let Err(e) = host::HOST.set_effective_context(id) {
+                warn!("apiguard: cannot switch back to context {id}: {e}");
+            }
+            with_vm(|vm| vm.active = id);
+        }
+        return action;
     }
     // No context for this request (the host broke the ABI's order of events) or a re-entrant
     // call: nothing can check the request, so it does not pass.
@@ -193,15 +269,40 @@ pub fn on_http_call_response(token: u32, body_size: usize) {
     }
     if let Some(Ok(mut request)) = request.as_ref().map(|r| r.try_borrow_mut()) {
         request.on_http_call_response(token, body_size);
-    } else if let Some(Ok(mut root)) = root.as_ref().map(|r| r.try_borrow_mut()) {
-        root.on_http_call_response(token, body_size);
-    };
+    } else if let Some(root) = root {
+        let delivery = match root.try_borrow_mut() {
+            Ok(mut root) => root.on_http_call_response(token, body_size),
+            Err(_) => None,
+        };
+        if let Some(delivery) = delivery {
+            deliver(delivery);
+            // The requests that queued meanwhile go now, as the next batch.
+            loop {
+                let failed = match root.try_borrow() {
+                    Ok(root) => root.send_next_batch(),
+                    Err(_) => None,
+                };
+                match failed {
+                    Some(failed) => deliver(failed),
+                    None => break,
+                }
+            }
+        }
+    }
+    deliver_deferred();
 }
 
 pub fn on_delete(id: u32) {
     with_vm(|vm| {
         let waiting = match vm.requests.remove(&id) {
-            Some(request) => request.try_borrow().ok().map(|r| r.waiting_on()),
+            Some(request) => request.try_borrow().ok().map(|r| {
+                if r.batched() {
+                    if let Some(Ok(mut w)) = r.worker.as_ref().map(|w| w.try_borrow_mut()) {
+                        w.batcher.forget(id);
+                    }
+                }
+                r.waiting_on()
+            }),
             None => {
                 vm.roots.remove(&id);
                 None
@@ -437,6 +538,130 @@ mod tests {
                     .any(|e| e == "resume" || e.starts_with("respond ")),
                 "{answered:?}"
             );
+        }
+
+        const BATCHED: &str = r#"{"rate_limit": {"cluster": "limiter", "batch": true,
+            "identity": ["source_ip"],
+            "tiers": {"standard": [{"requests": 5, "window_s": 60}]}}}"#;
+
+        /// One batch item's answer for the only key these requests have.
+        fn item(allowed: bool) -> String {
+            let remaining = if allowed { 4 } else { 0 };
+            format!(
+                r#"{{"status":200,"body":{{"allowed":{allowed},"results":[{{"key":"{{anonymous}}:tier:standard","limit":5,"remaining":{remaining},"reset_ms":1000,"retry_after_ms":{}}}]}}}}"#,
+                if allowed { 0 } else { 1000 }
+            )
+        }
+
+        fn batch_answer(items: &[String]) -> Vec<u8> {
+            format!(r#"{{"answers":[{}]}}"#, items.join(",")).into_bytes()
+        }
+
+        #[test]
+        fn batched_requests_wait_for_the_call_in_flight_then_go_as_one_call() {
+            start(Script {
+                config: BATCHED.as_bytes().to_vec(),
+                request_headers: headers(&[(":path", "/x")]),
+                call_status: Some(b"200".to_vec()),
+                token: 8,
+                ..Script::default()
+            });
+            on_context_create(1, 0);
+            assert!(on_configure(1));
+            on_context_create(2, 1);
+            // Nothing in flight: the root context calls at once, and the request waits.
+            assert_eq!(on_request_headers(2), Action::Pause);
+            assert_eq!(journal(), ["context 1", "call 8", "context 2"]);
+            // A call in flight: the next requests queue, no call.
+            on_context_create(3, 1);
+            on_context_create(4, 1);
+            on_context_create(5, 1);
+            assert_eq!(on_request_headers(3), Action::Pause);
+            assert_eq!(on_request_headers(4), Action::Pause);
+            assert_eq!(on_request_headers(5), Action::Pause);
+            assert_eq!(journal(), Vec::<String>::new());
+            // Request 5 goes away while queued: it is not sent.
+            on_delete(5);
+            // The first answer resumes request 2; the queued two go as one batch.
+            let first = batch_answer(&[item(true)]);
+            script(|s| s.call_body = first.clone()).unwrap();
+            on_http_call_response(8, first.len());
+            assert_eq!(
+                journal(),
+                [
+                    "context 1",
+                    "context 2",
+                    "resume",
+                    "context 1",
+                    "call 8",
+                    "context 2"
+                ]
+            );
+            // Its answer: each request gets its own item, in order.
+            let second = batch_answer(&[item(true), item(false)]);
+            script(|s| s.call_body = second.clone()).unwrap();
+            on_http_call_response(8, second.len());
+            assert_eq!(
+                journal(),
+                [
+                    "context 1",
+                    "context 3",
+                    "resume",
+                    "context 4",
+                    "respond 429"
+                ]
+            );
+            for id in [2, 3, 4] {
+                on_delete(id);
+            }
+            assert_eq!(with_vm(|vm| vm.callouts.len()), Some(0));
+        }
+
+        #[test]
+        fn a_batch_that_fails_fails_each_of_its_requests_closed() {
+            for (status, body) in [
+                (None, Vec::new()),
+                (Some(b"503".to_vec()), Vec::new()),
+                (Some(b"200".to_vec()), b"garbage".to_vec()),
+                // One answer for two requests: neither is trusted.
+                (Some(b"200".to_vec()), batch_answer(&[item(true)])),
+            ] {
+                start(Script {
+                    config: BATCHED.as_bytes().to_vec(),
+                    request_headers: headers(&[(":path", "/x")]),
+                    call_status: Some(b"200".to_vec()),
+                    call_body: batch_answer(&[item(true)]),
+                    token: 8,
+                    ..Script::default()
+                });
+                on_context_create(1, 0);
+                assert!(on_configure(1));
+                for id in [2, 3, 4] {
+                    on_context_create(id, 1);
+                    assert_eq!(on_request_headers(id), Action::Pause);
+                }
+                on_http_call_response(8, 0);
+                journal();
+                // Requests 3 and 4 are in the batch in flight now; it fails.
+                script(|s| {
+                    s.call_status = status.clone();
+                    s.call_body = body.clone();
+                })
+                .unwrap();
+                on_http_call_response(8, body.len());
+                assert_eq!(
+                    journal(),
+                    [
+                        "context 1",
+                        "context 3",
+                        "respond 503",
+                        "context 4",
+                        "respond 503"
+                    ],
+                    "{status:?} {}",
+                    String::from_utf8_lossy(&body)
+                );
+            }
         }
     }
 }

@@ -9,6 +9,7 @@
 //! - `dispatch`: host events to this crate's contexts, and which context waits for which call;
 //! - `host`: the filter's host calls, each failure logged and failed closed;
 //! - `worker`: what one worker keeps (the pipeline, the core's worker state, counters);
+//! - `batch`: the limiter calls in batches (`rate_limit.batch`);
 //! - this file: the root and request contexts, carrying out the core's steps.
 
 #![deny(unsafe_code)]
@@ -16,6 +17,7 @@
 /// Public: its functions are the host's entry points, called by `exports` on Wasm; natively only
 /// tests call them, and being public keeps them (and the filter behind them) checked code
 /// rather than dead code.
+mod batch;
 pub mod dispatch;
 #[cfg(target_arch = "wasm32")]
 #[allow(unsafe_code)]
@@ -34,11 +36,13 @@ use apiguard_core::flow::{Outcome, Pending, Pipeline, RequestFacts, Resumed, Ste
 use apiguard_core::http::{HeaderOp, Headers};
 use apiguard_core::jwt::keys::MAX_JWKS_BYTES;
 use apiguard_core::jwt::shared::Fetch;
-use apiguard_core::ratelimit::{LimiterFailure, MAX_ANSWER_BYTES};
+use apiguard_core::ratelimit::{LimitCall, LimiterFailure, MAX_ANSWER_BYTES};
 use apiguard_core::reply::Reply;
+use apiguard_limiter_api::batch::{split, BATCH_PATH, MAX_BATCH};
 use log::{debug, error, info, warn};
 
 use apiguard_proxy_abi::hostcall::Action;
+use batch::Waiter;
 use worker::Worker;
 
 // Talc instead of Rust's default Wasm allocator (dlmalloc): the policy engine allocates and
@@ -52,14 +56,46 @@ static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_all
 const TICK: Duration = Duration::from_secs(1);
 
 /// One per plugin configuration per worker.
-#[derive(Default)]
 struct Root {
+    /// Its context id.
+    id: u32,
     worker: Option<Rc<RefCell<Worker>>>,
     /// JWKS fetches this root context started: call token → provider.
     pending: HashMap<u32, usize>,
 }
 
+/// Answers for batched requests, each to be delivered in its own context (`dispatch`).
+#[derive(Default)]
+pub struct Delivery {
+    waiters: Vec<Waiter<Pending>>,
+    answers: Vec<Answer>,
+}
+
+/// One request's answer from a batch: the status and body `POST /v1/check` would have given.
+type Answer = Result<(u16, Vec<u8>), LimiterFailure>;
+
+impl Delivery {
+    /// Every request of `waiters` fails the same way.
+    fn failed(waiters: Vec<Waiter<Pending>>, why: LimiterFailure) -> Delivery {
+        let answers = waiters.iter().map(|_| Err(why)).collect();
+        Delivery { waiters, answers }
+    }
+
+    /// Each request with its answer.
+    fn into_pairs(self) -> impl Iterator<Item = (Waiter<Pending>, Answer)> {
+        self.waiters.into_iter().zip(self.answers)
+    }
+}
+
 impl Root {
+    fn new(id: u32) -> Root {
+        Root {
+            id,
+            worker: None,
+            pending: HashMap::new(),
+        }
+    }
+
     /// Parses, validates and compiles the configuration once. Returning `false` makes Envoy
     /// refuse the plugin, so a bad configuration never serves traffic; the log names the field.
     fn on_configure(&mut self) -> bool {
@@ -86,7 +122,7 @@ impl Root {
             on_off(pipeline.config.policy.is_some()),
             on_off(pipeline.config.rate_limit.is_some()),
         );
-        let mut worker = Worker::new(Arc::new(pipeline));
+        let mut worker = Worker::new(Arc::new(pipeline), self.id);
         worker.choose_signature_path();
         // The tick flushes counters and, with remote JWKS, syncs and refreshes keys.
         if let Err(e) = host::set_tick_period(TICK) {
@@ -116,17 +152,29 @@ impl Root {
         }
     }
 
-    fn on_http_call_response(&mut self, token: u32, body_size: usize) {
-        let Some(provider) = self.pending.remove(&token) else {
-            return;
-        };
-        if let Some(Ok(mut w)) = self.worker.as_ref().map(|w| w.try_borrow_mut()) {
+    /// A JWKS fetch's answer, or a batch's: then the answers for its requests, which
+    /// `dispatch` delivers each in its own context.
+    fn on_http_call_response(&mut self, token: u32, body_size: usize) -> Option<Delivery> {
+        let wrc = self.worker.clone()?;
+        let mut w = wrc.try_borrow_mut().ok()?;
+        if let Some(provider) = self.pending.remove(&token) {
             finish_fetch(&mut w, provider, body_size);
+            return None;
         }
+        let waiters = w.batcher.answered(token)?;
+        Some(batch_answers(waiters, body_size))
     }
 
-    fn new_request(&self) -> Request {
-        Request::new(self.worker.clone())
+    /// Sends the requests that queued while a batch was in flight; those of a call the host
+    /// refused come back failed.
+    fn send_next_batch(&self) -> Option<Delivery> {
+        let wrc = self.worker.clone()?;
+        let mut w = wrc.try_borrow_mut().ok()?;
+        send_batch(&mut w)
+    }
+
+    fn new_request(&self, id: u32) -> Request {
+        Request::new(self.worker.clone(), id)
     }
 }
 
@@ -165,13 +213,69 @@ fn finish_fetch(w: &mut Worker, provider: usize, body_size: usize) {
     w.note(&notes);
 }
 
+/// The next batch of queued checks, sent by the root context (a batch must outlive the request
+/// that started it: Envoy cancels a context's calls when it goes). `Some`: the host refused the
+/// call, and these requests fail as on any refused call.
+fn send_batch(w: &mut Worker) -> Option<Delivery> {
+    let out = w.batcher.next()?;
+    let timeout = Duration::from_millis(out.timeout_ms);
+    let sent = dispatch::as_context(w.root_id, || {
+        host::http_post(&out.cluster, BATCH_PATH, &out.body, timeout)
+    });
+    match sent {
+        Ok(token) => {
+            w.batcher.sent(token, out.waiters);
+            None
+        }
+        Err(status) => {
+            warn!(
+                "apiguard: cannot call the limiter on cluster `{}`: {status}",
+                out.cluster
+            );
+            Some(Delivery::failed(out.waiters, LimiterFailure::Dispatch))
+        }
+    }
+}
+
+/// The answer to a batch, split for its requests in order. A batch that got no answer, a
+/// status other than 200 or an answer that is not one item per request fails each request
+/// as a call of its own would (the core applies its failure mode).
+fn batch_answers(waiters: Vec<Waiter<Pending>>, body_size: usize) -> Delivery {
+    // MAX_BATCH answers of at most MAX_ANSWER_BYTES each, and the array around them.
+    let max = MAX_BATCH * (MAX_ANSWER_BYTES + 32) + 64;
+    let (status, body) = host::call_response(body_size, max);
+    let why = match status {
+        None => LimiterFailure::NoResponse,
+        Some(_) if body_size > max => LimiterFailure::TooLarge,
+        Some(200) => match split(&body, waiters.len()) {
+            Ok(items) => {
+                let answers = items
+                    .into_iter()
+                    .map(|(s, b)| Ok((s, b.to_vec())))
+                    .collect();
+                return Delivery { waiters, answers };
+            }
+            Err(e) => {
+                warn!("apiguard: the limiter's batch answer is unusable: {e}");
+                LimiterFailure::Malformed
+            }
+        },
+        Some(_) => LimiterFailure::Status,
+    };
+    Delivery::failed(waiters, why)
+}
+
 /// One per HTTP request.
 struct Request {
+    /// Its context id.
+    id: u32,
     worker: Option<Rc<RefCell<Worker>>>,
     /// The call this request waits for, if any.
     waiting: Option<(u32, Waiting)>,
     /// Rate-limit headers for the response.
     response_headers: Vec<(String, String)>,
+    /// Its checks wait in (or for) a batch.
+    batched: bool,
 }
 
 /// What a paused request resumes with.
@@ -183,13 +287,20 @@ enum Waiting {
 }
 
 impl Request {
-    /// A request under a root whose worker is `worker` (`None`: it will be refused).
-    fn new(worker: Option<Rc<RefCell<Worker>>>) -> Request {
+    /// Request `id` under a root whose worker is `worker` (`None`: it will be refused).
+    fn new(worker: Option<Rc<RefCell<Worker>>>, id: u32) -> Request {
         Request {
+            id,
             worker,
             waiting: None,
             response_headers: Vec::new(),
+            batched: false,
         }
+    }
+
+    /// Whether its checks are queued for a batch (`dispatch` drops them if it goes).
+    fn batched(&self) -> bool {
+        self.batched
     }
 
     /// The calls this request waits for (forgotten by `dispatch` if it is deleted first).
@@ -263,6 +374,9 @@ impl Request {
                 }
                 Action::Pause
             }
+            Step::CheckLimits { call, resume } if w.batching => {
+                self.queue_checks(w, call, resume, now_ms)
+            }
             Step::CheckLimits { call, resume } => {
                 let timeout = Duration::from_millis(call.timeout_ms);
                 match host::http_post(&call.cluster, call.path, &call.body, timeout) {
@@ -314,18 +428,88 @@ impl Request {
     /// The limiter answered (or the call failed).
     fn limiter_answered(&mut self, resume: Pending, sent_ms: i64, body_size: usize) -> Action {
         self.with_worker(|this, w| {
-            let now_ms = host::now_ms();
-            w.record_callout(now_ms.saturating_sub(sent_ms));
             let (status, body) = host::call_response(body_size, MAX_ANSWER_BYTES);
             let answer = match status {
                 None => Err(LimiterFailure::NoResponse),
                 Some(_) if body_size > MAX_ANSWER_BYTES => Err(LimiterFailure::TooLarge),
                 Some(s) => Ok((s, body.as_slice())),
             };
-            let pipeline = w.pipeline.clone();
-            let next = pipeline.on_limiter_answer(resume, answer, now_ms, &mut w.state);
-            this.resume(w, next)
+            this.answer_with(w, resume, sent_ms, answer)
         })
+    }
+
+    /// Hands the limiter's answer (or the call's failure) to the core and carries out what
+    /// follows; `sent_ms`: when the request started waiting.
+    fn answer_with(
+        &mut self,
+        w: &mut Worker,
+        resume: Pending,
+        sent_ms: i64,
+        answer: Result<(u16, &[u8]), LimiterFailure>,
+    ) -> Action {
+        let now_ms = host::now_ms();
+        w.record_callout(now_ms.saturating_sub(sent_ms));
+        let pipeline = w.pipeline.clone();
+        let next = pipeline.on_limiter_answer(resume, answer, now_ms, &mut w.state);
+        self.resume(w, next)
+    }
+
+    /// Queues the request's checks for a batch, and sends one if none is in flight.
+    fn queue_checks(
+        &mut self,
+        w: &mut Worker,
+        call: LimitCall,
+        resume: Pending,
+        now_ms: i64,
+    ) -> Action {
+        let waiter = Waiter {
+            context: self.id,
+            resume,
+            queued_ms: now_ms,
+        };
+        w.batcher
+            .enqueue(waiter, call.body, &call.cluster, call.timeout_ms);
+        self.batched = true;
+        let Some(failed) = send_batch(w) else {
+            return Action::Pause;
+        };
+        // The host refused the call. This request's answer is given here (it cannot be resumed
+        // from inside its own callback); any other's goes to its own context afterwards.
+        let mut mine = None;
+        let mut others = Delivery::default();
+        for (waiter, answer) in failed.into_pairs() {
+            if waiter.context == self.id {
+                mine = Some((waiter, answer));
+            } else {
+                others.waiters.push(waiter);
+                others.answers.push(answer);
+            }
+        }
+        if !others.waiters.is_empty() {
+            dispatch::defer(others);
+        }
+        self.batched = false;
+        match mine {
+            Some((waiter, answer)) => {
+                let answer = answer
+                    .as_ref()
+                    .map(|(s, b)| (*s, b.as_slice()))
+                    .map_err(|f| *f);
+                self.answer_with(w, waiter.resume, waiter.queued_ms, answer)
+            }
+            // Not reached: the batch holds the request just queued. Fail closed all the same.
+            None => answer(&Reply::filter_unavailable()),
+        }
+    }
+
+    /// Its checks' answer came in a batch (or the batch failed).
+    fn batch_answered(&mut self, resume: Pending, queued_ms: i64, answer: Answer) -> Action {
+        self.batched = false;
+        let answer = answer
+            .as_ref()
+            .map(|(s, b)| (*s, b.as_slice()))
+            .map_err(|f| *f);
+        self.with_worker(|this, w| this.answer_with(w, resume, queued_ms, answer))
     }
 }
 

@@ -6,11 +6,12 @@ use std::sync::Arc;
 
 use apiguard_core::config::HostSignatures;
 use apiguard_core::events::{Counter, Event};
-use apiguard_core::flow::{Pipeline, WorkerState};
+use apiguard_core::flow::{Pending, Pipeline, WorkerState};
 use apiguard_core::jwt::host as jwt_host;
 use apiguard_core::jwt::shared::{KeyNote, Severity};
 use log::{debug, info, warn};
 
+use crate::batch::Batcher;
 use crate::host::{self, Counters, EnvoyShared, EnvoySignatures, SignatureStats};
 
 pub struct Worker {
@@ -21,22 +22,35 @@ pub struct Worker {
     callout_ms: Option<u32>,
     /// Present when signatures go to the host's `verify_signature`.
     signature_stats: Option<Rc<SignatureStats>>,
+    /// The root context: it makes the batched limiter calls.
+    pub root_id: u32,
+    /// `rate_limit.batch`: limiter calls go in batches ([`crate::batch`]).
+    pub batching: bool,
+    pub batcher: Batcher<Pending>,
 }
 
 impl Worker {
-    pub fn new(pipeline: Arc<Pipeline>) -> Worker {
+    pub fn new(pipeline: Arc<Pipeline>, root_id: u32) -> Worker {
         let state = pipeline.worker_state_with(Box::new(EnvoyShared));
         let callout_ms = if pipeline.ratelimit.is_some() {
             host::define_histogram("apiguard.ratelimit.callout_ms")
         } else {
             None
         };
+        let batching = pipeline
+            .config
+            .rate_limit
+            .as_ref()
+            .is_some_and(|rl| rl.batch);
         Worker {
             pipeline,
             state,
             counters: Counters::define(Counter::ALL.iter().map(|c| c.name())),
             callout_ms,
             signature_stats: None,
+            root_id,
+            batching,
+            batcher: Batcher::default(),
         }
     }
 
