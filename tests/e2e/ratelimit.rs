@@ -18,16 +18,18 @@ fn config(rate_limit: Value) -> String {
     config_for(Call::Filter, rate_limit)
 }
 
-/// Who calls the limiter: the filter itself, or Envoy's `ext_authz` filter after it
-/// (`rate_limit.call: ext_authz`, with the shipped `envoy/filters/limiter-ext-authz.yaml`).
+/// Who calls the limiter: the filter itself (a call per request, or in batches with
+/// `rate_limit.batch`), or Envoy's `ext_authz` filter after it (`rate_limit.call: ext_authz`,
+/// with the shipped `envoy/filters/limiter-ext-authz.yaml`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Call {
     Filter,
+    FilterBatched,
     ExtAuthz,
 }
 
-/// Runs `$body(Call)` once per way of calling the limiter, as `$name::filter` and
-/// `$name::ext_authz`: one test body, both calls.
+/// Runs `$body(Call)` once per way of calling the limiter, as `$name::filter`,
+/// `$name::filter_batched` and `$name::ext_authz`: one test body, every call.
 macro_rules! for_each_call {
     ($($name:ident),* $(,)?) => {$(
         mod $name {
@@ -36,6 +38,11 @@ macro_rules! for_each_call {
             #[tokio::test(flavor = "multi_thread")]
             async fn filter() {
                 super::$name(Call::Filter).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread")]
+            async fn filter_batched() {
+                super::$name(Call::FilterBatched).await;
             }
 
             #[tokio::test(flavor = "multi_thread")]
@@ -57,12 +64,15 @@ fn config_for(call: Call, rate_limit: Value) -> String {
                         "tiers": {"standard": [{"requests": 5, "window_s": 60}]}});
     // The filter's own call names the cluster; with ext_authz the shipped entry does.
     rl["call"] = json!(match call {
-        Call::Filter => "filter",
+        Call::Filter | Call::FilterBatched => "filter",
         Call::ExtAuthz => "ext_authz",
     });
-    if call == Call::Filter {
+    if call != Call::ExtAuthz {
         rl["cluster"] = json!("limiter");
         rl["timeout_ms"] = json!(200);
+    }
+    if call == Call::FilterBatched {
+        rl["batch"] = json!(true);
     }
     if let (Some(o), Some(e)) = (rl.as_object_mut(), rate_limit.as_object()) {
         for (k, v) in e {
@@ -103,7 +113,11 @@ async fn envoy_calling(call: Call, limiter: SocketAddr, rate_limit: Value) -> (E
         .with_cluster("limiter", limiter)
         .with_filter(config_for(call, rate_limit));
     if call == Call::ExtAuthz {
-        spec = spec.with_native_filter_after(limiter_ext_authz("limiter").unwrap());
+        // The shipped entry, with the filter's call's 200 ms here: the shipped 50 ms is hit
+        // now and then while the whole suite shares two cores (a 503, failing closed).
+        let mut entry = limiter_ext_authz("limiter").unwrap();
+        entry["typed_config"]["http_service"]["server_uri"]["timeout"] = json!("0.2s");
+        spec = spec.with_native_filter_after(entry);
     }
     (echo, Envoy::start(&spec).await.unwrap())
 }
@@ -112,7 +126,7 @@ async fn envoy_calling(call: Call, limiter: SocketAddr, rate_limit: Value) -> (E
 /// it calls, the limiter when `ext_authz` does.
 async fn shadow_limited(call: Call, envoy: &Envoy, limiter: &Limiter, want: u64) {
     match call {
-        Call::Filter => {
+        Call::Filter | Call::FilterBatched => {
             expect_stat(envoy, "wasmcustom.apiguard.ratelimit.shadow_limited", want).await;
         }
         Call::ExtAuthz => assert_eq!(
@@ -219,6 +233,16 @@ async fn exactly_the_limit_passes_and_the_rest_get_429_with_headers(call: Call) 
     }
     assert_eq!((ok, limited), (5, 20));
     assert_eq!(echo.count(), 5);
+    // Batched, every check the limiter decided came in a batch; otherwise none did.
+    let batched = limiter_metric(&limiter, "apiguard_limiter_batch_requests_total").await;
+    if call == Call::FilterBatched {
+        assert!(
+            batched > 0 && batched == limiter_checks(&limiter).await,
+            "{batched}"
+        );
+    } else {
+        assert_eq!(batched, 0);
+    }
     // Another token of the same subject shares the quota.
     assert_eq!(get(&envoy, "/api/x", &bearer("alice")).await.0, 429);
     assert_eq!(get(&envoy, "/api/x", &bearer("bob")).await.0, 200);
@@ -444,7 +468,7 @@ async fn header_modes_and_shadow_limits(call: Call) {
 async fn both_calls_answer_alike() {
     let (_redis, limiter) = real_limiter().await;
     let mut seen = Vec::new();
-    for call in [Call::Filter, Call::ExtAuthz] {
+    for call in [Call::Filter, Call::FilterBatched, Call::ExtAuthz] {
         let (_echo, envoy) = envoy_calling(
             call,
             limiter.addr,
@@ -492,7 +516,8 @@ async fn both_calls_answer_alike() {
         assert_eq!(answers[1].0, 429, "{call:?}: {answers:?}");
         seen.push(answers);
     }
-    assert_eq!(seen[0], seen[1], "the filter's answers, then ext_authz's");
+    assert_eq!(seen[0], seen[1], "the filter's answers, then batched");
+    assert_eq!(seen[0], seen[2], "the filter's answers, then ext_authz's");
 }
 
 /// With `call: ext_authz` the limiter counts what the handoff header says, so the header is
