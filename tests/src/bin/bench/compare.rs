@@ -50,6 +50,7 @@ enum CompareVariant {
     NativeRbacExtAuthzRatelimitRealistic,
     NativeRbacExtAuthzSlowRealistic,
     NativeRbacExtAuthzToLimiterRealistic,
+    ApiguardPackBatchedLimiterRealistic,
 }
 
 impl Label for CompareVariant {
@@ -89,6 +90,9 @@ impl Label for CompareVariant {
             }
             CompareVariant::NativeRbacExtAuthzToLimiterRealistic => {
                 "native jwt_authn + cache + RBAC + ext_authz to the limiter (a fixed plan), realistic"
+            }
+            CompareVariant::ApiguardPackBatchedLimiterRealistic => {
+                "apiguard jwt + pack + limiter in batches, realistic"
             }
             CompareVariant::NativeRbacExtAuthzRatelimitRealistic => {
                 "native jwt_authn + cache + RBAC + ext_authz + ratelimit (gRPC to the limiter), realistic"
@@ -293,6 +297,12 @@ pub async fn run() -> BenchResult {
         }
         c.to_string()
     };
+    // The filter's own call in batches (`rate_limit.batch`).
+    let pack_batched = {
+        let mut c: Value = serde_json::from_str(&apiguard(true, true))?;
+        c["rate_limit"]["batch"] = json!(true);
+        c.to_string()
+    };
     // The shipped entry, with the same 200 ms timeout as the filter's own call here (the
     // shipped 50 ms is hit now and then on these two saturated cores).
     let mut ext_authz_limiter = limiter_ext_authz("limiter")?;
@@ -424,6 +434,12 @@ pub async fn run() -> BenchResult {
                 .with_native_filter(ext_authz_fixed_plan),
             mix.clone(),
             native_checks.clone(),
+        ),
+        (
+            ApiguardPackBatchedLimiterRealistic,
+            spec().with_filter(pack_batched),
+            mix.clone(),
+            pack_checks.clone(),
         ),
         (
             NativeRbacExtAuthzRatelimitRealistic,
@@ -562,6 +578,22 @@ pub async fn run() -> BenchResult {
     run.increment_ratio(
         (ApiguardPackLimiterH2Realistic, ApiguardPackRealistic),
         (NativeRbacExtAuthzRealistic, NativeRbacRealistic),
+        Some(1.2),
+    );
+    // The filter's call in batches (docs/benchmarks.md, "The limiter call in batches").
+    run.ratio(
+        ApiguardPackBatchedLimiterRealistic,
+        NativeRbacExtAuthzRealistic,
+        Some(1.2),
+    );
+    run.increment_ratio(
+        (ApiguardPackBatchedLimiterRealistic, ApiguardPackRealistic),
+        (NativeRbacExtAuthzRealistic, NativeRbacRealistic),
+        Some(1.2),
+    );
+    run.ratio(
+        ApiguardPackBatchedLimiterRealistic,
+        NativeRbacExtAuthzRatelimitRealistic,
         Some(1.2),
     );
     // What the same ext_authz call costs when its answer comes later, and when apiguard-limiter
