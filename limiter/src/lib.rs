@@ -120,19 +120,9 @@ async fn check<S: Store>(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
-    let body = match body {
+    let body = match read_body(&st.metrics, body, MAX_BODY_BYTES) {
         Ok(b) => b,
-        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            st.metrics.bad_request();
-            return problem(
-                StatusCode::BAD_REQUEST,
-                &format!("request body is over {MAX_BODY_BYTES} bytes"),
-            );
-        }
-        Err(e) => {
-            st.metrics.bad_request();
-            return problem(StatusCode::BAD_REQUEST, &e.body_text());
-        }
+        Err(detail) => return problem(StatusCode::BAD_REQUEST, &detail),
     };
     let req = match CheckRequest::from_json(&body) {
         Ok(r) => r,
@@ -151,6 +141,23 @@ async fn check<S: Store>(
     }
 }
 
+/// The request body; for a body over `max` bytes (the route's limit) or one that cannot be
+/// read, the 400 problem's detail, counted as a bad request.
+fn read_body(
+    metrics: &Metrics,
+    body: Result<Bytes, BytesRejection>,
+    max: usize,
+) -> Result<Bytes, String> {
+    body.map_err(|e| {
+        metrics.bad_request();
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            format!("request body is over {max} bytes")
+        } else {
+            e.body_text()
+        }
+    })
+}
+
 /// `POST /v1/check/batch`: each item decided as by `POST /v1/check`, side by side, and answered
 /// with that route's status and body, in order (the contract: `apiguard_limiter_api::batch`).
 async fn check_batch<S: Store>(
@@ -158,19 +165,9 @@ async fn check_batch<S: Store>(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
-    let body = match body {
+    let body = match read_body(&st.metrics, body, MAX_BATCH_BODY_BYTES) {
         Ok(b) => b,
-        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            st.metrics.bad_request();
-            return problem(
-                StatusCode::BAD_REQUEST,
-                &format!("request body is over {MAX_BATCH_BODY_BYTES} bytes"),
-            );
-        }
-        Err(e) => {
-            st.metrics.bad_request();
-            return problem(StatusCode::BAD_REQUEST, &e.body_text());
-        }
+        Err(detail) => return problem(StatusCode::BAD_REQUEST, &detail),
     };
     let batch = match BatchRequest::from_json(&body) {
         Ok(b) => b,

@@ -557,17 +557,23 @@ mod tests {
             format!(r#"{{"answers":[{}]}}"#, items.join(",")).into_bytes()
         }
 
-        #[test]
-        fn batched_requests_wait_for_the_call_in_flight_then_go_as_one_call() {
+        /// Root context 1 with [`BATCHED`]; every call is token 8, answered 200 with `body`.
+        fn batched_root(body: Vec<u8>) {
             start(Script {
                 config: BATCHED.as_bytes().to_vec(),
                 request_headers: headers(&[(":path", "/x")]),
                 call_status: Some(b"200".to_vec()),
+                call_body: body,
                 token: 8,
                 ..Script::default()
             });
             on_context_create(1, 0);
             assert!(on_configure(1));
+        }
+
+        #[test]
+        fn batched_requests_wait_for_the_call_in_flight_then_go_as_one_call() {
+            batched_root(Vec::new());
             on_context_create(2, 1);
             // Nothing in flight: the root context calls at once, and the request waits.
             assert_eq!(on_request_headers(2), Action::Pause);
@@ -626,16 +632,7 @@ mod tests {
                 // One answer for two requests: neither is trusted.
                 (Some(b"200".to_vec()), batch_answer(&[item(true)])),
             ] {
-                start(Script {
-                    config: BATCHED.as_bytes().to_vec(),
-                    request_headers: headers(&[(":path", "/x")]),
-                    call_status: Some(b"200".to_vec()),
-                    call_body: batch_answer(&[item(true)]),
-                    token: 8,
-                    ..Script::default()
-                });
-                on_context_create(1, 0);
-                assert!(on_configure(1));
+                batched_root(batch_answer(&[item(true)]));
                 for id in [2, 3, 4] {
                     on_context_create(id, 1);
                     assert_eq!(on_request_headers(id), Action::Pause);
