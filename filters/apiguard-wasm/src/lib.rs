@@ -74,6 +74,14 @@ pub struct Delivery {
 /// One request's answer from a batch: the status and body `POST /v1/check` would have given.
 type Answer = Result<(u16, Vec<u8>), LimiterFailure>;
 
+/// A batch answer as the core reads a call's: status and body borrowed.
+fn borrowed(answer: &Answer) -> Result<(u16, &[u8]), LimiterFailure> {
+    answer
+        .as_ref()
+        .map(|(s, b)| (*s, b.as_slice()))
+        .map_err(|f| *f)
+}
+
 impl Delivery {
     /// Every request of `waiters` fails the same way.
     fn failed(waiters: Vec<Waiter<Pending>>, why: LimiterFailure) -> Delivery {
@@ -491,11 +499,7 @@ impl Request {
         self.batched = false;
         match mine {
             Some((waiter, answer)) => {
-                let answer = answer
-                    .as_ref()
-                    .map(|(s, b)| (*s, b.as_slice()))
-                    .map_err(|f| *f);
-                self.answer_with(w, waiter.resume, waiter.queued_ms, answer)
+                self.answer_with(w, waiter.resume, waiter.queued_ms, borrowed(&answer))
             }
             // Not reached: the batch holds the request just queued. Fail closed all the same.
             None => answer(&Reply::filter_unavailable()),
@@ -505,11 +509,7 @@ impl Request {
     /// Its checks' answer came in a batch (or the batch failed).
     fn batch_answered(&mut self, resume: Pending, queued_ms: i64, answer: Answer) -> Action {
         self.batched = false;
-        let answer = answer
-            .as_ref()
-            .map(|(s, b)| (*s, b.as_slice()))
-            .map_err(|f| *f);
-        self.with_worker(|this, w| this.answer_with(w, resume, queued_ms, answer))
+        self.with_worker(|this, w| this.answer_with(w, resume, queued_ms, borrowed(&answer)))
     }
 }
 
