@@ -237,6 +237,65 @@ fn the_reviewed_bypasses_are_closed() {
             400,
             403,
         ),
+        // Issue 27 (1): an override on anything but POST is refused in both modes; before,
+        // honour mode judged this DELETE as the GET it claimed to be and let it through.
+        (
+            "DELETE",
+            "/api/v1/tenants/acme/documents/7",
+            true,
+            Some(("x-http-method-override", "GET")),
+            400,
+            400,
+        ),
+        (
+            "PUT",
+            "/api/v1/tenants/acme/documents/7",
+            true,
+            Some(("X-HTTP-Method", "HEAD")),
+            400,
+            400,
+        ),
+        (
+            "TRACE",
+            "/api/v1/tenants/acme/documents/7",
+            true,
+            Some(("x-http-method-override", "GET")),
+            400,
+            400,
+        ),
+        // Issue 27 (5): `_method` in the query is an override too (Symfony, Laravel, Spring).
+        (
+            "POST",
+            "/api/v1/tenants/acme/documents/7?_method=DELETE",
+            true,
+            None,
+            400,
+            403,
+        ),
+        (
+            "POST",
+            "/api/v1/tenants/acme/documents/7?a=1&_METHOD=delete",
+            true,
+            None,
+            400,
+            403,
+        ),
+        (
+            "POST",
+            "/api/v1/tenants/acme/documents/7?%5Fmethod=DELETE",
+            true,
+            None,
+            400,
+            403,
+        ),
+        (
+            "GET",
+            "/api/v1/tenants/acme/documents/7?_method=DELETE",
+            true,
+            None,
+            400,
+            400,
+        ),
     ] {
         let extra: Vec<(&str, &str)> = extra.into_iter().collect();
         let t = token.then_some(editor.as_str());

@@ -303,8 +303,12 @@ impl Pipeline {
                     return out;
                 }
             };
-        let method = match http::effective_method(&req.headers, self.config.request.method_override)
-        {
+        let overrides = path::params_where(path.query.as_deref(), http::names_method_override);
+        let method = match http::effective_method(
+            &req.headers,
+            &overrides,
+            self.config.request.method_override,
+        ) {
             Ok(m) => m,
             Err(_) => {
                 out.events.push(Event::BadMethodOverride);

@@ -83,17 +83,27 @@ pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
     "x-method-override",
 ];
 
+/// The query parameter through which Symfony, Laravel and Spring's `HiddenHttpMethodFilter`
+/// let a client replace the method (they read it from the query as well as from a form body).
+pub const METHOD_OVERRIDE_PARAM: &str = "_method";
+
+/// The only method on which an override is honoured: the frameworks that apply one (Rails,
+/// Express's `method-override`, Symfony, Laravel, ASP.NET Core) apply it to POST alone.
+pub const OVERRIDABLE_METHOD: &str = "POST";
+
 /// `request.method_override` in the configuration.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum MethodOverride {
-    /// A request carrying a method-override header is refused (400): the default, since apiguard
-    /// cannot know whether the backend honours it.
+    /// A request carrying a method override (header or `_method` query parameter) is refused
+    /// (400): the default, since apiguard cannot know whether the backend honours it.
     #[default]
     Reject,
-    /// The policy sees the overridden method (upper-cased, as the frameworks that honour these
-    /// headers read it); the request is forwarded as sent.
+    /// On a POST, the policy sees the overridden method (upper-cased, as the frameworks that
+    /// honour overrides read it); the request is forwarded as sent. An override on any other
+    /// method is refused (400): no framework applies it there, so judging the override would
+    /// let a `DELETE` pose as a `GET`.
     Honor,
 }
 
@@ -113,45 +123,103 @@ fn fold(b: u8) -> u8 {
 /// Why a request's method cannot be judged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum MethodError {
-    #[error("the request carries a method-override header")]
+    #[error("the request carries a method override")]
     OverrideRefused,
-    #[error("the method-override headers are repeated, disagree or are not a method")]
+    #[error("the method overrides are repeated, disagree or are not a method")]
     OverrideAmbiguous,
+    #[error("the request carries a method override on a method other than POST")]
+    OverrideNotOnPost,
 }
 
-/// The method the backend will act on: `:method`, or under [`MethodOverride::Honor`] the one
-/// value every method-override header agrees on (upper-cased). Under
-/// [`MethodOverride::Reject`] any override header refuses the request.
+/// How a decoded query parameter name reads to a backend that takes `_method` overrides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ParamName {
+    Other,
+    /// `_method`: ASCII case folded, and ` `, `.` and `[` read as `_` (PHP turns all three
+    /// into `_` in `$_GET`'s names, so `?.method=DELETE` reaches Symfony as `_method`).
+    Override,
+    /// `_method[…]`: an array to PHP, a value nobody can read unambiguously.
+    OverrideArray,
+}
+
+/// Whether a query parameter, by its decoded name, is a method override (`_method` or
+/// `_method[…]` as a backend reads it): what [`effective_method`] must be given.
+pub fn names_method_override(name: &str) -> bool {
+    param_name(name) != ParamName::Other
+}
+
+fn param_name(name: &str) -> ParamName {
+    let want = METHOD_OVERRIDE_PARAM.as_bytes();
+    let b = name.as_bytes();
+    let folded = |i: usize| match b[i] {
+        b' ' | b'.' | b'[' => b'_',
+        c => c.to_ascii_lowercase(),
+    };
+    if b.len() < want.len() || (0..want.len()).any(|i| folded(i) != want[i]) {
+        return ParamName::Other;
+    }
+    match b.get(want.len()) {
+        None => ParamName::Override,
+        Some(b'[') => ParamName::OverrideArray,
+        Some(_) => ParamName::Other,
+    }
+}
+
+/// The method the backend will act on: `:method`, or under [`MethodOverride::Honor`] on a POST
+/// the one value every method override agrees on (upper-cased). The overrides are the
+/// [`METHOD_OVERRIDE_HEADERS`] and the query parameters in `params`: each parameter whose
+/// decoded name [`names_method_override`] accepts, with its decoded value (`None`: it does not
+/// decode), as `path::params_where` gives them. Under [`MethodOverride::Reject`] any override refuses
+/// the request; under either mode an override on a method other than POST does.
 pub fn effective_method<'a>(
     headers: &Headers<'a>,
+    params: &[(String, Option<String>)],
     mode: MethodOverride,
 ) -> Result<Cow<'a, str>, MethodError> {
-    let mut over: Option<&[u8]> = None;
+    // The one value every override agrees on (ASCII case folded); `consistent` turns false
+    // at the first that disagrees or does not decode.
+    let mut over: Option<Cow<'a, [u8]>> = None;
+    let mut any = false;
+    let mut consistent = true;
+    let mut see = |value: Option<Cow<'a, [u8]>>| {
+        any = true;
+        match (value, &over) {
+            (Some(v), Some(prev)) => consistent &= prev.eq_ignore_ascii_case(&v),
+            (Some(v), None) => over = Some(v),
+            (None, _) => consistent = false,
+        }
+    };
     for (name, value) in headers.iter() {
-        if !METHOD_OVERRIDE_HEADERS.iter().any(|h| same_header(h, name)) {
-            continue;
+        if METHOD_OVERRIDE_HEADERS.iter().any(|h| same_header(h, name)) {
+            see(Some(Cow::Borrowed(value)));
         }
-        if mode == MethodOverride::Reject {
-            return Err(MethodError::OverrideRefused);
-        }
-        match over {
-            Some(prev) if !prev.eq_ignore_ascii_case(value) => {
-                return Err(MethodError::OverrideAmbiguous)
-            }
-            _ => over = Some(value),
+    }
+    for (name, value) in params {
+        match param_name(name) {
+            ParamName::Other => {}
+            ParamName::Override => see(value.as_ref().map(|v| Cow::Owned(v.as_bytes().to_vec()))),
+            ParamName::OverrideArray => see(None),
         }
     }
     let method = headers
         .get(":method")
         .and_then(|v| std::str::from_utf8(v).ok())
         .unwrap_or("");
+    if !any {
+        return Ok(Cow::Borrowed(method));
+    }
+    if mode == MethodOverride::Reject {
+        return Err(MethodError::OverrideRefused);
+    }
+    if method != OVERRIDABLE_METHOD {
+        return Err(MethodError::OverrideNotOnPost);
+    }
     match over {
-        None => Ok(Cow::Borrowed(method)),
         // An RFC 9110 method is a token; anything else (`GET, DELETE`, spaces) is refused.
-        Some(v) if !v.is_empty() && v.iter().all(|b| b.is_ascii_alphabetic()) => {
-            Ok(Cow::Owned(String::from_utf8_lossy(v).to_ascii_uppercase()))
+        Some(v) if consistent && !v.is_empty() && v.iter().all(|b| b.is_ascii_alphabetic()) => {
+            Ok(Cow::Owned(String::from_utf8_lossy(&v).to_ascii_uppercase()))
         }
-        Some(_) => Err(MethodError::OverrideAmbiguous),
+        _ => Err(MethodError::OverrideAmbiguous),
     }
 }
 
@@ -177,38 +245,160 @@ mod tests {
         assert!(!same_header("x-user-id", "y-user-id"));
     }
 
+    fn method(
+        pairs: &[(&str, &str)],
+        query: &str,
+        mode: MethodOverride,
+    ) -> Result<String, MethodError> {
+        let l = list(pairs);
+        let params =
+            crate::path::params_where((!query.is_empty()).then_some(query), names_method_override);
+        effective_method(&Headers::new(&l), &params, mode).map(|m| m.into_owned())
+    }
+
     #[test]
     fn method_overrides_are_refused_or_honoured() {
-        let plain = list(&[(":method", "POST")]);
-        let over = list(&[(":method", "POST"), ("x-http-method-override", "delete")]);
-        let under = list(&[(":method", "POST"), ("x_method_override", "DELETE")]);
-        let two = list(&[
-            (":method", "POST"),
-            ("x-http-method", "DELETE"),
-            ("x-method-override", "PUT"),
-        ]);
-        let junk = list(&[(":method", "POST"), ("x-http-method", "GET, DELETE")]);
-        let m = |l: &Vec<(String, Vec<u8>)>, mode| {
-            effective_method(&Headers::new(l), mode).map(|m| m.into_owned())
-        };
-        for mode in [MethodOverride::Reject, MethodOverride::Honor] {
-            assert_eq!(m(&plain, mode).as_deref(), Ok("POST"));
+        use MethodError::*;
+        use MethodOverride::*;
+        fn post<'a>(h: &'a str, v: &'a str) -> [(&'a str, &'a str); 2] {
+            [(":method", "POST"), (h, v)]
         }
-        for l in [&over, &under, &two, &junk] {
+        for mode in [Reject, Honor] {
             assert_eq!(
-                m(l, MethodOverride::Reject),
-                Err(MethodError::OverrideRefused)
+                method(&[(":method", "POST")], "a=1", mode).as_deref(),
+                Ok("POST")
             );
         }
-        assert_eq!(m(&over, MethodOverride::Honor).as_deref(), Ok("DELETE"));
-        assert_eq!(m(&under, MethodOverride::Honor).as_deref(), Ok("DELETE"));
-        assert_eq!(
-            m(&two, MethodOverride::Honor),
-            Err(MethodError::OverrideAmbiguous)
-        );
-        assert_eq!(
-            m(&junk, MethodOverride::Honor),
-            Err(MethodError::OverrideAmbiguous)
-        );
+        let cases: [(&[(&str, &str)], &str, Result<&str, MethodError>); 6] = [
+            (&post("x-http-method-override", "delete"), "", Ok("DELETE")),
+            (&post("x_method_override", "DELETE"), "", Ok("DELETE")),
+            (
+                &post("x-http-method", "GET, DELETE"),
+                "",
+                Err(OverrideAmbiguous),
+            ),
+            (
+                &[
+                    (":method", "POST"),
+                    ("x-http-method", "DELETE"),
+                    ("x-method-override", "PUT"),
+                ],
+                "",
+                Err(OverrideAmbiguous),
+            ),
+            (
+                &post("x-http-method", "DELETE"),
+                "_method=put",
+                Err(OverrideAmbiguous),
+            ),
+            (
+                &post("x-http-method", "DELETE"),
+                "_method=delete",
+                Ok("DELETE"),
+            ),
+        ];
+        for (headers, query, honoured) in cases {
+            assert_eq!(
+                method(headers, query, Reject),
+                Err(OverrideRefused),
+                "{headers:?}"
+            );
+            assert_eq!(
+                method(headers, query, Honor).as_deref().map_err(|e| *e),
+                honoured,
+                "{headers:?} {query}"
+            );
+        }
+    }
+
+    /// Issue 27, finding 1: an override is honoured on POST alone, as the frameworks that apply
+    /// one do; on any other method it is refused in both modes, so a `DELETE` cannot be judged
+    /// as the `GET` it claims to be.
+    #[test]
+    fn an_override_on_a_method_other_than_post_is_refused_in_both_modes() {
+        for (m, h, v) in [
+            ("DELETE", "x-http-method-override", "GET"),
+            ("PUT", "X-HTTP-Method", "HEAD"),
+            ("TRACE", "x-http-method-override", "GET"),
+            ("GET", "x-method-override", "GET"),
+            ("post", "x-http-method-override", "GET"),
+        ] {
+            let pairs = [(":method", m), (h, v)];
+            assert_eq!(
+                method(&pairs, "", MethodOverride::Reject),
+                Err(MethodError::OverrideRefused)
+            );
+            assert_eq!(
+                method(&pairs, "", MethodOverride::Honor),
+                Err(MethodError::OverrideNotOnPost),
+                "{m} {h}"
+            );
+            assert_eq!(
+                method(
+                    &[(":method", m)],
+                    &format!("_method={v}"),
+                    MethodOverride::Honor
+                ),
+                Err(MethodError::OverrideNotOnPost)
+            );
+        }
+    }
+
+    /// Issue 27, finding 5: `_method` in the query (any case, any spelling a backend folds to
+    /// it) is an override like the headers.
+    #[test]
+    fn a_method_query_parameter_is_an_override() {
+        let post = [(":method", "POST")];
+        for query in [
+            "_method=DELETE",
+            "a=1&_METHOD=delete",
+            "_Method=Delete&b",
+            "%5Fmethod=DELETE",
+            "%5fMETHOD=delete",
+            ".method=DELETE",
+            "+method=DELETE",
+            "_method%5B%5D=DELETE",
+        ] {
+            assert_eq!(
+                method(&post, query, MethodOverride::Reject),
+                Err(MethodError::OverrideRefused),
+                "{query}"
+            );
+        }
+        for query in [
+            "_method=DELETE",
+            "a=1&_METHOD=delete",
+            "%5Fmethod=Delete",
+            "_method=delete&_method=DELETE",
+        ] {
+            assert_eq!(
+                method(&post, query, MethodOverride::Honor).as_deref(),
+                Ok("DELETE"),
+                "{query}"
+            );
+        }
+        for query in [
+            "_method=DELETE&_method=GET",
+            "_method=%FF",
+            "_method=",
+            "_method%5B%5D=DELETE",
+            "_method=GET%20DELETE",
+        ] {
+            assert_eq!(
+                method(&post, query, MethodOverride::Honor),
+                Err(MethodError::OverrideAmbiguous),
+                "{query}"
+            );
+        }
+        for query in [
+            "method=DELETE",
+            "x_method=DELETE",
+            "_methods=DELETE",
+            "_method_=DELETE",
+        ] {
+            for mode in [MethodOverride::Reject, MethodOverride::Honor] {
+                assert_eq!(method(&post, query, mode).as_deref(), Ok("POST"), "{query}");
+            }
+        }
     }
 }

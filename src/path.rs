@@ -253,6 +253,24 @@ pub fn query_param(query: &str, name: &str) -> Result<Option<String>, QueryError
     Ok(found)
 }
 
+/// Every parameter of `query` whose decoded name `wanted` accepts, in order: its name (decoded
+/// lossily, as a lenient parser would read it: see [`form_decode_lossy`]) and its decoded value
+/// (`None` when it does not decode to UTF-8). A parameter without `=` has the value `""`.
+pub fn params_where(
+    query: Option<&str>,
+    wanted: impl Fn(&str) -> bool,
+) -> Vec<(String, Option<String>)> {
+    let mut out = Vec::new();
+    for pair in query.unwrap_or("").split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let (name, _) = form_decode_lossy(k);
+        if wanted(&name) {
+            out.push((name, form_decode(v)));
+        }
+    }
+    out
+}
+
 /// `application/x-www-form-urlencoded` decoding: `+` is a space, `%XX` a byte; `None` for bad
 /// escapes or bytes that are not UTF-8.
 pub fn form_decode(s: &str) -> Option<String> {

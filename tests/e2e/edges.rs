@@ -175,6 +175,8 @@ async fn the_reviewed_bypasses_are_closed_through_envoy() {
         json!({"sub": "alice", "tenant_id": "acme", "roles": ["editor"]}),
     ));
     let override_delete: &[(&str, &[u8])] = &[("x-http-method-override", b"DELETE")];
+    let override_get: &[(&str, &[u8])] = &[("x-http-method-override", b"GET")];
+    let method_head: &[(&str, &[u8])] = &[("X-HTTP-Method", b"HEAD")];
     for (method, path, token, extra, want_strict, want_lenient) in [
         (
             "GET",
@@ -211,6 +213,50 @@ async fn the_reviewed_bypasses_are_closed_through_envoy() {
             400,
             403,
         ),
+        // Issue 27 (1): an override on anything but POST is refused in both modes; before,
+        // honour mode judged these as the method they claimed and let them through.
+        (
+            "DELETE",
+            "/api/v1/tenants/acme/documents/7",
+            true,
+            override_get,
+            400,
+            400,
+        ),
+        (
+            "PUT",
+            "/api/v1/tenants/acme/documents/7",
+            true,
+            method_head,
+            400,
+            400,
+        ),
+        (
+            "TRACE",
+            "/api/v1/tenants/acme/documents/7",
+            true,
+            override_get,
+            400,
+            400,
+        ),
+        // Issue 27 (5): `_method` in the query is an override too (Symfony, Laravel, Spring);
+        // before, the default mode judged this as the editor's POST and let it through.
+        (
+            "POST",
+            "/api/v1/tenants/acme/documents/7?_method=DELETE",
+            true,
+            &[],
+            400,
+            403,
+        ),
+        (
+            "POST",
+            "/api/v1/tenants/acme/documents/7?a=1&_Method=delete",
+            true,
+            &[],
+            400,
+            403,
+        ),
     ] {
         let t = token.then_some(editor.as_str());
         let a = send(&strict, method, path, t, extra).await;
@@ -223,7 +269,7 @@ async fn the_reviewed_bypasses_are_closed_through_envoy() {
     }
     assert_eq!(echo.count(), 0, "a refused request reached the upstream");
     crate::expect_stat(&strict, "wasmcustom.apiguard.request.bad_path", 4).await;
-    crate::expect_stat(&strict, "wasmcustom.apiguard.request.method_override", 1).await;
+    crate::expect_stat(&strict, "wasmcustom.apiguard.request.method_override", 6).await;
 }
 
 /// Client copies of every header apiguard sets never reach the upstream, under any spelling, on
