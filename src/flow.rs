@@ -166,6 +166,20 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    /// What to log for `outcome` on the request whose raw `:path` is `raw_path`
+    /// ([`crate::logs`]: the path as judged, never its query).
+    pub fn log_lines(&self, outcome: &Outcome, raw_path: &[u8]) -> Vec<crate::logs::LogLine> {
+        crate::logs::log_lines(
+            &outcome.events,
+            outcome
+                .policy
+                .as_ref()
+                .map(|p| p.decision.reasons.as_slice()),
+            raw_path,
+            self.config.request.matrix_params,
+        )
+    }
+
     /// Parses, validates and compiles a plugin configuration (inline JWKS decoded here).
     pub fn from_json(bytes: &[u8]) -> Result<(Pipeline, Vec<ConfigWarning>), ConfigError> {
         let validated = Config::from_json(bytes)?;

@@ -14,6 +14,7 @@ pub mod flow;
 pub mod http;
 pub mod jose;
 pub mod jwt;
+pub mod logs;
 pub mod path;
 pub mod policy;
 pub mod ratelimit;

@@ -367,3 +367,57 @@ async fn remote_jwks_down_from_the_start_is_401_never_200() {
     )
     .await;
 }
+
+/// Issue 27 (7): with a query-parameter token source, the filter's log lines name the request
+/// by its normalised path without the query, so no token (accepted or refused) reaches Envoy's
+/// log.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_query_token_never_reaches_the_log() {
+    let echo = Echo::start().await.unwrap();
+    let mut cfg = inline_config();
+    cfg["jwt"]["providers"]["primary"]["sources"] = json!([{"query": "access_token"}]);
+    cfg["policy"] = json!({
+        "modules": {"deny.rego": "package api.authz\nimport rego.v1\ndefault allow := false\nreasons contains \"denied by test\"\n"},
+        "expose_reasons": true
+    });
+    let envoy = Envoy::start(&EnvoySpec::new(echo.addr).with_filter(cfg.to_string()))
+        .await
+        .unwrap();
+    let (alg, kid, key) = keys::all().swap_remove(1);
+    let good = token(alg, kid, &key, &claims(json!({})));
+    let expired = token(alg, kid, &key, &claims(json!({"exp": keys::now() - 120})));
+    let (status, _, body) = get(
+        &envoy,
+        &format!("/api//v1/docs?access_token={good}"),
+        HeaderMap::new(),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    let (status, _, body) = get(
+        &envoy,
+        &format!("/api/v1/./docs?a=1&access_token={expired}"),
+        HeaderMap::new(),
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+    let logged = |log: &str| {
+        log.contains("policy denied /api/v1/docs [denied by test]")
+            && log.contains("token refused (expired)")
+    };
+    for _ in 0..50 {
+        if logged(&envoy.proc.log()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = envoy.proc.log();
+    assert!(logged(&log), "the refusals were not logged:\n{log}");
+    for (what, secret) in [("accepted", &good), ("refused", &expired)] {
+        let signature = secret.rsplit('.').next().unwrap_or_default();
+        assert!(
+            !log.contains(signature),
+            "the {what} token is in the log:\n{log}"
+        );
+    }
+    assert_eq!(echo.count(), 0);
+}

@@ -368,7 +368,7 @@ impl Request {
             pipeline.on_request(&facts, now_ms, &mut w.state)
         };
         w.count(&outcome.events);
-        log_outcome(&outcome, path);
+        log_outcome(&outcome, &pipeline, path);
         publish(&outcome, &pipeline);
         match outcome.step {
             Step::Continue(ops) => self.forward(&ops, Vec::new()),
@@ -519,44 +519,14 @@ fn answer(reply: &Reply) -> Action {
     Action::Pause
 }
 
-fn log_outcome(outcome: &Outcome, path: &[u8]) {
-    for e in &outcome.events {
-        match e {
-            Event::JwtRejected(why) => {
-                debug!(
-                    "apiguard: token refused ({}): {why:?} on {}",
-                    why.class().name(),
-                    String::from_utf8_lossy(path)
-                );
-            }
-            Event::PolicyDenied | Event::PolicyDryRunDeny => {
-                let reasons = outcome
-                    .policy
-                    .as_ref()
-                    .map(|p| p.decision.reasons.join(","))
-                    .unwrap_or_default();
-                let what = if *e == Event::PolicyDryRunDeny {
-                    "would deny (dry run)"
-                } else {
-                    "denied"
-                };
-                debug!(
-                    "apiguard: policy {what} {} [{reasons}]",
-                    String::from_utf8_lossy(path)
-                );
-            }
-            Event::PolicyFailed(f) => warn!(
-                "apiguard: policy failed to decide ({}) on {}",
-                f.reason(),
-                String::from_utf8_lossy(path)
-            ),
-            Event::PolicyShadowDisagree => {
-                info!(
-                    "apiguard: shadow policy disagrees on {}",
-                    String::from_utf8_lossy(path)
-                );
-            }
-            _ => {}
+/// Writes the core's log lines for this outcome ([`apiguard_core::logs`]) at their levels.
+fn log_outcome(outcome: &Outcome, pipeline: &Pipeline, path: &[u8]) {
+    use apiguard_core::logs::Level;
+    for line in pipeline.log_lines(outcome, path) {
+        match line.level {
+            Level::Debug => debug!("{}", line.text),
+            Level::Info => info!("{}", line.text),
+            Level::Warn => warn!("{}", line.text),
         }
     }
 }
