@@ -80,6 +80,7 @@ for_each_store!(
     results_report_remaining_and_reset,
     cost_counts_units,
     costly_calls_leave_the_log_with_their_cost,
+    log_retry_after_past_a_lowered_limit_is_exact_for_unit_calls,
 );
 
 async fn one<S: Store>(store: &Arc<S>, c: &Check) -> apiguard_limiter::store::Decision {
@@ -244,6 +245,173 @@ async fn costly_calls_leave_the_log_with_their_cost<S: Store>(store: Arc<S>) {
     let d = one(&store, &c).await;
     assert!(d.allowed, "refused after retry_after_ms: {d:?}");
     assert_eq!(d.results[0].remaining, 2);
+}
+
+/// A log holding more than the limit (the limit was lowered, or two limits share a key) needs
+/// more calls to leave than a refusal reads (`cost`); the answer then counts every later call
+/// as 1 unit, which is exact when they cost 1: not a moment early, not a moment late.
+async fn log_retry_after_past_a_lowered_limit_is_exact_for_unit_calls<S: Store>(store: Arc<S>) {
+    let mut c = check("{lowered}", 10, 3000, LimitAlgorithm::Log);
+    // Ten calls 150 ms apart: they leave the window one by one.
+    for i in 0..10 {
+        assert!(one(&store, &c).await.allowed, "call {i}");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    // Under a limit of 4, one more unit fits once 7 have left: at the 7th call's departure,
+    // 3000 - 150 * (10 - 6) ≈ 2400 ms from now (less the time the calls themselves took).
+    c.limit = 4;
+    let d = one(&store, &c).await;
+    assert!(!d.allowed);
+    assert_eq!(d.results[0].remaining, 0);
+    let retry = d.results[0].retry_after_ms;
+    assert!((2200..=2400).contains(&retry), "retry_after_ms {retry}");
+    tokio::time::sleep(Duration::from_millis(retry - 70)).await;
+    assert!(!one(&store, &c).await.allowed, "admitted early");
+    tokio::time::sleep(Duration::from_millis(140)).await;
+    let d = one(&store, &c).await;
+    assert!(d.allowed, "refused after retry_after_ms: {d:?}");
+}
+
+/// Writes `n` admitted calls of cost 1 into the log `key` server-side, as `check.lua` would
+/// have (members `<call id>:<i>:x<cost>` scored by admission time in the last `n` ms, and `=`
+/// holding minus their sum): the store's own calls would take minutes for 100k entries.
+const FILL_LOG: &str = r"
+local n = tonumber(ARGV[1])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for i = 1, n do
+  redis.call('ZADD', KEYS[1], now - n + i, 'fill' .. i .. ':1:x1')
+end
+redis.call('ZADD', KEYS[1], -n, '=')
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return redis.call('ZCARD', KEYS[1])
+";
+
+/// Issue 27, high 2: a caller refused over a window of 100k calls kept asking, and each refusal
+/// walked the whole window to compute `retry_after_ms` (≈ 105 ms per refusal at 100k): Redis
+/// stalled past every other tenant's store deadline. A refusal now reads O(log n + cost): its
+/// Redis time stays far below a millisecond, and another key's checks, with a store deadline
+/// of 250 ms, are all answered while four refusers loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refusals_over_a_100k_call_log_stay_cheap() {
+    const CALLS: u64 = 100_000;
+    const WINDOW_MS: u64 = 3_600_000;
+    let redis = Redis::start().unwrap();
+    let key = format!("apiguard:{{whale}}:log:{WINDOW_MS}:{{whale}}");
+    let filled = redis
+        .cli(&[
+            "EVAL",
+            FILL_LOG,
+            "1",
+            &key,
+            &CALLS.to_string(),
+            &WINDOW_MS.to_string(),
+        ])
+        .unwrap();
+    assert_eq!(filled.trim(), (CALLS + 1).to_string(), "{filled}");
+
+    let store = Arc::new(RedisStore::new(RedisTarget::Single(redis.url()), TIMEOUT));
+    let whale = check("{whale}", CALLS, WINDOW_MS, LimitAlgorithm::Log);
+    // The store reads the filled log as full: the fill is what the script writes.
+    let d = one(&store, &whale).await;
+    assert!(!d.allowed, "{d:?}");
+    assert_eq!(d.results[0].remaining, 0);
+    let retry = d.results[0].retry_after_ms;
+    assert!(
+        (WINDOW_MS - CALLS - 60_000..=WINDOW_MS - CALLS).contains(&retry),
+        "retry_after_ms {retry}: the oldest call leaves first"
+    );
+
+    redis.cli(&["CONFIG", "RESETSTAT"]).unwrap();
+    const REFUSERS: usize = 4;
+    const REFUSALS: usize = 50;
+    let mut refusers = Vec::new();
+    for _ in 0..REFUSERS {
+        let (store, whale) = (store.clone(), whale.clone());
+        refusers.push(tokio::spawn(async move {
+            for _ in 0..REFUSALS {
+                let d = store.check(std::slice::from_ref(&whale)).await.unwrap();
+                assert!(!d.allowed);
+            }
+        }));
+    }
+    // Another tenant, through a store with a tight deadline, while the refusals loop.
+    let tenant = RedisStore::new(RedisTarget::Single(redis.url()), Duration::from_millis(250));
+    let other = check("{minnow}", 1_000, 60_000, LimitAlgorithm::Log);
+    let mut answered = 0;
+    while refusers.iter().any(|r| !r.is_finished()) && answered < 1_000 {
+        match tenant.check(std::slice::from_ref(&other)).await {
+            Ok(d) => assert!(d.allowed, "{d:?}"),
+            Err(e) => panic!("another key's check failed while refusals looped: {e}"),
+        }
+        answered += 1;
+    }
+    for r in refusers {
+        r.await.unwrap();
+    }
+    assert!(
+        answered > 0,
+        "no check of another key ran beside the refusals"
+    );
+
+    // Redis's own account of the time it spent: `usec_per_call` of EVALSHA, the refusals
+    // and the other tenant's admissions together.
+    let stats = redis.cli(&["INFO", "commandstats"]).unwrap();
+    let per_call: f64 = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:"))
+        .and_then(|l| l.split(',').find_map(|f| f.strip_prefix("usec_per_call=")))
+        .unwrap_or_else(|| panic!("no EVALSHA in INFO commandstats: {stats}"))
+        .trim()
+        .parse()
+        .unwrap();
+    eprintln!(
+        "{} refusals at {CALLS} calls in the window, {answered} checks of another key: \
+         {per_call} µs of Redis time per script call",
+        REFUSERS * REFUSALS
+    );
+    assert!(per_call < 2_000.0, "{per_call} µs per script call");
+}
+
+/// Writes calls into the log `KEYS[1]` server-side as `check.lua` would have: ARGV[1] the
+/// window (ms), then pairs of (age in ms, cost).
+const FILL_CALLS: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local sum = 0
+for j = 2, #ARGV, 2 do
+  local cost = tonumber(ARGV[j + 1])
+  redis.call('ZADD', KEYS[1], now - tonumber(ARGV[j]), 'fill' .. j .. ':1:x' .. cost)
+  sum = sum + cost
+end
+redis.call('ZADD', KEYS[1], -sum, '=')
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return sum
+";
+
+/// `check.lua` answers a refusal past a lowered limit as the memory store does
+/// (`store::memory::tests::retry_after_past_a_lowered_limit_is_late_never_early`): it reads
+/// `cost` calls and counts each later one as 1 unit, so with costlier calls it is late, never
+/// early.
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_retry_after_past_a_lowered_limit_is_late_never_early() {
+    let redis = Redis::start().unwrap();
+    let key = "apiguard:{lowered-mixed}:log:2000:{lowered-mixed}";
+    // Calls 1000, 800, 600, 400 and 200 ms old, costing 3, 3, 1, 1, 1.
+    let args = [
+        "2000", "1000", "3", "800", "3", "600", "1", "400", "1", "200", "1",
+    ];
+    let mut cmd = vec!["EVAL", FILL_CALLS, "1", key];
+    cmd.extend(args);
+    assert_eq!(redis.cli(&cmd).unwrap().trim(), "9");
+    let store = RedisStore::new(RedisTarget::Single(redis.url()), TIMEOUT);
+    let c = check("{lowered-mixed}", 4, 2000, LimitAlgorithm::Log);
+    let d = one(&Arc::new(store), &c).await;
+    assert!(!d.allowed);
+    // Exact: the 800-ms-old call's departure, in 1200 ms. Answered: the 400-ms-old one's.
+    let retry = d.results[0].retry_after_ms;
+    assert!((1400..=1600).contains(&retry), "retry_after_ms {retry}");
+    assert!(d.results[0].reset_ms >= retry, "{d:?}");
 }
 
 /// Memory per check is bounded by calls, not by units of cost: 300 calls of cost 1000 under a

@@ -12,6 +12,9 @@
 -- Returns { allowed (1 | 0), then for each check: remaining, reset_ms, retry_after_ms }, or
 -- { 2 } for a call that came too late.
 --
+-- Cost: O(log n) per log check plus the calls that leave the window; a refused log check reads
+-- at most `cost` more members for its retry_after_ms (see retry_after), whatever n is.
+--
 -- The one clock is Redis TIME (ms), so limiter replicas with skewed clocks still agree.
 -- Nothing is written unless every check fits: an over-limit call consumes nothing.
 --
@@ -28,6 +31,37 @@
 local function cost_of(member)
   local c = string.match(member, ':x(%d+)$')
   return c and tonumber(c) or 1
+end
+
+-- Milliseconds until enough cost has left the log `key` for `s.cost` more to fit, reading
+-- O(log n + cost) whatever the window holds (a refused caller may keep asking, and Redis serves
+-- everyone else meanwhile). Ranks count from the oldest call; '=' (negative score) is rank 0
+-- whenever the set counts anything, which a refusal implies. Every member stands for at least
+-- 1 unit, so the call whose departure frees `must_leave` units is among the oldest `must_leave`:
+-- read at most `cost` of them. When `must_leave` exceeds `cost` (the window holds more than the
+-- limit: a limit lowered, or one key shared by limits of different sizes) and those do not free
+-- enough, the member as many ranks further as units are still missing frees at least that
+-- much: an answer that may be late, never early (exact when those calls cost 1 each).
+local function retry_after(key, s, now)
+  local must_leave, left = s.count + s.cost - s.limit, 0
+  local reading = math.min(must_leave, s.cost)
+  local e = redis.call('ZRANGE', key, 1, reading, 'WITHSCORES')
+  for j = 1, #e, 2 do
+    left = left + cost_of(e[j])
+    if left >= must_leave then
+      return tonumber(e[j + 1]) + s.window - now
+    end
+  end
+  local rank = #e / 2 + (must_leave - left)
+  local at = redis.call('ZRANGE', key, rank, rank, 'WITHSCORES')
+  if #at == 0 then
+    -- Fewer members than that: the newest one's departure empties the window.
+    at = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  end
+  if #at == 0 then
+    return s.window
+  end
+  return tonumber(at[2]) + s.window - now
 end
 
 local t = redis.call('TIME')
@@ -117,17 +151,7 @@ for i = 1, n do
       if s.cost > s.limit then
         retry = s.window
       elseif not s.fits then
-        -- The call whose departure makes room for `cost` more.
-        local must_leave, left = s.count + s.cost - s.limit, 0
-        local e = redis.call('ZRANGEBYSCORE', KEYS[i], 0, '+inf', 'WITHSCORES')
-        retry = s.window
-        for j = 1, #e, 2 do
-          left = left + cost_of(e[j])
-          if left >= must_leave then
-            retry = tonumber(e[j + 1]) + s.window - now
-            break
-          end
-        end
+        retry = retry_after(KEYS[i], s, now)
       end
     end
   else

@@ -93,15 +93,8 @@ impl MemoryStore {
                     } else if c.cost > c.limit {
                         c.window_ms
                     } else {
-                        // The call whose departure makes room for `cost` more.
-                        let must_leave = count + c.cost - c.limit;
-                        let mut left = 0;
-                        hits.iter()
-                            .find(|(_, cost)| {
-                                left += cost;
-                                left >= must_leave
-                            })
-                            .map_or(c.window_ms, |(t, _)| t + c.window_ms - now)
+                        log_retry_after(hits, count + c.cost - c.limit, c.cost)
+                            .map_or(c.window_ms, |t| t + c.window_ms - now)
                     };
                     CheckResult {
                         key: c.key.clone(),
@@ -133,6 +126,28 @@ impl MemoryStore {
             results,
         }
     }
+}
+
+/// The admission time of the call whose departure frees `must_leave` units of the log `hits`,
+/// reading at most `cost` entries whatever the window holds: the same answer as `check.lua`'s
+/// `retry_after`, which says why. Every entry stands for at least 1 unit, so the call sought
+/// is among the oldest `must_leave`. When `must_leave` exceeds `cost` (the log holds more than
+/// the limit) and the `cost` oldest do not free enough, the entry as many places further as
+/// units are still missing frees at least that much: late perhaps, never early.
+fn log_retry_after(hits: &VecDeque<(u64, u64)>, must_leave: u64, cost: u64) -> Option<u64> {
+    let reading = usize::try_from(must_leave.min(cost)).unwrap_or(usize::MAX);
+    let mut left = 0;
+    for (t, c) in hits.iter().take(reading) {
+        left += c;
+        if left >= must_leave {
+            return Some(*t);
+        }
+    }
+    let read = reading.min(hits.len());
+    let further = usize::try_from(must_leave - left).unwrap_or(usize::MAX);
+    hits.get(read.saturating_add(further).saturating_sub(1))
+        .or(hits.back())
+        .map(|(t, _)| *t)
 }
 
 fn key_of(c: &Check) -> WindowKey {
@@ -204,5 +219,55 @@ impl Store for MemoryStore {
 
     fn describe(&self) -> String {
         "in-memory (this process only)".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A clock far from 0 (a window reaching before the epoch would drop calls at 0).
+    const T: u64 = 1_000_000;
+
+    fn log(limit: u64, cost: u64) -> Check {
+        Check {
+            key: "{k}".into(),
+            limit,
+            window_ms: 1000,
+            cost,
+            algorithm: LimitAlgorithm::Log,
+        }
+    }
+
+    /// Past a lowered limit, a refusal reads `cost` entries and counts the rest as 1 unit each:
+    /// with costlier calls that is late, never early. (`check.lua` answers the same; the stores
+    /// tests check the unit-cost case, where it is exact, against every store.)
+    #[test]
+    fn retry_after_past_a_lowered_limit_is_late_never_early() {
+        let store = MemoryStore::new();
+        for (at, cost) in [(0, 3), (100, 3), (200, 1), (300, 1), (400, 1)] {
+            assert!(store.check_at(&[log(10, cost)], T + at).allowed);
+        }
+        // 9 units held, a limit of 4: one more fits once 6 have left, i.e. when the call of
+        // T+100 leaves at T+1100. Read: the oldest (3 units); 3 more count as the next 3 calls,
+        // the one of T+300, leaving at T+1300.
+        let d = store.check_at(&[log(4, 1)], T + 500);
+        assert!(!d.allowed);
+        assert_eq!(d.results[0].retry_after_ms, 800);
+        assert!(!store.check_at(&[log(4, 1)], T + 1099).allowed);
+        assert!(store.check_at(&[log(4, 1)], T + 1100).allowed, "exact time");
+    }
+
+    /// Within the limit, the answer is exact whatever the costs.
+    #[test]
+    fn retry_after_within_the_limit_is_exact() {
+        let store = MemoryStore::new();
+        for (at, cost) in [(0, 1), (100, 3), (200, 4)] {
+            assert!(store.check_at(&[log(8, cost)], T + at).allowed);
+        }
+        let d = store.check_at(&[log(8, 3)], T + 300);
+        assert_eq!(d.results[0].retry_after_ms, 800);
+        assert!(!store.check_at(&[log(8, 3)], T + 1099).allowed);
+        assert!(store.check_at(&[log(8, 3)], T + 1100).allowed);
     }
 }
