@@ -141,6 +141,7 @@ for_each_store!(
     admission_is_exact_under_concurrency,
     a_call_is_all_or_nothing,
     calls_the_limiter_cannot_count_are_errors,
+    more_limited_descriptors_than_one_call_checks_are_over_the_limit,
 );
 
 /// 60 concurrent calls for one user limited to 20 a minute: exactly 20 are OK.
@@ -247,6 +248,43 @@ async fn calls_the_limiter_cannot_count_are_errors(r: Running) {
     // Descriptors without a limit are answered without a store call.
     let res = ask_one(&mut c, &[("other", "x")]).await;
     assert_eq!(res.overall_code, Code::Ok as i32);
+}
+
+/// Issue 27, low 6: a call whose descriptors reach more limited nodes than one store call
+/// checks (16) was INVALID_ARGUMENT, which Envoy's ratelimit filter lets through by default, so a
+/// client adding descriptors (a header each) escaped every limit. It is OVER_LIMIT, charging
+/// nothing, with the 17th limited descriptor over its limit.
+async fn more_limited_descriptors_than_one_call_checks_are_over_the_limit(r: Running) {
+    let mut c = r.client.clone();
+    let users: Vec<String> = (0..17).map(|i| format!("many-{i}")).collect();
+    let mut descriptors: Vec<RateLimitDescriptor> = users
+        .iter()
+        .map(|u| descriptor(&[("user", u.as_str())]))
+        .collect();
+    // Descriptors without a limit do not count towards the 16.
+    descriptors.insert(3, descriptor(&[("generic_key", "unlisted")]));
+    let res = ask(&mut c, request("edge", descriptors)).await.unwrap();
+    assert_eq!(res.overall_code, Code::OverLimit as i32, "{res:?}");
+    let over: Vec<usize> = (0..res.statuses.len())
+        .filter(|&i| res.statuses[i].code == Code::OverLimit as i32)
+        .collect();
+    assert_eq!(over, [17], "{res:?}");
+    assert_eq!(res.statuses.len(), 18);
+    assert!(
+        res.response_headers_to_add
+            .iter()
+            .any(|h| h.key == "retry-after" && h.value == "60"),
+        "{res:?}"
+    );
+    // Nothing was charged; 16 limited descriptors are one call, decided as usual.
+    let alone = ask_one(&mut c, &[("user", "many-0")]).await;
+    assert_eq!(alone.statuses[0].limit_remaining, 19, "{alone:?}");
+    let sixteen = users[..16]
+        .iter()
+        .map(|u| descriptor(&[("user", u.as_str())]))
+        .collect();
+    let res = ask(&mut c, request("edge", sixteen)).await.unwrap();
+    assert_eq!(res.overall_code, Code::Ok as i32, "{res:?}");
 }
 
 /// Redis down: UNAVAILABLE, never OK; back up: served again.

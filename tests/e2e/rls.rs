@@ -143,3 +143,78 @@ async fn envoys_ratelimit_filter_gets_exact_windows_from_the_limiter() {
         "{log}"
     );
 }
+
+/// Issue 27, low 6: descriptors made from request headers, one limited node each. A request
+/// that reached more than 16 limited nodes was INVALID_ARGUMENT, which Envoy's ratelimit filter
+/// lets through under its default (`failure_mode_deny: false`, kept here): adding headers
+/// escaped every limit. It is OVER_LIMIT now, and the request gets 429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn adding_descriptors_escapes_no_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start().unwrap();
+    let file = dir.path().join("descriptors.yaml");
+    std::fs::write(
+        &file,
+        "domain: edge\ndescriptors:\n  - key: user\n    rate_limit: {unit: minute, requests_per_unit: 1}\n",
+    )
+    .unwrap();
+    let limiter = Limiter::start(&[
+        "--redis".into(),
+        redis.url(),
+        "--rls-config".into(),
+        file.display().to_string(),
+    ])
+    .await
+    .unwrap();
+    let echo = Echo::start().await.unwrap();
+    let mut spec = EnvoySpec::new(echo.addr)
+        .with_grpc_cluster("ratelimit", limiter.addr)
+        .with_native_filter(json!({
+            "name": "envoy.filters.http.ratelimit",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit",
+                "domain": "edge",
+                "timeout": "1s",
+                "rate_limit_service": {
+                    "grpc_service": {"envoy_grpc": {"cluster_name": "ratelimit"}},
+                    "transport_api_version": "V3"
+                }
+            }
+        }));
+    // One descriptor (user=<value>) per `x-user-<i>` header present.
+    for i in 0..17 {
+        spec = spec.with_route_rate_limit(json!({"actions": [
+            {"request_headers": {"header_name": format!("x-user-{i}"), "descriptor_key": "user"}}
+        ]}));
+    }
+    let envoy = Envoy::start(&spec).await.unwrap();
+    let http = apiguard_e2e::client();
+    let get = |extra: usize| {
+        let mut req = http.get(envoy.url("/orders")).header("x-user-0", "mallory");
+        for i in 1..=extra {
+            req = req.header(format!("x-user-{i}"), format!("extra-{i}"));
+        }
+        req.send()
+    };
+    assert_eq!(get(0).await.unwrap().status().as_u16(), 200);
+    assert_eq!(get(0).await.unwrap().status().as_u16(), 429);
+    // 16 limited descriptors are one call, over the limit as before.
+    assert_eq!(get(15).await.unwrap().status().as_u16(), 429);
+    // A 17th is one too many for a call: over the limit, never an error passed through.
+    let res = get(16).await.unwrap();
+    assert_eq!(
+        res.status().as_u16(),
+        429,
+        "17 descriptors escaped the limit; limiter log:\n{}",
+        limiter.proc.log()
+    );
+    assert_eq!(echo.count(), 1);
+    assert_eq!(
+        envoy
+            .wait_stat("cluster.upstream.ratelimit.over_limit", 3)
+            .await,
+        3,
+        "{}",
+        envoy.stats_text("ratelimit").await
+    );
+}

@@ -165,8 +165,11 @@ pub enum PlanError {
     TooManyHits(usize, u64, Rule),
     #[error("descriptors[{0}]: negative hits (refilling a window) are not supported")]
     NegativeHits(usize),
-    #[error("more than {MAX_CHECKS} descriptors have limits ({0} at least); at most {MAX_CHECKS} can be checked in one call")]
-    TooManyLimits(usize),
+    /// Answered OVER_LIMIT too, for the same reason: the descriptors come from the request
+    /// (a header each, say), and were this an error, adding descriptors would escape every
+    /// limit under Envoy's default.
+    #[error("descriptors[{0}]: more than {MAX_CHECKS} descriptors have limits; at most {MAX_CHECKS} can be checked in one call")]
+    TooManyLimits(usize, Rule),
 }
 
 /// One call's store checks, and which check answers for each descriptor.
@@ -253,7 +256,7 @@ impl Descriptors {
                     j
                 }
                 None if checks.len() == MAX_CHECKS => {
-                    return Err(PlanError::TooManyLimits(MAX_CHECKS + 1));
+                    return Err(PlanError::TooManyLimits(i, rule));
                 }
                 None => {
                     checks.push(Check {

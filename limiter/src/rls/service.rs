@@ -4,8 +4,10 @@
 //!
 //! Contract (docs/ratelimit.md): one call is one atomic store call; OVER_LIMIT consumes
 //! nothing; a store error or deadline is the gRPC status UNAVAILABLE, never OK, so Envoy's
-//! `failure_mode_deny` decides; an unknown domain is FAILED_PRECONDITION and a call the
-//! limiter cannot count is INVALID_ARGUMENT.
+//! `failure_mode_deny` decides; an unknown domain is FAILED_PRECONDITION and negative hits
+//! INVALID_ARGUMENT. What a request can choose (its hits, how many limited descriptors it
+//! makes) is never an error, which Envoy's default would let through: a call the limiter cannot
+//! count for that reason is OVER_LIMIT, charging nothing.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -72,7 +74,17 @@ impl<S: Store> RateLimitService for Rls<S> {
                     hits, "hits over the largest cost: over the limit"
                 );
                 st.metrics.decided(false);
-                return Ok(Response::new(too_costly(req.descriptors.len(), i, &rule)));
+                return Ok(Response::new(never_fits(req.descriptors.len(), i, &rule)));
+            }
+            Err(super::PlanError::TooManyLimits(i, rule)) => {
+                // Descriptors can come from the request (a header each): more of them than one
+                // call checks must not escape the limits, so over the limit, nothing charged.
+                warn!(
+                    descriptor = i,
+                    "more limited descriptors than one call checks: over the limit"
+                );
+                st.metrics.decided(false);
+                return Ok(Response::new(never_fits(req.descriptors.len(), i, &rule)));
             }
             Err(e) => {
                 st.metrics.bad_request();
@@ -160,9 +172,10 @@ fn answer(plan: &Plan, decision: Option<&crate::store::Decision>) -> RateLimitRe
     }
 }
 
-/// OVER_LIMIT for a call one of whose descriptors costs more than the limiter counts: that
-/// descriptor over its limit, the others untouched, `Retry-After` one window.
-fn too_costly(descriptors: usize, over: usize, rule: &super::Rule) -> RateLimitResponse {
+/// OVER_LIMIT for a call the limiter cannot count (descriptor `over` costs more than one call
+/// counts, or is one limited descriptor too many): that descriptor over its limit, the others
+/// untouched, `Retry-After` one window of its rule.
+fn never_fits(descriptors: usize, over: usize, rule: &super::Rule) -> RateLimitResponse {
     let statuses = (0..descriptors)
         .map(|i| DescriptorStatus {
             code: if i == over { Code::OverLimit } else { Code::Ok } as i32,
