@@ -67,6 +67,10 @@ async fn no_spelling_of_a_denied_case_is_admitted_through_envoy() {
     let mut by_data: BTreeMap<String, Vec<(String, Value)>> = BTreeMap::new();
     for entry in std::fs::read_dir(repo_root().join("policies/tests")).unwrap() {
         let path = entry.unwrap().path();
+        // The pack's case files; folders beside them hold other policies' cases.
+        if path.extension().is_none_or(|x| x != "json") {
+            continue;
+        }
         let case: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let data = case
             .get("data")
