@@ -106,6 +106,7 @@ counters! {
     RatelimitFailureTooLarge => "apiguard.ratelimit.failure.too_large",
     RatelimitFailureMalformed => "apiguard.ratelimit.failure.malformed",
     RatelimitFailureUnknownTier => "apiguard.ratelimit.failure.unknown_tier",
+    RatelimitFailureQueue => "apiguard.ratelimit.failure.queue",
 }
 
 impl Event {
@@ -176,6 +177,7 @@ fn limiter_failed(f: LimiterFailure) -> Counter {
         LimiterFailure::TooLarge => Counter::RatelimitFailureTooLarge,
         LimiterFailure::Malformed => Counter::RatelimitFailureMalformed,
         LimiterFailure::UnknownTier => Counter::RatelimitFailureUnknownTier,
+        LimiterFailure::Queue => Counter::RatelimitFailureQueue,
     }
 }
 

@@ -83,6 +83,9 @@ pub enum LimiterFailure {
     Malformed,
     /// The policy named an unknown tier.
     UnknownTier,
+    /// With `rate_limit.batch`: the request waited for a batch longer than `timeout_ms`, or
+    /// found the worker's queue full (the filter's `batch` module).
+    Queue,
 }
 
 impl LimiterFailure {
@@ -94,6 +97,7 @@ impl LimiterFailure {
             LimiterFailure::TooLarge => "too_large",
             LimiterFailure::Malformed => "malformed",
             LimiterFailure::UnknownTier => "unknown_tier",
+            LimiterFailure::Queue => "queue",
         }
     }
 }

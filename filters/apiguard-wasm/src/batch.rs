@@ -8,6 +8,14 @@
 //! `on_limiter_answer`, so the failure modes, shadow, headers and counters are the same as for
 //! a call of its own. A failed batch fails each of its requests the same way.
 //!
+//! Bounded waits: a request waits for the call in flight (at most its `timeout_ms`, which Envoy
+//! enforces), then for its own call (the same), so at most twice `timeout_ms` before it is
+//! answered or its failure mode applies. When a batch is about to go, every queued request that
+//! has already waited longer than `timeout_ms` fails instead ([`Batcher::expire`]): under a
+//! backlog (more than [`MAX_BATCH`] waiting on a slow or hung limiter) it would otherwise wait
+//! round after round. And at most [`MAX_QUEUED`] wait at once: a request that finds the queue
+//! full fails at once.
+//!
 //! The root context makes the calls: Envoy cancels a context's calls when the context goes, and
 //! a batch must not die with the request that happened to start it.
 //!
@@ -16,8 +24,14 @@
 
 use apiguard_limiter_api::batch::{join, MAX_BATCH};
 
+/// How many requests may wait for a batch at once, per worker: eight full batches. Past that a
+/// request fails at once by its failure mode (the limiter is far behind, and waiting longer
+/// would only break the bound on the wait).
+pub const MAX_QUEUED: usize = 8 * MAX_BATCH;
+
 /// A request waiting for its checks' answer; `T`: what the core resumes it with (the core's
 /// `Pending`).
+#[derive(Debug)]
 pub struct Waiter<T> {
     /// Its context id.
     pub context: u32,
@@ -52,9 +66,37 @@ impl<T> Default for Batcher<T> {
 }
 
 impl<T> Batcher<T> {
-    pub fn enqueue(&mut self, waiter: Waiter<T>, body: Vec<u8>, cluster: &str, timeout_ms: u64) {
+    /// Queues a request's checks; `Err` gives it back when [`MAX_QUEUED`] already wait.
+    pub fn enqueue(
+        &mut self,
+        waiter: Waiter<T>,
+        body: Vec<u8>,
+        cluster: &str,
+        timeout_ms: u64,
+    ) -> Result<(), Waiter<T>> {
+        if self.queue.len() >= MAX_QUEUED {
+            return Err(waiter);
+        }
         self.queue
             .push((waiter, body, cluster.to_owned(), timeout_ms));
+        Ok(())
+    }
+
+    /// Takes out every queued request that has waited longer than its `timeout_ms` by
+    /// `now_ms`: they fail now rather than wait for another call. Called before each batch
+    /// goes, so a request sent has waited at most `timeout_ms`, and its call adds at most as
+    /// much.
+    pub fn expire(&mut self, now_ms: i64) -> Vec<Waiter<T>> {
+        let over = |(w, _, _, t): &(Waiter<T>, Vec<u8>, String, u64)| {
+            now_ms.saturating_sub(w.queued_ms) > i64::try_from(*t).unwrap_or(i64::MAX)
+        };
+        if !self.queue.iter().any(over) {
+            return Vec::new();
+        }
+        let (gone, kept): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.queue).into_iter().partition(over);
+        self.queue = kept;
+        gone.into_iter().map(|(w, _, _, _)| w).collect()
     }
 
     /// The next batch, when none is in flight and requests wait: the oldest up to
@@ -96,6 +138,12 @@ impl<T> Batcher<T> {
         self.queue.retain(|(w, _, _, _)| w.context != context);
     }
 
+    /// Whether a batch is in flight.
+    #[cfg(test)]
+    fn busy(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
     #[cfg(test)]
     fn queued(&self) -> usize {
         self.queue.len()
@@ -108,10 +156,14 @@ mod tests {
     use apiguard_limiter_api::batch::BatchRequest;
 
     fn waiter(context: u32) -> Waiter<()> {
+        waiter_at(context, 0)
+    }
+
+    fn waiter_at(context: u32, queued_ms: i64) -> Waiter<()> {
         Waiter {
             context,
             resume: (),
-            queued_ms: 0,
+            queued_ms,
         }
     }
 
@@ -122,7 +174,7 @@ mod tests {
     #[test]
     fn one_batch_at_a_time_the_rest_wait_in_order() {
         let mut b = Batcher::<()>::default();
-        b.enqueue(waiter(2), body(2), "limiter", 50);
+        b.enqueue(waiter(2), body(2), "limiter", 50).unwrap();
         let first = b.next().unwrap();
         assert_eq!(
             first.waiters.iter().map(|w| w.context).collect::<Vec<_>>(),
@@ -131,7 +183,7 @@ mod tests {
         b.sent(8, first.waiters);
         // While it is in flight, the others queue.
         for c in 3..6 {
-            b.enqueue(waiter(c), body(c), "limiter", 50);
+            b.enqueue(waiter(c), body(c), "limiter", 50).unwrap();
         }
         assert!(b.next().is_none());
         // Not its answer: nothing moves.
@@ -153,7 +205,7 @@ mod tests {
     fn a_batch_holds_at_most_max_batch_and_gone_requests_leave_the_queue() {
         let mut b = Batcher::<()>::default();
         for c in 0..(MAX_BATCH as u32 + 3) {
-            b.enqueue(waiter(c), body(c), "limiter", 50);
+            b.enqueue(waiter(c), body(c), "limiter", 50).unwrap();
         }
         b.forget(1);
         let first = b.next().unwrap();
@@ -163,5 +215,75 @@ mod tests {
         assert_eq!(b.queued(), 2);
         b.answered(4);
         assert_eq!(b.next().unwrap().waiters.len(), 2);
+    }
+
+    #[test]
+    fn the_queue_is_bounded_and_old_waiters_expire() {
+        let mut b = Batcher::<()>::default();
+        for c in 0..MAX_QUEUED as u32 {
+            b.enqueue(waiter_at(c, i64::from(c)), body(c), "limiter", 50)
+                .unwrap();
+        }
+        let refused = b.enqueue(waiter(9999), body(9999), "limiter", 50);
+        assert_eq!(refused.err().map(|w| w.context), Some(9999));
+        // At 60 ms, those queued at 0..=9 have waited over 50 ms.
+        let gone = b.expire(60);
+        assert_eq!(
+            gone.iter().map(|w| w.context).collect::<Vec<_>>(),
+            (0..10).collect::<Vec<_>>()
+        );
+        assert_eq!(b.queued(), MAX_QUEUED - 10);
+        assert!(b.expire(60).is_empty());
+        assert!(b.enqueue(waiter(9999), body(9999), "limiter", 50).is_ok());
+    }
+
+    /// Issue 27, finding 4: the documented bound, on a hung limiter (every call ends at its
+    /// timeout, unanswered) and a closed loop of clients far more than a batch can hold: every
+    /// request is answered or failed within twice `timeout_ms` of when it queued. Before
+    /// [`Batcher::expire`], a request waited one round per [`MAX_BATCH`] ahead of it.
+    #[test]
+    fn on_a_hung_limiter_no_request_waits_past_twice_the_timeout() {
+        const TIMEOUT: i64 = 50;
+        const CLIENTS: u32 = 10 * MAX_BATCH as u32;
+        let mut b = Batcher::<()>::default();
+        // Each client sends again 1 ms after its previous request ended (how a closed-loop
+        // load generator behaves), arriving one per 0.1 ms at first.
+        let mut next_send: Vec<(i64, u32)> = (0..CLIENTS).map(|c| (i64::from(c) / 10, c)).collect();
+        let mut call_ends: Option<i64> = None;
+        let (mut worst, mut done, mut expired) = (0i64, 0u32, 0u32);
+        let mut finish = |w: Waiter<()>, now: i64, next_send: &mut Vec<(i64, u32)>| {
+            worst = worst.max(now - w.queued_ms);
+            done += 1;
+            next_send.push((now + 1, w.context));
+        };
+        for now in 0..5_000i64 {
+            if call_ends == Some(now) {
+                for w in b.answered(now as u32).unwrap_or_default() {
+                    finish(w, now, &mut next_send);
+                }
+                call_ends = None;
+            }
+            let (due, later): (Vec<_>, Vec<_>) = next_send.drain(..).partition(|(t, _)| *t <= now);
+            next_send = later;
+            for (_, c) in due {
+                if let Err(w) = b.enqueue(waiter_at(c, now), body(c), "limiter", TIMEOUT as u64) {
+                    finish(w, now, &mut next_send);
+                }
+            }
+            if !b.busy() {
+                for w in b.expire(now) {
+                    expired += 1;
+                    finish(w, now, &mut next_send);
+                }
+                if let Some(out) = b.next() {
+                    assert!(out.waiters.iter().all(|w| now - w.queued_ms <= TIMEOUT));
+                    b.sent((now + TIMEOUT) as u32, out.waiters);
+                    call_ends = Some(now + TIMEOUT);
+                }
+            }
+        }
+        assert!(done > 1000, "{done}");
+        assert!(expired > 0, "the backlog never built up");
+        assert!(worst <= 2 * TIMEOUT, "a request waited {worst} ms");
     }
 }

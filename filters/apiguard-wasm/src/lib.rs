@@ -89,6 +89,11 @@ impl Delivery {
         Delivery { waiters, answers }
     }
 
+    fn extend(&mut self, other: Delivery) {
+        self.waiters.extend(other.waiters);
+        self.answers.extend(other.answers);
+    }
+
     /// Each request with its answer.
     fn into_pairs(self) -> impl Iterator<Item = (Waiter<Pending>, Answer)> {
         self.waiters.into_iter().zip(self.answers)
@@ -178,7 +183,7 @@ impl Root {
     fn send_next_batch(&self) -> Option<Delivery> {
         let wrc = self.worker.clone()?;
         let mut w = wrc.try_borrow_mut().ok()?;
-        send_batch(&mut w)
+        send_batch(&mut w, host::now_ms())
     }
 
     fn new_request(&self, id: u32) -> Request {
@@ -222,27 +227,28 @@ fn finish_fetch(w: &mut Worker, provider: usize, body_size: usize) {
 }
 
 /// The next batch of queued checks, sent by the root context (a batch must outlive the request
-/// that started it: Envoy cancels a context's calls when it goes). `Some`: the host refused the
-/// call, and these requests fail as on any refused call.
-fn send_batch(w: &mut Worker) -> Option<Delivery> {
-    let out = w.batcher.next()?;
-    let timeout = Duration::from_millis(out.timeout_ms);
-    let sent = dispatch::as_context(w.root_id, || {
-        host::http_post(&out.cluster, BATCH_PATH, &out.body, timeout)
-    });
-    match sent {
-        Ok(token) => {
-            w.batcher.sent(token, out.waiters);
-            None
-        }
-        Err(status) => {
-            warn!(
-                "apiguard: cannot call the limiter on cluster `{}`: {status}",
-                out.cluster
-            );
-            Some(Delivery::failed(out.waiters, LimiterFailure::Dispatch))
+/// that started it: Envoy cancels a context's calls when it goes). `Some`: requests that fail
+/// now, to be delivered before calling again: those that waited past their `timeout_ms`
+/// (`batch::Batcher::expire`), and the batch's if the host refused the call.
+fn send_batch(w: &mut Worker, now_ms: i64) -> Option<Delivery> {
+    let mut failed = Delivery::failed(w.batcher.expire(now_ms), LimiterFailure::Queue);
+    if let Some(out) = w.batcher.next() {
+        let timeout = Duration::from_millis(out.timeout_ms);
+        let sent = dispatch::as_context(w.root_id, || {
+            host::http_post(&out.cluster, BATCH_PATH, &out.body, timeout)
+        });
+        match sent {
+            Ok(token) => w.batcher.sent(token, out.waiters),
+            Err(status) => {
+                warn!(
+                    "apiguard: cannot call the limiter on cluster `{}`: {status}",
+                    out.cluster
+                );
+                failed.extend(Delivery::failed(out.waiters, LimiterFailure::Dispatch));
+            }
         }
     }
+    (!failed.waiters.is_empty()).then_some(failed)
 }
 
 /// The answer to a batch, split for its requests in order. A batch that got no answer, a
@@ -475,34 +481,44 @@ impl Request {
             resume,
             queued_ms: now_ms,
         };
-        w.batcher
-            .enqueue(waiter, call.body, &call.cluster, call.timeout_ms);
+        if let Err(waiter) = w
+            .batcher
+            .enqueue(waiter, call.body, &call.cluster, call.timeout_ms)
+        {
+            // The worker's queue is full: fail now, by the failure mode.
+            return self.answer_with(
+                w,
+                waiter.resume,
+                waiter.queued_ms,
+                Err(LimiterFailure::Queue),
+            );
+        }
         self.batched = true;
-        let Some(failed) = send_batch(w) else {
-            return Action::Pause;
-        };
-        // The host refused the call. This request's answer is given here (it cannot be resumed
-        // from inside its own callback); any other's goes to its own context afterwards.
+        // Requests that fail now (expired, or a call the host refused). This request's answer
+        // is given here (it cannot be resumed from inside its own callback); any other's goes
+        // to its own context afterwards.
         let mut mine = None;
         let mut others = Delivery::default();
-        for (waiter, answer) in failed.into_pairs() {
-            if waiter.context == self.id {
-                mine = Some((waiter, answer));
-            } else {
-                others.waiters.push(waiter);
-                others.answers.push(answer);
+        while let Some(failed) = send_batch(w, now_ms) {
+            for (waiter, answer) in failed.into_pairs() {
+                if waiter.context == self.id {
+                    mine = Some((waiter, answer));
+                } else {
+                    others.waiters.push(waiter);
+                    others.answers.push(answer);
+                }
             }
         }
         if !others.waiters.is_empty() {
             dispatch::defer(others);
         }
-        self.batched = false;
         match mine {
             Some((waiter, answer)) => {
+                self.batched = false;
                 self.answer_with(w, waiter.resume, waiter.queued_ms, borrowed(&answer))
             }
-            // Not reached: the batch holds the request just queued. Fail closed all the same.
-            None => answer(&Reply::filter_unavailable()),
+            // Queued, or in the batch just sent: its answer comes to its own context.
+            None => Action::Pause,
         }
     }
 
