@@ -64,10 +64,17 @@ struct Args {
     #[arg(long, env = "APIGUARD_LIMITER_REDIS_TIMEOUT_MS", default_value_t = 50,
           value_parser = clap::value_parser!(u64).range(1..=60_000))]
     redis_timeout_ms: u64,
-    /// A client must send its whole request header within this time, or the connection closes.
+    /// A client must send its whole request header within this time (the first request's from
+    /// accept, TLS handshake included; a later one's from its first byte), or the connection
+    /// closes.
     #[arg(long, env = "APIGUARD_LIMITER_HEADER_TIMEOUT_MS", default_value_t = 5_000,
           value_parser = clap::value_parser!(u64).range(1..=600_000))]
     header_timeout_ms: u64,
+    /// A connection with no request in flight is closed after this long. Callers' pools
+    /// (Envoy's cluster `idle_timeout`) must close idle connections sooner.
+    #[arg(long, env = "APIGUARD_LIMITER_IDLE_TIMEOUT_MS", default_value_t = 60_000,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    idle_timeout_ms: u64,
     /// A whole request (header, body, answer) must take at most this long (408 otherwise).
     #[arg(long, env = "APIGUARD_LIMITER_REQUEST_TIMEOUT_MS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(1..=600_000))]
@@ -257,6 +264,7 @@ async fn serve<S: Store>(args: &Args, store: S, timeout: Duration) -> ExitCode {
     );
     let limits = Limits {
         header_read_timeout: Duration::from_millis(args.header_timeout_ms),
+        idle_timeout: Duration::from_millis(args.idle_timeout_ms),
         request_timeout: Duration::from_millis(args.request_timeout_ms),
         max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
         shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),

@@ -314,6 +314,69 @@ async fn slow_clients_are_cut_off_and_connections_are_capped() {
     assert_eq!((status, v["allowed"].as_bool()), (200, Some(true)));
 }
 
+/// Sends one complete check on `s` and reads its whole answer (the connection stays open).
+async fn one_check(s: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let b = body("{keepalive}", 1000).to_string();
+    let req = format!(
+        "POST /v1/check HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{b}",
+        b.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1024];
+    // The answer is small and ends with its JSON body.
+    while !out.ends_with(b"}") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("no answer")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed before the answer: {}",
+            String::from_utf8_lossy(&out)
+        );
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A kept-alive connection waits for its next request for the idle timeout, not the header
+/// timeout (issue 35); once a later request starts, its header must be complete within the
+/// header timeout from its first byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_connections_last_the_idle_timeout_and_later_headers_the_header_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let l = limiter(&["--header-timeout-ms", "300", "--idle-timeout-ms", "1500"]).await;
+    // Idle after an answer: open past several header timeouts, served again, closed once idle
+    // for the idle timeout.
+    let mut idle = tokio::net::TcpStream::connect(l.addr).await.unwrap();
+    assert!(one_check(&mut idle).await.starts_with("HTTP/1.1 200"));
+    assert!(!closed_within(&mut idle, Duration::from_millis(900)).await);
+    assert!(one_check(&mut idle).await.starts_with("HTTP/1.1 200"));
+    let started = Instant::now();
+    assert!(closed_within(&mut idle, Duration::from_secs(5)).await);
+    assert!(
+        started.elapsed() >= Duration::from_millis(1200),
+        "closed after {:?}, before the idle timeout",
+        started.elapsed()
+    );
+    // A later request that starts and stalls: cut off by the header timeout.
+    let mut slow = tokio::net::TcpStream::connect(l.addr).await.unwrap();
+    assert!(one_check(&mut slow).await.starts_with("HTTP/1.1 200"));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    slow.write_all(b"POST /v1/check HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    assert!(closed_within(&mut slow, Duration::from_secs(5)).await);
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "a stalled header held the connection for {:?}",
+        started.elapsed()
+    );
+}
+
 /// SIGTERM stops the service within its shutdown deadline even with clients that never finish.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn shutdown_has_a_deadline() {

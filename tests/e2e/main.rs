@@ -10,6 +10,7 @@ mod compose;
 mod edges;
 mod foundation;
 mod jwt;
+mod keepalive;
 mod metrics;
 mod policy;
 mod ratelimit;

@@ -61,6 +61,10 @@ pub struct EnvoySpec {
     pub http2_clusters: Vec<String>,
     /// The bootstrap's `stats_config` (e.g. `stats_tags`), when set.
     pub stats_config: Option<Value>,
+    /// How long a connection to a cluster other than the upstream stays in Envoy's pool
+    /// unused: shorter than the limiter's `--idle-timeout-ms` (60 s by default), as the
+    /// shipped configurations have it, so that Envoy never reuses one the limiter is closing.
+    pub cluster_idle_timeout: Duration,
 }
 
 impl EnvoySpec {
@@ -78,7 +82,14 @@ impl EnvoySpec {
             route_rate_limits: Vec::new(),
             http2_clusters: Vec::new(),
             stats_config: None,
+            cluster_idle_timeout: Duration::from_secs(30),
         }
+    }
+
+    /// Envoy closes connections to the further clusters idle this long.
+    pub fn with_cluster_idle_timeout(mut self, idle: Duration) -> Self {
+        self.cluster_idle_timeout = idle;
+        self
     }
 
     /// With this bootstrap `stats_config`.
@@ -162,14 +173,20 @@ impl EnvoySpec {
             if let Some((_, socket)) = self.transport_sockets.iter().find(|(t, _)| t == n) {
                 c["transport_socket"] = socket.clone();
             }
-            if self.http2_clusters.contains(n) {
-                c["typed_extension_protocol_options"] = json!({
-                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                        "explicit_http_config": {"http2_protocol_options": {}}
-                    }
-                });
-            }
+            let protocol = if self.http2_clusters.contains(n) {
+                json!({"http2_protocol_options": {}})
+            } else {
+                json!({"http_protocol_options": {}})
+            };
+            c["typed_extension_protocol_options"] = json!({
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                    "common_http_protocol_options": {
+                        "idle_timeout": format!("{}s", self.cluster_idle_timeout.as_secs_f64())
+                    },
+                    "explicit_http_config": protocol
+                }
+            });
             c
         }));
         let mut route = json!({"cluster": "upstream"});
