@@ -269,7 +269,12 @@ mod tests {
                 Ok("POST")
             );
         }
-        let cases: [(&[(&str, &str)], &str, Result<&str, MethodError>); 6] = [
+        type Case<'a> = (
+            &'a [(&'a str, &'a str)],
+            &'a str,
+            Result<&'a str, MethodError>,
+        );
+        let cases: [Case; 6] = [
             (&post("x-http-method-override", "delete"), "", Ok("DELETE")),
             (&post("x_method_override", "DELETE"), "", Ok("DELETE")),
             (
