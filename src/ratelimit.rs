@@ -84,7 +84,7 @@ pub enum LimiterFailure {
     /// The policy named an unknown tier.
     UnknownTier,
     /// With `rate_limit.batch`: the request waited for a batch longer than `timeout_ms`, or
-    /// found the worker's queue full (the filter's `batch` module).
+    /// found the worker's queue full ([`batch`]).
     Queue,
 }
 
@@ -444,6 +444,8 @@ impl LocalLimits {
         }
     }
 }
+
+pub mod batch;
 
 #[cfg(test)]
 mod tests;

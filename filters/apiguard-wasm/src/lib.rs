@@ -9,15 +9,14 @@
 //! - `dispatch`: host events to this crate's contexts, and which context waits for which call;
 //! - `host`: the filter's host calls, each failure logged and failed closed;
 //! - `worker`: what one worker keeps (the pipeline, the core's worker state, counters);
-//! - `batch`: the limiter calls in batches (`rate_limit.batch`);
-//! - this file: the root and request contexts, carrying out the core's steps.
+//! - this file: the root and request contexts, carrying out the core's steps (the batches of
+//!   `rate_limit.batch` are the core's `ratelimit::batch`; this file sends them).
 
 #![deny(unsafe_code)]
 
 /// Public: its functions are the host's entry points, called by `exports` on Wasm; natively only
 /// tests call them, and being public keeps them (and the filter behind them) checked code
 /// rather than dead code.
-mod batch;
 pub mod dispatch;
 #[cfg(target_arch = "wasm32")]
 #[allow(unsafe_code)]
@@ -36,13 +35,13 @@ use apiguard_core::flow::{Outcome, Pending, Pipeline, RequestFacts, Resumed, Ste
 use apiguard_core::http::{HeaderOp, Headers};
 use apiguard_core::jwt::keys::MAX_JWKS_BYTES;
 use apiguard_core::jwt::shared::Fetch;
+use apiguard_core::ratelimit::batch::Waiter;
 use apiguard_core::ratelimit::{LimitCall, LimiterFailure, MAX_ANSWER_BYTES};
 use apiguard_core::reply::Reply;
 use apiguard_limiter_api::batch::{split, BATCH_PATH, MAX_BATCH};
 use log::{debug, error, info, warn};
 
 use apiguard_proxy_abi::hostcall::Action;
-use batch::Waiter;
 use worker::Worker;
 
 // Talc instead of Rust's default Wasm allocator (dlmalloc): the policy engine allocates and
@@ -229,10 +228,10 @@ fn finish_fetch(w: &mut Worker, provider: usize, body_size: usize) {
 /// The next batch of queued checks, sent by the root context (a batch must outlive the request
 /// that started it: Envoy cancels a context's calls when it goes). `Some`: requests that fail
 /// now, to be delivered before calling again: those that waited past their `timeout_ms`
-/// (`batch::Batcher::expire`), and the batch's if the host refused the call.
+/// (`apiguard_core::ratelimit::batch::Batcher::expire`), and the batch's if the host refused the call.
 fn send_batch(w: &mut Worker, now_ms: i64) -> Option<Delivery> {
     let mut failed = Delivery::failed(w.batcher.expire(now_ms), LimiterFailure::Queue);
-    if let Some(out) = w.batcher.next() {
+    if let Some(out) = w.batcher.next_batch() {
         let timeout = Duration::from_millis(out.timeout_ms);
         let sent = dispatch::as_context(w.root_id, || {
             host::http_post(&out.cluster, BATCH_PATH, &out.body, timeout)

@@ -11,8 +11,8 @@ use apiguard_core::jwt::host as jwt_host;
 use apiguard_core::jwt::shared::{KeyNote, Severity};
 use log::{debug, info, warn};
 
-use crate::batch::Batcher;
 use crate::host::{self, Counters, EnvoyShared, EnvoySignatures, SignatureStats};
+use apiguard_core::ratelimit::batch::Batcher;
 
 pub struct Worker {
     pub pipeline: Arc<Pipeline>,

@@ -16,11 +16,11 @@
 //! round after round. And at most [`MAX_QUEUED`] wait at once: a request that finds the queue
 //! full fails at once.
 //!
-//! The root context makes the calls: Envoy cancels a context's calls when the context goes, and
+//! The filter's root context makes the calls: Envoy cancels a context's calls when the context goes, and
 //! a batch must not die with the request that happened to start it.
 //!
-//! This is state only (no host calls), so it is tested natively; `lib.rs` and `dispatch.rs`
-//! make the calls and deliver the answers.
+//! This is state only (no host calls), so it lives in the core and is tested natively; the
+//! filter's glue makes the calls and delivers the answers.
 
 use apiguard_limiter_api::batch::{join, MAX_BATCH};
 
@@ -101,7 +101,7 @@ impl<T> Batcher<T> {
 
     /// The next batch, when none is in flight and requests wait: the oldest up to
     /// [`MAX_BATCH`], all for the same cluster (one configuration has one).
-    pub fn next(&mut self) -> Option<Outgoing<T>> {
+    pub fn next_batch(&mut self) -> Option<Outgoing<T>> {
         if self.in_flight.is_some() || self.queue.is_empty() {
             return None;
         }
@@ -152,6 +152,9 @@ impl<T> Batcher<T> {
 
 #[cfg(test)]
 mod tests {
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
     use super::*;
     use apiguard_limiter_api::batch::BatchRequest;
 
@@ -175,7 +178,7 @@ mod tests {
     fn one_batch_at_a_time_the_rest_wait_in_order() {
         let mut b = Batcher::<()>::default();
         b.enqueue(waiter(2), body(2), "limiter", 50).unwrap();
-        let first = b.next().unwrap();
+        let first = b.next_batch().unwrap();
         assert_eq!(
             first.waiters.iter().map(|w| w.context).collect::<Vec<_>>(),
             [2]
@@ -185,11 +188,11 @@ mod tests {
         for c in 3..6 {
             b.enqueue(waiter(c), body(c), "limiter", 50).unwrap();
         }
-        assert!(b.next().is_none());
+        assert!(b.next_batch().is_none());
         // Not its answer: nothing moves.
         assert!(b.answered(12).is_none());
         assert_eq!(b.answered(8).unwrap().len(), 1);
-        let second = b.next().unwrap();
+        let second = b.next_batch().unwrap();
         assert_eq!(second.cluster, "limiter");
         assert_eq!(second.timeout_ms, 50);
         assert_eq!(
@@ -208,13 +211,13 @@ mod tests {
             b.enqueue(waiter(c), body(c), "limiter", 50).unwrap();
         }
         b.forget(1);
-        let first = b.next().unwrap();
+        let first = b.next_batch().unwrap();
         assert_eq!(first.waiters.len(), MAX_BATCH);
         assert!(first.waiters.iter().all(|w| w.context != 1));
         b.sent(4, first.waiters);
         assert_eq!(b.queued(), 2);
         b.answered(4);
-        assert_eq!(b.next().unwrap().waiters.len(), 2);
+        assert_eq!(b.next_batch().unwrap().waiters.len(), 2);
     }
 
     #[test]
@@ -275,7 +278,7 @@ mod tests {
                     expired += 1;
                     finish(w, now, &mut next_send);
                 }
-                if let Some(out) = b.next() {
+                if let Some(out) = b.next_batch() {
                     assert!(out.waiters.iter().all(|w| now - w.queued_ms <= TIMEOUT));
                     b.sent((now + TIMEOUT) as u32, out.waiters);
                     call_ends = Some(now + TIMEOUT);
