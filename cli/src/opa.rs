@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use apiguard_core::config::RegoVersion;
 use apiguard_core::policy::testcases::with_derived_fields;
 use serde_json::Value;
 
@@ -86,8 +87,16 @@ pub fn input_document(path: &Path) -> Result<Value, ExitCode> {
     document(path, kind(path).unwrap_or(Kind::Json))
 }
 
-pub fn eval(data: &[PathBuf], input: Option<&Path>, query: &str, fail: bool) -> ExitCode {
+/// `version`: the Rego version modules are read as (`--v0-compatible` for v0).
+pub fn eval(
+    data: &[PathBuf],
+    input: Option<&Path>,
+    query: &str,
+    fail: bool,
+    version: RegoVersion,
+) -> ExitCode {
     let mut engine = regorus::Engine::new();
+    engine.set_rego_v0(version == RegoVersion::V0);
     for named in data {
         let loads = match files(named) {
             Ok(l) => l,

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use apiguard_core::config::PackEngine;
+use apiguard_core::config::{PackEngine, RegoVersion};
 use apiguard_core::flow::Pipeline;
 use apiguard_core::policy::testcases::{self, Case, CaseVerdict};
 use apiguard_core::policy::{PolicyProgram, BUILTIN_NAME, BUILTIN_PACK};
@@ -18,9 +18,9 @@ use crate::read;
 pub enum PolicyCommand {
     /// Run policy test cases (one JSON file per case) and report rule coverage.
     ///
-    /// A case file holds `input`, optional `data`, and `expected` (`allow`, optional `reasons`
-    /// and `rate_limit_tier`). The policy is the built-in pack, or the `policy` section of
-    /// `--config`.
+    /// A case file holds `input`, optional `data`, and `expected` (`allow`, optional `reasons`,
+    /// `rate_limit_tier`, `rate_limit_cost` and `headers`). The policy is the built-in pack, or
+    /// the `policy` section of `--config` (its modules read as its `policy.rego_version`).
     Test {
         /// Folder of case files (`*.json`).
         dir: PathBuf,
@@ -50,6 +50,10 @@ pub enum PolicyCommand {
         /// Exit 1 when the query's result is undefined (as `opa eval --fail`).
         #[arg(long)]
         fail: bool,
+        /// Read the modules as Rego v0, as OPA before 1.0 did (as `opa eval --v0-compatible`); a
+        /// module that imports `rego.v1` is Rego v1 either way.
+        #[arg(long)]
+        v0_compatible: bool,
         /// The query, e.g. `data.api.authz.allow`.
         query: Option<String>,
     },
@@ -63,12 +67,14 @@ pub enum Format {
     Junit,
 }
 
-/// The policy under test: modules, data, entrypoint, and how the built-in pack runs.
+/// The policy under test: modules, data, entrypoint, how the built-in pack runs, and the Rego
+/// version of the modules (`policy.rego_version`).
 struct Subject {
     modules: BTreeMap<String, String>,
     data: Value,
     package: String,
     engine: PackEngine,
+    version: RegoVersion,
 }
 
 fn subject(config: Option<&Path>) -> Result<Subject, ExitCode> {
@@ -79,13 +85,17 @@ fn subject(config: Option<&Path>) -> Result<Subject, ExitCode> {
             data: json!({}),
             package: "data.api.authz".into(),
             engine: PackEngine::Native,
+            version: RegoVersion::V1,
         });
     };
     let bytes = read(path)?;
-    let (pipeline, _) = Pipeline::from_json(&bytes).map_err(|e| {
+    let (pipeline, warnings) = Pipeline::from_json(&bytes).map_err(|e| {
         eprintln!("error: {}: {e}", path.display());
         ExitCode::from(1)
     })?;
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
     let Some(policy) = pipeline.config.policy else {
         eprintln!("error: {}: has no `policy` section", path.display());
         return Err(ExitCode::from(1));
@@ -95,6 +105,7 @@ fn subject(config: Option<&Path>) -> Result<Subject, ExitCode> {
         data: policy.data.unwrap_or_else(|| json!({})),
         package: policy.entrypoint,
         engine: policy.pack_engine,
+        version: policy.rego_version,
     })
 }
 
@@ -121,10 +132,18 @@ pub fn run(cmd: PolicyCommand) -> ExitCode {
             data,
             input,
             fail,
+            v0_compatible,
             query,
         } => {
+            let version = if v0_compatible {
+                RegoVersion::V0
+            } else {
+                RegoVersion::V1
+            };
             match query {
-                Some(q) if !data.is_empty() => crate::opa::eval(&data, input.as_deref(), &q, fail),
+                Some(q) if !data.is_empty() => {
+                    crate::opa::eval(&data, input.as_deref(), &q, fail, version)
+                }
                 _ => {
                     eprintln!("apiguard: give --config CONFIG --input INPUT, or -d FILE… [-i INPUT] QUERY");
                     ExitCode::from(2)
@@ -185,7 +204,7 @@ fn test(dir: &Path, config: Option<&Path>, format: Format) -> ExitCode {
             &subject.modules,
             &subject.data,
             &subject.package,
-            subject.engine,
+            (subject.engine, subject.version),
             &case,
         ) {
             Ok((CaseVerdict::Pass, _)) => None,
@@ -202,7 +221,13 @@ fn test(dir: &Path, config: Option<&Path>, format: Format) -> ExitCode {
         });
         cases.push(case);
     }
-    let coverage = testcases::coverage(&subject.modules, &subject.data, &subject.package, &cases);
+    let coverage = testcases::coverage(
+        &subject.modules,
+        &subject.data,
+        &subject.package,
+        subject.version,
+        &cases,
+    );
     let coverage = match coverage {
         Ok(files) => files
             .into_iter()
@@ -342,12 +367,13 @@ fn eval(config: &Path, input: &Path) -> ExitCode {
         Ok(v) => v,
         Err(code) => return code,
     };
-    let program = match PolicyProgram::compile_pack(
+    let program = match PolicyProgram::compile_pack_as(
         &subject.modules,
         &subject.data,
         &subject.package,
         Duration::from_secs(1),
         subject.engine,
+        subject.version,
     ) {
         Ok((p, _)) => p,
         Err(e) => {

@@ -220,3 +220,131 @@ fn policy_test_reports_as_json_and_junit() {
         "{xml}"
     );
 }
+
+/// A configuration of a Rego v0 policy (`policy.rego_version: v0`), written to a temporary file.
+fn v0_config(dir: &tempfile::TempDir, version: &str) -> String {
+    let module =
+        std::fs::read_to_string(repo("policies/tests/rego_versions/authz_v0.rego")).unwrap();
+    let config = serde_json::json!({"policy": {
+        "modules": {"authz_v0.rego": module},
+        "rego_version": version,
+        "headers": ["x-tenant", "x-roles"],
+    }});
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+/// `policy test --config` and `policy eval --config` read the modules as the configuration's
+/// `policy.rego_version` says; as v1, the v0 module is refused with a hint at the setting.
+#[test]
+fn policy_test_and_eval_follow_the_configured_rego_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let v0 = v0_config(&dir, "v0");
+    Command::cargo_bin("apiguard")
+        .unwrap()
+        .args([
+            "policy",
+            "test",
+            &repo("policies/tests/rego_versions/cases_authz"),
+            "--config",
+            &v0,
+        ])
+        .assert()
+        .success()
+        .stdout(contains("10 cases passed, 0 failed"));
+    Command::cargo_bin("apiguard")
+        .unwrap()
+        .args(["policy", "eval", "--config", &v0, "--input"])
+        .arg(repo("tests/fixtures/policy-input.json"))
+        .assert()
+        .success()
+        .stdout(contains(r#""allow": false"#))
+        .stdout(contains(
+            "tenant_mismatch: token tenant t1, resource tenant t2",
+        ));
+    let other = tempfile::tempdir().unwrap();
+    let v1 = v0_config(&other, "v1");
+    Command::cargo_bin("apiguard")
+        .unwrap()
+        .args(["validate", &v1])
+        .assert()
+        .code(1)
+        .stderr(contains("`if` keyword is required"))
+        .stderr(contains("policy.rego_version: v0"));
+    Command::cargo_bin("apiguard")
+        .unwrap()
+        .args(["validate", &v0])
+        .assert()
+        .success();
+}
+
+/// `policy eval -d … --v0-compatible` reads the modules as Rego v0, as `opa eval` does.
+#[test]
+fn policy_eval_reads_rego_v0_when_asked() {
+    let module = repo("policies/tests/rego_versions/authz_v0.rego");
+    let input = repo("tests/fixtures/policy-input.json");
+    Command::cargo_bin("apiguard")
+        .unwrap()
+        .args([
+            "policy",
+            "eval",
+            "-d",
+            &module,
+            "-i",
+            &input,
+            "data.api.authz.rate_limit_tier",
+        ])
+        .assert()
+        .code(1)
+        .stderr(contains("`if` keyword is required"));
+    Command::cargo_bin("apiguard")
+        .unwrap()
+        .args([
+            "policy",
+            "eval",
+            "--v0-compatible",
+            "-d",
+            &module,
+            "-i",
+            &input,
+            "data.api.authz.rate_limit_tier",
+        ])
+        .assert()
+        .success()
+        .stdout(contains(r#""value": "standard""#));
+}
+
+/// A policy whose rules name an output in a form the filter cannot read is refused, the rule
+/// named; a module written for OPA 0.x with `p[x] if` gets a warning naming each such rule.
+#[test]
+fn validate_names_unreadable_output_rules_and_warns_about_v0_era_partial_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, module: &str| {
+        let path = dir.path().join(name);
+        let config = serde_json::json!({"policy": {"modules": {"p.rego": module}}});
+        std::fs::write(&path, config.to_string()).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let bad = write(
+        "bad.json",
+        "package api.authz\nallow := true\nheaders[k] if { k := \"x-a\" }\n",
+    );
+    Command::cargo_bin("apiguard")
+        .unwrap()
+        .args(["validate", &bad])
+        .assert()
+        .code(1)
+        .stderr(contains("p.rego:3: rule `headers[k]` defines `headers`"));
+    let keywords =
+        std::fs::read_to_string(repo("policies/tests/rego_versions/authz_v0_keywords.rego"))
+            .unwrap();
+    let old = write("old.json", &keywords);
+    Command::cargo_bin("apiguard")
+        .unwrap()
+        .args(["validate", &old])
+        .assert()
+        .success()
+        .stderr(contains("warning: policy: p.rego:25: `admin_path[p]`"))
+        .stderr(contains("`reasons[reason]` defines `reasons` as an object"));
+}

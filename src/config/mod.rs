@@ -153,6 +153,9 @@ pub enum ConfigWarning {
     DecisionCacheUnused,
     /// No stage is configured: the filter passes every request through unchecked.
     PassThrough,
+    /// A policy rule whose form readers of older policies take for another
+    /// (docs/policies.md, "Rule forms"): named with its module and line.
+    PolicyRuleForm { why: String },
 }
 
 impl fmt::Display for ConfigWarning {
@@ -178,6 +181,7 @@ impl fmt::Display for ConfigWarning {
                 f,
                 "no jwt, policy or rate_limit section: every request passes through unchecked"
             ),
+            ConfigWarning::PolicyRuleForm { why } => write!(f, "policy: {why}"),
         }
     }
 }

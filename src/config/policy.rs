@@ -47,6 +47,24 @@ pub struct PolicyConfig {
     /// other header is a policy error.
     #[serde(default)]
     pub headers: Vec<String>,
+    /// The Rego version `modules` and `shadow_modules` are read as: `v1` (the default, as OPA
+    /// 1.x reads them) or `v0` (as OPA before 1.0 did: `allow { … }` without `if`, `p[x] { … }`
+    /// a partial set). A module that imports `rego.v1` is Rego v1 either way.
+    #[serde(default)]
+    pub rego_version: RegoVersion,
+}
+
+/// `policy.rego_version`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum RegoVersion {
+    /// Rego v0, OPA's language before 1.0: `if` and `contains` only with `future.keywords`
+    /// imports, rule bodies without `if`.
+    V0,
+    /// Rego v1, OPA 1.x's language (and any module that imports `rego.v1`).
+    #[default]
+    V1,
 }
 
 /// `policy.pack_engine`.

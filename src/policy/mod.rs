@@ -10,6 +10,7 @@
 //! yields the whole decision. Anything but `allow == true` is a deny; any error, an undefined
 //! `allow` or a time-budget overrun is a deny with a reason code (fail closed).
 
+pub mod forms;
 pub mod input;
 pub mod pack;
 pub mod reads;
@@ -29,7 +30,7 @@ use sha2::{Digest, Sha256};
 
 use reads::InputReads;
 
-use crate::config::PackEngine;
+use crate::config::{PackEngine, RegoVersion};
 
 /// The built-in policy pack (`policies/api_authz.rego`), compiled into the module.
 pub const BUILTIN_PACK: &str = include_str!("../../policies/api_authz.rego");
@@ -104,6 +105,9 @@ pub enum CompileError {
     Data(String),
     #[error("package `{0}` defines no `allow` rule")]
     NoAllow(String),
+    /// An output written in a form the filter cannot read ([`forms`]), the rule named.
+    #[error("{0}")]
+    Form(String),
 }
 
 /// Which evaluator runs the policy.
@@ -140,6 +144,9 @@ pub struct PolicyProgram {
     pub max_instructions: usize,
     /// How regorus's VM is asked for the decision.
     entry: Entry,
+    /// Rules whose form a reader may mistake, named ([`forms::analyse`]): for the loader to
+    /// warn about.
+    pub warnings: Vec<String>,
 }
 
 /// How the decision is read from regorus's VM.
@@ -229,7 +236,19 @@ impl PolicyProgram {
         package: &str,
         budget: Duration,
     ) -> Result<PolicyProgram, CompileError> {
-        Self::compile_for(modules, data, package, budget, false)
+        Self::compile_for(modules, data, package, budget, RegoVersion::V1, false)
+    }
+
+    /// Like [`PolicyProgram::compile`], the modules read as Rego `version` (a module that
+    /// imports `rego.v1` is Rego v1 either way).
+    pub fn compile_as(
+        modules: &BTreeMap<String, String>,
+        data: &serde_json::Value,
+        package: &str,
+        budget: Duration,
+        version: RegoVersion,
+    ) -> Result<PolicyProgram, CompileError> {
+        Self::compile_for(modules, data, package, budget, version, false)
     }
 
     /// Like [`PolicyProgram::compile`]; the built-in pack (exactly its module, for its package)
@@ -241,7 +260,20 @@ impl PolicyProgram {
         budget: Duration,
         engine: PackEngine,
     ) -> Result<(PolicyProgram, Option<pack::NotCompiled>), CompileError> {
-        let mut program = Self::compile_for(modules, data, package, budget, false)?;
+        Self::compile_pack_as(modules, data, package, budget, engine, RegoVersion::V1)
+    }
+
+    /// Like [`PolicyProgram::compile_pack`], the modules read as Rego `version` (the built-in
+    /// pack imports `rego.v1`: Rego v1 either way).
+    pub fn compile_pack_as(
+        modules: &BTreeMap<String, String>,
+        data: &serde_json::Value,
+        package: &str,
+        budget: Duration,
+        engine: PackEngine,
+        version: RegoVersion,
+    ) -> Result<(PolicyProgram, Option<pack::NotCompiled>), CompileError> {
+        let mut program = Self::compile_for(modules, data, package, budget, version, false)?;
         let is_pack = modules.len() == 1
             && modules.get(BUILTIN_NAME).map(String::as_str) == Some(BUILTIN_PACK)
             && package == "data.api.authz";
@@ -264,14 +296,11 @@ impl PolicyProgram {
         data: &serde_json::Value,
         package: &str,
         budget: Duration,
+        version: RegoVersion,
         interpreter_only: bool,
     ) -> Result<PolicyProgram, CompileError> {
         let mut engine = regorus::Engine::new();
-        for (name, source) in modules {
-            engine
-                .add_policy(name.clone(), source.clone())
-                .map_err(|e| CompileError::Rego(format!("{e:#}")))?;
-        }
+        add_modules(&mut engine, modules, version)?;
         let packages = engine
             .get_packages()
             .map_err(|e| CompileError::Rego(format!("{e:#}")))?;
@@ -296,6 +325,12 @@ impl PolicyProgram {
                 CompileError::Rego(msg)
             });
         }
+        // Which outputs the package defines, and in which forms (a form the filter cannot
+        // read is refused here, the rule named).
+        let forms = forms::analyse(engine.get_modules(), package, &OUTPUTS);
+        if let Some(why) = forms.unreadable() {
+            return Err(CompileError::Form(why));
+        }
         // The entry rule gathers the outputs the package defines into one object (reasons only
         // for a request the policy does not allow). An output
         // that is undefined for a request shows as UNDEFINED (a rule with a default), since an
@@ -304,12 +339,7 @@ impl PolicyProgram {
         let mut members = Vec::new();
         let mut defined_outputs = Vec::new();
         for out in OUTPUTS {
-            let defined = out == "allow"
-                || engine
-                    .clone()
-                    .compile_with_entrypoint(&format!("{package}.{out}").into())
-                    .is_ok();
-            if defined {
+            if out == "allow" || forms.defines(out) {
                 defined_outputs.push(out);
                 // Reasons explain a denial; on an allowed request they are not evaluated at
                 // all (for a pack like the built-in one, most of its rules).
@@ -353,6 +383,15 @@ impl PolicyProgram {
         };
         let (program, fallback_reason): (Option<Arc<Program>>, _) = if interpreter_only {
             (None, Some("interpreter requested".to_owned()))
+        } else if let Some(first) = forms.vm_unsafe.first() {
+            // Forms regorus 0.14's VM evaluates wrongly ([`forms::Analysis::vm_unsafe`]).
+            (
+                None,
+                Some(format!(
+                    "`{first}`, a form regorus's VM evaluates wrongly ({} such rules)",
+                    forms.vm_unsafe.len()
+                )),
+            )
         } else {
             match regorus::languages::rego::compiler::Compiler::compile_from_policy(
                 &compiled,
@@ -395,6 +434,7 @@ impl PolicyProgram {
             reads: reads::analyse(modules.iter().map(|(n, t)| (n.as_str(), t.as_str()))),
             pack: None,
             entry: entry_mode,
+            warnings: forms.warnings,
         })
     }
 
@@ -422,6 +462,9 @@ impl PolicyProgram {
             }
             None => {
                 let mut engine = self.engine.clone();
+                // As on the VM: a builtin given a value it does not take is undefined, as in
+                // OPA, not an error (`"admin" in "admin"`, `some r in "admin"`).
+                engine.set_strict_builtin_errors(false);
                 if let Some(t) = timer(self.budget) {
                     engine.set_execution_timer_config(t);
                 }
@@ -429,6 +472,35 @@ impl PolicyProgram {
             }
         }
     }
+}
+
+/// Adds `modules` to `engine`, each read as Rego `version` (a module that imports `rego.v1` is
+/// Rego v1 either way); the engine is left reading Rego v1. A Rego v0 module read as v1 fails
+/// with a hint at `policy.rego_version`.
+pub fn add_modules(
+    engine: &mut regorus::Engine,
+    modules: &BTreeMap<String, String>,
+    version: RegoVersion,
+) -> Result<(), CompileError> {
+    engine.set_rego_v0(version == RegoVersion::V0);
+    let added = modules.iter().try_for_each(|(name, source)| {
+        engine
+            .add_policy(name.clone(), source.clone())
+            .map(|_| ())
+            .map_err(|e| {
+                let msg = format!("{e:#}");
+                let v0 = version == RegoVersion::V1
+                    && (msg.contains("`if` keyword is required")
+                        || msg.contains("`contains` keyword is required"));
+                CompileError::Rego(if v0 {
+                    format!("{msg}\n(a Rego v0 module: set `policy.rego_version: v0` to load it as one)")
+                } else {
+                    msg
+                })
+            })
+    });
+    engine.set_rego_v0(false);
+    added
 }
 
 /// Headroom of the instruction budget over what the policy takes on a full-size input.
@@ -666,6 +738,17 @@ fn decide(outputs: [&RegoValue; OUTPUTS.len()]) -> PolicyDecision {
         RegoValue::Undefined => {}
         RegoValue::Set(s) => d.reasons = s.iter().filter_map(as_str).collect(),
         RegoValue::Array(a) => d.reasons = a.iter().filter_map(as_str).collect(),
+        // `reasons[r] if …` (without `contains`) is a partial object `{r: true}` in Rego v1
+        // and in OPA since 0.46: its keys are the reasons. Any other member value is not that
+        // form (the loader refuses such rules, [`forms`]; a complete rule can still make one).
+        RegoValue::Object(o) => {
+            for (k, v) in o.iter() {
+                match (as_str(k), v) {
+                    (Some(reason), RegoValue::Bool(true)) => d.reasons.push(reason),
+                    _ => return PolicyDecision::failed(PolicyFailure::Error),
+                }
+            }
+        }
         _ => return PolicyDecision::failed(PolicyFailure::Error),
     }
     match tier {
@@ -730,3 +813,6 @@ mod prune_tests;
 
 #[cfg(test)]
 mod pack_tests;
+
+#[cfg(test)]
+mod forms_tests;

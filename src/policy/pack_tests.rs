@@ -16,7 +16,7 @@ use serde_json::{json, Map, Value};
 
 use super::stage::{PolicyRequest, PolicyStage, PolicyWorker};
 use super::{testcases, Evaluator, PolicyDecision, PolicyProgram, BUILTIN_NAME, BUILTIN_PACK};
-use crate::config::{ConfigWarning, PackEngine, PolicyConfig};
+use crate::config::{ConfigWarning, PackEngine, PolicyConfig, RegoVersion};
 use crate::http::Headers;
 use crate::jwt::stage::Claims;
 use crate::path::{normalize_with, MatrixParams};
@@ -72,9 +72,15 @@ fn the_compiled_pack_agrees_with_the_rego_pack_on_every_case_file() {
         let case: testcases::Case = serde_json::from_str(&text).unwrap();
         let data = json!({});
         let run = |engine| {
-            testcases::run(&builtin(), &data, "data.api.authz", engine, &case)
-                .unwrap()
-                .1
+            testcases::run(
+                &builtin(),
+                &data,
+                "data.api.authz",
+                (engine, RegoVersion::V1),
+                &case,
+            )
+            .unwrap()
+            .1
         };
         let (native, rego) = (run(PackEngine::Native), run(PackEngine::Rego));
         assert_eq!(verdict(&native), verdict(&rego), "{name}");

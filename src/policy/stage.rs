@@ -99,20 +99,32 @@ impl PolicyStage {
         let data = cfg.data.clone().unwrap_or_else(|| json!({}));
         let budget = Duration::from_millis(cfg.time_budget_ms);
         let compile = |modules: &BTreeMap<String, String>, at: &str, engine| {
-            PolicyProgram::compile_pack(modules, &data, &cfg.entrypoint, budget, engine).map_err(
-                |e| {
-                    let problem = match e {
-                        CompileError::Rego(msg) => Problem::Rego(msg),
-                        other => Problem::Rego(format!(" {other}")),
-                    };
-                    ConfigError::Invalid {
-                        path: at.to_owned(),
-                        problem,
-                    }
-                },
+            PolicyProgram::compile_pack_as(
+                modules,
+                &data,
+                &cfg.entrypoint,
+                budget,
+                engine,
+                cfg.rego_version,
             )
+            .map_err(|e| {
+                let problem = match e {
+                    CompileError::Rego(msg) => Problem::Rego(msg),
+                    other => Problem::Rego(format!(" {other}")),
+                };
+                ConfigError::Invalid {
+                    path: at.to_owned(),
+                    problem,
+                }
+            })
         };
         let (program, not_compiled) = compile(modules, at, cfg.pack_engine)?;
+        warnings.extend(
+            program
+                .warnings
+                .iter()
+                .map(|why| ConfigWarning::PolicyRuleForm { why: why.clone() }),
+        );
         if let Some(why) = not_compiled {
             warnings.push(ConfigWarning::PackNotCompiled {
                 why: why.to_string(),
@@ -131,6 +143,11 @@ impl PolicyStage {
             .as_ref()
             .map(|m| compile(m, "policy.shadow_modules", PackEngine::Rego).map(|(p, _)| p))
             .transpose()?;
+        if let Some(s) = &shadow {
+            warnings.extend(s.warnings.iter().map(|why| ConfigWarning::PolicyRuleForm {
+                why: format!("policy.shadow_modules: {why}"),
+            }));
+        }
         // What the enforced and the shadow policy read, together.
         let reads = shadow
             .as_ref()

@@ -5,7 +5,8 @@
 //!  "expected": {"allow": false, "reasons": ["tenant_mismatch"], "rate_limit_tier": "standard"}}
 //! ```
 //!
-//! `expected.reasons` and `expected.rate_limit_tier` are compared only when present; reasons
+//! `expected.reasons`, `expected.rate_limit_tier`, `expected.rate_limit_cost` and
+//! `expected.headers` (every header the policy sets) are compared only when present; reasons
 //! compare as sets. The same runner serves `cargo test` and `apiguard policy test`.
 
 use std::collections::BTreeMap;
@@ -15,7 +16,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{CompileError, PolicyDecision, PolicyProgram};
-use crate::config::PackEngine;
+use crate::config::{PackEngine, RegoVersion};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,6 +38,11 @@ pub struct Expected {
     pub reasons: Option<Vec<String>>,
     #[serde(default)]
     pub rate_limit_tier: Option<String>,
+    #[serde(default)]
+    pub rate_limit_cost: Option<u64>,
+    /// The headers the policy sets upstream, all of them.
+    #[serde(default)]
+    pub headers: Option<BTreeMap<String, String>>,
 }
 
 /// How one case went.
@@ -46,18 +52,24 @@ pub enum CaseVerdict {
     Fail(String),
 }
 
-/// Runs one case against `modules` (compiled with the case's data, or `data`; the built-in pack
-/// as `engine` says).
+/// Runs one case against `modules` read as Rego `version` (compiled with the case's data, or
+/// `data`; the built-in pack as `engine` says).
 pub fn run(
     modules: &BTreeMap<String, String>,
     data: &Value,
     package: &str,
-    engine: PackEngine,
+    (engine, version): (PackEngine, RegoVersion),
     case: &Case,
 ) -> Result<(CaseVerdict, PolicyDecision), CompileError> {
     let data = case.data.as_ref().unwrap_or(data);
-    let (program, _) =
-        PolicyProgram::compile_pack(modules, data, package, Duration::from_secs(1), engine)?;
+    let (program, _) = PolicyProgram::compile_pack_as(
+        modules,
+        data,
+        package,
+        Duration::from_secs(1),
+        engine,
+        version,
+    )?;
     let decision = program.vm().evaluate(with_derived_fields(&case.input));
     Ok((judge(case, &decision), decision))
 }
@@ -102,6 +114,17 @@ pub fn judge(case: &Case, d: &PolicyDecision) -> CaseVerdict {
             ));
         }
     }
+    if let Some(want) = case.expected.rate_limit_cost {
+        if d.cost != Some(want) {
+            problems.push(format!("rate_limit_cost is {:?}, expected {want}", d.cost));
+        }
+    }
+    if let Some(want) = &case.expected.headers {
+        let got: BTreeMap<String, String> = d.headers.iter().cloned().collect();
+        if &got != want {
+            problems.push(format!("headers are {got:?}, expected {want:?}"));
+        }
+    }
     if problems.is_empty() {
         CaseVerdict::Pass
     } else {
@@ -124,14 +147,11 @@ pub fn coverage(
     modules: &BTreeMap<String, String>,
     data: &Value,
     package: &str,
+    version: RegoVersion,
     cases: &[Case],
 ) -> Result<Vec<FileCoverage>, CompileError> {
     let mut engine = regorus::Engine::new();
-    for (name, source) in modules {
-        engine
-            .add_policy(name.clone(), source.clone())
-            .map_err(|e| CompileError::Rego(format!("{e:#}")))?;
-    }
+    super::add_modules(&mut engine, modules, version)?;
     engine.set_enable_coverage(true);
     for case in cases {
         engine.clear_data();

@@ -148,6 +148,7 @@ fn the_interpreter_fallback_keeps_the_budget() {
         &json!({}),
         "data.api.authz",
         Duration::from_millis(50),
+        RegoVersion::V1,
         true,
     )
     .unwrap();
@@ -165,6 +166,7 @@ fn the_interpreter_fallback_keeps_the_budget() {
         &json!({}),
         "data.api.authz",
         Duration::from_millis(50),
+        RegoVersion::V1,
         true,
     )
     .unwrap();
@@ -198,7 +200,7 @@ fn check_case(name: &str, text: &str) -> Option<String> {
         &pack(),
         &json!({}),
         "data.api.authz",
-        PackEngine::Rego,
+        (PackEngine::Rego, RegoVersion::V1),
         &case,
     )
     .unwrap();
@@ -340,6 +342,7 @@ fn allow_and_reasons_are_read_directly_with_the_same_decisions() {
             &json!({}),
             "data.api.authz",
             Duration::from_millis(50),
+            RegoVersion::V1,
             interpreter_only,
         )
         .unwrap()
