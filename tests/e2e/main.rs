@@ -14,6 +14,7 @@ mod keepalive;
 mod metrics;
 mod policy;
 mod ratelimit;
+mod rego_versions;
 mod rls;
 mod signatures;
 
