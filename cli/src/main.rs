@@ -8,6 +8,7 @@ mod opa;
 mod policy;
 mod simulate;
 mod token;
+mod yaml;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -117,13 +118,28 @@ pub fn read(path: &Path) -> Result<Vec<u8>, ExitCode> {
 const WASM_FILTER: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
 
 fn validate(path: &Path) -> ExitCode {
-    let bytes = match read(path) {
-        Ok(b) => b,
-        Err(code) => return code,
-    };
     let yaml = path.extension().is_some_and(|x| x == "yaml" || x == "yml");
     if !yaml {
-        return validate_one(&path.display().to_string(), &bytes);
+        return match read(path) {
+            Ok(bytes) => validate_one(&path.display().to_string(), &bytes),
+            Err(code) => code,
+        };
+    }
+    // Bounded before serde_yaml_ng parses it (see yaml.rs: libyaml is quadratic in depth).
+    let bytes = match yaml::read_capped(path) {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
+            eprintln!("error: {}: {e}", path.display());
+            return ExitCode::from(1);
+        }
+        Err(e) => {
+            eprintln!("apiguard: cannot read {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = yaml::check_depth(&bytes) {
+        eprintln!("error: {}: {e}", path.display());
+        return ExitCode::from(1);
     }
     let mut found = Vec::new();
     let mut problems = Vec::new();
