@@ -16,9 +16,10 @@
 //! | `headers` | complete rules, partial objects with values | `headers[k] if` (values `true`), partial sets, functions |
 //!
 //! `p[x] if …` without a value is a partial object `p[x] = true` in OPA 1.x, in OPA's Rego v0
-//! mode and in regorus alike (OPA's parser gives it that meaning in both versions); before OPA
-//! 0.46 it was a partial set, and a policy written then (importing `future.keywords`, not
-//! `rego.v1`) may still mean one. Such rules get a warning naming them ([`analyse`]).
+//! mode and in regorus alike (OPA 1.x's parser gives it that meaning in both versions), not a
+//! partial set; a policy written for OPA 0.x with `future.keywords` (not `rego.v1`) may well
+//! mean a set by it, as `p[x] { … }` is one. Such rules get a warning naming them
+//! ([`analyse`]).
 
 use regorus::unstable::{Expr, Module, NodeRef, Rule, RuleHead};
 use regorus::Value as RegoValue;
@@ -191,9 +192,9 @@ pub fn analyse(modules: &[NodeRef<Module>], package: &str, outputs: &[&'static s
         };
         let v0_era = imports_future_keywords_only(m);
         for rule in &m.policy {
-            // The rule's path, its form, whether its head gives a value, its head as written.
-            let (span, head_path, form, head_text) = match rule.as_ref() {
-                Rule::Default { span, refr, .. } => (span, path(refr), Form::Default, span.text()),
+            // The rule's path and its form.
+            let (span, head_path, form) = match rule.as_ref() {
+                Rule::Default { span, refr, .. } => (span, path(refr), Form::Default),
                 Rule::Spec { head, .. } => match head {
                     RuleHead::Compr { refr, assign, span } => {
                         let p = path(refr);
@@ -203,7 +204,7 @@ pub fn analyse(modules: &[NodeRef<Module>], package: &str, outputs: &[&'static s
                             },
                             _ => Form::Complete,
                         };
-                        (span, p, form, span.text())
+                        (span, p, form)
                     }
                     RuleHead::Set { refr, key, span } => {
                         // Rego v0's `p.q { … }` is `p contains "q"`; regorus keeps the
@@ -214,11 +215,9 @@ pub fn analyse(modules: &[NodeRef<Module>], package: &str, outputs: &[&'static s
                             }
                             p
                         });
-                        (span, p, Form::PartialSet, span.text())
+                        (span, p, Form::PartialSet)
                     }
-                    RuleHead::Func { refr, span, .. } => {
-                        (span, path(refr), Form::Function, span.text())
-                    }
+                    RuleHead::Func { refr, span, .. } => (span, path(refr), Form::Function),
                 },
             };
             let Some(head_path) = head_path else {
@@ -232,12 +231,23 @@ pub fn analyse(modules: &[NodeRef<Module>], package: &str, outputs: &[&'static s
                 _ => true,
             };
             let at = format!("{}:{}", span.source.get_path(), span.line);
-            let head_text = head_text
+            // The head as written: the rule's first line up to its body (regorus's head spans
+            // end before a string's closing quote).
+            let line = rule
+                .as_ref()
+                .span()
+                .text()
                 .lines()
                 .next()
                 .unwrap_or_default()
-                .trim()
-                .to_owned();
+                .trim();
+            let line = [" if ", " {"]
+                .iter()
+                .filter_map(|cut| line.find(cut))
+                .min()
+                .map_or(line, |at| &line[..at]);
+            let line = line.strip_suffix(" if").unwrap_or(line);
+            let head_text = line.to_owned();
             let unsafe_form = match rule.as_ref() {
                 _ if head_path.iter().skip(1).any(|p| matches!(p, Part::Name(_))) => {
                     Some("a name in the head")
@@ -260,7 +270,7 @@ pub fn analyse(modules: &[NodeRef<Module>], package: &str, outputs: &[&'static s
                     _ => "p",
                 };
                 out.warnings.push(format!(
-                    "{at}: `{head_text}` defines `{name}` as an object whose members are `true` (OPA since 0.46 and in Rego v1 reads `p[x] if` so), not the partial set it was in older OPA; write `{name} contains … if` for a set"
+                    "{at}: `{head_text}` defines `{name}` as an object whose members are `true` (as OPA reads `p[x] if`, in Rego v1 and in its v0 mode), not a partial set; write `{name} contains … if` for a set"
                 ));
             }
             // The rule's full path below `data`; a partial object's is that of the object.

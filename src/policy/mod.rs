@@ -388,7 +388,7 @@ impl PolicyProgram {
             (
                 None,
                 Some(format!(
-                    "`{first}`, a form regorus's VM evaluates wrongly ({} such rules)",
+                    "`{first}`, a form regorus's VM evaluates wrongly; {} rule(s) of such forms",
                     forms.vm_unsafe.len()
                 )),
             )
@@ -739,7 +739,7 @@ fn decide(outputs: [&RegoValue; OUTPUTS.len()]) -> PolicyDecision {
         RegoValue::Set(s) => d.reasons = s.iter().filter_map(as_str).collect(),
         RegoValue::Array(a) => d.reasons = a.iter().filter_map(as_str).collect(),
         // `reasons[r] if …` (without `contains`) is a partial object `{r: true}` in Rego v1
-        // and in OPA since 0.46: its keys are the reasons. Any other member value is not that
+        // and in OPA's v0 mode: its keys are the reasons. Any other member value is not that
         // form (the loader refuses such rules, [`forms`]; a complete rule can still make one).
         RegoValue::Object(o) => {
             for (k, v) in o.iter() {

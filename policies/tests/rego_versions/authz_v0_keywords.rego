@@ -1,6 +1,6 @@
-# A policy as many were written for OPA 0.4x–0.6x: Rego v0 with `future.keywords` imported one
-# by one, `:=` defaults, and reasons written `reasons[reason] if { … }`. That form is a partial
-# object (`reasons[reason] = true`) in OPA since 0.46 and in Rego v1, not a partial set:
+# A policy as many were written for OPA 0.x: Rego v0 with `future.keywords` imported one by
+# one, `:=` defaults, and reasons written `reasons[reason] if { … }`. That form is a partial
+# object (`reasons[reason] = true`) as OPA reads it, in Rego v1 and in its v0 mode, not a set:
 # apiguard reads the object's keys as the reasons, and warns when the policy loads, naming
 # each such rule. It loads alike with `policy.rego_version` v0 or v1, and OPA 1.x reads it
 # unchanged (future.keywords imports are no-ops there).
