@@ -305,3 +305,71 @@ fn the_rego_version_policies_pass_their_case_files() {
     }
     assert_eq!(ran, 32);
 }
+
+/// The built-in pack imports `rego.v1`: it is Rego v1 under either `policy.rego_version`,
+/// compiled from its settings or run as Rego, and passes its case files either way.
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn the_built_in_pack_decides_alike_under_either_rego_version() {
+    use crate::config::{PackEngine, PolicyConfig};
+    for version in ["v0", "v1"] {
+        for (engine, evaluator) in [("native", Evaluator::Native), ("rego", Evaluator::Rvm)] {
+            let cfg: PolicyConfig =
+                serde_json::from_value(json!({"rego_version": version, "pack_engine": engine}))
+                    .unwrap();
+            let mut warnings = Vec::new();
+            let stage = super::stage::PolicyStage::compile(&cfg, &mut warnings).unwrap();
+            assert_eq!(stage.program.evaluator, evaluator, "{version} {engine}");
+            assert!(warnings.is_empty(), "{warnings:?}");
+        }
+    }
+    let pack = BTreeMap::from([(BUILTIN_NAME.to_owned(), BUILTIN_PACK.to_owned())]);
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/policies/tests");
+    let mut ran = 0;
+    for file in std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()) {
+        if file.extension().is_none_or(|x| x != "json") {
+            continue;
+        }
+        let case: testcases::Case =
+            serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        for engine in [PackEngine::Native, PackEngine::Rego] {
+            let (verdict, d) = testcases::run(
+                &pack,
+                &json!({}),
+                "data.api.authz",
+                (engine, RegoVersion::V0),
+                &case,
+            )
+            .unwrap();
+            assert_eq!(
+                verdict,
+                testcases::CaseVerdict::Pass,
+                "{}: {d:?}",
+                file.display()
+            );
+            ran += 1;
+        }
+    }
+    assert!(ran >= 60, "{ran}");
+}
+
+/// `policy.rego_version` applies to `shadow_modules` too.
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn the_shadow_policy_is_read_as_the_same_rego_version() {
+    use crate::config::PolicyConfig;
+    let v0 = "package api.authz\ndefault allow = false\nallow { input.token.sub }\n";
+    let v1 =
+        "package api.authz\nimport rego.v1\ndefault allow := false\nallow if input.token.sub\n";
+    let config = |version: &str, shadow: &str| -> PolicyConfig {
+        serde_json::from_value(json!({"rego_version": version, "modules": {"p.rego": v1},
+                                      "shadow_modules": {"s.rego": shadow}}))
+        .unwrap()
+    };
+    let mut warnings = Vec::new();
+    let stage = super::stage::PolicyStage::compile(&config("v0", v0), &mut warnings).unwrap();
+    assert!(stage.shadow.is_some());
+    let err = super::stage::PolicyStage::compile(&config("v1", v0), &mut warnings).unwrap_err();
+    assert!(err.to_string().contains("policy.shadow_modules"), "{err}");
+    assert!(err.to_string().contains("policy.rego_version: v0"), "{err}");
+}
