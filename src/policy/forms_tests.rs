@@ -60,6 +60,14 @@ fn a_v0_module_loads_as_v0_and_is_refused_as_v1_with_a_hint() {
     assert!(decide(RegoVersion::V0, v0, json!({"user": "alice"})).allow);
     let why = refused(RegoVersion::V1, v0);
     assert!(why.contains("policy.rego_version: v0"), "{why}");
+    // And the other way: a Rego v1 module (without `import rego.v1`) loaded as v0.
+    let v1 = "package api.authz\ndefault allow := false\nallow if input.user == \"alice\"\nreasons contains \"not alice\" if not allow\n";
+    let why = refused(RegoVersion::V0, v1);
+    assert!(why.contains("policy.rego_version: v1"), "{why}");
+    assert!(decide(RegoVersion::V1, v1, json!({"user": "alice"})).allow);
+    // A module that parses as neither gets no hint.
+    let why = refused(RegoVersion::V1, "package api.authz\nallow := (\n");
+    assert!(!why.contains("rego_version"), "{why}");
 }
 
 #[test]

@@ -475,8 +475,8 @@ impl PolicyProgram {
 }
 
 /// Adds `modules` to `engine`, each read as Rego `version` (a module that imports `rego.v1` is
-/// Rego v1 either way); the engine is left reading Rego v1. A Rego v0 module read as v1 fails
-/// with a hint at `policy.rego_version`.
+/// Rego v1 either way); the engine is left reading Rego v1. A module that does not parse as
+/// `version` but parses as the other one is refused with a hint at `policy.rego_version`.
 pub fn add_modules(
     engine: &mut regorus::Engine,
     modules: &BTreeMap<String, String>,
@@ -489,13 +489,18 @@ pub fn add_modules(
             .map(|_| ())
             .map_err(|e| {
                 let msg = format!("{e:#}");
-                let v0 = version == RegoVersion::V1
-                    && (msg.contains("`if` keyword is required")
-                        || msg.contains("`contains` keyword is required"));
-                CompileError::Rego(if v0 {
-                    format!("{msg}\n(a Rego v0 module: set `policy.rego_version: v0` to load it as one)")
-                } else {
-                    msg
+                // Only on a failure: does the module parse as the other version?
+                let (other, setting) = match version {
+                    RegoVersion::V0 => (RegoVersion::V1, "v1"),
+                    RegoVersion::V1 => (RegoVersion::V0, "v0"),
+                };
+                let mut probe = regorus::Engine::new();
+                probe.set_rego_v0(other == RegoVersion::V0);
+                CompileError::Rego(match probe.add_policy(name.clone(), source.clone()) {
+                    Ok(_) => format!(
+                        "{msg}\n(it is a Rego {setting} module: set `policy.rego_version: {setting}` to load it as one)"
+                    ),
+                    Err(_) => msg,
                 })
             })
     });
