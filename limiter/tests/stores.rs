@@ -494,3 +494,26 @@ async fn an_idle_drop_costs_no_request() {
     }
     assert!(!store.check(std::slice::from_ref(&c)).await.unwrap().allowed);
 }
+
+/// Issue 27, low 8: a `--redis` URL without `://` was logged whole, password included, when the
+/// limiter refused it at start. The log names the place and never the password, for one node
+/// and for Cluster seeds alike.
+#[test]
+fn a_redis_url_is_never_logged_with_its_password() {
+    for option in ["--redis", "--redis-cluster"] {
+        for url in ["user:s3cret@127.0.0.1:1", ":s3cret@127.0.0.1:1/0"] {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_apiguard-limiter"))
+                .args(["--listen", "127.0.0.1:0", option, url])
+                .output()
+                .unwrap();
+            let log = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(!out.status.success(), "{option} {url}: {log}");
+            assert!(log.contains("127.0.0.1:1"), "{option} {url}: {log}");
+            assert!(!log.contains("s3cret"), "{option} {url}: {log}");
+        }
+    }
+}

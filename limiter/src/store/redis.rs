@@ -430,12 +430,49 @@ impl Store for RedisStore {
     }
 }
 
-/// `redis://user:secret@host` → `redis://host`: URLs go into logs.
+/// A Redis URL as logs may show it: no user information (`redis://user:secret@host`, or
+/// `user:secret@host` without a scheme → `host`) and no `pass` in the query (unix sockets:
+/// `redis+unix:///s?pass=secret` → `pass=<redacted>`). Everything up to the last `@` goes,
+/// since a password may itself hold `@`, `/`, `?` or `://`; a query's password first, since it
+/// may hold `@`. What is left is a place, never a secret, even for a URL Redis would refuse.
 fn redact(url: &str) -> String {
-    match (url.split_once("://"), url.rfind('@')) {
-        (Some((scheme, _)), Some(at)) => format!("{scheme}://{}", &url[at + 1..]),
-        _ => url.to_owned(),
+    let url = redact_query(url);
+    // A scheme is letters, digits, `+`, `-` and `.` (RFC 3986); anything else before `://` is
+    // part of the credentials.
+    let (scheme, rest) = match url.split_once("://") {
+        Some((s, r))
+            if !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) =>
+        {
+            (Some(s), r)
+        }
+        _ => (None, url.as_str()),
+    };
+    let place = rest.rfind('@').map_or(rest, |at| &rest[at + 1..]);
+    match scheme {
+        Some(s) => format!("{s}://{place}"),
+        None => place.to_owned(),
     }
+}
+
+/// The values of `pass` and `password` in a URL's query replaced by `<redacted>`.
+fn redact_query(url: &str) -> String {
+    let Some((before, query)) = url.split_once('?') else {
+        return url.to_owned();
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _))
+                if k.eq_ignore_ascii_case("pass") || k.eq_ignore_ascii_case("password") =>
+            {
+                format!("{k}=<redacted>")
+            }
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{before}?{}", pairs.join("&"))
 }
 
 fn parse_reply(checks: &[Check], reply: &[i64]) -> Result<Decision, StoreError> {
@@ -491,5 +528,31 @@ mod tests {
     fn credentials_are_redacted() {
         assert_eq!(redact("redis://u:p@h:1/0"), "redis://h:1/0");
         assert_eq!(redact("redis://h:1"), "redis://h:1");
+        assert_eq!(redact("rediss://:p@h:1"), "rediss://h:1");
+        assert_eq!(redact("h:1"), "h:1");
+    }
+
+    /// Issue 27, low 8: a URL without `://` was logged whole, password included.
+    #[test]
+    fn credentials_are_redacted_whatever_the_urls_shape() {
+        for (url, shown) in [
+            ("user:s3cret@h:6379", "h:6379"),
+            (":s3cret@h:6379/0", "h:6379/0"),
+            ("redis://u:s3c@ret@h:1", "redis://h:1"),
+            ("redis://u:s3c/r?et@h:1", "redis://h:1"),
+            ("u:s3cret://x@h:1", "h:1"),
+            (
+                "redis+unix:///run/r.sock?db=1&pass=s3c@ret",
+                "redis+unix:///run/r.sock?db=1&pass=<redacted>",
+            ),
+            (
+                "unix:///run/r.sock?PASSWORD=s3cret&user=u",
+                "unix:///run/r.sock?PASSWORD=<redacted>&user=u",
+            ),
+        ] {
+            let r = redact(url);
+            assert_eq!(r, shown, "{url}");
+            assert!(!r.contains("s3c") && !r.contains("ret"), "{url} → {r}");
+        }
     }
 }
