@@ -322,6 +322,17 @@ async fn refusals_over_a_100k_call_log_stay_cheap() {
         "retry_after_ms {retry}: the oldest call leaves first"
     );
 
+    // Another tenant, through a store with a tight deadline (connected first, so the
+    // deadline covers only its checks), while the refusals loop.
+    let tenant = RedisStore::new(RedisTarget::Single(redis.url()), Duration::from_millis(250));
+    let other = check("{minnow}", 1_000, 60_000, LimitAlgorithm::Log);
+    assert!(
+        tenant
+            .check(std::slice::from_ref(&other))
+            .await
+            .unwrap()
+            .allowed
+    );
     redis.cli(&["CONFIG", "RESETSTAT"]).unwrap();
     const REFUSERS: usize = 4;
     const REFUSALS: usize = 50;
@@ -335,9 +346,6 @@ async fn refusals_over_a_100k_call_log_stay_cheap() {
             }
         }));
     }
-    // Another tenant, through a store with a tight deadline, while the refusals loop.
-    let tenant = RedisStore::new(RedisTarget::Single(redis.url()), Duration::from_millis(250));
-    let other = check("{minnow}", 1_000, 60_000, LimitAlgorithm::Log);
     let mut answered = 0;
     while refusers.iter().any(|r| !r.is_finished()) && answered < 1_000 {
         match tenant.check(std::slice::from_ref(&other)).await {
