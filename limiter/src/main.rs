@@ -79,10 +79,21 @@ struct Args {
     #[arg(long, env = "APIGUARD_LIMITER_REQUEST_TIMEOUT_MS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(1..=600_000))]
     request_timeout_ms: u64,
-    /// Most connections open at once; more are closed as they are accepted.
+    /// Most connections served at once (authenticated by TLS or, in plain HTTP, past their
+    /// first request header); a connection finding none free is closed (plain HTTP: answered
+    /// 503 first).
     #[arg(long, env = "APIGUARD_LIMITER_MAX_CONNECTIONS", default_value_t = 4096,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     max_connections: u64,
+    /// Most connections not yet authenticated (TLS handshake not done or, in plain HTTP, no
+    /// complete request yet) open at once; more are closed as they are accepted.
+    #[arg(long, env = "APIGUARD_LIMITER_MAX_PENDING_CONNECTIONS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_pending_connections: u64,
+    /// Most connections not yet authenticated from one peer (an IPv4 address or an IPv6 /64).
+    #[arg(long, env = "APIGUARD_LIMITER_MAX_PENDING_PER_PEER", default_value_t = 128,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_pending_per_peer: u64,
     /// On SIGTERM or SIGINT, how long in-flight requests get to finish before the process exits.
     #[arg(long, env = "APIGUARD_LIMITER_SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(0..=600_000))]
@@ -267,6 +278,8 @@ async fn serve<S: Store>(args: &Args, store: S, timeout: Duration) -> ExitCode {
         idle_timeout: Duration::from_millis(args.idle_timeout_ms),
         request_timeout: Duration::from_millis(args.request_timeout_ms),
         max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+        max_pending: usize::try_from(args.max_pending_connections).unwrap_or(usize::MAX),
+        max_pending_per_peer: usize::try_from(args.max_pending_per_peer).unwrap_or(usize::MAX),
         shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),
     };
     match serve::serve(listener, app(state), tls, limits, shutdown_signal()).await {

@@ -15,20 +15,34 @@
 //! its request. Callers' pools must close idle connections before `idle_timeout` does
 //! (Envoy: the cluster's `common_http_protocol_options.idle_timeout`).
 //!
-//! At most `max_connections` are open at once (more are closed on accept); on shutdown the
-//! listener closes, in-flight requests get `shutdown_timeout` to finish, and then the process
-//! goes on regardless of clients that never finish.
+//! Connection slots ([`Slots`]): a connection starts unauthenticated, in a pool of
+//! `max_pending` slots of which one peer (a source IPv4 address or IPv6 /64) may hold
+//! `max_pending_per_peer`; more wait unread for one (as many as the pool holds, within the
+//! same deadline), and more still are closed on accept. It moves to one of `max_connections`
+//! served slots once the peer is authenticated: with TLS when the mutual-TLS handshake
+//! succeeds, in plain HTTP when its first request header is complete. A connection that cannot
+//! get a served slot is closed (TLS) or answered 503 and closed (plain HTTP). So peers that
+//! connect and send nothing hold only pending slots, each for at most the header timeout, and
+//! never the slots of the callers being served.
+//!
+//! HTTP/2 connections are pinged after `idle_timeout / 2` without a frame from the peer and
+//! closed when the ping is not answered within the header timeout.
+//!
+//! On shutdown the listener closes, in-flight requests get `shutdown_timeout` to finish, and
+//! then the process goes on regardless of clients that never finish.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody};
-use axum::http::{Request, Response, StatusCode, Version};
+use axum::http::{header, HeaderValue, Request, Response, StatusCode, Version};
 use axum::Router;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -36,7 +50,7 @@ use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tower_http::timeout::TimeoutLayer;
@@ -51,7 +65,12 @@ pub struct Limits {
     /// How long a connection with no request in flight is kept open for its next request.
     pub idle_timeout: Duration,
     pub request_timeout: Duration,
+    /// Connections served at once (authenticated, or in plain HTTP past their first header).
     pub max_connections: usize,
+    /// Connections not yet authenticated at once.
+    pub max_pending: usize,
+    /// Connections not yet authenticated from one peer (an IPv4 address or an IPv6 /64).
+    pub max_pending_per_peer: usize,
     pub shutdown_timeout: Duration,
 }
 
@@ -62,6 +81,8 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(60),
             request_timeout: Duration::from_secs(10),
             max_connections: 4096,
+            max_pending: 1024,
+            max_pending_per_peer: 128,
             shutdown_timeout: Duration::from_secs(10),
         }
     }
@@ -95,9 +116,15 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(None);
+    // A peer that stops answering pings is gone (an idle connection is closed by its Clock).
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(limits.idle_timeout / 2)
+        .keep_alive_timeout(limits.header_read_timeout);
     // Every connection task holds a receiver: `closed()` on the sender is "all drained".
     let (stopping, _) = watch::channel(false);
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let slots = Arc::new(Slots::new(&limits));
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -112,8 +139,8 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            debug!(%peer, max = limits.max_connections, "connection refused: at the connection cap");
+        let Some(admission) = slots.admit(peer.ip()) else {
+            debug!(%peer, "connection refused: at the cap of unauthenticated connections");
             drop(stream);
             continue;
         };
@@ -124,10 +151,7 @@ pub async fn serve(
             limits,
             stopping: stopping.subscribe(),
         };
-        tokio::spawn(async move {
-            conn.run(stream, peer).await;
-            drop(slot);
-        });
+        tokio::spawn(conn.run(stream, peer, admission));
     }
     drop(listener);
     info!(
@@ -156,9 +180,18 @@ struct Connection {
 
 impl Connection {
     /// Serves the connection until it ends, its deadline passes or shutdown has drained it.
-    async fn run(mut self, stream: TcpStream, peer: std::net::SocketAddr) {
+    async fn run(mut self, stream: TcpStream, peer: SocketAddr, admission: Admission) {
         let clock = Arc::new(Clock::new(self.limits));
         let served = async {
+            // Over its peer's share: not read until a slot frees, within the same deadline.
+            let slot = match admission {
+                Admission::Now(slot) => slot,
+                Admission::Wait(waiting) => tokio::select! {
+                    slot = waiting.pending() => slot,
+                    _ = self.stopping.wait_for(|s| *s) => return,
+                },
+            };
+            clock.hold(slot);
             match self.tls.take() {
                 None => self.http(stream, &clock).await,
                 Some(acceptor) => {
@@ -170,6 +203,10 @@ impl Connection {
                         },
                         _ = self.stopping.wait_for(|s| *s) => return,
                     };
+                    // The client certificate checked out: the peer is a caller.
+                    if !clock.promote() {
+                        return debug!(%peer, "connection closed: at the connection cap");
+                    }
                     self.http(stream, &clock).await;
                 }
             }
@@ -220,6 +257,8 @@ enum Expiry {
     Header,
     /// No request within the idle timeout.
     Idle,
+    /// Answered 503: no served slot was free for it.
+    AtCap,
 }
 
 impl std::fmt::Display for Expiry {
@@ -228,6 +267,7 @@ impl std::fmt::Display for Expiry {
             Expiry::FirstRequest => "no complete first request within the header timeout",
             Expiry::Header => "request header not complete within the header timeout",
             Expiry::Idle => "idle for the idle timeout",
+            Expiry::AtCap => "at the connection cap",
         })
     }
 }
@@ -236,6 +276,9 @@ impl std::fmt::Display for Expiry {
 struct Clock {
     limits: Limits,
     state: Mutex<ClockState>,
+    /// The connection's slot: pending until the peer is authenticated, then served (`None`
+    /// before it has one, and while it changes).
+    slot: Mutex<Option<Slot>>,
     /// Told whenever the deadline moves (one waiter: [`Clock::expired`]).
     moved: Notify,
 }
@@ -255,6 +298,7 @@ impl Clock {
     fn new(limits: Limits) -> Clock {
         Clock {
             limits,
+            slot: Mutex::new(None),
             state: Mutex::new(ClockState {
                 in_flight: 0,
                 deadline: Some((
@@ -286,23 +330,61 @@ impl Clock {
         }
     }
 
-    /// A request header is complete and the request goes to the router; the connection has
-    /// no deadline until the returned guard (carried by the answer's body) is dropped.
-    fn request(self: &Arc<Self>, version: Version) -> InFlight {
+    /// The pending slot the connection was admitted with.
+    fn hold(&self, slot: Pending) {
+        *self.slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(Slot::Pending(slot));
+    }
+
+    /// The peer is authenticated: trades the pending slot for a served one. `false` when
+    /// none is free (the connection must close).
+    fn promote(&self) -> bool {
+        let mut guard = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
+        let promoted = match guard.take() {
+            // Dropping the pending slot frees it and the peer's count.
+            Some(Slot::Pending(p)) => match p.slots.served.clone().try_acquire_owned() {
+                Ok(permit) => Slot::Served(permit),
+                Err(_) => Slot::Closing(p),
+            },
+            Some(other) => other,
+            None => return false,
+        };
+        let served = matches!(promoted, Slot::Served(_));
+        *guard = Some(promoted);
+        served
+    }
+
+    /// A request header is complete and the request goes to the router (`None`: the
+    /// connection is at the cap, answer 503); the connection has no deadline until the
+    /// returned guard (carried by the answer's body) is dropped.
+    fn request(self: &Arc<Self>, version: Version) -> (InFlight, bool) {
+        // In plain HTTP a complete request header is what "authenticated" can mean.
+        let admitted = self.promote();
         let mut s = self.state();
         s.in_flight += 1;
         s.deadline = None;
         s.h2 = version == Version::HTTP_2;
         drop(s);
         self.moved.notify_one();
-        InFlight(self.clone())
+        (InFlight(self.clone()), admitted)
     }
 
     fn answered(&self) {
+        let closing = matches!(
+            *self.slot.lock().unwrap_or_else(PoisonError::into_inner),
+            Some(Slot::Closing(_))
+        );
         let mut s = self.state();
         s.in_flight = s.in_flight.saturating_sub(1);
         if s.in_flight == 0 {
-            s.deadline = Some((Instant::now() + self.limits.idle_timeout, Expiry::Idle));
+            s.deadline = Some(if closing {
+                // Time to send the 503 (HTTP/1 closes by itself after `connection: close`).
+                (
+                    Instant::now() + self.limits.header_read_timeout,
+                    Expiry::AtCap,
+                )
+            } else {
+                (Instant::now() + self.limits.idle_timeout, Expiry::Idle)
+            });
             drop(s);
             self.moved.notify_one();
         }
@@ -355,7 +437,19 @@ impl hyper::service::Service<Request<Incoming>> for Counted {
     type Future = Answered;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
-        let in_flight = self.clock.request(req.version());
+        let (in_flight, admitted) = self.clock.request(req.version());
+        if !admitted {
+            // Never reaches the router, so nothing is counted; the connection then closes.
+            let mut res = crate::problem(StatusCode::SERVICE_UNAVAILABLE, "at the connection cap");
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            res.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            if req.version() == Version::HTTP_2 {
+                res.headers_mut().remove(header::CONNECTION);
+            }
+            return Box::pin(async move { Ok(res.map(|body| Answer { body, in_flight })) });
+        }
         let answer = self.inner.call(req);
         Box::pin(async move {
             let res = answer.await?;
@@ -439,5 +533,188 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// The connection slots of the whole listener.
+struct Slots {
+    served: Arc<Semaphore>,
+    pending: Arc<Semaphore>,
+    /// Connections over their peer's share (or over a full pending pool), waiting unread for
+    /// a pending slot: as many as there are pending slots.
+    waiting: Arc<Semaphore>,
+    /// Told whenever a pending slot frees.
+    freed: Notify,
+    /// Pending connections per peer; a peer is here only while it has one, so this holds at
+    /// most `max_pending` entries.
+    per_peer: Mutex<HashMap<IpAddr, usize>>,
+    max_per_peer: usize,
+}
+
+impl Slots {
+    fn new(limits: &Limits) -> Slots {
+        Slots {
+            served: Arc::new(Semaphore::new(limits.max_connections)),
+            pending: Arc::new(Semaphore::new(limits.max_pending)),
+            waiting: Arc::new(Semaphore::new(limits.max_pending)),
+            freed: Notify::new(),
+            per_peer: Mutex::new(HashMap::new()),
+            max_per_peer: limits.max_pending_per_peer,
+        }
+    }
+
+    /// What a connection just accepted from `ip` gets: a pending slot; else, when its peer's
+    /// share or the pool is full, a place to wait for one; else (`None`) nothing: it is closed.
+    /// Waiting instead of refusing keeps a caller's burst of new connections (an Envoy opening
+    /// one per concurrent call) whole, while one peer still handshakes or reads no more than
+    /// its share at once.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Admission> {
+        let peer = peer_key(ip);
+        if let Some(slot) = self.try_pending(peer) {
+            return Some(Admission::Now(slot));
+        }
+        let place = self.waiting.clone().try_acquire_owned().ok()?;
+        Some(Admission::Wait(Waiting {
+            _place: place,
+            peer,
+            slots: self.clone(),
+        }))
+    }
+
+    /// A pending slot for `peer` (see [`peer_key`]), unless the pool or its share is full.
+    fn try_pending(self: &Arc<Self>, peer: IpAddr) -> Option<Pending> {
+        let mut per_peer = self.per_peer.lock().unwrap_or_else(PoisonError::into_inner);
+        let held = per_peer.get(&peer).copied().unwrap_or(0);
+        if held >= self.max_per_peer {
+            return None;
+        }
+        let permit = self.pending.clone().try_acquire_owned().ok()?;
+        per_peer.insert(peer, held + 1);
+        Some(Pending {
+            permit: Some(permit),
+            peer,
+            slots: self.clone(),
+        })
+    }
+}
+
+/// How an accepted connection was admitted.
+enum Admission {
+    Now(Pending),
+    Wait(Waiting),
+}
+
+/// A connection waiting for a pending slot.
+struct Waiting {
+    _place: OwnedSemaphorePermit,
+    peer: IpAddr,
+    slots: Arc<Slots>,
+}
+
+impl Waiting {
+    /// Resolves with a pending slot once one is free for this peer (the connection's deadline
+    /// bounds the wait).
+    async fn pending(self) -> Pending {
+        loop {
+            // Enabled before the check: a slot freed in between is not missed.
+            let freed = self.slots.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if let Some(slot) = self.slots.try_pending(self.peer) {
+                return slot;
+            }
+            freed.await;
+        }
+    }
+}
+
+/// One peer as the per-peer cap counts it: an IPv4 address, or the /64 of an IPv6 address (one
+/// host commonly holds a whole /64).
+fn peer_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(Ipv6Addr::from(bits))
+        }
+    }
+}
+
+/// A connection's slot.
+enum Slot {
+    /// Not authenticated yet.
+    Pending(Pending),
+    /// Authenticated and served.
+    #[allow(dead_code)] // held for its Drop
+    Served(OwnedSemaphorePermit),
+    /// No served slot was free: the connection closes, holding its pending slot till then.
+    #[allow(dead_code)] // held for its Drop
+    Closing(Pending),
+}
+
+/// A pending slot; frees its peer's count when dropped.
+struct Pending {
+    /// `None` only inside `drop`.
+    permit: Option<OwnedSemaphorePermit>,
+    peer: IpAddr,
+    slots: Arc<Slots>,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let mut per_peer = self
+            .slots
+            .per_peer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = per_peer.get_mut(&self.peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                per_peer.remove(&self.peer);
+            }
+        }
+        drop(per_peer);
+        // Both the pool's permit and the peer's count are back before waiters look.
+        drop(self.permit.take());
+        self.slots.freed.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_are_ipv4_addresses_and_ipv6_64s() {
+        let v4: IpAddr = "10.1.2.3".parse().unwrap();
+        assert_eq!(peer_key(v4), v4);
+        let mapped: IpAddr = "::ffff:10.1.2.3".parse().unwrap();
+        assert_eq!(peer_key(mapped), v4);
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(peer_key(a), peer_key(b));
+        assert_ne!(peer_key(a), peer_key(c));
+    }
+
+    #[test]
+    fn one_peer_holds_at_most_its_share_of_pending_slots() {
+        let limits = Limits {
+            max_pending: 5,
+            max_pending_per_peer: 2,
+            max_connections: 1,
+            ..Limits::default()
+        };
+        let slots = Arc::new(Slots::new(&limits));
+        let (a, b): (IpAddr, IpAddr) = ([10, 0, 0, 1].into(), [10, 0, 0, 2].into());
+        let (a, b) = (peer_key(a), peer_key(b));
+        let held: Vec<_> = (0..4).filter_map(|_| slots.try_pending(a)).collect();
+        assert_eq!(held.len(), 2);
+        let other = slots.try_pending(b);
+        assert!(other.is_some());
+        drop(held);
+        assert!(slots.try_pending(a).is_some());
+        assert_eq!(slots.per_peer.lock().unwrap().len(), 1);
+        drop(other);
     }
 }

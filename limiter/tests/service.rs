@@ -13,9 +13,14 @@ use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_apiguard-limiter");
 
+/// Starts this build's limiter, or the binary `APIGUARD_LIMITER_BIN` names (to run a test
+/// against an older build, e.g. to see a regression test fail).
 async fn limiter(args: &[&str]) -> Limiter {
     let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
-    Limiter::start_bin(Path::new(BIN), &args).await.unwrap()
+    let bin = std::env::var_os("APIGUARD_LIMITER_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(BIN).to_path_buf());
+    Limiter::start_bin(&bin, &args).await.unwrap()
 }
 
 /// `GET /readyz`'s status.
@@ -273,7 +278,7 @@ async fn half_headers(addr: std::net::SocketAddr, n: usize) -> Vec<tokio::net::T
 }
 
 /// Whether the server closed the connection within `wait`.
-async fn closed_within(s: &mut tokio::net::TcpStream, wait: Duration) -> bool {
+async fn closed_within<S: tokio::io::AsyncRead + Unpin>(s: &mut S, wait: Duration) -> bool {
     use tokio::io::AsyncReadExt;
     let mut buf = [0u8; 512];
     loop {
@@ -289,10 +294,21 @@ async fn closed_within(s: &mut tokio::net::TcpStream, wait: Duration) -> bool {
 /// service keeps answering the clients that behave.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn slow_clients_are_cut_off_and_connections_are_capped() {
-    let l = limiter(&["--header-timeout-ms", "500", "--max-connections", "100"]).await;
+    let l = limiter(&[
+        "--header-timeout-ms",
+        "500",
+        "--max-connections",
+        "100",
+        "--max-pending-connections",
+        "50",
+        "--max-pending-per-peer",
+        "50",
+    ])
+    .await;
     let mut slow = half_headers(l.addr, 200).await;
     assert!(slow.len() >= 150, "only {} connections opened", slow.len());
-    // Past the cap, connections are closed as soon as they are accepted.
+    // Past the caps (50 being read, 50 waiting to be), connections are closed as soon as they
+    // are accepted.
     let mut refused = 0;
     for s in slow.iter_mut().skip(100) {
         if closed_within(s, Duration::from_millis(300)).await {
@@ -377,6 +393,228 @@ async fn idle_connections_last_the_idle_timeout_and_later_headers_the_header_tim
     );
 }
 
+/// A TCP connection to `addr` from the loopback address `from` (127.0.0.2 and so on stand
+/// for other peers).
+async fn connect_from(
+    from: [u8; 4],
+    addr: std::net::SocketAddr,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(std::net::SocketAddr::from((from, 0)))?;
+    socket.connect(addr).await
+}
+
+/// An HTTP/2 prior-knowledge client's preface, empty SETTINGS, and `GET /healthz` on stream 1
+/// (HPACK: `:method GET`, `:scheme http`, `:path` literal, `:authority` literal).
+const H2C_GET_HEALTHZ: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\
+    \x00\x00\x00\x04\x00\x00\x00\x00\x00\
+    \x00\x00\x0f\x01\x05\x00\x00\x00\x01\
+    \x82\x86\x04\x08/healthz\x01\x01x";
+
+/// Issue 27, medium 3: one deadline covers the TLS handshake, protocol sniffing and the first
+/// request header. Peers that connect and send nothing, or only the HTTP/2 preface, or finish
+/// the TLS handshake and then send nothing, are closed once it passes (before, all but the
+/// first stayed open for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn silent_peers_are_closed_within_the_header_timeout() {
+    use tokio::io::AsyncWriteExt;
+    const WAIT: Duration = Duration::from_secs(3);
+    let plain = limiter(&["--header-timeout-ms", "300"]).await;
+    let mut silent = tokio::net::TcpStream::connect(plain.addr).await.unwrap();
+    let mut h2c = tokio::net::TcpStream::connect(plain.addr).await.unwrap();
+    // The HTTP/2 preface and an empty SETTINGS frame: a client that then never asks anything.
+    h2c.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    assert!(
+        closed_within(&mut silent, WAIT).await,
+        "a silent TCP peer stayed open"
+    );
+    assert!(
+        closed_within(&mut h2c, WAIT).await,
+        "an idle h2c connection stayed open"
+    );
+    // An h2c connection idle after one request: closed by the idle timeout (or the unanswered
+    // keep-alive ping), not held for good.
+    let idle = limiter(&["--header-timeout-ms", "300", "--idle-timeout-ms", "1000"]).await;
+    let mut h2c = tokio::net::TcpStream::connect(idle.addr).await.unwrap();
+    h2c.write_all(H2C_GET_HEALTHZ).await.unwrap();
+    // Everything the server sends until it closes: it must close, and have answered.
+    let mut out = Vec::new();
+    let read = tokio::io::AsyncReadExt::read_to_end(&mut h2c, &mut out);
+    assert!(
+        tokio::time::timeout(WAIT, read).await.is_ok(),
+        "an h2c connection idle after a request stayed open"
+    );
+    let mut frames = out.as_slice();
+    let mut answered = false;
+    while frames.len() >= 9 {
+        let len =
+            usize::from(frames[0]) << 16 | usize::from(frames[1]) << 8 | usize::from(frames[2]);
+        let stream = u32::from_be_bytes([frames[5], frames[6], frames[7], frames[8]]) & 0x7fff_ffff;
+        answered |= frames[3] == 0x01 && stream == 1;
+        frames = &frames[(9 + len).min(frames.len())..];
+    }
+    assert!(answered, "no HEADERS answer on stream 1: {out:?}");
+
+    let pki = Pki::new().unwrap();
+    let mut args = pki.limiter_args();
+    args.extend(["--header-timeout-ms".to_owned(), "300".to_owned()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let tls = limiter(&args).await;
+    let mut no_hello = tokio::net::TcpStream::connect(tls.addr).await.unwrap();
+    let mut handshaken = tls_connect(tls.addr, &pki, Some(("client.pem", "client.key")))
+        .await
+        .unwrap();
+    assert!(
+        closed_within(&mut no_hello, WAIT).await,
+        "a silent TLS peer stayed open"
+    );
+    assert!(
+        closed_within(&mut handshaken, WAIT).await,
+        "a TLS peer that asked nothing after the handshake stayed open"
+    );
+    // The callers that do ask are served as before.
+    let ok = tls_check(tls.addr, &pki, Some(("client.pem", "client.key")))
+        .await
+        .unwrap();
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+}
+
+/// Issue 27, medium 3: connections that are not authenticated hold no served slot. Before,
+/// any 4 connections that sent nothing took all of `--max-connections 4` and a caller with
+/// the right certificate was closed on accept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unauthenticated_connections_cannot_take_the_served_slots() {
+    let pki = Pki::new().unwrap();
+    let mut args = pki.limiter_args();
+    args.extend(["--max-connections", "4", "--header-timeout-ms", "10000"].map(str::to_owned));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let l = limiter(&args).await;
+    let mut silent = Vec::new();
+    for _ in 0..40 {
+        if let Ok(s) = connect_from([127, 0, 0, 2], l.addr).await {
+            silent.push(s);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for round in 0..3 {
+        let ok = tls_check(l.addr, &pki, Some(("client.pem", "client.key"))).await;
+        assert!(
+            ok.as_ref().is_ok_and(|a| a.starts_with("HTTP/1.1 200")),
+            "round {round}: a caller with the right certificate was not served: {ok:?}"
+        );
+    }
+    drop(silent);
+}
+
+/// One peer may have only its share of the unauthenticated slots (`--max-pending-per-peer`)
+/// read at once: more of its connections wait unread for a slot (as many as there are pending
+/// slots), the rest are closed on accept, and other peers still get theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_peer_holds_at_most_its_share_of_unauthenticated_slots() {
+    use tokio::io::AsyncWriteExt;
+    let l = limiter(&[
+        "--max-pending-connections",
+        "8",
+        "--max-pending-per-peer",
+        "3",
+        "--header-timeout-ms",
+        "10000",
+    ])
+    .await;
+    let mut greedy = Vec::new();
+    for _ in 0..20 {
+        greedy.push(connect_from([127, 0, 0, 2], l.addr).await.unwrap());
+    }
+    let mut other = Vec::new();
+    for _ in 0..3 {
+        other.push(connect_from([127, 0, 0, 3], l.addr).await.unwrap());
+    }
+    // 3 read, 8 waiting; the other 9 closed at once.
+    let mut open = Vec::new();
+    for mut s in greedy {
+        if !closed_within(&mut s, Duration::from_millis(200)).await {
+            open.push(s);
+        }
+    }
+    assert_eq!(
+        open.len(),
+        11,
+        "the greedy peer holds {} connections",
+        open.len()
+    );
+    for s in other.iter_mut() {
+        assert!(
+            !closed_within(s, Duration::from_millis(200)).await,
+            "another peer's connection was refused"
+        );
+    }
+    let (status, v, _) = post(&l, &body("{share}", 5)).await;
+    assert_eq!((status, v["allowed"].as_bool()), (200, Some(true)));
+    // A waiting connection is not read: its request is answered only once the peer's other
+    // connections are gone and it gets a slot.
+    let mut waiting = open.pop().unwrap();
+    let b = body("{waited}", 5).to_string();
+    let req = format!(
+        "POST /v1/check HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{b}",
+        b.len()
+    );
+    waiting.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = [0u8; 512];
+    let early = tokio::time::timeout(
+        Duration::from_millis(300),
+        tokio::io::AsyncReadExt::read(&mut waiting, &mut buf),
+    )
+    .await;
+    assert!(
+        early.is_err(),
+        "a connection over its peer's share was read: {early:?}"
+    );
+    drop(open);
+    let n = tokio::time::timeout(
+        Duration::from_secs(3),
+        tokio::io::AsyncReadExt::read(&mut waiting, &mut buf),
+    )
+    .await
+    .expect("the waiting connection was never served")
+    .unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+/// In plain HTTP a connection takes a served slot with its first request header; with none
+/// free that request is answered 503 (never counted) and the connection closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn past_the_served_slots_a_plain_request_gets_503() {
+    let l = limiter(&["--max-connections", "1"]).await;
+    // The harness's readiness probe held the slot a moment ago: wait until it is back.
+    let mut first = None;
+    for _ in 0..20 {
+        let mut s = tokio::net::TcpStream::connect(l.addr).await.unwrap();
+        if one_check(&mut s).await.starts_with("HTTP/1.1 200") {
+            first = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut first = first.expect("the only slot never came free");
+    let mut second = tokio::net::TcpStream::connect(l.addr).await.unwrap();
+    let refused = one_check(&mut second).await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(
+        refused.to_ascii_lowercase().contains("retry-after: 1"),
+        "{refused}"
+    );
+    assert!(closed_within(&mut second, Duration::from_secs(3)).await);
+    // The slot is the first connection's until it closes.
+    assert!(one_check(&mut first).await.starts_with("HTTP/1.1 200"));
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut third = tokio::net::TcpStream::connect(l.addr).await.unwrap();
+    assert!(one_check(&mut third).await.starts_with("HTTP/1.1 200"));
+}
+
 /// SIGTERM stops the service within its shutdown deadline even with clients that never finish.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn shutdown_has_a_deadline() {
@@ -425,16 +663,15 @@ async fn logs_are_json_lines_or_plain_text() {
     );
 }
 
-/// Sends one check over TLS, presenting `client` (certificate and key file names of the PKI)
-/// or no certificate; the raw HTTP answer, or why the exchange failed.
-async fn tls_check(
+/// A TLS connection to the limiter, presenting `client` (certificate and key file names of the
+/// PKI) or no certificate, once the handshake is done.
+async fn tls_connect(
     addr: std::net::SocketAddr,
     pki: &apiguard_e2e::certs::Pki,
     client: Option<(&str, &str)>,
-) -> Result<String, String> {
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(pki.path("ca.pem")).unwrap() {
@@ -460,10 +697,21 @@ async fn tls_check(
         .await
         .map_err(|e| e.to_string())?;
     let name = ServerName::try_from(apiguard_e2e::certs::LIMITER_NAME).unwrap();
-    let mut tls = connector
+    connector
         .connect(name, tcp)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())
+}
+
+/// Sends one check over TLS, presenting `client` (certificate and key file names of the PKI)
+/// or no certificate; the raw HTTP answer, or why the exchange failed.
+async fn tls_check(
+    addr: std::net::SocketAddr,
+    pki: &apiguard_e2e::certs::Pki,
+    client: Option<(&str, &str)>,
+) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tls = tls_connect(addr, pki, client).await?;
     let body = body("{tls}", 5).to_string();
     let req = format!(
         "POST /v1/check HTTP/1.1\r\nhost: limiter.test\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
