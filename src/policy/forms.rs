@@ -83,6 +83,12 @@ pub struct Analysis {
     /// - a default function (`default f(_) := false`): the function is undefined where no
     ///   other rule of it holds.
     pub vm_unsafe: Vec<String>,
+    /// Rules of Rego v0 forms regorus 0.14 evaluates otherwise than OPA on either evaluator,
+    /// as errors naming them: such a policy is refused (forms_tests.rs, and the differential):
+    /// - `p = v { … } { … }`: regorus gives the bodies after the first the value `true`, not
+    ///   `v`;
+    /// - `p.q { … }` (OPA: `p contains "q"`): regorus builds no such set.
+    pub unsupported: Vec<String>,
 }
 
 impl Analysis {
@@ -248,6 +254,32 @@ pub fn analyse(modules: &[NodeRef<Module>], package: &str, outputs: &[&'static s
                 .map_or(line, |at| &line[..at]);
             let line = line.strip_suffix(" if").unwrap_or(line);
             let head_text = line.to_owned();
+            let unsupported = match rule.as_ref() {
+                Rule::Spec {
+                    head:
+                        RuleHead::Compr {
+                            assign: Some(_), ..
+                        }
+                        | RuleHead::Func {
+                            assign: Some(_), ..
+                        },
+                    bodies,
+                    ..
+                } if bodies.iter().skip(1).any(|b| !b.is_else) => Some(
+                    "Rego v0 bodies after the first (`p = v { … } { … }`) that regorus evaluates to `true`, not the rule's value: write one rule per body",
+                ),
+                Rule::Spec {
+                    head: RuleHead::Set { key: None, .. },
+                    ..
+                } => Some(
+                    "a Rego v0 set member by name (`p.q { … }`, OPA's `p contains \"q\"`) that regorus does not build: write `p contains \"q\" if …` or `p[\"q\"] { … }`",
+                ),
+                _ => None,
+            };
+            if let Some(what) = unsupported {
+                out.unsupported
+                    .push(format!("{at}: rule `{head_text}` is {what}"));
+            }
             let unsafe_form = match rule.as_ref() {
                 _ if head_path.iter().skip(1).any(|p| matches!(p, Part::Name(_))) => {
                     Some("a name in the head")

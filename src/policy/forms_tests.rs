@@ -381,3 +381,39 @@ fn the_shadow_policy_is_read_as_the_same_rego_version() {
     assert!(err.to_string().contains("policy.shadow_modules"), "{err}");
     assert!(err.to_string().contains("policy.rego_version: v0"), "{err}");
 }
+
+/// Two Rego v0 forms regorus 0.14 evaluates otherwise than OPA, on its VM and its
+/// interpreter alike (found by the OPA differential): refused, the rule named.
+#[test]
+fn v0_forms_regorus_gets_wrong_are_refused_naming_the_rule() {
+    for (text, rule) in [
+        // OPA: 4 for GET and for HEAD; regorus: `true` for HEAD.
+        (
+            "allow = true\nrate_limit_cost = 4 { input.m == \"GET\" } { input.m == \"HEAD\" }",
+            "rate_limit_cost = 4",
+        ),
+        ("allow = true\nf(x) = 4 { x == 1 } { x == 2 }", "f(x) = 4"),
+        // OPA: reasons = {"no_token"}; regorus: undefined, or {"no_token": []}.
+        (
+            "allow = false\nreasons.no_token { not input.token.sub }",
+            "reasons.no_token",
+        ),
+        (
+            "allow = false\nhelpers.a { true }\nreasons[r] { helpers[r] }",
+            "helpers.a",
+        ),
+    ] {
+        let why = refused(RegoVersion::V0, &format!("package api.authz\n{text}\n"));
+        assert!(
+            why.contains("p.rego:") && why.contains(&format!("rule `{rule}`")),
+            "{text}: {why}"
+        );
+    }
+    // Without a value, query blocks are OR'ed bodies of `true`, as in OPA.
+    let d = decide(
+        RegoVersion::V0,
+        "package api.authz\ndefault allow = false\nallow { input.m == \"GET\" } { input.m == \"HEAD\" }\n",
+        json!({"m": "HEAD"}),
+    );
+    assert!(d.allow);
+}

@@ -328,7 +328,12 @@ impl PolicyProgram {
         // Which outputs the package defines, and in which forms (a form the filter cannot
         // read is refused here, the rule named).
         let forms = forms::analyse(engine.get_modules(), package, &OUTPUTS);
-        if let Some(why) = forms.unreadable() {
+        if let Some(why) = forms
+            .unsupported
+            .first()
+            .cloned()
+            .or_else(|| forms.unreadable())
+        {
             return Err(CompileError::Form(why));
         }
         // The entry rule gathers the outputs the package defines into one object (reasons only
