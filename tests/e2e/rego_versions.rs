@@ -75,6 +75,16 @@ const FORMS: &[(&str, &str, &str)] = &[
         "allow := permitted(input.request.method, input.token)\npermitted(m, t) if m == \"GET\"\npermitted(m, t) if \"admin\" in t.roles\ndefault permitted(_, _) := false\nrate_limit_tier := tier_of(input.token)\ntier_of(t) := \"team\" if t.tenant_id == \"t1\"\ntier_of(t) := \"solo\" if not t.tenant_id == \"t1\"\nrate_limit_cost := count(input.request.lower_path)",
     ),
     (
+        "v0_reasons_by_name",
+        "default allow = false\nallow { count(reasons) == 0 }\nreasons[\"no_token\"] { not input.token.sub }\nreasons[\"no_deletes\"] { input.request.method == \"DELETE\" }",
+        "default allow := false\nallow if count(reasons) == 0\nreasons contains \"no_token\" if not input.token.sub\nreasons contains \"no_deletes\" if input.request.method == \"DELETE\"",
+    ),
+    (
+        "v0_query_blocks",
+        "default allow = false\nallow { input.request.method == \"GET\" } { input.request.method == \"HEAD\"; input.token.sub }",
+        "default allow := false\nallow if input.request.method == \"GET\"\nallow if { input.request.method == \"HEAD\"; input.token.sub }",
+    ),
+    (
         "headers_whole_and_by_key",
         "allow = true\nheaders = {\"x-method\": input.request.method, \"x-path\": input.request.lower_path} { true }",
         "allow := true\nheaders := {\"x-method\": input.request.method, \"x-path\": input.request.lower_path}",
