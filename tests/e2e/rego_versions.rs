@@ -85,6 +85,11 @@ const FORMS: &[(&str, &str, &str)] = &[
         "default allow := false\nallow if input.request.method == \"GET\"\nallow if { input.request.method == \"HEAD\"; input.token.sub }",
     ),
     (
+        "v0_blocks_of_sets_functions_and_else",
+        "default allow = false\nallow { permitted(input.request.method) }\npermitted(m) { m == \"GET\" } { m == \"HEAD\" }\nreasons[msg] { not allow; msg := \"read only\" }\nreasons[msg] { not input.token.sub; msg := \"no token\" }\nrate_limit_tier = \"anonymous\" { not input.token.sub } else { true }",
+        "default allow := false\nallow if permitted(input.request.method)\npermitted(m) if m == \"GET\"\npermitted(m) if m == \"HEAD\"\nreasons contains msg if { not allow; msg := \"read only\" }\nreasons contains msg if { not input.token.sub; msg := \"no token\" }\nrate_limit_tier := \"anonymous\" if not input.token.sub\nelse := true",
+    ),
+    (
         "headers_whole_and_by_key",
         "allow = true\nheaders = {\"x-method\": input.request.method, \"x-path\": input.request.lower_path} { true }",
         "allow := true\nheaders := {\"x-method\": input.request.method, \"x-path\": input.request.lower_path}",
