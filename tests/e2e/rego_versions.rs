@@ -435,23 +435,81 @@ async fn seen(envoy: &Envoy, echo: &Echo, method: &str, path: &str, auth: &[u8])
 
 /// authz_v0.rego (Rego v0) and authz_v1.rego (its v1 rewrite) through real Envoy: the same
 /// statuses, reasons (from a partial set with sprintf) and upstream headers (from
-/// partial-object rules), and the client's copy of a policy header never reaches the upstream.
+/// partial-object rules) as OPA decides for the same requests, and the client's copy of a
+/// policy header never reaches the upstream.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_v0_policy_and_its_v1_rewrite_decide_alike_through_envoy() {
     let editor = bearer(json!(["editor"]), "t1");
     let viewer = bearer(json!(["viewer"]), "t1");
-    let requests: [(&str, &str, &[u8]); 4] = [
-        ("GET", "/api/v1/tenants/t1/documents/7", &editor),
-        ("GET", "/api/v1/tenants/t2/documents/7", &editor),
-        ("DELETE", "/api/v1/tenants/t1/documents/7", &viewer),
-        ("GET", "/api/v1/admin/users", &editor),
+    let requests: [(&str, &str, &[u8], &str); 4] = [
+        ("GET", "/api/v1/tenants/t1/documents/7", &editor, "editor"),
+        ("GET", "/api/v1/tenants/t2/documents/7", &editor, "editor"),
+        (
+            "DELETE",
+            "/api/v1/tenants/t1/documents/7",
+            &viewer,
+            "viewer",
+        ),
+        ("GET", "/api/v1/admin/users", &editor, "editor"),
     ];
-    let want = [
-        json!({"status": 200, "reasons": null, "x-tenant": ["t1"], "x-roles": ["editor"]}),
-        json!({"status": 403, "reasons": ["tenant_mismatch: token tenant t1, resource tenant t2"], "x-tenant": [], "x-roles": []}),
-        json!({"status": 403, "reasons": ["method_not_allowed: DELETE for roles [viewer]"], "x-tenant": [], "x-roles": []}),
-        json!({"status": 403, "reasons": ["admin_only: /api/v1/admin/users"], "x-tenant": [], "x-roles": []}),
-    ];
+    // What OPA decides for each request, as the filter's input document has it (docs/policies.md).
+    let inputs: Vec<Value> = requests
+        .iter()
+        .map(|(method, path, _, role)| {
+            let parts: Vec<&str> = path.split('/').collect();
+            let resource = match parts.as_slice() {
+                [_, "api", "v1", "tenants", t, "documents", d] => {
+                    json!({"tenant_id": t, "doc_id": d})
+                }
+                _ => json!({}),
+            };
+            json!({"request": {"method": method, "path": path, "lower_path": path, "query": {},
+                               "headers": {}, "host": "localhost"},
+                   "resource": resource, "provider": "primary",
+                   "token": claims(json!({"roles": [role], "tenant_id": "t1"}))})
+        })
+        .collect();
+    let v1 = one("authz_v1", &file("authz_v1.rego"));
+    let opa = opa_decisions(
+        &[Policy {
+            name: "authz".into(),
+            modules: v1.clone(),
+            version: RegoVersion::V1,
+            opa: v1,
+        }],
+        &inputs,
+    );
+    let want: Vec<Value> = opa["authz"]
+        .iter()
+        .map(|d| {
+            let allowed = d["allow"] == true;
+            let header = |name: &str| match &d["headers"][name] {
+                Value::String(v) if allowed => json!([v]),
+                _ => json!([]),
+            };
+            json!({"status": if allowed { 200 } else { 403 },
+                   "reasons": if allowed { Value::Null } else { d["reasons"].clone() },
+                   "x-tenant": header("x-tenant"), "x-roles": header("x-roles")})
+        })
+        .collect();
+    // Not vacuous: OPA allows the first request with both headers, and denies the others,
+    // each for its own reason.
+    assert_eq!(
+        want[0],
+        json!({"status": 200, "reasons": null, "x-tenant": ["t1"], "x-roles": ["editor"]})
+    );
+    assert_eq!(
+        want[1]["reasons"],
+        json!(["tenant_mismatch: token tenant t1, resource tenant t2"])
+    );
+    assert_eq!(
+        want[2]["reasons"],
+        json!(["method_not_allowed: DELETE for roles [viewer]"])
+    );
+    assert_eq!(
+        want[3]["reasons"],
+        json!(["admin_only: /api/v1/admin/users"])
+    );
     for (module, version) in [("authz_v0", "v0"), ("authz_v1", "v1")] {
         let modules = one(module, &file(&format!("{module}.rego")));
         let echo = Echo::start().await.unwrap();
@@ -459,7 +517,7 @@ async fn a_v0_policy_and_its_v1_rewrite_decide_alike_through_envoy() {
             Envoy::start(&EnvoySpec::new(echo.addr).with_filter(envoy_config(&modules, version)))
                 .await
                 .unwrap();
-        for ((method, path, auth), want) in requests.iter().zip(&want) {
+        for ((method, path, auth, _), want) in requests.iter().zip(&want) {
             let got = seen(&envoy, &echo, method, path, auth).await;
             assert_eq!(&got, want, "{module}: {method} {path}");
         }
