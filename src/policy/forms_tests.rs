@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::*;
+use crate::config::RegoVersion;
 
 fn compile(version: RegoVersion, text: &str) -> Result<PolicyProgram, CompileError> {
     let modules = BTreeMap::from([("p.rego".to_owned(), text.to_owned())]);

@@ -20,6 +20,56 @@ use serde_json::{Map, Value};
 
 use super::PolicyDecision;
 
+/// The built-in policy pack (`policies/api_authz.rego`), compiled into the module.
+pub const BUILTIN_PACK: &str = include_str!("../../policies/api_authz.rego");
+pub const BUILTIN_NAME: &str = "api_authz.rego";
+/// The pack's default settings (`data.api_authz`).
+pub const BUILTIN_DATA: &str = include_str!("../../policies/api_authz.data.json");
+
+/// The data a policy is compiled with: for the built-in pack, the operator's data merged over
+/// the pack's defaults (objects merge member by member, anything else replaces), once, here.
+pub fn effective_data(
+    modules: &BTreeMap<String, String>,
+    data: &serde_json::Value,
+) -> serde_json::Value {
+    if modules.get(BUILTIN_NAME).map(String::as_str) != Some(BUILTIN_PACK) {
+        return data.clone();
+    }
+    let mut base: serde_json::Value = serde_json::from_str(BUILTIN_DATA).unwrap_or_default();
+    merge(&mut base, data);
+    // The pack matches prefixes with `strings.any_prefix_match` on the lower-cased path plus
+    // `/`, so each prefix is lower-cased and ends with exactly one `/` (written `/api/v1/admin`,
+    // `/API/v1/admin/` alike).
+    if let Some(settings) = base.get_mut("api_authz").and_then(|v| v.as_object_mut()) {
+        for key in ["public_prefixes", "admin_prefixes", "tenant_prefixes"] {
+            if let Some(list) = settings.get_mut(key).and_then(|v| v.as_array_mut()) {
+                for p in list.iter_mut() {
+                    if let Some(text) = p.as_str() {
+                        *p = format!("{}/", text.trim_end_matches('/').to_ascii_lowercase()).into();
+                    }
+                }
+            }
+        }
+    }
+    base
+}
+
+fn merge(base: &mut serde_json::Value, over: &serde_json::Value) {
+    match (base, over) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v.clone(),
+    }
+}
+
 /// The pack's settings, compiled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pack {

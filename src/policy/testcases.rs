@@ -160,7 +160,7 @@ pub fn coverage(
             .add_data(regorus::Value::from(data))
             .map_err(|e| CompileError::Data(format!("{e:#}")))?;
         engine.set_input(regorus::Value::from(case.input.clone()));
-        for out in super::OUTPUTS {
+        for out in super::decision::OUTPUTS {
             // Coverage only; errors are reported by the cases themselves.
             let _ = engine.eval_rule(format!("{package}.{out}"));
         }

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use super::vm::{MAX_INSTRUCTIONS, MIN_INSTRUCTIONS};
 use super::*;
-use crate::config::PackEngine;
+use crate::config::{PackEngine, RegoVersion};
 
 fn pack() -> BTreeMap<String, String> {
     BTreeMap::from([(BUILTIN_NAME.to_owned(), BUILTIN_PACK.to_owned())])

@@ -1,0 +1,244 @@
+//! The VM and its budget: one worker's evaluator (regorus's VM loaded with the compiled
+//! program, its interpreter when the program fell back, or the compiled built-in pack), and the
+//! bounds of one evaluation (an instruction budget measured at configure time, a wall-clock
+//! backstop). What it returns is read into a decision by [`super::decision`].
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use regorus::rvm::program::Program;
+use regorus::rvm::vm::RegoVM;
+use regorus::utils::limits::ExecutionTimerConfig;
+use regorus::Value as RegoValue;
+
+use super::decision::{decide, decode, PolicyDecision, PolicyFailure, NOT_DEFINED};
+use super::input;
+use super::pack;
+use super::program::{Entry, PolicyProgram, ENTRY_RULE};
+
+impl PolicyProgram {
+    /// A per-worker evaluator, loaded once.
+    pub fn vm(&self) -> PolicyVm {
+        if let Some(p) = &self.pack {
+            return PolicyVm::Native(p.clone());
+        }
+        match &self.program {
+            Some(p) => {
+                let mut vm = RegoVM::new_with_policy(self.compiled.clone());
+                vm.load_program(p.clone());
+                // Data was accepted by the engine at compile time; the VM re-checks it against
+                // the program's rules.
+                let _ = vm.set_data(self.data.clone());
+                vm.set_strict_builtin_errors(false);
+                // The budget is work: an evaluation stops after `max_instructions`, whatever
+                // the machine's load. Wall time is only a backstop, far past any evaluation
+                // that fits its instructions, so a descheduled worker never times one out.
+                vm.set_max_instructions(self.max_instructions);
+                if let Some(t) = timer(backstop(self.budget)) {
+                    vm.set_execution_timer_config(Some(t));
+                }
+                PolicyVm::Rvm(Box::new(vm), self.entry.clone())
+            }
+            None => {
+                let mut engine = self.engine.clone();
+                // As on the VM: a builtin given a value it does not take is undefined, as in
+                // OPA, not an error (`"admin" in "admin"`, `some r in "admin"`).
+                engine.set_strict_builtin_errors(false);
+                if let Some(t) = timer(self.budget) {
+                    engine.set_execution_timer_config(t);
+                }
+                PolicyVm::Interpreter(Box::new(engine))
+            }
+        }
+    }
+}
+
+/// Headroom of the instruction budget over what the policy takes on a full-size input.
+const INSTRUCTION_HEADROOM: usize = 16;
+/// The least instruction budget: regorus's own default.
+pub(super) const MIN_INSTRUCTIONS: usize = 25_000;
+/// The most: a policy past this on a full-size input is a runaway (and is told so by timing out
+/// on every request), not a policy to give more room.
+pub(super) const MAX_INSTRUCTIONS: usize = 10_000_000;
+
+/// The instruction budget of a policy on regorus's VM, measured at configure time:
+/// [`INSTRUCTION_HEADROOM`] × the instructions one evaluation takes on a full-size input (every
+/// header, query parameter and claim list as large as the filter passes, [`full_input`]), found
+/// by bisecting on the VM's instruction limit, within [`MIN_INSTRUCTIONS`]..=[`MAX_INSTRUCTIONS`].
+/// Every entry point must fit (each execution has the whole budget).
+/// Deterministic: the same policy gets the same budget on any machine.
+pub(super) fn instruction_budget(
+    compiled: &regorus::CompiledPolicy,
+    program: &Arc<Program>,
+    data: &RegoValue,
+    entry: &Entry,
+) -> usize {
+    let mut vm = RegoVM::new_with_policy(compiled.clone());
+    vm.load_program(program.clone());
+    let _ = vm.set_data(data.clone());
+    vm.set_strict_builtin_errors(false);
+    let input = full_input();
+    let entry_points = entry.entry_points();
+    let mut fits = |limit: usize| {
+        vm.set_max_instructions(limit);
+        vm.set_input(input.clone());
+        entry_points.iter().all(|e| {
+            !matches!(
+                vm.execute_entry_point_by_name(e),
+                Err(regorus::rvm::vm::VmError::InstructionLimitExceeded { .. })
+            )
+        })
+    };
+    let (mut lo, mut hi) = (1, MAX_INSTRUCTIONS);
+    if !fits(hi) {
+        return MAX_INSTRUCTIONS;
+    }
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if fits(mid) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    hi.saturating_mul(INSTRUCTION_HEADROOM)
+        .clamp(MIN_INSTRUCTIONS, MAX_INSTRUCTIONS)
+}
+
+/// An input document as large as the filter ever passes (docs/policies.md): the most headers
+/// and query parameters, long values, a token with many claims and a long roles list.
+fn full_input() -> RegoValue {
+    let value = "v".repeat(input::MAX_HEADER_VALUE);
+    let headers: serde_json::Map<String, serde_json::Value> = (0..input::MAX_HEADERS)
+        .map(|i| (format!("x-header-{i}"), value.clone().into()))
+        .collect();
+    let query: serde_json::Map<String, serde_json::Value> = (0..input::MAX_QUERY_PARAMS)
+        .map(|i| (format!("q{i}"), format!("{i}").into()))
+        .collect();
+    let roles: Vec<serde_json::Value> = (0..64).map(|i| format!("role-{i}").into()).collect();
+    let mut token: serde_json::Map<String, serde_json::Value> = (0..64)
+        .map(|i| (format!("claim_{i}"), format!("value-{i}").into()))
+        .collect();
+    for (k, v) in [
+        ("sub", serde_json::json!("user")),
+        ("roles", roles.clone().into()),
+        ("groups", roles.into()),
+        ("tenant_id", "t1".into()),
+        ("scope", "read write admin".into()),
+    ] {
+        token.insert(k.into(), v);
+    }
+    let path = format!("/api/v1/tenants/t1/documents/1/{}", "x/".repeat(64));
+    RegoValue::from(serde_json::json!({
+        "request": {"method": "GET", "path": path, "lower_path": path, "query": query,
+                    "headers": headers, "host": "api.example.com", "truncated": false},
+        "source": {"address": "10.0.0.1"},
+        "resource": {"tenant_id": "t1", "doc_id": "1"},
+        "token": token,
+        "provider": "primary",
+    }))
+}
+
+/// The wall-clock backstop of an evaluation on the VM: 20 × `time_budget_ms`, at least 100 ms.
+fn backstop(budget: Duration) -> Duration {
+    budget.saturating_mul(20).max(Duration::from_millis(100))
+}
+
+/// Work units between two reads of the clock. Reading it is a host call in Envoy's Wasm VM,
+/// far dearer than a VM instruction, so it is read every 64 units; a unit is small enough that
+/// the budget still holds to well under a millisecond.
+const TIMER_CHECK_INTERVAL: NonZeroU32 = match NonZeroU32::new(64) {
+    Some(n) => n,
+    None => NonZeroU32::MIN,
+};
+
+/// The time budget for one evaluation. The execution timer needs a clock; a browser-style Wasm
+/// VM (the in-VM test tier) has none, so there the budget is not enforced. Envoy's Wasm runtime
+/// provides WASI clocks.
+fn timer(budget: Duration) -> Option<ExecutionTimerConfig> {
+    if cfg!(all(target_arch = "wasm32", target_os = "unknown")) {
+        return None;
+    }
+    Some(ExecutionTimerConfig {
+        limit: budget,
+        check_interval: TIMER_CHECK_INTERVAL,
+    })
+}
+
+/// One worker's evaluator: regorus's VM with the compiled program, its interpreter, or the
+/// compiled pack.
+pub enum PolicyVm {
+    Rvm(Box<RegoVM>, Entry),
+    Interpreter(Box<regorus::Engine>),
+    Native(Arc<pack::Pack>),
+}
+
+impl PolicyVm {
+    /// Evaluates the policy on an input document given as JSON.
+    pub fn evaluate(&mut self, input: serde_json::Value) -> PolicyDecision {
+        match self {
+            PolicyVm::Native(p) => p.decide(&pack::PackRequest::from_json(&input)),
+            _ => self.evaluate_value(RegoValue::from(input)),
+        }
+    }
+
+    /// Evaluates the policy on an input document.
+    pub fn evaluate_value(&mut self, input: RegoValue) -> PolicyDecision {
+        let result = match self {
+            // The stage calls the pack on the request itself; a document reaches it only from
+            // tools, through JSON.
+            PolicyVm::Native(p) => {
+                let json = serde_json::to_value(&input).unwrap_or_default();
+                return p.decide(&pack::PackRequest::from_json(&json));
+            }
+            PolicyVm::Rvm(vm, Entry::Gathered) => {
+                vm.set_input(input);
+                vm.execute_entry_point_by_name(ENTRY_RULE)
+                    .map_err(vm_failure)
+            }
+            PolicyVm::Rvm(vm, Entry::Direct { allow, reasons }) => {
+                vm.set_input(input);
+                let allowed = match vm.execute_entry_point_by_name(allow) {
+                    Ok(v) => v,
+                    Err(e) => return PolicyDecision::failed(vm_failure(e)),
+                };
+                // Reasons explain a denial: not evaluated when the request is allowed.
+                let why = match reasons {
+                    Some(r) if !matches!(allowed, RegoValue::Bool(true) | RegoValue::Undefined) => {
+                        match vm.execute_entry_point_by_name(r) {
+                            Ok(v) => v,
+                            Err(e) => return PolicyDecision::failed(vm_failure(e)),
+                        }
+                    }
+                    _ => RegoValue::Undefined,
+                };
+                return decide([&allowed, &why, &NOT_DEFINED, &NOT_DEFINED, &NOT_DEFINED]);
+            }
+            PolicyVm::Interpreter(engine) => {
+                engine.set_input(input);
+                engine.eval_rule(ENTRY_RULE.to_owned()).map_err(|e| {
+                    match e.downcast_ref::<regorus::LimitError>() {
+                        Some(regorus::LimitError::TimeLimitExceeded { .. }) => {
+                            PolicyFailure::Timeout
+                        }
+                        _ => PolicyFailure::Error,
+                    }
+                })
+            }
+        };
+        match result {
+            Ok(v) => decode(&v),
+            Err(f) => PolicyDecision::failed(f),
+        }
+    }
+}
+
+/// How an error of regorus's VM fails the decision.
+fn vm_failure(e: regorus::rvm::vm::VmError) -> PolicyFailure {
+    match e {
+        regorus::rvm::vm::VmError::TimeLimitExceeded { .. }
+        | regorus::rvm::vm::VmError::InstructionLimitExceeded { .. } => PolicyFailure::Timeout,
+        _ => PolicyFailure::Error,
+    }
+}
