@@ -12,6 +12,7 @@ pub mod config;
 pub mod events;
 pub mod flow;
 pub mod http;
+pub mod identity;
 pub mod jose;
 pub mod jwt;
 pub mod logs;

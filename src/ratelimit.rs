@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{FailureMode, HeaderMode, IdentitySource, Limit, LimiterCall, RateLimitConfig};
 use crate::http::Headers;
-use crate::jwt::stage::Claims;
+use crate::identity::Claims;
 use crate::path::{prefix_matches, NormalizedPath};
 use crate::reply::Reply;
 use apiguard_limiter_api::handoff::{self, Handoff};

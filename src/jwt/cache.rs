@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use lru::LruCache;
 
-use super::stage::Claims;
+use crate::identity::Claims;
 
 #[derive(Debug, Clone)]
 pub struct CachedToken {

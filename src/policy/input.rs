@@ -9,7 +9,7 @@ use regorus::Value as RegoValue;
 
 use super::reads::InputReads;
 use crate::http::Headers;
-use crate::jwt::stage::Claims;
+use crate::identity::Claims;
 use crate::path::{form_decode, form_decode_lossy, NormalizedPath};
 
 /// Most request headers passed to the policy; the rest are left out (and `request.truncated`

@@ -18,7 +18,7 @@ use super::stage::{PolicyRequest, PolicyStage, PolicyWorker};
 use super::{testcases, Evaluator, PolicyDecision, PolicyProgram, BUILTIN_NAME, BUILTIN_PACK};
 use crate::config::{ConfigWarning, PackEngine, PolicyConfig, RegoVersion};
 use crate::http::Headers;
-use crate::jwt::stage::Claims;
+use crate::identity::Claims;
 use crate::path::{normalize_with, MatrixParams};
 
 /// What the two must agree on.

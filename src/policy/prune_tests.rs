@@ -16,7 +16,7 @@ use super::input::{InputBuilder, Template};
 use super::reads::InputReads;
 use super::{PolicyProgram, BUILTIN_NAME, BUILTIN_PACK};
 use crate::http::Headers;
-use crate::jwt::stage::Claims;
+use crate::identity::Claims;
 
 const CUSTOM: &[&str] = &[
     "allow if { not input.request.headers[\"x-debug\"]; not input.request.query.debug }",

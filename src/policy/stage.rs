@@ -18,7 +18,7 @@ use crate::config::{
     ConfigError, ConfigWarning, DecisionCacheConfig, PackEngine, PolicyConfig, PolicyMode, Problem,
 };
 use crate::http::Headers;
-use crate::jwt::stage::Claims;
+use crate::identity::Claims;
 use crate::path::NormalizedPath;
 use crate::reply::Reply;
 
