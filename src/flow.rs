@@ -11,7 +11,7 @@ use crate::events::Event;
 use crate::http::{self, HeaderOp, Headers};
 use crate::identity::Claims;
 use crate::jwt::cache::TokenCache;
-use crate::jwt::host::SignatureHost;
+use crate::jwt::host_signature::SignatureHost;
 use crate::jwt::remote::{FetchError, FetchReason};
 use crate::jwt::shared::{Fetch, KeyNote, MemoryShared, RemoteKeys, SharedData};
 use crate::jwt::stage::{AuthOutcome, Invalid, JwtStage, KeyRing};
@@ -115,7 +115,7 @@ pub struct WorkerState {
     pub policy: Option<PolicyWorker>,
     pub local_limits: LocalLimits,
     /// The host's signature verifier, when it offers one and `jwt.host_signatures` allows it
-    /// (the filter installs it after [`crate::jwt::host::self_test`]).
+    /// (the filter installs it after [`crate::jwt::host_signature::self_test`]).
     pub signature_host: Option<Box<dyn SignatureHost>>,
     remote: RemoteKeys,
     shared: Box<dyn SharedData>,

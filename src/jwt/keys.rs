@@ -44,7 +44,7 @@ pub struct Jwk {
     pub algs: AlgSet,
     pub material: KeyMaterial,
     /// The key as a DER SubjectPublicKeyInfo, for keys the host can verify with
-    /// (RSA, P-256, P-384; see [`super::host`]). Encoded once, when the set is loaded.
+    /// (RSA, P-256, P-384; see [`super::host_signature`]). Encoded once, when the set is loaded.
     pub spki: Option<Arc<[u8]>>,
 }
 

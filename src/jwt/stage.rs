@@ -8,7 +8,7 @@ use base64ct::{Base64UrlUnpadded, Encoding};
 use serde_json::{Map, Value};
 
 use super::cache::{CachedToken, TokenCache};
-use super::host::SignatureHost;
+use super::host_signature::SignatureHost;
 use super::keys::{JwksError, KeySet};
 use super::token::{self, Reject, RejectClass, TokenRules, DEFAULT_MAX_CLAIMS_DEPTH};
 use crate::config::{ConfigError, JwksConfig, JwtConfig, Problem, RemoteJwks};

@@ -8,7 +8,7 @@ use base64ct::{Base64UrlUnpadded, Encoding};
 use serde_json::{Map, Value};
 
 use super::alg;
-use super::host::{self, HostVerdict, SignatureHost};
+use super::host_signature::{self, HostVerdict, SignatureHost};
 use super::keys::KeySet;
 use crate::jose::AlgSet;
 use crate::jose::Algorithm;
@@ -262,7 +262,7 @@ pub fn verify(
 /// The JWS part alone: the algorithm is allowed and fits the key, and the signature is good.
 /// Key selection: by `kid` when the token names one, else every key that fits the algorithm
 /// (at most [`MAX_KEY_TRIES`]). With a `host`, RS*/ES* signatures are verified by it (see
-/// [`super::host`]); everything else, and any failed host call, is verified in Wasm.
+/// [`super::host_signature`]); everything else, and any failed host call, is verified in Wasm.
 pub fn verify_signature(
     t: &Parsed<'_>,
     allowed: AlgSet,
@@ -296,7 +296,8 @@ pub fn verify_signature(
         });
     }
     let good = |k: &super::keys::Jwk| {
-        let verdict = host.map(|h| host::verify(h, alg, k, t.signing_input, &t.signature));
+        let verdict =
+            host.map(|h| host_signature::verify(h, alg, k, t.signing_input, &t.signature));
         match verdict {
             Some(HostVerdict::Valid) => true,
             Some(HostVerdict::Invalid) => false,

@@ -9,8 +9,8 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 use serde_json::{json, Value};
 
 use super::alg;
-use super::host::software::{BrokenHost, SoftwareHost};
-use super::host::{self, HostVerdict, SignatureHost};
+use super::host_signature::software::{BrokenHost, SoftwareHost};
+use super::host_signature::{self, HostVerdict, SignatureHost};
 use super::keys::{parse_key, KeySet};
 use super::token::{self, Reject, TokenRules};
 use crate::jose::AlgSet;
@@ -55,7 +55,7 @@ fn jws_valid(token: &str, jwks: &Value) -> bool {
         in_wasm,
         "fallback disagrees on {token}"
     );
-    if in_wasm && token_alg(token).is_some_and(|a| host::hash_for(a).is_some()) {
+    if in_wasm && token_alg(token).is_some_and(|a| host_signature::hash_for(a).is_some()) {
         assert!(
             host.calls.get() > 0,
             "a valid {token} never reached the host"
@@ -213,11 +213,12 @@ fn primitive(text: &str, alg: Algorithm, key_field: &str) -> usize {
             let got = match &key {
                 Ok(k) => {
                     let in_wasm = alg::verify(alg, &k.material, &msg, &sig);
-                    let by_host = host::verify(&SoftwareHost::default(), alg, k, &msg, &sig);
+                    let by_host =
+                        host_signature::verify(&SoftwareHost::default(), alg, k, &msg, &sig);
                     let agrees = match by_host {
                         HostVerdict::Valid => in_wasm,
                         HostVerdict::Invalid => !in_wasm,
-                        HostVerdict::NotOffered => host::hash_for(alg).is_none(),
+                        HostVerdict::NotOffered => host_signature::hash_for(alg).is_none(),
                         HostVerdict::Failed(_) => false,
                     };
                     assert!(agrees, "tc{}: host {by_host:?}, Wasm {in_wasm}", t["tcId"]);
@@ -307,37 +308,42 @@ fn wycheproof_hmac_sha256() {
 
 #[test]
 fn the_host_self_test_accepts_a_correct_host_only() {
-    assert_eq!(host::self_test(&SoftwareHost::default()), Ok(()));
+    assert_eq!(host_signature::self_test(&SoftwareHost::default()), Ok(()));
     assert!(matches!(
-        host::self_test(&BrokenHost),
-        Err(host::SelfTestError::Call(_))
+        host_signature::self_test(&BrokenHost),
+        Err(host_signature::SelfTestError::Call(_))
     ));
     /// Says yes to everything: must be caught by the flipped-signature vectors.
     struct Yes;
     impl SignatureHost for Yes {
-        fn call(&self, _: &[u8]) -> Result<Option<Vec<u8>>, host::HostFailure> {
+        fn call(&self, _: &[u8]) -> Result<Option<Vec<u8>>, host_signature::HostFailure> {
             Ok(Some(vec![0x08, 0x01])) // VerifySignatureResult { result: true }
         }
     }
     assert_eq!(
-        host::self_test(&Yes),
-        Err(host::SelfTestError::WrongVerdict("RS256"))
+        host_signature::self_test(&Yes),
+        Err(host_signature::SelfTestError::WrongVerdict("RS256"))
     );
     /// Answers garbage.
     struct Garbage;
     impl SignatureHost for Garbage {
-        fn call(&self, _: &[u8]) -> Result<Option<Vec<u8>>, host::HostFailure> {
+        fn call(&self, _: &[u8]) -> Result<Option<Vec<u8>>, host_signature::HostFailure> {
             Ok(Some(vec![0xff, 0xff, 0xff]))
         }
     }
     assert_eq!(
-        host::read_answer(Err(host::HostFailure::NotFound)),
-        Err(host::HostCallError::Missing)
+        host_signature::read_answer(Err(host_signature::HostFailure::NotFound)),
+        Err(host_signature::HostCallError::Missing)
     );
-    assert_eq!(host::read_answer(Ok(None)), Err(host::HostCallError::Empty));
     assert_eq!(
-        host::self_test(&Garbage),
-        Err(host::SelfTestError::Call(host::HostCallError::Undecodable))
+        host_signature::read_answer(Ok(None)),
+        Err(host_signature::HostCallError::Empty)
+    );
+    assert_eq!(
+        host_signature::self_test(&Garbage),
+        Err(host_signature::SelfTestError::Call(
+            host_signature::HostCallError::Undecodable
+        ))
     );
 }
 

@@ -1,7 +1,7 @@
 //! Host-verified and Wasm-verified signatures agree on every public vector, through a real
 //! Envoy's `verify_signature` (BoringSSL).
 //!
-//! The probe module (`tests/probe`) runs `apiguard_core::jwt::host::verify` (the filter's host path)
+//! The probe module (`tests/probe`) runs `apiguard_core::jwt::host_signature::verify` (the filter's host path)
 //! and `apiguard_core::jwt::alg::verify` (jwt-compact, the filter's Wasm path) on each case it is
 //! sent. Cases: every token × key of the Wycheproof JWS/JWK cases, RFC 7515 Appendix A, RFC 7520
 //! §4 and RFC 8037, and every test of the Wycheproof primitive files (RSA PKCS#1 v1.5 and PSS,

@@ -2,12 +2,12 @@
 //!
 //! POST a JSON array of `{"alg", "jwk", "msg" (hex), "sig" (hex)}`; the answer is one
 //! `{"host", "wasm"}` per case: the verdict of Envoy's `verify_signature` through
-//! `apiguard_core::jwt::host::verify` (`valid`, `invalid`, `not_offered`, `failed`, or `bad_key`
+//! `apiguard_core::jwt::host_signature::verify` (`valid`, `invalid`, `not_offered`, `failed`, or `bad_key`
 //! when the JWK is refused), and jwt-compact's verdict in Wasm. The test feeds it every
 //! vector in `tests/vectors/` and requires the two to agree.
 
 use apiguard_core::jose::Algorithm;
-use apiguard_core::jwt::host::{self, HostFailure, HostVerdict, SignatureHost};
+use apiguard_core::jwt::host_signature::{self, HostFailure, HostVerdict, SignatureHost};
 use apiguard_core::jwt::{alg, keys};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -31,13 +31,13 @@ impl RootContext for Root {
 }
 
 /// The host call as the filter makes it (filters/apiguard-wasm/src/host.rs): the raw answer,
-/// read by the core's `jwt::host::read_answer` for both. Only the status type differs (the
+/// read by the core's `jwt::host_signature::read_answer` for both. Only the status type differs (the
 /// SDK's here), so only its names are mapped here.
 struct Envoy;
 impl SignatureHost for Envoy {
     fn call(&self, arguments: &[u8]) -> Result<Option<Vec<u8>>, HostFailure> {
-        hostcalls::call_foreign_function(host::FOREIGN_FUNCTION, Some(arguments)).map_err(|s| {
-            match s {
+        hostcalls::call_foreign_function(host_signature::FOREIGN_FUNCTION, Some(arguments)).map_err(
+            |s| match s {
                 Status::NotFound => HostFailure::NotFound,
                 Status::BadArgument => HostFailure::Status("BadArgument"),
                 Status::SerializationFailure => HostFailure::Status("SerializationFailure"),
@@ -46,8 +46,8 @@ impl SignatureHost for Envoy {
                 Status::CasMismatch => HostFailure::Status("CasMismatch"),
                 Status::InternalFailure => HostFailure::Status("InternalFailure"),
                 _ => HostFailure::Status("unknown status"),
-            }
-        })
+            },
+        )
     }
 }
 
@@ -94,7 +94,7 @@ fn judge(case: &Value) -> Value {
         _ => return json!({"host": "bad_key", "wasm": false}),
     };
     let (msg, sig) = (bytes("msg"), bytes("sig"));
-    let host = match host::verify(&Envoy, alg, &key, &msg, &sig) {
+    let host = match host_signature::verify(&Envoy, alg, &key, &msg, &sig) {
         HostVerdict::Valid => "valid".to_owned(),
         HostVerdict::Invalid => "invalid".to_owned(),
         HostVerdict::NotOffered => "not_offered".to_owned(),
