@@ -13,7 +13,7 @@ use crate::identity::Claims;
 use crate::jwt::cache::TokenCache;
 use crate::jwt::host_signature::SignatureHost;
 use crate::jwt::remote::{FetchError, FetchReason};
-use crate::jwt::shared::{Fetch, KeyNote, MemoryShared, RemoteKeys, SharedData};
+use crate::jwt::shared::{Fetch, KeyNote, MemoryShared, SharedData, SharedKeys};
 use crate::jwt::stage::{AuthOutcome, Invalid, JwtStage, KeyRing};
 use crate::jwt::token::Reject;
 use crate::path::{self, NormalizedPath};
@@ -117,7 +117,7 @@ pub struct WorkerState {
     /// The host's signature verifier, when it offers one and `jwt.host_signatures` allows it
     /// (the filter installs it after [`crate::jwt::host_signature::self_test`]).
     pub signature_host: Option<Box<dyn SignatureHost>>,
-    remote: RemoteKeys,
+    remote: SharedKeys,
     shared: Box<dyn SharedData>,
 }
 
@@ -251,12 +251,12 @@ impl Pipeline {
             Some(j) => (
                 KeyRing::new(j),
                 TokenCache::new(j.cache_entries),
-                RemoteKeys::new(j),
+                SharedKeys::new(j),
             ),
             None => (
                 KeyRing::default(),
                 TokenCache::new(0),
-                RemoteKeys::default(),
+                SharedKeys::default(),
             ),
         };
         remote.create_leases(&*shared);

@@ -1,7 +1,7 @@
 //! Remote JWKS: the decisions behind fetching, sharing and expiring keys, without the I/O.
 //!
 //! Every Envoy worker runs its own Wasm VM. One fetch serves them all: the fetched document is
-//! kept in proxy-wasm shared data as a [`SharedJwks`] record, and a [`Lease`] in shared data
+//! kept in proxy-wasm shared data as a [`JwksRecord`], and a [`Lease`] in shared data
 //! (taken with compare-and-swap) makes fetching single-flight across workers and spaces retries
 //! after failures. Each worker reloads its keys when the record changes.
 
@@ -12,12 +12,12 @@ use crate::config::RemoteJwks;
 
 /// The shared record: when the keys were fetched (Unix seconds) and the JWK Set document.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SharedJwks {
+pub struct JwksRecord {
     pub fetched_at: i64,
     pub body: Vec<u8>,
 }
 
-impl SharedJwks {
+impl JwksRecord {
     /// `<fetched_at>\n<body>`.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = format!("{}\n", self.fetched_at).into_bytes();
@@ -25,10 +25,10 @@ impl SharedJwks {
         out
     }
 
-    pub fn decode(bytes: &[u8]) -> Option<SharedJwks> {
+    pub fn decode(bytes: &[u8]) -> Option<JwksRecord> {
         let nl = bytes.iter().position(|b| *b == b'\n')?;
         let fetched_at = std::str::from_utf8(&bytes[..nl]).ok()?.parse().ok()?;
-        Some(SharedJwks {
+        Some(JwksRecord {
             fetched_at,
             body: bytes[nl + 1..].to_vec(),
         })
@@ -169,11 +169,11 @@ mod tests {
 
     #[test]
     fn records_round_trip() {
-        let r = SharedJwks {
+        let r = JwksRecord {
             fetched_at: 42,
             body: b"{\"keys\":[]}\nx".to_vec(),
         };
-        assert_eq!(SharedJwks::decode(&r.encode()), Some(r));
+        assert_eq!(JwksRecord::decode(&r.encode()), Some(r));
         let l = Lease {
             until: 9,
             failures: 3,

@@ -7,8 +7,8 @@
 //!
 //! The contract, per remote JWKS (named by cluster and path, so two providers reading one JWKS
 //! share one fetch):
-//! - the fetched document is kept as a [`SharedJwks`] record; each worker reloads its keys when
-//!   the record's version changes ([`RemoteKeys::sync`]);
+//! - the fetched document is kept as a [`JwksRecord`]; each worker reloads its keys when
+//!   the record's version changes ([`SharedKeys::sync`]);
 //! - a [`Lease`] record makes fetching single-flight: a worker fetches only after winning a
 //!   compare-and-swap on it, and failures back off through it;
 //! - keys older than `max_stale_s` are dropped (tokens are refused until a fetch succeeds);
@@ -21,7 +21,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::keys::{JwksError, KeySet, Skipped};
-use super::remote::{self, FetchError, FetchReason, Lease, SharedJwks};
+use super::remote::{self, FetchError, FetchReason, JwksRecord, Lease};
 use super::stage::{Jwks, JwtStage, KeyRing};
 use crate::config::RemoteJwks;
 
@@ -65,7 +65,7 @@ impl SharedData for MemoryShared {
 }
 
 /// A JWKS fetch this worker won the lease for: the filter makes the call and hands the answer
-/// to [`RemoteKeys::finish`].
+/// to [`SharedKeys::finish`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fetch {
     pub provider: usize,
@@ -175,14 +175,15 @@ struct Slot {
     fetched_at: Option<i64>,
 }
 
-/// One worker's side of the coordination, for every remote provider.
+/// The keys of every remote provider as this worker shares them with the others: one worker's
+/// side of the coordination (the record each reloads from, the lease each fetches under).
 #[derive(Debug, Clone, Default)]
-pub struct RemoteKeys {
+pub struct SharedKeys {
     slots: Vec<Option<Slot>>,
 }
 
-impl RemoteKeys {
-    pub fn new(stage: &JwtStage) -> RemoteKeys {
+impl SharedKeys {
+    pub fn new(stage: &JwtStage) -> SharedKeys {
         let slots = stage
             .providers
             .iter()
@@ -197,7 +198,7 @@ impl RemoteKeys {
                 Jwks::Inline(_) => None,
             })
             .collect();
-        RemoteKeys { slots }
+        SharedKeys { slots }
     }
 
     /// Whether any provider's keys are remote (else the filter needs no timer work for keys).
@@ -227,7 +228,7 @@ impl RemoteKeys {
             if let Some((value, version)) = shared.get(&slot.record_key) {
                 if slot.seen != Some(version) {
                     slot.seen = Some(version);
-                    if let Some(rec) = SharedJwks::decode(&value) {
+                    if let Some(rec) = JwksRecord::decode(&value) {
                         match KeySet::from_document(&rec.body) {
                             Ok((set, _)) => {
                                 notes.push(KeyNote::Loaded {
@@ -325,7 +326,7 @@ impl RemoteKeys {
                     return Vec::new();
                 };
                 let mut notes = Vec::new();
-                let record = SharedJwks {
+                let record = JwksRecord {
                     fetched_at: now,
                     body,
                 };

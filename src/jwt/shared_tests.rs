@@ -10,7 +10,7 @@ use std::rc::Rc;
 use serde_json::json;
 
 use super::remote::{FetchError, FetchReason};
-use super::shared::{Fetch, KeyNote, MemoryShared, RemoteKeys, SharedData};
+use super::shared::{Fetch, KeyNote, MemoryShared, SharedData, SharedKeys};
 use super::stage::KeyRing;
 use crate::flow::Pipeline;
 
@@ -58,9 +58,9 @@ fn pipeline() -> Pipeline {
 }
 
 /// One worker: its coordination state and its keys.
-fn worker(p: &Pipeline, shared: &dyn SharedData) -> (RemoteKeys, KeyRing) {
+fn worker(p: &Pipeline, shared: &dyn SharedData) -> (SharedKeys, KeyRing) {
     let jwt = p.jwt.as_ref().unwrap();
-    let remote = RemoteKeys::new(jwt);
+    let remote = SharedKeys::new(jwt);
     remote.create_leases(shared);
     (remote, KeyRing::new(jwt))
 }
