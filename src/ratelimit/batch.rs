@@ -22,7 +22,104 @@
 //! This is state only (no host calls), so it lives in the core and is tested natively; the
 //! filter's glue makes the calls and delivers the answers.
 
-use apiguard_limiter_api::batch::{join, MAX_BATCH};
+use apiguard_limiter_api::batch::{join, split, MAX_BATCH};
+
+use super::{LimiterFailure, MAX_ANSWER_BYTES};
+
+/// The most bytes an answer to a batch may have: [`MAX_BATCH`] answers of at most
+/// [`MAX_ANSWER_BYTES`] each, and the array around them.
+pub const MAX_BATCH_ANSWER_BYTES: usize = MAX_BATCH * (MAX_ANSWER_BYTES + 32) + 64;
+
+/// One request's answer from a batch: the status and body `POST /v1/check` would have given,
+/// or the failure its own call would have had.
+pub type Answer = Result<(u16, Vec<u8>), LimiterFailure>;
+
+/// An [`Answer`] as the core reads a call's (`Pipeline::on_limiter_answer`): status and body
+/// borrowed.
+pub fn as_call_answer(answer: &Answer) -> Result<(u16, &[u8]), LimiterFailure> {
+    answer
+        .as_ref()
+        .map(|(s, b)| (*s, b.as_slice()))
+        .map_err(|f| *f)
+}
+
+/// Answers for requests of a batch, each to be delivered in its own context, in item order.
+#[derive(Debug)]
+pub struct Delivery<T> {
+    pub waiters: Vec<Waiter<T>>,
+    pub answers: Vec<Answer>,
+}
+
+impl<T> Default for Delivery<T> {
+    fn default() -> Self {
+        Delivery {
+            waiters: Vec::new(),
+            answers: Vec::new(),
+        }
+    }
+}
+
+impl<T> Delivery<T> {
+    /// Every request of `waiters` fails the same way.
+    pub fn failed(waiters: Vec<Waiter<T>>, why: LimiterFailure) -> Delivery<T> {
+        let answers = waiters.iter().map(|_| Err(why)).collect();
+        Delivery { waiters, answers }
+    }
+
+    pub fn push(&mut self, waiter: Waiter<T>, answer: Answer) {
+        self.waiters.push(waiter);
+        self.answers.push(answer);
+    }
+
+    pub fn extend(&mut self, other: Delivery<T>) {
+        self.waiters.extend(other.waiters);
+        self.answers.extend(other.answers);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.waiters.is_empty()
+    }
+
+    /// Each request with its answer.
+    pub fn into_pairs(self) -> impl Iterator<Item = (Waiter<T>, Answer)> {
+        self.waiters.into_iter().zip(self.answers)
+    }
+}
+
+/// Reads the answer to a batch (`status`: `None` when none came; `body` read only when
+/// `body_size` is at most [`MAX_BATCH_ANSWER_BYTES`]), split for its requests in order. A batch
+/// that got no answer, a status other than 200, an oversized answer or one that is not one item
+/// per request fails each request as a call of its own would (the core applies its failure
+/// mode). The second value says what was wrong with an unusable answer, for the log.
+pub fn read_answer<T>(
+    waiters: Vec<Waiter<T>>,
+    status: Option<u16>,
+    body_size: usize,
+    body: &[u8],
+) -> (Delivery<T>, Option<String>) {
+    let why = match status {
+        None => LimiterFailure::NoResponse,
+        Some(_) if body_size > MAX_BATCH_ANSWER_BYTES => LimiterFailure::TooLarge,
+        Some(200) => match split(body, waiters.len()) {
+            Ok(items) => {
+                let answers = items
+                    .into_iter()
+                    .map(|(s, b)| Ok((s, b.to_vec())))
+                    .collect();
+                return (Delivery { waiters, answers }, None);
+            }
+            Err(e) => {
+                let problem = format!("the limiter's batch answer is unusable: {e}");
+                return (
+                    Delivery::failed(waiters, LimiterFailure::Malformed),
+                    Some(problem),
+                );
+            }
+        },
+        Some(_) => LimiterFailure::Status,
+    };
+    (Delivery::failed(waiters, why), None)
+}
 
 /// How many requests may wait for a batch at once, per worker: eight full batches. Past that a
 /// request fails at once by its failure mode (the limiter is far behind, and waiting longer
@@ -288,5 +385,56 @@ mod tests {
         assert!(done > 1000, "{done}");
         assert!(expired > 0, "the backlog never built up");
         assert!(worst <= 2 * TIMEOUT, "a request waited {worst} ms");
+    }
+
+    #[test]
+    fn a_batch_answer_is_split_in_order_or_fails_every_request_alike() {
+        let three = || (0..3).map(waiter).collect::<Vec<_>>();
+        let item = |allowed: bool| {
+            format!(r#"{{"status":200,"body":{{"allowed":{allowed},"results":[]}}}}"#)
+        };
+        let body = format!(
+            r#"{{"answers":[{},{},{}]}}"#,
+            item(true),
+            item(false),
+            item(true)
+        );
+        let (d, problem) = read_answer(three(), Some(200), body.len(), body.as_bytes());
+        assert!(problem.is_none());
+        let got: Vec<_> = d
+            .into_pairs()
+            .map(|(w, a)| {
+                (
+                    w.context,
+                    a.map(|(s, b)| (s, String::from_utf8(b).unwrap())),
+                )
+            })
+            .collect();
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[1].0, 1);
+        assert!(got[1].1.as_ref().unwrap().1.contains("false"), "{got:?}");
+        let fails = |status, size: usize, body: &str| {
+            let (d, _) = read_answer(three(), status, size, body.as_bytes());
+            assert_eq!(d.waiters.len(), 3);
+            let mut errs = d.answers.into_iter().map(|a| a.err());
+            let first = errs.next().flatten();
+            assert!(errs.all(|e| e == first));
+            first
+        };
+        assert_eq!(fails(None, 0, ""), Some(LimiterFailure::NoResponse));
+        assert_eq!(fails(Some(503), 2, "{}"), Some(LimiterFailure::Status));
+        assert_eq!(
+            fails(Some(200), MAX_BATCH_ANSWER_BYTES + 1, ""),
+            Some(LimiterFailure::TooLarge)
+        );
+        let two = format!(r#"{{"answers":[{},{}]}}"#, item(true), item(true));
+        assert_eq!(
+            fails(Some(200), two.len(), &two),
+            Some(LimiterFailure::Malformed)
+        );
+        assert_eq!(
+            fails(Some(200), 7, "garbage"),
+            Some(LimiterFailure::Malformed)
+        );
     }
 }

@@ -19,75 +19,22 @@ use std::rc::Rc;
 use apiguard_core::reply::Reply;
 use log::{debug, warn};
 
-use crate::{host, Delivery, Request, Root};
+use apiguard_core::flow::Pending;
+use apiguard_core::ratelimit::batch::Delivery;
+
+use crate::{calls, host, Request, Root};
 use apiguard_proxy_abi::hostcall::Action;
 
-/// HTTP calls in flight: the host's token → the context that started it.
-///
-/// The call-token wrap: the SDK keeps a map like this that only an answer empties, and panics
-/// ("duplicate token_id") when the host hands out a token that is still in it. Envoy cancels a
-/// context's calls without answering when the context goes (a client that disconnects while
-/// the limiter is asked), so such tokens stay in the SDK's map forever, and Envoy's 32-bit call
-/// counter (`next_http_call_id_ += 4`) wraps after about a billion calls: a long-lived worker
-/// eventually gets a stale token back and its VM dies. Here:
-/// - a deleted context's calls are forgotten with it ([`Callouts::forget`]), so nothing stays;
-/// - a token handed out again replaces its entry: the host reuses a token only once the call
-///   it named is over, so the old entry was stale;
-/// - an answer whose token is not here is dropped.
-///
-/// Each context also checks an answer's token against the calls it waits for.
-#[derive(Debug, Default)]
-pub struct Callouts {
-    owner: HashMap<u32, u32>,
-}
-
-impl Callouts {
-    /// Records that `context` started call `token`; the previous owner of a reused token.
-    pub fn started(&mut self, token: u32, context: u32) -> Option<u32> {
-        self.owner.insert(token, context)
-    }
-
-    /// The context an answer for `token` goes to, if any; the call is over either way.
-    pub fn finished(&mut self, token: u32) -> Option<u32> {
-        self.owner.remove(&token)
-    }
-
-    /// Forgets the calls of a deleted context: the tokens it says it waits for, or, when it
-    /// cannot say, every entry naming it.
-    pub fn forget(&mut self, context: u32, waiting: Option<&[u32]>) {
-        match waiting {
-            Some(tokens) => {
-                for token in tokens {
-                    if self.owner.get(token) == Some(&context) {
-                        self.owner.remove(token);
-                    }
-                }
-            }
-            None => self.owner.retain(|_, owner| *owner != context),
-        }
-    }
-
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.owner.len()
-    }
-}
-
-/// The contexts of this VM (a Wasm VM is single-threaded: one table).
+/// The contexts of this VM (a Wasm VM is single-threaded: one table). Which context runs and
+/// which waits for which call is `calls`'s.
 #[derive(Default)]
 struct Vm {
     roots: HashMap<u32, Rc<RefCell<Root>>>,
     requests: HashMap<u32, Rc<RefCell<Request>>>,
-    callouts: Callouts,
-    /// The context the host is running now: calls started now are its calls.
-    active: u32,
 }
 
 thread_local! {
     static VM: RefCell<Vm> = RefCell::new(Vm::default());
-    /// Batch answers that could not be delivered where they were made (a request's own
-    /// callback): delivered before the event that made them returns to the host.
-    static DEFERRED: RefCell<Vec<Delivery>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Runs `f` on the table; `None` if it is in use (a re-entrant call), never a panic. Contexts
@@ -100,46 +47,18 @@ fn with_vm<R>(f: impl FnOnce(&mut Vm) -> R) -> Option<R> {
 }
 
 fn enter_root(id: u32) -> Option<Rc<RefCell<Root>>> {
-    with_vm(|vm| {
-        vm.active = id;
-        vm.roots.get(&id).cloned()
-    })
-    .flatten()
+    calls::enter(id);
+    with_vm(|vm| vm.roots.get(&id).cloned()).flatten()
 }
 
 fn enter_request(id: u32) -> Option<Rc<RefCell<Request>>> {
-    with_vm(|vm| {
-        vm.active = id;
-        vm.requests.get(&id).cloned()
-    })
-    .flatten()
-}
-
-/// Runs `f` as context `id` (the host's effective context and this table's running context),
-/// then switches back: the root context makes the batched calls from inside a request's event.
-pub fn as_context<R>(id: u32, f: impl FnOnce() -> R) -> R {
-    let previous = with_vm(|vm| std::mem::replace(&mut vm.active, id));
-    if let Err(e) = host::HOST.set_effective_context(id) {
-        warn!("apiguard: cannot switch to context {id}: {e}");
-    }
-    let out = f();
-    if let Some(previous) = previous {
-        with_vm(|vm| vm.active = previous);
-        if let Err(e) = host::HOST.set_effective_context(previous) {
-            warn!("apiguard: cannot switch back to context {previous}: {e}");
-        }
-    }
-    out
-}
-
-/// Keeps answers for delivery once the running event's contexts are released.
-pub fn defer(delivery: Delivery) {
-    let _ = DEFERRED.try_with(|d| d.try_borrow_mut().map(|mut d| d.push(delivery)));
+    calls::enter(id);
+    with_vm(|vm| vm.requests.get(&id).cloned()).flatten()
 }
 
 /// Delivers each answer of a batch in its request's context; requests gone meanwhile are
 /// skipped (nothing waits for them).
-fn deliver(delivery: Delivery) {
+fn deliver(delivery: Delivery<Pending>) {
     for (waiter, answer) in delivery.into_pairs() {
         let Some(request) = enter_request(waiter.context) else {
             debug!(
@@ -168,11 +87,7 @@ fn deliver(delivery: Delivery) {
 /// whether there was anything.
 fn deliver_deferred() -> bool {
     let mut any = false;
-    while let Some(next) = DEFERRED
-        .try_with(|d| d.try_borrow_mut().ok().and_then(|mut d| d.pop()))
-        .ok()
-        .flatten()
-    {
+    while let Some(next) = calls::take_deferred() {
         deliver(next);
         any = true;
     }
@@ -229,7 +144,7 @@ pub fn on_request_headers(id: u32) -> Action {
             if let Err(e) = host::HOST.set_effective_context(id) {
                 warn!("apiguard: cannot switch back to context {id}: {e}");
             }
-            with_vm(|vm| vm.active = id);
+            calls::enter(id);
         }
         return action;
     }
@@ -249,18 +164,17 @@ pub fn on_response_headers(id: u32) -> Action {
 
 /// Delivers a call's answer to the context that started it (see [`Callouts`]).
 pub fn on_http_call_response(token: u32, body_size: usize) {
-    let target = with_vm(|vm| {
-        let owner = vm.callouts.finished(token)?;
-        vm.active = owner;
-        Some((
-            owner,
+    let Some(owner) = calls::finished(token) else {
+        debug!("apiguard: answer to call {token}, which no context waits for: dropped");
+        return;
+    };
+    calls::enter(owner);
+    let Some((request, root)) = with_vm(|vm| {
+        (
             vm.requests.get(&owner).cloned(),
             vm.roots.get(&owner).cloned(),
-        ))
-    })
-    .flatten();
-    let Some((owner, request, root)) = target else {
-        debug!("apiguard: answer to call {token}, which no context waits for: dropped");
+        )
+    }) else {
         return;
     };
     // Envoy already runs the answer in the caller's context; other hosts may not.
@@ -293,87 +207,19 @@ pub fn on_http_call_response(token: u32, body_size: usize) {
 }
 
 pub fn on_delete(id: u32) {
-    with_vm(|vm| {
-        let waiting = match vm.requests.remove(&id) {
-            Some(request) => request.try_borrow().ok().map(|r| {
-                if r.batched() {
-                    if let Some(Ok(mut w)) = r.worker.as_ref().map(|w| w.try_borrow_mut()) {
-                        w.batcher.forget(id);
-                    }
-                }
-                r.waiting_on()
-            }),
-            None => {
-                vm.roots.remove(&id);
-                None
-            }
-        };
-        vm.callouts.forget(id, waiting.as_deref());
-    });
-}
-
-/// Records that the running context started call `token` (called by `host` on every call the
-/// host accepts).
-pub fn callout_started(token: u32) {
-    with_vm(|vm| {
-        let context = vm.active;
-        if let Some(stale) = vm.callouts.started(token, context) {
-            debug!("apiguard: the host reused call token {token} (last held by context {stale})");
+    let waiting = with_vm(|vm| match vm.requests.remove(&id) {
+        Some(request) => request.try_borrow_mut().ok().map(|mut r| r.on_delete()),
+        None => {
+            vm.roots.remove(&id);
+            None
         }
-    });
+    })
+    .flatten();
+    calls::forget(id, waiting.as_deref());
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
-    #[test]
-    fn a_reused_token_replaces_its_stale_entry() {
-        let mut c = Callouts::default();
-        assert_eq!(c.started(4, 2), None);
-        // The host wrapped around and gave token 4 to context 3: no panic, 3 owns it now.
-        assert_eq!(c.started(4, 3), Some(2));
-        assert_eq!(c.finished(4), Some(3));
-        assert_eq!(c.finished(4), None);
-        assert_eq!(c.len(), 0);
-    }
-
-    #[test]
-    fn a_deleted_context_leaves_nothing_behind() {
-        let mut c = Callouts::default();
-        c.started(4, 2);
-        c.started(8, 3);
-        c.started(12, 1);
-        c.started(16, 1);
-        // Context 2 is deleted while waiting (Envoy cancels the call, no answer comes).
-        c.forget(2, Some(&[4]));
-        assert_eq!(c.finished(4), None);
-        // A context that cannot say what it waits for: every entry naming it goes.
-        c.forget(1, None);
-        assert_eq!(c.len(), 1);
-        // Tokens a context names but no longer owns are left to their owner.
-        c.forget(2, Some(&[8]));
-        assert_eq!(c.finished(8), Some(3));
-    }
-
-    #[test]
-    fn a_billion_cancelled_calls_do_not_accumulate() {
-        // Envoy's counter steps by 4 and wraps: simulate the wrap with tokens modulo a small
-        // ring, every other call cancelled by its context's deletion.
-        let mut c = Callouts::default();
-        for call in 0u32..100_000 {
-            let token = (call % 64) * 4;
-            let context = call + 10;
-            c.started(token, context);
-            if call % 2 == 0 {
-                c.forget(context, Some(&[token]));
-            } else {
-                assert_eq!(c.finished(token), Some(context));
-            }
-        }
-        assert_eq!(c.len(), 0);
-    }
-
     /// The filter end to end against the scripted native host (`fake`).
     #[cfg(not(target_arch = "wasm32"))]
     mod scripted {
@@ -387,6 +233,7 @@ mod tests {
 
         fn start(s: Script) {
             with_vm(|vm| *vm = Vm::default()).unwrap();
+            calls::reset();
             script(|old| *old = s).unwrap();
         }
 
@@ -490,7 +337,7 @@ mod tests {
             assert_eq!(journal(), ["call 4"]);
             // The client goes away: Envoy cancels the call and never answers it.
             on_delete(2);
-            assert_eq!(with_vm(|vm| vm.callouts.len()), Some(0));
+            assert_eq!(calls::in_flight(), 0);
             on_context_create(3, 1);
             assert_eq!(on_request_headers(3), Action::Pause);
             // The host hands out token 4 again, while context 3's first call is still open.
@@ -510,7 +357,7 @@ mod tests {
             assert_eq!(journal(), Vec::<String>::new());
             on_delete(3);
             on_delete(5);
-            assert_eq!(with_vm(|vm| vm.callouts.len()), Some(0));
+            assert_eq!(calls::in_flight(), 0);
         }
 
         #[test]
@@ -620,7 +467,7 @@ mod tests {
             for id in [2, 3, 4] {
                 on_delete(id);
             }
-            assert_eq!(with_vm(|vm| vm.callouts.len()), Some(0));
+            assert_eq!(calls::in_flight(), 0);
         }
 
         #[test]

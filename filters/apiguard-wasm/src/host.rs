@@ -12,7 +12,6 @@ use apiguard_core::jwt::shared::SharedData;
 use apiguard_core::reply::Reply;
 use log::{debug, warn};
 
-use crate::dispatch;
 use apiguard_proxy_abi::hostcall::{BufferType, Host, HostError, LogLevel, MapType, MetricType};
 
 /// The host: Envoy through the proxy-wasm imports on Wasm; natively a scripted fake, so the
@@ -154,16 +153,15 @@ pub fn set_filter_state(name: &str, value: &[u8]) {
     }
 }
 
-/// Starts a call and records who waits for it; the call's token on success.
+/// Starts a call; the call's token on success (the caller records who waits for it:
+/// `calls::started`).
 fn http_call(
     cluster: &str,
     headers: &[(&str, &str)],
     body: &[u8],
     timeout: Duration,
 ) -> Result<u32, HostError> {
-    let token = HOST.http_call(cluster, headers, body, timeout)?;
-    dispatch::callout_started(token);
-    Ok(token)
+    HOST.http_call(cluster, headers, body, timeout)
 }
 
 /// An outgoing GET to an Envoy cluster; the call's token on success.

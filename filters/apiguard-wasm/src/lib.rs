@@ -6,7 +6,8 @@
 //! SDK, whose host calls and dispatcher panic on host answers they do not expect; it speaks the
 //! ABI through `apiguard-proxy-abi` (`filters/proxy-abi`), which holds all the `unsafe` code:
 //! - `exports` (Wasm only): the host's events, each handed to `dispatch`;
-//! - `dispatch`: host events to this crate's contexts, and which context waits for which call;
+//! - `dispatch`: host events to this crate's contexts;
+//! - `calls`: which context runs, which waits for which call, answers kept for delivery;
 //! - `host`: the filter's host calls, each failure logged and failed closed;
 //! - `worker`: what one worker keeps (the pipeline, the core's worker state, counters);
 //! - this file: the root and request contexts, carrying out the core's steps (the batches of
@@ -17,6 +18,7 @@
 /// Public: its functions are the host's entry points, called by `exports` on Wasm; natively only
 /// tests call them, and being public keeps them (and the filter behind them) checked code
 /// rather than dead code.
+mod calls;
 pub mod dispatch;
 #[cfg(target_arch = "wasm32")]
 #[allow(unsafe_code)]
@@ -35,10 +37,12 @@ use apiguard_core::flow::{Outcome, Pending, Pipeline, RequestFacts, Resumed, Ste
 use apiguard_core::http::{HeaderOp, Headers};
 use apiguard_core::jwt::keys::MAX_JWKS_BYTES;
 use apiguard_core::jwt::shared::Fetch;
-use apiguard_core::ratelimit::batch::Waiter;
+use apiguard_core::ratelimit::batch::{
+    self, as_call_answer, Answer, Delivery, Waiter, MAX_BATCH_ANSWER_BYTES,
+};
 use apiguard_core::ratelimit::{LimitCall, LimiterFailure, MAX_ANSWER_BYTES};
 use apiguard_core::reply::Reply;
-use apiguard_limiter_api::batch::{split, BATCH_PATH, MAX_BATCH};
+use apiguard_limiter_api::batch::BATCH_PATH;
 use log::{debug, error, info, warn};
 
 use apiguard_proxy_abi::hostcall::Action;
@@ -61,42 +65,6 @@ struct Root {
     worker: Option<Rc<RefCell<Worker>>>,
     /// JWKS fetches this root context started: call token → provider.
     pending: HashMap<u32, usize>,
-}
-
-/// Answers for batched requests, each to be delivered in its own context (`dispatch`).
-#[derive(Default)]
-pub struct Delivery {
-    waiters: Vec<Waiter<Pending>>,
-    answers: Vec<Answer>,
-}
-
-/// One request's answer from a batch: the status and body `POST /v1/check` would have given.
-type Answer = Result<(u16, Vec<u8>), LimiterFailure>;
-
-/// A batch answer as the core reads a call's: status and body borrowed.
-fn borrowed(answer: &Answer) -> Result<(u16, &[u8]), LimiterFailure> {
-    answer
-        .as_ref()
-        .map(|(s, b)| (*s, b.as_slice()))
-        .map_err(|f| *f)
-}
-
-impl Delivery {
-    /// Every request of `waiters` fails the same way.
-    fn failed(waiters: Vec<Waiter<Pending>>, why: LimiterFailure) -> Delivery {
-        let answers = waiters.iter().map(|_| Err(why)).collect();
-        Delivery { waiters, answers }
-    }
-
-    fn extend(&mut self, other: Delivery) {
-        self.waiters.extend(other.waiters);
-        self.answers.extend(other.answers);
-    }
-
-    /// Each request with its answer.
-    fn into_pairs(self) -> impl Iterator<Item = (Waiter<Pending>, Answer)> {
-        self.waiters.into_iter().zip(self.answers)
-    }
 }
 
 impl Root {
@@ -166,7 +134,7 @@ impl Root {
 
     /// A JWKS fetch's answer, or a batch's: then the answers for its requests, which
     /// `dispatch` delivers each in its own context.
-    fn on_http_call_response(&mut self, token: u32, body_size: usize) -> Option<Delivery> {
+    fn on_http_call_response(&mut self, token: u32, body_size: usize) -> Option<Delivery<Pending>> {
         let wrc = self.worker.clone()?;
         let mut w = wrc.try_borrow_mut().ok()?;
         if let Some(provider) = self.pending.remove(&token) {
@@ -179,7 +147,7 @@ impl Root {
 
     /// Sends the requests that queued while a batch was in flight; those of a call the host
     /// refused come back failed.
-    fn send_next_batch(&self) -> Option<Delivery> {
+    fn send_next_batch(&self) -> Option<Delivery<Pending>> {
         let wrc = self.worker.clone()?;
         let mut w = wrc.try_borrow_mut().ok()?;
         send_batch(&mut w, host::now_ms())
@@ -202,7 +170,12 @@ fn on_off(on: bool) -> &'static str {
 /// off and `None` comes back.
 fn start_fetch(w: &mut Worker, fetch: &Fetch, now: i64) -> Option<u32> {
     let timeout = Duration::from_millis(fetch.timeout_ms);
-    match host::http_get(&fetch.cluster, &fetch.path, &fetch.authority, timeout) {
+    match calls::started(host::http_get(
+        &fetch.cluster,
+        &fetch.path,
+        &fetch.authority,
+        timeout,
+    )) {
         Ok(token) => Some(token),
         Err(status) => {
             warn!(
@@ -229,12 +202,17 @@ fn finish_fetch(w: &mut Worker, provider: usize, body_size: usize) {
 /// that started it: Envoy cancels a context's calls when it goes). `Some`: requests that fail
 /// now, to be delivered before calling again: those that waited past their `timeout_ms`
 /// (`apiguard_core::ratelimit::batch::Batcher::expire`), and the batch's if the host refused the call.
-fn send_batch(w: &mut Worker, now_ms: i64) -> Option<Delivery> {
+fn send_batch(w: &mut Worker, now_ms: i64) -> Option<Delivery<Pending>> {
     let mut failed = Delivery::failed(w.batcher.expire(now_ms), LimiterFailure::Queue);
     if let Some(out) = w.batcher.next_batch() {
         let timeout = Duration::from_millis(out.timeout_ms);
-        let sent = dispatch::as_context(w.root_id, || {
-            host::http_post(&out.cluster, BATCH_PATH, &out.body, timeout)
+        let sent = calls::as_context(w.root_id, || {
+            calls::started(host::http_post(
+                &out.cluster,
+                BATCH_PATH,
+                &out.body,
+                timeout,
+            ))
         });
         match sent {
             Ok(token) => w.batcher.sent(token, out.waiters),
@@ -247,35 +225,17 @@ fn send_batch(w: &mut Worker, now_ms: i64) -> Option<Delivery> {
             }
         }
     }
-    (!failed.waiters.is_empty()).then_some(failed)
+    (!failed.is_empty()).then_some(failed)
 }
 
-/// The answer to a batch, split for its requests in order. A batch that got no answer, a
-/// status other than 200 or an answer that is not one item per request fails each request
-/// as a call of its own would (the core applies its failure mode).
-fn batch_answers(waiters: Vec<Waiter<Pending>>, body_size: usize) -> Delivery {
-    // MAX_BATCH answers of at most MAX_ANSWER_BYTES each, and the array around them.
-    let max = MAX_BATCH * (MAX_ANSWER_BYTES + 32) + 64;
-    let (status, body) = host::call_response(body_size, max);
-    let why = match status {
-        None => LimiterFailure::NoResponse,
-        Some(_) if body_size > max => LimiterFailure::TooLarge,
-        Some(200) => match split(&body, waiters.len()) {
-            Ok(items) => {
-                let answers = items
-                    .into_iter()
-                    .map(|(s, b)| Ok((s, b.to_vec())))
-                    .collect();
-                return Delivery { waiters, answers };
-            }
-            Err(e) => {
-                warn!("apiguard: the limiter's batch answer is unusable: {e}");
-                LimiterFailure::Malformed
-            }
-        },
-        Some(_) => LimiterFailure::Status,
-    };
-    Delivery::failed(waiters, why)
+/// The answer to a batch, read by the core (`batch::read_answer`) for its requests in order.
+fn batch_answers(waiters: Vec<Waiter<Pending>>, body_size: usize) -> Delivery<Pending> {
+    let (status, body) = host::call_response(body_size, MAX_BATCH_ANSWER_BYTES);
+    let (delivery, problem) = batch::read_answer(waiters, status, body_size, &body);
+    if let Some(problem) = problem {
+        warn!("apiguard: {problem}");
+    }
+    delivery
 }
 
 /// One per HTTP request.
@@ -311,9 +271,15 @@ impl Request {
         }
     }
 
-    /// Whether its checks are queued for a batch (`dispatch` drops them if it goes).
-    fn batched(&self) -> bool {
-        self.batched
+    /// It goes (`dispatch`): its checks leave the batch queue if they wait there; the calls
+    /// it waits for, which the context table forgets with it.
+    fn on_delete(&mut self) -> Vec<u32> {
+        if self.batched {
+            if let Some(Ok(mut w)) = self.worker.as_ref().map(|w| w.try_borrow_mut()) {
+                w.batcher.forget(self.id);
+            }
+        }
+        self.waiting_on()
     }
 
     /// The calls this request waits for (forgotten by `dispatch` if it is deleted first).
@@ -392,7 +358,12 @@ impl Request {
             }
             Step::CheckLimits { call, resume } => {
                 let timeout = Duration::from_millis(call.timeout_ms);
-                match host::http_post(&call.cluster, call.path, &call.body, timeout) {
+                match calls::started(host::http_post(
+                    &call.cluster,
+                    call.path,
+                    &call.body,
+                    timeout,
+                )) {
                     Ok(token) => {
                         self.waiting = Some((token, Waiting::Limiter(resume, now_ms)));
                         Action::Pause
@@ -503,18 +474,17 @@ impl Request {
                 if waiter.context == self.id {
                     mine = Some((waiter, answer));
                 } else {
-                    others.waiters.push(waiter);
-                    others.answers.push(answer);
+                    others.push(waiter, answer);
                 }
             }
         }
-        if !others.waiters.is_empty() {
-            dispatch::defer(others);
+        if !others.is_empty() {
+            calls::defer(others);
         }
         match mine {
             Some((waiter, answer)) => {
                 self.batched = false;
-                self.answer_with(w, waiter.resume, waiter.queued_ms, borrowed(&answer))
+                self.answer_with(w, waiter.resume, waiter.queued_ms, as_call_answer(&answer))
             }
             // Queued, or in the batch just sent: its answer comes to its own context.
             None => Action::Pause,
@@ -524,7 +494,7 @@ impl Request {
     /// Its checks' answer came in a batch (or the batch failed).
     fn batch_answered(&mut self, resume: Pending, queued_ms: i64, answer: Answer) -> Action {
         self.batched = false;
-        self.with_worker(|this, w| this.answer_with(w, resume, queued_ms, borrowed(&answer)))
+        self.with_worker(|this, w| this.answer_with(w, resume, queued_ms, as_call_answer(&answer)))
     }
 }
 

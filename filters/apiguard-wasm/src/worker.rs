@@ -24,7 +24,7 @@ pub struct Worker {
     signature_stats: Option<Rc<SignatureStats>>,
     /// The root context: it makes the batched limiter calls.
     pub root_id: u32,
-    /// `rate_limit.batch`: limiter calls go in batches ([`crate::batch`]).
+    /// `rate_limit.batch`: limiter calls go in batches (`apiguard_core::ratelimit::batch`).
     pub batching: bool,
     pub batcher: Batcher<Pending>,
 }
