@@ -169,7 +169,7 @@ pub struct Pipeline {
 impl Pipeline {
     /// What to log for `outcome` on the request whose raw `:path` is `raw_path`
     /// ([`crate::logs`]: the path as judged, never its query).
-    pub fn log_lines(&self, outcome: &Outcome, raw_path: &[u8]) -> Vec<crate::logs::LogLine> {
+    pub fn log_lines<S>(&self, outcome: &Outcome<S>, raw_path: &[u8]) -> Vec<crate::logs::LogLine> {
         crate::logs::log_lines(
             &outcome.events,
             outcome

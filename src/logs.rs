@@ -90,6 +90,10 @@ pub fn log_lines(
                     path()
                 ),
             ),
+            Event::RateFailed(f) => (
+                Level::Warn,
+                format!("apiguard: rate limiter call failed ({})", f.name()),
+            ),
             Event::PolicyShadowDisagree => (
                 Level::Info,
                 format!("apiguard: shadow policy disagrees on {}", path()),
@@ -125,5 +129,26 @@ mod tests {
         let long = format!("/{}?access_token=SECRET", "a".repeat(1000));
         let got = path_for_log(long.as_bytes(), MatrixParams::Reject);
         assert_eq!(got.len(), MAX_LOGGED_PATH + '…'.len_utf8());
+    }
+
+    #[test]
+    fn a_failed_limiter_call_is_a_warning_naming_the_failure() {
+        use crate::ratelimit::LimiterFailure;
+        let lines = log_lines(
+            &[
+                Event::RateFailed(LimiterFailure::Status),
+                Event::RateFailurePass,
+            ],
+            None,
+            b"/x?access_token=SECRET",
+            MatrixParams::Reject,
+        );
+        assert_eq!(
+            lines,
+            [LogLine {
+                level: Level::Warn,
+                text: "apiguard: rate limiter call failed (status)".into()
+            }]
+        );
     }
 }

@@ -276,6 +276,21 @@ impl RateLimitStage {
         }
     }
 
+    /// A limiter call's answer as the host gives it, for [`RateLimitStage::judge`]: its
+    /// `status` (`None`: no response, the call was refused, reset or timed out) and its body's
+    /// size, the body read only when that is at most [`MAX_ANSWER_BYTES`].
+    pub fn call_answer(
+        status: Option<u16>,
+        body_size: usize,
+        body: &[u8],
+    ) -> Result<(u16, &[u8]), LimiterFailure> {
+        match status {
+            None => Err(LimiterFailure::NoResponse),
+            Some(_) if body_size > MAX_ANSWER_BYTES => Err(LimiterFailure::TooLarge),
+            Some(s) => Ok((s, body)),
+        }
+    }
+
     /// Turns the limiter's answer (`status`, `body`; `None` for no response) into a judgement at
     /// Unix time `now_ms`.
     pub fn judge(

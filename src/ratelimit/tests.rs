@@ -343,3 +343,19 @@ fn routes_match_every_spelling() {
         assert_eq!(plan.scope, "route:auth", "{raw}");
     }
 }
+
+#[test]
+fn a_calls_answer_is_read_as_the_host_gives_it() {
+    assert_eq!(
+        RateLimitStage::call_answer(None, 0, b""),
+        Err(LimiterFailure::NoResponse)
+    );
+    assert_eq!(
+        RateLimitStage::call_answer(Some(200), MAX_ANSWER_BYTES + 1, b""),
+        Err(LimiterFailure::TooLarge)
+    );
+    assert_eq!(
+        RateLimitStage::call_answer(Some(503), 2, b"{}"),
+        Ok((503, &b"{}"[..]))
+    );
+}

@@ -32,7 +32,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use apiguard_core::events::Event;
 use apiguard_core::flow::{Outcome, Pending, Pipeline, RequestFacts, Resumed, Step};
 use apiguard_core::http::{HeaderOp, Headers};
 use apiguard_core::jwt::keys::MAX_JWKS_BYTES;
@@ -40,7 +39,7 @@ use apiguard_core::jwt::shared::Fetch;
 use apiguard_core::ratelimit::batch::{
     self, as_call_answer, Answer, Delivery, Waiter, MAX_BATCH_ANSWER_BYTES,
 };
-use apiguard_core::ratelimit::{LimitCall, LimiterFailure, MAX_ANSWER_BYTES};
+use apiguard_core::ratelimit::{LimitCall, LimiterFailure, RateLimitStage, MAX_ANSWER_BYTES};
 use apiguard_core::reply::Reply;
 use apiguard_limiter_api::batch::BATCH_PATH;
 use log::{debug, error, info, warn};
@@ -398,11 +397,8 @@ impl Request {
     /// Carries out what follows the limiter's answer.
     fn resume(&mut self, w: &mut Worker, outcome: Outcome<Resumed>) -> Action {
         w.count(&outcome.events);
-        for e in &outcome.events {
-            if let Event::RateFailed(f) = e {
-                warn!("apiguard: rate limiter call failed ({})", f.name());
-            }
-        }
+        // No line of a resumed request names its path.
+        log_outcome(&outcome, &w.pipeline, b"");
         match outcome.step {
             Resumed::Continue { request, response } => self.forward(&request, response),
             Resumed::Respond(reply) => answer(&reply),
@@ -413,11 +409,7 @@ impl Request {
     fn limiter_answered(&mut self, resume: Pending, sent_ms: i64, body_size: usize) -> Action {
         self.with_worker(|this, w| {
             let (status, body) = host::call_response(body_size, MAX_ANSWER_BYTES);
-            let answer = match status {
-                None => Err(LimiterFailure::NoResponse),
-                Some(_) if body_size > MAX_ANSWER_BYTES => Err(LimiterFailure::TooLarge),
-                Some(s) => Ok((s, body.as_slice())),
-            };
+            let answer = RateLimitStage::call_answer(status, body_size, &body);
             this.answer_with(w, resume, sent_ms, answer)
         })
     }
@@ -505,7 +497,7 @@ fn answer(reply: &Reply) -> Action {
 }
 
 /// Writes the core's log lines for this outcome ([`apiguard_core::logs`]) at their levels.
-fn log_outcome(outcome: &Outcome, pipeline: &Pipeline, path: &[u8]) {
+fn log_outcome<S>(outcome: &Outcome<S>, pipeline: &Pipeline, path: &[u8]) {
     use apiguard_core::logs::Level;
     for line in pipeline.log_lines(outcome, path) {
         match line.level {
