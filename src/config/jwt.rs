@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{
+use super::common::{
     check_header_name, check_settable_header, invalid, ConfigError, ConfigWarning, Problem,
 };
-use super::{DEFAULT_CLOCK_SKEW_S, MAX_CACHE_ENTRIES, MAX_TIMEOUT_MS};
+use super::common::{valid_name, DEFAULT_CLOCK_SKEW_S, MAX_CACHE_ENTRIES, MAX_TIMEOUT_MS};
 use crate::jose::Algorithm;
 
 /// `jwt`: token providers and which paths need which of them.
@@ -222,7 +222,7 @@ pub(super) fn validate_jwt(
     }
     for (name, p) in &jwt.providers {
         let at = format!("jwt.providers.{name}");
-        if !super::valid_name(name) {
+        if !valid_name(name) {
             return Err(invalid(at, Problem::BadName(name.clone())));
         }
         if p.issuer.is_empty() {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{check_settable_header, invalid, ConfigError, Problem, MAX_CACHE_ENTRIES};
+use super::common::{check_settable_header, invalid, ConfigError, Problem, MAX_CACHE_ENTRIES};
 
 /// `policy`: embedded Rego.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::{check_header_name, invalid, ConfigError, Problem, MAX_CACHE_ENTRIES, MAX_TIMEOUT_MS};
+use super::common::{
+    check_header_name, invalid, valid_name, ConfigError, Problem, MAX_CACHE_ENTRIES, MAX_TIMEOUT_MS,
+};
 
 /// `rate_limit`: the callout to apiguard-limiter.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -163,7 +165,7 @@ pub(super) fn validate_rate_limit(rl: &RateLimitConfig) -> Result<(), ConfigErro
         return Err(invalid("rate_limit.identity", Problem::Empty));
     }
     for (name, limits) in &rl.tiers {
-        if !super::valid_name(name) {
+        if !valid_name(name) {
             return Err(invalid(
                 format!("rate_limit.tiers.{name}"),
                 Problem::BadName(name.clone()),
@@ -193,7 +195,7 @@ pub(super) fn validate_rate_limit(rl: &RateLimitConfig) -> Result<(), ConfigErro
         if r.name.is_empty() {
             return Err(invalid(format!("{at}.name"), Problem::Empty));
         }
-        if !super::valid_name(&r.name) {
+        if !valid_name(&r.name) {
             return Err(invalid(
                 format!("{at}.name"),
                 Problem::BadName(r.name.clone()),
