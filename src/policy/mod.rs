@@ -27,8 +27,8 @@ pub mod vm;
 
 pub use decision::{PolicyDecision, PolicyFailure};
 pub use pack::{effective_data, BUILTIN_DATA, BUILTIN_NAME, BUILTIN_PACK};
-pub use program::{add_modules, CompileError, Entry, Evaluator, PolicyProgram};
-pub use vm::PolicyVm;
+pub use program::{add_modules, CompileError, Evaluator, PolicyProgram};
+pub use vm::{Entry, PolicyVm};
 
 #[cfg(test)]
 mod tests;

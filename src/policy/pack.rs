@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use super::PolicyDecision;
+use super::decision::PolicyDecision;
 
 /// The built-in policy pack (`policies/api_authz.rego`), compiled into the module.
 pub const BUILTIN_PACK: &str = include_str!("../../policies/api_authz.rego");

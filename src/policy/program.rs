@@ -12,14 +12,11 @@ use regorus::Value as RegoValue;
 use sha2::{Digest, Sha256};
 
 use super::decision::{OUTPUTS, UNDEFINED};
+use super::forms;
 use super::pack::{self, effective_data, BUILTIN_NAME, BUILTIN_PACK};
 use super::reads::{self, InputReads};
-use super::{forms, vm::instruction_budget};
+use super::vm::{instruction_budget, Entry, PolicyVm, ENTRY_PACKAGE, ENTRY_RULE};
 use crate::config::{PackEngine, RegoVersion};
-
-/// The generated rule that gathers the decision. A user package of the same name is refused.
-const ENTRY_PACKAGE: &str = "apiguard_entry";
-pub(super) const ENTRY_RULE: &str = "data.apiguard_entry.decision";
 
 /// Why a policy did not compile (the configuration is refused).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,12 +47,12 @@ pub enum Evaluator {
 /// A policy compiled at configure time.
 #[derive(Clone)]
 pub struct PolicyProgram {
-    pub(super) compiled: regorus::CompiledPolicy,
-    pub(super) program: Option<Arc<Program>>,
+    compiled: regorus::CompiledPolicy,
+    program: Option<Arc<Program>>,
     /// Modules, data and the entry rule, for the interpreter when there is no program.
-    pub(super) engine: regorus::Engine,
-    pub(super) data: RegoValue,
-    pub(super) budget: Duration,
+    engine: regorus::Engine,
+    data: RegoValue,
+    budget: Duration,
     /// Hex SHA-256 of the modules and data (for logs and access logs).
     pub digest: String,
     pub evaluator: Evaluator,
@@ -64,7 +61,7 @@ pub struct PolicyProgram {
     /// The optional parts of the input the modules can read.
     pub reads: InputReads,
     /// The built-in pack compiled from its settings, when it runs that way.
-    pub(super) pack: Option<Arc<pack::Pack>>,
+    pack: Option<Arc<pack::Pack>>,
     /// Instructions one evaluation may execute on regorus's VM ([`instruction_budget`]).
     pub max_instructions: usize,
     /// How regorus's VM is asked for the decision.
@@ -72,32 +69,6 @@ pub struct PolicyProgram {
     /// Rules whose form a reader may mistake, named ([`forms::analyse`]): for the loader to
     /// warn about.
     pub warnings: Vec<String>,
-}
-
-/// How the decision is read from regorus's VM.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Entry {
-    /// Through the generated entry rule, one object with every output the package defines.
-    Gathered,
-    /// The package's `allow` rule as the program's entry point, and its `reasons` (when it
-    /// defines them) as a second one, run only on a denial. Used when a package defines no
-    /// other output: the gathering rules (a default and a rule call per output, then the
-    /// object) cost about as much as a trivial policy itself (docs/benchmarks.md).
-    Direct {
-        allow: String,
-        reasons: Option<String>,
-    },
-}
-
-impl Entry {
-    pub(super) fn entry_points(&self) -> Vec<&str> {
-        match self {
-            Entry::Gathered => vec![ENTRY_RULE],
-            Entry::Direct { allow, reasons } => std::iter::once(allow.as_str())
-                .chain(reasons.as_deref())
-                .collect(),
-        }
-    }
 }
 
 impl std::fmt::Debug for PolicyProgram {
@@ -323,6 +294,24 @@ impl PolicyProgram {
             entry: entry_mode,
             warnings: forms.warnings,
         })
+    }
+
+    /// A per-worker evaluator, loaded once.
+    pub fn vm(&self) -> PolicyVm {
+        if let Some(p) = &self.pack {
+            return PolicyVm::Native(p.clone());
+        }
+        match &self.program {
+            Some(p) => PolicyVm::rvm(
+                &self.compiled,
+                p,
+                &self.data,
+                self.max_instructions,
+                self.budget,
+                &self.entry,
+            ),
+            None => PolicyVm::interpreter(&self.engine, self.budget),
+        }
     }
 }
 

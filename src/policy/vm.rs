@@ -15,41 +15,33 @@ use regorus::Value as RegoValue;
 use super::decision::{decide, decode, PolicyDecision, PolicyFailure, NOT_DEFINED};
 use super::input;
 use super::pack;
-use super::program::{Entry, PolicyProgram, ENTRY_RULE};
 
-impl PolicyProgram {
-    /// A per-worker evaluator, loaded once.
-    pub fn vm(&self) -> PolicyVm {
-        if let Some(p) = &self.pack {
-            return PolicyVm::Native(p.clone());
-        }
-        match &self.program {
-            Some(p) => {
-                let mut vm = RegoVM::new_with_policy(self.compiled.clone());
-                vm.load_program(p.clone());
-                // Data was accepted by the engine at compile time; the VM re-checks it against
-                // the program's rules.
-                let _ = vm.set_data(self.data.clone());
-                vm.set_strict_builtin_errors(false);
-                // The budget is work: an evaluation stops after `max_instructions`, whatever
-                // the machine's load. Wall time is only a backstop, far past any evaluation
-                // that fits its instructions, so a descheduled worker never times one out.
-                vm.set_max_instructions(self.max_instructions);
-                if let Some(t) = timer(backstop(self.budget)) {
-                    vm.set_execution_timer_config(Some(t));
-                }
-                PolicyVm::Rvm(Box::new(vm), self.entry.clone())
-            }
-            None => {
-                let mut engine = self.engine.clone();
-                // As on the VM: a builtin given a value it does not take is undefined, as in
-                // OPA, not an error (`"admin" in "admin"`, `some r in "admin"`).
-                engine.set_strict_builtin_errors(false);
-                if let Some(t) = timer(self.budget) {
-                    engine.set_execution_timer_config(t);
-                }
-                PolicyVm::Interpreter(Box::new(engine))
-            }
+/// The generated rule that gathers the decision. A user package of the same name is refused.
+pub(super) const ENTRY_PACKAGE: &str = "apiguard_entry";
+pub(super) const ENTRY_RULE: &str = "data.apiguard_entry.decision";
+
+/// How the decision is read from regorus's VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// Through the generated entry rule, one object with every output the package defines.
+    Gathered,
+    /// The package's `allow` rule as the program's entry point, and its `reasons` (when it
+    /// defines them) as a second one, run only on a denial. Used when a package defines no
+    /// other output: the gathering rules (a default and a rule call per output, then the
+    /// object) cost about as much as a trivial policy itself (docs/benchmarks.md).
+    Direct {
+        allow: String,
+        reasons: Option<String>,
+    },
+}
+
+impl Entry {
+    pub(super) fn entry_points(&self) -> Vec<&str> {
+        match self {
+            Entry::Gathered => vec![ENTRY_RULE],
+            Entry::Direct { allow, reasons } => std::iter::once(allow.as_str())
+                .chain(reasons.as_deref())
+                .collect(),
         }
     }
 }
@@ -175,6 +167,44 @@ pub enum PolicyVm {
 }
 
 impl PolicyVm {
+    /// regorus's VM loaded with `program` and `data`, for `entry`: an evaluation stops after
+    /// `max_instructions`, or at the wall-clock backstop of `budget`.
+    pub(super) fn rvm(
+        compiled: &regorus::CompiledPolicy,
+        program: &Arc<Program>,
+        data: &RegoValue,
+        max_instructions: usize,
+        budget: Duration,
+        entry: &Entry,
+    ) -> PolicyVm {
+        let mut vm = RegoVM::new_with_policy(compiled.clone());
+        vm.load_program(program.clone());
+        // Data was accepted by the engine at compile time; the VM re-checks it against
+        // the program's rules.
+        let _ = vm.set_data(data.clone());
+        vm.set_strict_builtin_errors(false);
+        // The budget is work: an evaluation stops after `max_instructions`, whatever
+        // the machine's load. Wall time is only a backstop, far past any evaluation
+        // that fits its instructions, so a descheduled worker never times one out.
+        vm.set_max_instructions(max_instructions);
+        if let Some(t) = timer(backstop(budget)) {
+            vm.set_execution_timer_config(Some(t));
+        }
+        PolicyVm::Rvm(Box::new(vm), entry.clone())
+    }
+
+    /// regorus's interpreter on `engine` (modules, data and the entry rule), within `budget`.
+    pub(super) fn interpreter(engine: &regorus::Engine, budget: Duration) -> PolicyVm {
+        let mut engine = engine.clone();
+        // As on the VM: a builtin given a value it does not take is undefined, as in
+        // OPA, not an error (`"admin" in "admin"`, `some r in "admin"`).
+        engine.set_strict_builtin_errors(false);
+        if let Some(t) = timer(budget) {
+            engine.set_execution_timer_config(t);
+        }
+        PolicyVm::Interpreter(Box::new(engine))
+    }
+
     /// Evaluates the policy on an input document given as JSON.
     pub fn evaluate(&mut self, input: serde_json::Value) -> PolicyDecision {
         match self {
