@@ -13,9 +13,9 @@ use serde_json::json;
 const HEADER_TIMEOUT_MS: u64 = 300;
 
 /// One sweep of the gap between two limiter calls around the header timeout, through Envoy
-/// and a proxy that learns of a server's close 40 ms late (a request sent into a connection
-/// the limiter has closed is lost, as it is through a load balancer). Returns each gap with
-/// the status its request got.
+/// and a proxy that learns of a server's close 40 ms late ([`late_close`]; a request sent into
+/// a connection the limiter has closed is lost, as it is through a load balancer). Returns
+/// each gap with the status its request got.
 async fn sweep(envoy: &Envoy, auth: &str, gaps_ms: impl Iterator<Item = u64>) -> Vec<(u64, u16)> {
     let http = apiguard_e2e::client();
     let mut seen = Vec::new();
@@ -57,7 +57,7 @@ async fn setup(limiter_args: &[&str], envoy_idle: Duration) -> Setup {
         limiter.addr,
         Behaviour {
             idle: None,
-            late_close: Duration::from_millis(40),
+            late_close: late_close(),
         },
     )
     .await
@@ -79,7 +79,13 @@ async fn setup(limiter_args: &[&str], envoy_idle: Duration) -> Setup {
     let (alg, kid, key) = &all[1];
     let auth = format!(
         "Bearer {}",
-        token(*alg, kid, key, &claims(json!({"sub": "quiet"})))
+        // Valid for a day: a sweep run by hand takes longer than the default ten minutes.
+        token(
+            *alg,
+            kid,
+            key,
+            &claims(json!({"sub": "quiet", "exp": day_from_now()}))
+        )
     );
     Setup {
         _redis: redis,
@@ -92,18 +98,58 @@ async fn setup(limiter_args: &[&str], envoy_idle: Duration) -> Setup {
 }
 
 impl Setup {
-    /// Calls after each gap (the first call opens the pooled connection, later ones reuse it);
-    /// fails the test with every call's gap and status unless all were admitted.
-    async fn sweep_admits_all(&self, gaps_ms: impl Iterator<Item = u64>) {
-        let seen = sweep(&self.envoy, &self.auth, std::iter::once(0).chain(gaps_ms)).await;
-        let failed: Vec<_> = seen.iter().filter(|(_, s)| *s != 200).collect();
+    /// Calls after each gap (the first call opens the pooled connection, later ones reuse it),
+    /// `sweeps` times over; fails the test with the gap and status of every call that was not
+    /// admitted.
+    async fn sweep_admits_all(&self, gaps_ms: &[u64], sweeps: usize) {
+        let mut failed = Vec::new();
+        let mut calls = 0;
+        for _ in 0..sweeps {
+            let seen = sweep(
+                &self.envoy,
+                &self.auth,
+                std::iter::once(0).chain(gaps_ms.iter().copied()),
+            )
+            .await;
+            calls += seen.len();
+            failed.extend(seen.into_iter().filter(|(_, s)| *s != 200));
+        }
         assert!(
             failed.is_empty(),
-            "gap (ms) and status of each call that failed: {failed:?}; all: {seen:?}\n\
+            "{} of {calls} calls in {sweeps} sweeps failed, gap (ms) and status: {failed:?}\n\
              limiter log:\n{}",
+            failed.len(),
             self.limiter.proc.log()
         );
     }
+}
+
+fn day_from_now() -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    now.as_secs() + 86_400
+}
+
+/// How late the proxy passes a close on: 40 ms, or `APIGUARD_KEEPALIVE_LATE_CLOSE_MS` (at most
+/// 1000; 0 is a proxy that passes it on at once) for a run by hand.
+fn late_close() -> Duration {
+    let ms = std::env::var("APIGUARD_KEEPALIVE_LATE_CLOSE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40u64)
+        .min(1000);
+    Duration::from_millis(ms)
+}
+
+/// How many times to sweep: 1, or `APIGUARD_KEEPALIVE_SWEEPS` (at most 1000) for a longer
+/// run by hand.
+fn sweeps() -> usize {
+    std::env::var("APIGUARD_KEEPALIVE_SWEEPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .clamp(1, 1000)
 }
 
 /// Issue 35: the limiter closed a kept-alive connection once it had been idle for its header
@@ -116,7 +162,8 @@ async fn a_call_as_late_as_the_header_timeout_finds_a_live_connection() {
         Duration::from_secs(30),
     )
     .await;
-    s.sweep_admits_all((240..=400).step_by(10)).await;
+    let gaps: Vec<u64> = (240..=400).step_by(10).collect();
+    s.sweep_admits_all(&gaps, sweeps()).await;
 }
 
 /// When the limiter does close idle connections (its idle timeout), Envoy has closed them
@@ -134,5 +181,6 @@ async fn envoy_closes_idle_limiter_connections_before_the_limiter_does() {
         Duration::from_millis(500),
     )
     .await;
-    s.sweep_admits_all((940..=1060).step_by(20)).await;
+    let gaps: Vec<u64> = (940..=1060).step_by(20).collect();
+    s.sweep_admits_all(&gaps, sweeps()).await;
 }
