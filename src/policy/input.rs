@@ -1,13 +1,21 @@
 //! The policy input document (docs/policies.md): what the request is, who sent it, which
 //! resource the path names. Sizes are capped here, before evaluation, so no request can hand
 //! the policy engine an input large enough to exhaust the VM.
+//!
+//! This file is the input's one definition: its keys ([`key`]), which parts are optional
+//! ([`InputReads`]), how a request's document is built ([`InputBuilder::build`]), the largest
+//! document the VM's budget is measured on ([`InputBuilder::full_size`], built by `build`), and
+//! the fields derived for a hand-written document ([`with_derived_fields`]). Adding a field
+//! touches this file and docs/policies.md ("The input document"); a field from a fact the
+//! request does not carry yet also a parameter of `build` and the code that supplies it
+//! (`stage.rs` and `flow.rs`, and the glue for a host value); a costly field the policy may
+//! not read also [`super::reads`].
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use regorus::Value as RegoValue;
 
-use super::reads::InputReads;
 use crate::http::Headers;
 use crate::identity::Claims;
 use crate::path::{form_decode, form_decode_lossy, NormalizedPath};
@@ -24,6 +32,63 @@ pub const MAX_PATH: usize = 4096;
 
 /// Headers never shown to a policy: credentials.
 const HIDDEN: &[&str] = &["authorization", "cookie", "proxy-authorization"];
+
+/// The optional parts of the input a policy reads: costly to build, so filled only when the
+/// policy can read them ([`super::reads`] finds which from its modules).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputReads {
+    /// `input` at all: a policy that never names it (`allow := true`, a policy on `data` alone)
+    /// gets an empty document, and building one is most of what such a policy costs.
+    pub any: bool,
+    pub headers: bool,
+    pub query: bool,
+    /// `input.source`: the downstream address costs the filter a host call to learn.
+    pub source: bool,
+}
+
+impl InputReads {
+    pub const ALL: InputReads = InputReads {
+        any: true,
+        headers: true,
+        query: true,
+        source: true,
+    };
+    pub const NONE: InputReads = InputReads {
+        any: false,
+        headers: false,
+        query: false,
+        source: false,
+    };
+
+    pub fn union(self, other: InputReads) -> InputReads {
+        InputReads {
+            any: self.any || other.any,
+            headers: self.headers || other.headers,
+            query: self.query || other.query,
+            source: self.source || other.source,
+        }
+    }
+}
+
+/// The input document's keys, written once: [`InputBuilder::build`] makes the document with
+/// them, [`InputBuilder::full_size`] the largest one, [`with_derived_fields`] completes a
+/// hand-written one, and [`super::reads`] and the compiled pack read references against them.
+pub mod key {
+    pub const REQUEST: &str = "request";
+    pub const METHOD: &str = "method";
+    pub const PATH: &str = "path";
+    /// Derived: `path` lower-cased.
+    pub const LOWER_PATH: &str = "lower_path";
+    pub const QUERY: &str = "query";
+    pub const HEADERS: &str = "headers";
+    pub const HOST: &str = "host";
+    pub const TRUNCATED: &str = "truncated";
+    pub const SOURCE: &str = "source";
+    pub const ADDRESS: &str = "address";
+    pub const RESOURCE: &str = "resource";
+    pub const TOKEN: &str = "token";
+    pub const PROVIDER: &str = "provider";
+}
 
 /// A path template such as `/api/v1/tenants/{tenant_id}/documents/{doc_id}`.
 #[derive(Debug, Clone)]
@@ -210,21 +275,21 @@ struct Keys {
 
 impl Keys {
     fn new() -> Keys {
-        let address = RegoValue::from("address");
+        let address = RegoValue::from(key::ADDRESS);
         Keys {
-            request: RegoValue::from("request"),
-            method: RegoValue::from("method"),
-            path: RegoValue::from("path"),
-            lower_path: RegoValue::from("lower_path"),
-            query: RegoValue::from("query"),
-            headers: RegoValue::from("headers"),
-            host: RegoValue::from("host"),
-            truncated: RegoValue::from("truncated"),
-            source: RegoValue::from("source"),
+            request: RegoValue::from(key::REQUEST),
+            method: RegoValue::from(key::METHOD),
+            path: RegoValue::from(key::PATH),
+            lower_path: RegoValue::from(key::LOWER_PATH),
+            query: RegoValue::from(key::QUERY),
+            headers: RegoValue::from(key::HEADERS),
+            host: RegoValue::from(key::HOST),
+            truncated: RegoValue::from(key::TRUNCATED),
+            source: RegoValue::from(key::SOURCE),
             address: address.clone(),
-            resource: RegoValue::from("resource"),
-            token: RegoValue::from("token"),
-            provider: RegoValue::from("provider"),
+            resource: RegoValue::from(key::RESOURCE),
+            token: RegoValue::from(key::TOKEN),
+            provider: RegoValue::from(key::PROVIDER),
             empty: RegoValue::from(BTreeMap::new()),
             no_source: RegoValue::from(BTreeMap::from([(address, RegoValue::from(""))])),
             methods: COMMON_METHODS
@@ -371,6 +436,78 @@ fn claims_value(claims: &Claims) -> RegoValue {
         Some(v) => v.clone(),
         None => convert(&claims.map),
     }
+}
+
+/// Claims in the full-size input's token, and roles in its list claims: a token larger than
+/// most (the filter does not bound claims beyond the token's size).
+const FULL_SIZE_CLAIMS: usize = 64;
+
+impl InputBuilder {
+    /// An input document as large as the filter ever passes (docs/policies.md), built by
+    /// [`InputBuilder::build`] itself from a request at every limit: the most headers, each as
+    /// long as passed, the most query parameters, a long path naming a resource, a token with
+    /// many claims and long roles lists. The VM's instruction budget is measured on it
+    /// ([`super::vm`]), so it has every part a request's document has.
+    pub fn full_size() -> RegoValue {
+        let value = "v".repeat(MAX_HEADER_VALUE).into_bytes();
+        let headers: Vec<(String, Vec<u8>)> =
+            std::iter::once((":authority".to_owned(), b"api.example.com".to_vec()))
+                .chain((0..MAX_HEADERS).map(|i| (format!("x-header-{i}"), value.clone())))
+                .collect();
+        let query: Vec<String> = (0..MAX_QUERY_PARAMS).map(|i| format!("q{i}={i}")).collect();
+        let path = NormalizedPath {
+            path: format!("/api/v1/tenants/t1/documents/1/{}", "x/".repeat(64)),
+            query: Some(query.join("&")),
+        };
+        let roles: Vec<serde_json::Value> = (0..FULL_SIZE_CLAIMS)
+            .map(|i| format!("role-{i}").into())
+            .collect();
+        let mut token: serde_json::Map<String, serde_json::Value> = (0..FULL_SIZE_CLAIMS)
+            .map(|i| (format!("claim_{i}"), format!("value-{i}").into()))
+            .collect();
+        for (k, v) in [
+            ("sub", serde_json::json!("user")),
+            ("roles", roles.clone().into()),
+            ("groups", roles.into()),
+            ("tenant_id", "t1".into()),
+            ("scope", "read write admin".into()),
+        ] {
+            token.insert(k.into(), v);
+        }
+        let builder = InputBuilder::new(
+            vec![Template::parse(
+                "/api/v1/tenants/{tenant_id}/documents/{doc_id}",
+            )],
+            InputReads::ALL,
+        );
+        builder.build(
+            &Headers::new(&headers),
+            "GET",
+            &path,
+            Some("10.0.0.1"),
+            Some(("primary", &Claims::new(token))),
+        )
+    }
+}
+
+/// A hand-written input document with the fields apiguard derives filled in where they are
+/// missing: `request.lower_path` from `request.path`. Inputs written for `apiguard policy
+/// test/eval` then need only what the request is, as docs/policies.md describes it.
+pub fn with_derived_fields(input: &serde_json::Value) -> serde_json::Value {
+    let mut input = input.clone();
+    if let Some(request) = input
+        .get_mut(key::REQUEST)
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        if !request.contains_key(key::LOWER_PATH) {
+            if let Some(path) = request.get(key::PATH).and_then(serde_json::Value::as_str) {
+                // As [`NormalizedPath::lower`] makes it for a request.
+                let lower = path.to_ascii_lowercase();
+                request.insert(key::LOWER_PATH.to_owned(), serde_json::Value::from(lower));
+            }
+        }
+    }
+    input
 }
 
 #[cfg(test)]
@@ -631,5 +768,53 @@ mod tests {
                 assert_eq!(d["request"]["query"]["debug"], "1%zz");
             }
         }
+    }
+
+    /// The full-size document the instruction budget is measured on is the builder's own, at
+    /// every limit and not truncated: every header and query parameter it passes, each part a
+    /// request's document has (the same keys as a typical request's, all filled).
+    #[test]
+    fn full_size_input_is_a_built_document_at_every_limit() {
+        let doc: serde_json::Value =
+            serde_json::from_str(&InputBuilder::full_size().to_json_str().unwrap()).unwrap();
+        let request = &doc[key::REQUEST];
+        assert_eq!(
+            request[key::HEADERS].as_object().unwrap().len(),
+            MAX_HEADERS
+        );
+        assert!(request[key::HEADERS]
+            .as_object()
+            .unwrap()
+            .values()
+            .all(|v| v.as_str().unwrap().len() == MAX_HEADER_VALUE));
+        assert_eq!(
+            request[key::QUERY].as_object().unwrap().len(),
+            MAX_QUERY_PARAMS
+        );
+        assert_eq!(request[key::TRUNCATED], false);
+        assert_ne!(doc[key::SOURCE][key::ADDRESS], "");
+        assert!(!doc[key::RESOURCE].as_object().unwrap().is_empty());
+        assert!(doc[key::TOKEN].as_object().unwrap().len() > 64);
+        let typical = InputBuilder::new(Vec::new(), InputReads::ALL).build(
+            &Headers::new(&[]),
+            "GET",
+            &crate::path::normalize(b"/x").unwrap(),
+            Some("10.0.0.1"),
+            Some(("idp", &Claims::new(serde_json::Map::new()))),
+        );
+        let typical: serde_json::Value =
+            serde_json::from_str(&typical.to_json_str().unwrap()).unwrap();
+        let keys = |v: &serde_json::Value| {
+            let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            k.extend(
+                v[key::REQUEST]
+                    .as_object()
+                    .unwrap()
+                    .keys()
+                    .map(|k| format!("request.{k}")),
+            );
+            k
+        };
+        assert_eq!(keys(&doc), keys(&typical));
     }
 }

@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use super::decision::PolicyDecision;
+use super::input::key;
 
 /// The built-in policy pack (`policies/api_authz.rego`), compiled into the module.
 pub const BUILTIN_PACK: &str = include_str!("../../policies/api_authz.rego");
@@ -128,20 +129,20 @@ impl<'a> PackRequest<'a> {
     /// From an input document as JSON (`apiguard policy test/eval`, the differential test).
     pub fn from_json(input: &'a Value) -> PackRequest<'a> {
         let truthy = |v: Option<&'a Value>| v.filter(|v| **v != Value::Bool(false));
-        let request = input.get("request");
+        let request = input.get(key::REQUEST);
         PackRequest {
             method: request
-                .and_then(|r| r.get("method"))
+                .and_then(|r| r.get(key::METHOD))
                 .and_then(Value::as_str),
             lower_path: request
-                .and_then(|r| r.get("lower_path"))
+                .and_then(|r| r.get(key::LOWER_PATH))
                 .and_then(Value::as_str)
                 .map(Cow::Borrowed),
-            token: match truthy(input.get("token")) {
+            token: match truthy(input.get(key::TOKEN)) {
                 None => Token::Absent,
                 Some(t) => Token::Present(t.as_object()),
             },
-            tenant: match truthy(input.get("resource").and_then(|r| r.get("tenant_id"))) {
+            tenant: match truthy(input.get(key::RESOURCE).and_then(|r| r.get("tenant_id"))) {
                 None => Tenant::Absent,
                 Some(t) => Tenant::Present(t.as_str()),
             },

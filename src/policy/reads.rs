@@ -17,41 +17,8 @@
 use regorus::unstable::{Lexer, Token, TokenKind};
 use regorus::Source;
 
-/// The optional parts of the input a policy reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct InputReads {
-    /// `input` at all: a policy that never names it (`allow := true`, a policy on `data` alone)
-    /// gets an empty document, and building one is most of what such a policy costs.
-    pub any: bool,
-    pub headers: bool,
-    pub query: bool,
-    /// `input.source`: the downstream address costs the filter a host call to learn.
-    pub source: bool,
-}
-
-impl InputReads {
-    pub const ALL: InputReads = InputReads {
-        any: true,
-        headers: true,
-        query: true,
-        source: true,
-    };
-    pub const NONE: InputReads = InputReads {
-        any: false,
-        headers: false,
-        query: false,
-        source: false,
-    };
-
-    pub fn union(self, other: InputReads) -> InputReads {
-        InputReads {
-            any: self.any || other.any,
-            headers: self.headers || other.headers,
-            query: self.query || other.query,
-            source: self.source || other.source,
-        }
-    }
-}
+use super::input::key;
+pub use super::input::InputReads;
 
 /// What every module together reads; a module that does not lex reads everything (it will
 /// not compile either).
@@ -94,18 +61,18 @@ fn module_reads(name: &str, text: &str) -> Option<InputReads> {
 fn chain_reads(rest: &[Token]) -> InputReads {
     let keys = constant_keys(rest, 2);
     match keys.as_slice() {
-        [Some(top), Some(field)] if top == "request" => InputReads {
+        [Some(top), Some(field)] if top == key::REQUEST => InputReads {
             any: true,
-            headers: field == "headers",
-            query: field == "query",
+            headers: field == key::HEADERS,
+            query: field == key::QUERY,
             source: false,
         },
-        [Some(top), ..] if top == "source" => InputReads {
+        [Some(top), ..] if top == key::SOURCE => InputReads {
             any: true,
             source: true,
             ..InputReads::NONE
         },
-        [Some(top), ..] if top != "request" => InputReads {
+        [Some(top), ..] if top != key::REQUEST => InputReads {
             any: true,
             ..InputReads::NONE
         },

@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
+pub use super::input::with_derived_fields;
 use super::{CompileError, PolicyDecision, PolicyProgram};
 use crate::config::{PackEngine, RegoVersion};
 
@@ -72,22 +73,6 @@ pub fn run(
     )?;
     let decision = program.vm().evaluate(with_derived_fields(&case.input));
     Ok((judge(case, &decision), decision))
-}
-
-/// A hand-written input document with the fields apiguard derives filled in where they are
-/// missing: `request.lower_path` from `request.path`. Inputs written for `apiguard policy
-/// test/eval` then need only what the request is, as docs/policies.md describes it.
-pub fn with_derived_fields(input: &Value) -> Value {
-    let mut input = input.clone();
-    if let Some(request) = input.get_mut("request").and_then(Value::as_object_mut) {
-        if !request.contains_key("lower_path") {
-            if let Some(path) = request.get("path").and_then(Value::as_str) {
-                let lower = path.to_ascii_lowercase();
-                request.insert("lower_path".to_owned(), Value::from(lower));
-            }
-        }
-    }
-    input
 }
 
 /// Compares a decision with a case's expectations.

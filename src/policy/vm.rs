@@ -13,7 +13,7 @@ use regorus::utils::limits::ExecutionTimerConfig;
 use regorus::Value as RegoValue;
 
 use super::decision::{decide, decode, PolicyDecision, PolicyFailure, NOT_DEFINED};
-use super::input;
+use super::input::InputBuilder;
 use super::pack;
 
 /// The generated rule that gathers the decision. A user package of the same name is refused.
@@ -56,7 +56,7 @@ pub(super) const MAX_INSTRUCTIONS: usize = 10_000_000;
 
 /// The instruction budget of a policy on regorus's VM, measured at configure time:
 /// [`INSTRUCTION_HEADROOM`] × the instructions one evaluation takes on a full-size input (every
-/// header, query parameter and claim list as large as the filter passes, [`full_input`]), found
+/// header, query parameter and claim list as large as the filter passes, [`InputBuilder::full_size`]), found
 /// by bisecting on the VM's instruction limit, within [`MIN_INSTRUCTIONS`]..=[`MAX_INSTRUCTIONS`].
 /// Every entry point must fit (each execution has the whole budget).
 /// Deterministic: the same policy gets the same budget on any machine.
@@ -70,7 +70,7 @@ pub(super) fn instruction_budget(
     vm.load_program(program.clone());
     let _ = vm.set_data(data.clone());
     vm.set_strict_builtin_errors(false);
-    let input = full_input();
+    let input = InputBuilder::full_size();
     let entry_points = entry.entry_points();
     let mut fits = |limit: usize| {
         vm.set_max_instructions(limit);
@@ -96,40 +96,6 @@ pub(super) fn instruction_budget(
     }
     hi.saturating_mul(INSTRUCTION_HEADROOM)
         .clamp(MIN_INSTRUCTIONS, MAX_INSTRUCTIONS)
-}
-
-/// An input document as large as the filter ever passes (docs/policies.md): the most headers
-/// and query parameters, long values, a token with many claims and a long roles list.
-fn full_input() -> RegoValue {
-    let value = "v".repeat(input::MAX_HEADER_VALUE);
-    let headers: serde_json::Map<String, serde_json::Value> = (0..input::MAX_HEADERS)
-        .map(|i| (format!("x-header-{i}"), value.clone().into()))
-        .collect();
-    let query: serde_json::Map<String, serde_json::Value> = (0..input::MAX_QUERY_PARAMS)
-        .map(|i| (format!("q{i}"), format!("{i}").into()))
-        .collect();
-    let roles: Vec<serde_json::Value> = (0..64).map(|i| format!("role-{i}").into()).collect();
-    let mut token: serde_json::Map<String, serde_json::Value> = (0..64)
-        .map(|i| (format!("claim_{i}"), format!("value-{i}").into()))
-        .collect();
-    for (k, v) in [
-        ("sub", serde_json::json!("user")),
-        ("roles", roles.clone().into()),
-        ("groups", roles.into()),
-        ("tenant_id", "t1".into()),
-        ("scope", "read write admin".into()),
-    ] {
-        token.insert(k.into(), v);
-    }
-    let path = format!("/api/v1/tenants/t1/documents/1/{}", "x/".repeat(64));
-    RegoValue::from(serde_json::json!({
-        "request": {"method": "GET", "path": path, "lower_path": path, "query": query,
-                    "headers": headers, "host": "api.example.com", "truncated": false},
-        "source": {"address": "10.0.0.1"},
-        "resource": {"tenant_id": "t1", "doc_id": "1"},
-        "token": token,
-        "provider": "primary",
-    }))
 }
 
 /// The wall-clock backstop of an evaluation on the VM: 20 × `time_budget_ms`, at least 100 ms.
