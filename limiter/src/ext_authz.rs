@@ -27,7 +27,9 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tracing::warn;
 
-use crate::{problem, AppState, Store};
+use crate::problem::problem;
+use crate::state::AppState;
+use crate::store::Store;
 
 /// Tells `ext_authz` which request headers to remove before the upstream (on a 200 only).
 const HEADERS_TO_REMOVE: &str = "x-envoy-auth-headers-to-remove";

@@ -14,13 +14,15 @@
 pub mod ext_authz;
 pub mod metrics;
 pub mod probe;
+mod problem;
 pub mod rls;
 pub mod serve;
+mod state;
 pub mod store;
 pub mod tls;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use apiguard_limiter_api::batch::{
     Answer, BatchRequest, BatchResponse, BATCH_PATH, MAX_BATCH_BODY_BYTES,
@@ -29,59 +31,16 @@ use apiguard_limiter_api::{CheckRequest, CheckResponse, CHECK_PATH, MAX_BODY_BYT
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
-use serde_json::json;
-use tracing::warn;
 
 pub use metrics::Metrics;
+pub use problem::problem;
+use problem::{problem_json, unavailable};
+pub use state::AppState;
 pub use store::{MemoryStore, RedisStore, RedisTarget, RedisTls, Store};
-
-/// Shared by every request.
-pub struct AppState<S> {
-    pub store: S,
-    pub metrics: Metrics,
-    /// Deadline for one store call; past it the answer is 503, never "allowed".
-    pub store_timeout: Duration,
-    /// The descriptor limits of Envoy's rate-limit service protocol (empty: every domain is
-    /// unknown).
-    pub descriptors: rls::Descriptors,
-}
-
-impl<S: Store> AppState<S> {
-    /// One store call within the store deadline, counted in the metrics (from `started`, when
-    /// the request arrived) and logged on failure. Both protocols decide through it. `Err` is
-    /// what to tell the caller: never "allowed".
-    pub async fn decide(
-        &self,
-        checks: &[apiguard_limiter_api::Check],
-        started: Instant,
-    ) -> Result<store::Decision, &'static str> {
-        let decided = tokio::time::timeout(self.store_timeout, self.store.check(checks)).await;
-        self.metrics.observe(started.elapsed());
-        match decided {
-            Ok(Ok(d)) => {
-                self.metrics.decided(d.allowed);
-                Ok(d)
-            }
-            Ok(Err(e)) => {
-                warn!(kind = e.kind(), "store error: {e}");
-                self.metrics.store_error(e.kind());
-                Err("rate-limit store error")
-            }
-            Err(_) => {
-                warn!(
-                    timeout_ms = self.store_timeout.as_millis() as u64,
-                    "store timed out"
-                );
-                self.metrics.store_error("timeout");
-                Err("rate-limit store did not answer in time")
-            }
-        }
-    }
-}
 
 /// The service's routes over a store.
 pub fn app<S: Store>(state: Arc<AppState<S>>) -> Router {
@@ -264,36 +223,4 @@ async fn metrics<S: Store>(State(st): State<Arc<AppState<S>>>) -> Response {
             .into_response(),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
-}
-
-/// An RFC 9457 problem document.
-pub fn problem(status: StatusCode, detail: &str) -> Response {
-    let mut res = (status, Json(problem_body(status, detail))).into_response();
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
-    );
-    res
-}
-
-/// 503 with `Retry-After: 1`: the caller applies its failure mode.
-/// An RFC 9457 problem document.
-fn problem_body(status: StatusCode, detail: &str) -> serde_json::Value {
-    json!({
-        "type": "about:blank",
-        "title": status.canonical_reason().unwrap_or("Error"),
-        "status": status.as_u16(),
-        "detail": detail,
-    })
-}
-
-fn problem_json(status: StatusCode, detail: &str) -> String {
-    problem_body(status, detail).to_string()
-}
-
-fn unavailable(detail: &str) -> Response {
-    let mut res = problem(StatusCode::SERVICE_UNAVAILABLE, detail);
-    res.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    res
 }

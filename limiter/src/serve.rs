@@ -440,7 +440,8 @@ impl hyper::service::Service<Request<Incoming>> for Counted {
         let (in_flight, admitted) = self.clock.request(req.version());
         if !admitted {
             // Never reaches the router, so nothing is counted; the connection then closes.
-            let mut res = crate::problem(StatusCode::SERVICE_UNAVAILABLE, "at the connection cap");
+            let mut res =
+                crate::problem::problem(StatusCode::SERVICE_UNAVAILABLE, "at the connection cap");
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             res.headers_mut()

@@ -25,7 +25,8 @@ use tonic::{Request, Response, Status};
 use tracing::warn;
 
 use super::{Descriptor, Plan};
-use crate::{AppState, Store};
+use crate::state::AppState;
+use crate::store::Store;
 
 /// The service's routes: `/envoy.service.ratelimit.v3.RateLimitService/<method>`.
 pub const ROUTE: &str = "/envoy.service.ratelimit.v3.RateLimitService/{*method}";
