@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use apiguard_limiter_api::{Check, CheckResult, LimitAlgorithm};
 
-use super::{unix_ms, CounterWindow, Decision, Store, StoreError};
+use super::common::{unix_ms, CounterWindow, Decision, Store, StoreError};
 
 /// Sweep expired windows after this many calls, so idle keys do not accumulate.
 const SWEEP_EVERY: u64 = 4096;

@@ -15,7 +15,7 @@ use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use tokio::sync::OnceCell;
 
-use super::{unix_ms, Decision, Store, StoreError};
+use super::common::{unix_ms, Decision, Store, StoreError};
 
 /// See the contract at the top of the script.
 const CHECK_LUA: &str = include_str!("check.lua");
