@@ -4,6 +4,7 @@
 //! failing policy case); 2 usage error or unreadable input (clap's convention for usage errors);
 //! 3 `simulate`: the filter would refuse the request.
 
+mod files;
 mod opa;
 mod policy;
 mod simulate;
@@ -16,6 +17,8 @@ use std::process::ExitCode;
 use apiguard_core::ratelimit::{EXT_AUTHZ_PATH, HANDOFF_HEADER};
 use apiguard_core::Pipeline;
 use clap::{Parser, Subcommand};
+
+use files::read;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -105,14 +108,6 @@ fn schema() -> String {
         );
     }
     serde_json::to_string_pretty(&schema).unwrap_or_default()
-}
-
-/// Reads a file, or explains why not (exit code 2).
-pub fn read(path: &Path) -> Result<Vec<u8>, ExitCode> {
-    std::fs::read(path).map_err(|e| {
-        eprintln!("apiguard: cannot read {}: {e}", path.display());
-        ExitCode::from(2)
-    })
 }
 
 const WASM_FILTER: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";

@@ -10,7 +10,7 @@ use apiguard_core::config::RegoVersion;
 use apiguard_core::policy::testcases::with_derived_fields;
 use serde_json::Value;
 
-use crate::read;
+use crate::files::read;
 
 /// One file to load, and the data path its contents go under.
 struct Load {

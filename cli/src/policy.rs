@@ -12,7 +12,7 @@ use apiguard_core::policy::{PolicyProgram, BUILTIN_NAME, BUILTIN_PACK};
 use clap::Subcommand;
 use serde_json::{json, Value};
 
-use crate::read;
+use crate::files::read;
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {

@@ -12,7 +12,7 @@ use apiguard_core::jwt::stage::Jwks;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::read;
+use crate::files::read;
 
 /// The request to simulate.
 #[derive(Debug, Deserialize)]

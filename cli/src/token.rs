@@ -12,7 +12,7 @@ use base64ct::{Base64UrlUnpadded, Encoding};
 use clap::Subcommand;
 use serde_json::{json, Value};
 
-use crate::read;
+use crate::files::read;
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
