@@ -7,9 +7,9 @@
 //! document the VM's budget is measured on ([`InputBuilder::full_size`], built by `build`), and
 //! the fields derived for a hand-written document ([`with_derived_fields`]). Adding a field
 //! touches this file and docs/policies.md ("The input document"); a field from a fact the
-//! request does not carry yet also a parameter of `build` and the code that supplies it
-//! (`stage.rs` and `flow.rs`, and the glue for a host value); a costly field the policy may
-//! not read also [`super::reads`].
+//! request does not carry yet (a member of [`PolicyRequest`]) also the code that fills it in
+//! (`crate::flow`, and the glue for a value the host gives) and the tests that write a
+//! `PolicyRequest` out; a costly field the policy may not read also [`super::reads`].
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -88,6 +88,16 @@ pub mod key {
     pub const RESOURCE: &str = "resource";
     pub const TOKEN: &str = "token";
     pub const PROVIDER: &str = "provider";
+}
+
+/// The request as the policy judges it: the facts its input document is built from.
+#[derive(Debug, Clone, Copy)]
+pub struct PolicyRequest<'a> {
+    pub headers: &'a Headers<'a>,
+    /// The method the backend will act on ([`crate::http::effective_method`]).
+    pub method: &'a str,
+    pub path: &'a NormalizedPath,
+    pub source: Option<&'a str>,
 }
 
 /// A path template such as `/api/v1/tenants/{tenant_id}/documents/{doc_id}`.
@@ -321,12 +331,15 @@ impl InputBuilder {
     /// apart. `truncated` is exact either way.
     pub fn build(
         &self,
-        headers: &Headers<'_>,
-        method: &str,
-        path: &NormalizedPath,
-        source: Option<&str>,
+        request: &PolicyRequest<'_>,
         identity: Option<(&str, &Claims)>,
     ) -> RegoValue {
+        let PolicyRequest {
+            headers,
+            method,
+            path,
+            source,
+        } = *request;
         let (k, reads) = (&self.k, self.reads);
         // A policy that never names `input` cannot tell this from the full document.
         if !reads.any {
@@ -481,10 +494,12 @@ impl InputBuilder {
             InputReads::ALL,
         );
         builder.build(
-            &Headers::new(&headers),
-            "GET",
-            &path,
-            Some("10.0.0.1"),
+            &PolicyRequest {
+                headers: &Headers::new(&headers),
+                method: "GET",
+                path: &path,
+                source: Some("10.0.0.1"),
+            },
             Some(("primary", &Claims::new(token))),
         )
     }
@@ -555,10 +570,12 @@ mod tests {
         let path = crate::path::normalize(b"/api/v1/tenants/t1?q=1").unwrap();
         let build = |reads| {
             InputBuilder::new(vec![t.clone()], reads).build(
-                &Headers::new(&headers),
-                "GET",
-                &path,
-                Some("10.0.0.1"),
+                &PolicyRequest {
+                    headers: &Headers::new(&headers),
+                    method: "GET",
+                    path: &path,
+                    source: Some("10.0.0.1"),
+                },
                 None,
             )
         };
@@ -608,7 +625,15 @@ mod tests {
         let path = crate::path::normalize(b"/api/x?page=2&page=3&q=a+b").unwrap();
         let doc: serde_json::Value = serde_json::from_str(
             &InputBuilder::new(Vec::new(), InputReads::ALL)
-                .build(&Headers::new(&list), "GET", &path, Some("10.0.0.5"), None)
+                .build(
+                    &PolicyRequest {
+                        headers: &Headers::new(&list),
+                        method: "GET",
+                        path: &path,
+                        source: Some("10.0.0.5"),
+                    },
+                    None,
+                )
                 .to_json_str()
                 .unwrap(),
         )
@@ -654,10 +679,12 @@ mod tests {
         let path = crate::path::normalize(b"/api/v1/Tenants/t1/documents/7/versions?v=2").unwrap();
         let build = || {
             let doc = builder.build(
-                &Headers::new(&list),
-                "PATCH",
-                &path,
-                Some("10.0.0.5"),
+                &PolicyRequest {
+                    headers: &Headers::new(&list),
+                    method: "PATCH",
+                    path: &path,
+                    source: Some("10.0.0.5"),
+                },
                 Some(("idp", &claims)),
             );
             serde_json::from_str::<serde_json::Value>(&doc.to_json_str().unwrap()).unwrap()
@@ -678,7 +705,15 @@ mod tests {
         );
         assert_eq!(build(), first);
         let all = InputBuilder::new(Vec::new(), InputReads::ALL);
-        let doc = all.build(&Headers::new(&list), "GET", &path, Some("10.0.0.5"), None);
+        let doc = all.build(
+            &PolicyRequest {
+                headers: &Headers::new(&list),
+                method: "GET",
+                path: &path,
+                source: Some("10.0.0.5"),
+            },
+            None,
+        );
         let doc: serde_json::Value = serde_json::from_str(&doc.to_json_str().unwrap()).unwrap();
         assert_eq!(doc["source"]["address"], "10.0.0.5");
         assert_eq!(doc["request"]["query"]["v"], "2");
@@ -713,10 +748,12 @@ mod tests {
                 let path = crate::path::normalize(raw.as_bytes()).unwrap();
                 let truncated = |reads| {
                     let doc = InputBuilder::new(Vec::new(), reads).build(
-                        &Headers::new(list),
-                        "GET",
-                        &path,
-                        None,
+                        &PolicyRequest {
+                            headers: &Headers::new(list),
+                            method: "GET",
+                            path: &path,
+                            source: None,
+                        },
                         None,
                     );
                     serde_json::from_str::<serde_json::Value>(&doc.to_json_str().unwrap()).unwrap()
@@ -738,7 +775,15 @@ mod tests {
             let builder = InputBuilder::new(Vec::new(), reads);
             let doc = |headers: &Vec<(String, Vec<u8>)>, raw: &str| {
                 let path = crate::path::normalize(raw.as_bytes()).unwrap();
-                let doc = builder.build(&Headers::new(headers), "GET", &path, None, None);
+                let doc = builder.build(
+                    &PolicyRequest {
+                        headers: &Headers::new(headers),
+                        method: "GET",
+                        path: &path,
+                        source: None,
+                    },
+                    None,
+                );
                 serde_json::from_str::<serde_json::Value>(&doc.to_json_str().unwrap()).unwrap()
             };
             assert_eq!(doc(&clean, "/x?debug=1")["request"]["truncated"], false);
@@ -796,10 +841,12 @@ mod tests {
         assert!(!doc[key::RESOURCE].as_object().unwrap().is_empty());
         assert!(doc[key::TOKEN].as_object().unwrap().len() > 64);
         let typical = InputBuilder::new(Vec::new(), InputReads::ALL).build(
-            &Headers::new(&[]),
-            "GET",
-            &crate::path::normalize(b"/x").unwrap(),
-            Some("10.0.0.1"),
+            &PolicyRequest {
+                headers: &Headers::new(&[]),
+                method: "GET",
+                path: &crate::path::normalize(b"/x").unwrap(),
+                source: Some("10.0.0.1"),
+            },
             Some(("idp", &Claims::new(serde_json::Map::new()))),
         );
         let typical: serde_json::Value =

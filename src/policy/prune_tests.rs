@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::input::{InputBuilder, Template};
+use super::input::{InputBuilder, PolicyRequest, Template};
 use super::reads::InputReads;
 use super::{PolicyProgram, BUILTIN_NAME, BUILTIN_PACK};
 use crate::http::Headers;
@@ -105,8 +105,24 @@ fn pruning_never_changes_a_decision() {
                 let raw = format!("{path}{query}");
                 let p = crate::path::normalize(raw.as_bytes()).unwrap();
                 let h = Headers::new(headers);
-                let a = vm.evaluate_value(pruned.build(&h, method, &p, *source, identity));
-                let b = vm.evaluate_value(full.build(&h, method, &p, *source, identity));
+                let a = vm.evaluate_value(pruned.build(
+                    &PolicyRequest {
+                        headers: &h,
+                        method,
+                        path: &p,
+                        source: *source,
+                    },
+                    identity,
+                ));
+                let b = vm.evaluate_value(full.build(
+                    &PolicyRequest {
+                        headers: &h,
+                        method,
+                        path: &p,
+                        source: *source,
+                    },
+                    identity,
+                ));
                 assert_eq!(a, b, "{policy:?} on {method} {raw} {headers:?} {source:?}");
                 compared += 1;
             }

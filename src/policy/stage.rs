@@ -9,6 +9,7 @@ use regorus::Value as RegoValue;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+pub use super::input::PolicyRequest;
 use super::input::{self, InputBuilder, Template};
 use super::pack::{PackRequest, Tenant, Token};
 use super::{
@@ -17,9 +18,7 @@ use super::{
 use crate::config::{
     ConfigError, ConfigWarning, DecisionCacheConfig, PackEngine, PolicyConfig, PolicyMode, Problem,
 };
-use crate::http::Headers;
 use crate::identity::Claims;
-use crate::path::NormalizedPath;
 use crate::reply::Reply;
 
 #[derive(Debug, Clone)]
@@ -62,16 +61,6 @@ impl DecisionCache {
         let json = serde_json::to_vec(doc).ok()?;
         Some(Sha256::digest(json).into())
     }
-}
-
-/// The request as the policy judges it.
-#[derive(Debug, Clone, Copy)]
-pub struct PolicyRequest<'a> {
-    pub headers: &'a Headers<'a>,
-    /// The method the backend will act on ([`crate::http::effective_method`]).
-    pub method: &'a str,
-    pub path: &'a NormalizedPath,
-    pub source: Option<&'a str>,
 }
 
 /// What the stage concluded for one request.
@@ -196,12 +185,7 @@ impl PolicyStage {
         identity: Option<(&str, &Claims)>,
         now_ms: i64,
     ) -> PolicyOutcome {
-        let PolicyRequest {
-            headers,
-            method,
-            path,
-            source,
-        } = *request;
+        let PolicyRequest { method, path, .. } = *request;
         if path.path.len() > input::MAX_PATH {
             return self.outcome(
                 PolicyDecision::failed(super::PolicyFailure::Error),
@@ -210,7 +194,7 @@ impl PolicyStage {
             );
         }
         if let PolicyVm::Native(pack) = &worker.vm {
-            let request = PackRequest {
+            let facts = PackRequest {
                 method: Some(method),
                 lower_path: Some(path.lower()),
                 token: identity.map_or(Token::Absent, |(_, c)| Token::Present(Some(&c.map))),
@@ -219,15 +203,15 @@ impl PolicyStage {
                     .capture(&path.path, "tenant_id")
                     .map_or(Tenant::Absent, |t| Tenant::Present(Some(t))),
             };
-            let decision = pack.decide(&request);
+            let decision = pack.decide(&facts);
             // A shadow policy is Rego: it reads the whole input document.
             let shadow_allow = worker.shadow.as_mut().map(|s| {
-                let doc = self.input.build(headers, method, path, source, identity);
+                let doc = self.input.build(request, identity);
                 s.evaluate_value(doc).allow
             });
             return self.outcome(decision, shadow_allow, false);
         }
-        let doc = self.input.build(headers, method, path, source, identity);
+        let doc = self.input.build(request, identity);
         let key = worker.cache.as_ref().and_then(|_| DecisionCache::key(&doc));
         if let (Some(cache), Some(key)) = (worker.cache.as_mut(), key) {
             match cache.lru.get(&key) {
