@@ -62,7 +62,8 @@ pub struct PolicyProgram {
     pub reads: InputReads,
     /// The built-in pack compiled from its settings, when it runs that way.
     pack: Option<Arc<pack::Pack>>,
-    /// Instructions one evaluation may execute on regorus's VM ([`instruction_budget`]).
+    /// Instructions one evaluation may execute on regorus's VM, measured when the policy
+    /// compiles ([`super::vm`], `instruction_budget`).
     pub max_instructions: usize,
     /// How regorus's VM is asked for the decision.
     pub(super) entry: Entry,

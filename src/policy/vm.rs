@@ -1,6 +1,7 @@
 //! The VM and its budget: one worker's evaluator (regorus's VM loaded with the compiled
-//! program, its interpreter when the program fell back, or the compiled built-in pack), and the
-//! bounds of one evaluation (an instruction budget measured at configure time, a wall-clock
+//! program, its interpreter when the program fell back, or the compiled built-in pack), how it
+//! is asked for the decision ([`Entry`]), and the bounds of one evaluation (an instruction
+//! budget measured at configure time on [`super::input::InputBuilder::full_size`], a wall-clock
 //! backstop). What it returns is read into a decision by [`super::decision`].
 
 use std::num::NonZeroU32;
