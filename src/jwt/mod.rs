@@ -10,11 +10,6 @@ pub mod shared;
 pub mod stage;
 pub mod token;
 
-/// TEMPORARY: the old name of [`host_signature`], for the Wasm glue only, which is being
-/// restructured (issue 28) and still imports `jwt::host`; remove once it names `host_signature`.
-#[doc(hidden)]
-pub use host_signature as host;
-
 #[cfg(test)]
 mod vectors;
 

@@ -7,7 +7,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use apiguard_core::http::HeaderOp;
-use apiguard_core::jwt::host::{HostFailure, SignatureHost, FOREIGN_FUNCTION};
+use apiguard_core::jwt::host_signature::{HostFailure, SignatureHost, FOREIGN_FUNCTION};
 use apiguard_core::jwt::shared::SharedData;
 use apiguard_core::reply::Reply;
 use log::{debug, warn};
@@ -308,7 +308,7 @@ pub struct SignatureStats {
     pub failures: Cell<u64>,
 }
 
-/// Envoy's `verify_signature` foreign function (see `apiguard_core::jwt::host`). Envoy's
+/// Envoy's `verify_signature` foreign function (see `apiguard_core::jwt::host_signature`). Envoy's
 /// function answers Ok or BadArgument; a host without it answers NotFound.
 #[derive(Default)]
 pub struct EnvoySignatures {

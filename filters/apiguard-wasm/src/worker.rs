@@ -7,7 +7,7 @@ use std::sync::Arc;
 use apiguard_core::config::HostSignatures;
 use apiguard_core::events::{Counter, Event};
 use apiguard_core::flow::{Pending, Pipeline, WorkerState};
-use apiguard_core::jwt::host as jwt_host;
+use apiguard_core::jwt::host_signature as jwt_host;
 use apiguard_core::jwt::shared::{KeyNote, Severity};
 use log::{debug, info, warn};
 
