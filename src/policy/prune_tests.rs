@@ -105,24 +105,14 @@ fn pruning_never_changes_a_decision() {
                 let raw = format!("{path}{query}");
                 let p = crate::path::normalize(raw.as_bytes()).unwrap();
                 let h = Headers::new(headers);
-                let a = vm.evaluate_value(pruned.build(
-                    &PolicyRequest {
-                        headers: &h,
-                        method,
-                        path: &p,
-                        source: *source,
-                    },
-                    identity,
-                ));
-                let b = vm.evaluate_value(full.build(
-                    &PolicyRequest {
-                        headers: &h,
-                        method,
-                        path: &p,
-                        source: *source,
-                    },
-                    identity,
-                ));
+                let request = PolicyRequest {
+                    headers: &h,
+                    method,
+                    path: &p,
+                    source: *source,
+                };
+                let a = vm.evaluate_value(pruned.build(&request, identity));
+                let b = vm.evaluate_value(full.build(&request, identity));
                 assert_eq!(a, b, "{policy:?} on {method} {raw} {headers:?} {source:?}");
                 compared += 1;
             }

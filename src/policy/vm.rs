@@ -47,6 +47,18 @@ impl Entry {
     }
 }
 
+/// regorus's VM loaded with `program` and `data`, with no limits set. A builtin given a value
+/// it does not take is undefined, as in OPA, not an error.
+fn loaded(compiled: &regorus::CompiledPolicy, program: &Arc<Program>, data: &RegoValue) -> RegoVM {
+    let mut vm = RegoVM::new_with_policy(compiled.clone());
+    vm.load_program(program.clone());
+    // Data was accepted by the engine at compile time; the VM re-checks it against the
+    // program's rules.
+    let _ = vm.set_data(data.clone());
+    vm.set_strict_builtin_errors(false);
+    vm
+}
+
 /// Headroom of the instruction budget over what the policy takes on a full-size input.
 const INSTRUCTION_HEADROOM: usize = 16;
 /// The least instruction budget: regorus's own default.
@@ -57,20 +69,17 @@ pub(super) const MAX_INSTRUCTIONS: usize = 10_000_000;
 
 /// The instruction budget of a policy on regorus's VM, measured at configure time:
 /// [`INSTRUCTION_HEADROOM`] × the instructions one evaluation takes on a full-size input (every
-/// header, query parameter and claim list as large as the filter passes, [`InputBuilder::full_size`]), found
-/// by bisecting on the VM's instruction limit, within [`MIN_INSTRUCTIONS`]..=[`MAX_INSTRUCTIONS`].
-/// Every entry point must fit (each execution has the whole budget).
-/// Deterministic: the same policy gets the same budget on any machine.
+/// header, query parameter and claim list as large as the filter passes,
+/// [`InputBuilder::full_size`]), found by bisecting on the VM's instruction limit, within
+/// [`MIN_INSTRUCTIONS`]..=[`MAX_INSTRUCTIONS`]. Every entry point must fit (each execution has
+/// the whole budget). Deterministic: the same policy gets the same budget on any machine.
 pub(super) fn instruction_budget(
     compiled: &regorus::CompiledPolicy,
     program: &Arc<Program>,
     data: &RegoValue,
     entry: &Entry,
 ) -> usize {
-    let mut vm = RegoVM::new_with_policy(compiled.clone());
-    vm.load_program(program.clone());
-    let _ = vm.set_data(data.clone());
-    vm.set_strict_builtin_errors(false);
+    let mut vm = loaded(compiled, program, data);
     let input = InputBuilder::full_size();
     let entry_points = entry.entry_points();
     let mut fits = |limit: usize| {
@@ -144,12 +153,7 @@ impl PolicyVm {
         budget: Duration,
         entry: &Entry,
     ) -> PolicyVm {
-        let mut vm = RegoVM::new_with_policy(compiled.clone());
-        vm.load_program(program.clone());
-        // Data was accepted by the engine at compile time; the VM re-checks it against
-        // the program's rules.
-        let _ = vm.set_data(data.clone());
-        vm.set_strict_builtin_errors(false);
+        let mut vm = loaded(compiled, program, data);
         // The budget is work: an evaluation stops after `max_instructions`, whatever
         // the machine's load. Wall time is only a backstop, far past any evaluation
         // that fits its instructions, so a descheduled worker never times one out.
