@@ -555,11 +555,7 @@ fn no_file_of_the_workspace_libraries_is_in_an_import_circle() {
     assert!(
         found.is_empty(),
         "import circles (file imports file; docs/architecture.md, \"Layers\"):\n  {}",
-        found
-            .iter()
-            .map(show)
-            .collect::<Vec<_>>()
-            .join("\n\n  ")
+        found.iter().map(show).collect::<Vec<_>>().join("\n\n  ")
     );
 }
 
