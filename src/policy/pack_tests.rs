@@ -20,6 +20,7 @@ use crate::config::{ConfigWarning, PackEngine, PolicyConfig, RegoVersion};
 use crate::http::Headers;
 use crate::identity::Claims;
 use crate::path::{normalize_with, MatrixParams};
+use apiguard_testkit::gen::Gen;
 
 /// What the two must agree on.
 fn verdict(d: &PolicyDecision) -> (bool, Vec<String>, Option<String>, Option<u64>) {
@@ -138,26 +139,6 @@ fn settings_of_another_shape_run_as_rego_with_a_warning() {
     );
 }
 
-/// A small deterministic generator (SplitMix64): a failing run is replayed from its seed alone,
-/// and the in-VM test tier needs no source of randomness.
-struct Gen(u64);
-
-impl Gen {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[(self.next() % items.len() as u64) as usize]
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-}
-
 const TEMPLATES: [&str; 3] = [
     "/api/v1/tenants/{tenant_id}/documents/{doc_id}",
     "/api/v1/tenants/{tenant_id}",
@@ -206,7 +187,7 @@ fn request(g: &mut Gen) -> (String, String, Option<Value>) {
     let tenants = ["t1", "t2", "T1", "7"];
     let tenant = *g.pick(&tenants);
     let paths = [
-        format!("/api/v1/tenants/{tenant}/documents/{}", g.next() % 9),
+        format!("/api/v1/tenants/{tenant}/documents/{}", g.next_u64() % 9),
         format!("/api/v1/tenants/{tenant}"),
         format!("/api/v1/tenants/{tenant}/"),
         "/api/v1/tenants".to_owned(),
@@ -223,7 +204,7 @@ fn request(g: &mut Gen) -> (String, String, Option<Value>) {
         "/healthzz".to_owned(),
         "/api/v1/public/docs".to_owned(),
         "/".to_owned(),
-        format!("/api/v1/docs/{}", g.next() % 5),
+        format!("/api/v1/docs/{}", g.next_u64() % 5),
     ];
     let mut path = g.pick(&paths).clone();
     // Spellings backends route alike: letter case, trailing and doubled slashes, a query.
@@ -268,20 +249,20 @@ fn request(g: &mut Gen) -> (String, String, Option<Value>) {
         "root",
         "",
     ];
-    let mut roles: Vec<Value> = (0..g.next() % 4)
+    let mut roles: Vec<Value> = (0..g.next_u64() % 4)
         .map(|_| Value::from(*g.pick(&role_names)))
         .collect();
     if g.chance(10) {
         roles.push(json!(1));
     }
-    let roles_value = match g.next() % 8 {
+    let roles_value = match g.next_u64() % 8 {
         0 => Value::from(*g.pick(&role_names)),
         1 => json!({"admin": true}),
         2 => json!(null),
         3 => json!(3),
         _ => Value::Array(roles),
     };
-    let tenant_value = match g.next() % 6 {
+    let tenant_value = match g.next_u64() % 6 {
         0 => json!(7),
         1 => json!(["t1"]),
         2 => json!(null),

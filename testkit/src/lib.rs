@@ -6,6 +6,7 @@
 //! - [`software`]: a software stand-in for Envoy's `verify_signature` primitive;
 //! - [`spellings`]: the request spellings backends route alike, for the edge tests.
 
+pub mod gen;
 pub mod mint;
 pub mod software;
 pub mod spellings;

@@ -31,7 +31,8 @@ fn config(policy_extra: Value) -> String {
     .to_string()
 }
 
-fn bearer(roles: Value, tenant: &str) -> Vec<u8> {
+/// An `Authorization` value for an ES256 token with these roles and tenant.
+pub(crate) fn bearer(roles: Value, tenant: &str) -> Vec<u8> {
     let all = keys::all();
     let (_, kid, key) = &all[1];
     let t = token(

@@ -15,11 +15,12 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::policy::bearer;
 use apiguard_core::config::RegoVersion;
-use apiguard_core::jose::Algorithm;
 use apiguard_core::policy::{PolicyDecision, PolicyProgram};
-use apiguard_e2e::keys::{self, claims, token};
+use apiguard_e2e::keys::{self, claims};
 use apiguard_e2e::{raw, repo_root, Echo, Envoy, EnvoySpec};
+use apiguard_testkit::gen::Gen;
 use serde_json::{json, Value};
 
 /// One policy of the corpus: apiguard's modules and their Rego version, and OPA's modules
@@ -152,23 +153,6 @@ fn corpus() -> Vec<Policy> {
     out
 }
 
-/// A deterministic generator (SplitMix64), so a failure is reproduced by rerunning.
-struct Gen(u64);
-
-impl Gen {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[(self.next() % items.len() as u64) as usize]
-    }
-}
-
 /// Input documents as the filter builds them (docs/policies.md): tenants' documents, admin and
 /// public paths (in any case), tokens with role lists, one role as a string, unknown roles, a
 /// numeric tenant, or no token.
@@ -217,7 +201,7 @@ fn inputs(n: usize) -> Vec<Value> {
                 "resource": resource,
                 "provider": g.pick(&["primary", "internal"]),
             });
-            if !g.next().is_multiple_of(6) {
+            if !g.next_u64().is_multiple_of(6) {
                 let mut tok = json!({"sub": "u1", "iss": "https://idp.example/", "aud": "api",
                                      "exp": 4102444800u64, "roles": g.pick(&roles)});
                 let tenant = g.pick(&tenants);
@@ -395,18 +379,6 @@ fn envoy_config(modules: &BTreeMap<String, String>, version: &str) -> String {
         }
     })
     .to_string()
-}
-
-fn bearer(roles: Value, tenant: &str) -> Vec<u8> {
-    let all = keys::all();
-    let (_, kid, key) = &all[1];
-    let t = token(
-        Algorithm::ES256,
-        kid,
-        key,
-        &claims(json!({"roles": roles, "tenant_id": tenant})),
-    );
-    format!("Bearer {t}").into_bytes()
 }
 
 /// What a client and the upstream see of one request: the status, the reasons shown, and the
