@@ -259,6 +259,9 @@ enum Expiry {
     Idle,
     /// Answered 503: no served slot was free for it.
     AtCap,
+    /// A request in flight whose answer the peer did not take (a zero HTTP/2 window, an
+    /// unread socket) within the request timeout plus the header timeout.
+    Answer,
 }
 
 impl std::fmt::Display for Expiry {
@@ -268,6 +271,7 @@ impl std::fmt::Display for Expiry {
             Expiry::Header => "request header not complete within the header timeout",
             Expiry::Idle => "idle for the idle timeout",
             Expiry::AtCap => "at the connection cap",
+            Expiry::Answer => "an answer not taken within the request and header timeouts",
         })
     }
 }
@@ -353,15 +357,23 @@ impl Clock {
         served
     }
 
-    /// A request header is complete and the request goes to the router (`None`: the
-    /// connection is at the cap, answer 503); the connection has no deadline until the
-    /// returned guard (carried by the answer's body) is dropped.
+    /// A request header is complete and the request goes to the router (`false`: the
+    /// connection is at the cap, answer 503). While requests are in flight the deadline is
+    /// [`Expiry::Answer`], moved on by each answer the peer takes (the returned guard, carried
+    /// by the answer's body, is dropped once the body is sent): a peer that never takes its
+    /// answer cannot hold its slot for good. A connection at the cap keeps the
+    /// [`Expiry::AtCap`] deadline of its first refusal, however many requests it sends.
     fn request(self: &Arc<Self>, version: Version) -> (InFlight, bool) {
         // In plain HTTP a complete request header is what "authenticated" can mean.
         let admitted = self.promote();
+        let now = Instant::now();
         let mut s = self.state();
         s.in_flight += 1;
-        s.deadline = None;
+        s.deadline = match s.deadline {
+            Some((at, Expiry::AtCap)) => Some((at, Expiry::AtCap)),
+            _ if !admitted => Some((now + self.limits.header_read_timeout, Expiry::AtCap)),
+            _ => Some((now + self.answer_time(), Expiry::Answer)),
+        };
         s.h2 = version == Version::HTTP_2;
         drop(s);
         self.moved.notify_one();
@@ -373,21 +385,26 @@ impl Clock {
             *self.slot.lock().unwrap_or_else(PoisonError::into_inner),
             Some(Slot::Closing(_))
         );
+        let now = Instant::now();
         let mut s = self.state();
         s.in_flight = s.in_flight.saturating_sub(1);
-        if s.in_flight == 0 {
-            s.deadline = Some(if closing {
-                // Time to send the 503 (HTTP/1 closes by itself after `connection: close`).
-                (
-                    Instant::now() + self.limits.header_read_timeout,
-                    Expiry::AtCap,
-                )
-            } else {
-                (Instant::now() + self.limits.idle_timeout, Expiry::Idle)
-            });
-            drop(s);
-            self.moved.notify_one();
-        }
+        s.deadline = match s.deadline {
+            // At the cap: the first refusal's deadline stands (time to send the 503; HTTP/1
+            // closes by itself after `connection: close`).
+            Some((at, Expiry::AtCap)) => Some((at, Expiry::AtCap)),
+            _ if closing => Some((now + self.limits.header_read_timeout, Expiry::AtCap)),
+            _ if s.in_flight == 0 => Some((now + self.limits.idle_timeout, Expiry::Idle)),
+            // An answer taken is progress: the others get their time from now.
+            _ => Some((now + self.answer_time(), Expiry::Answer)),
+        };
+        drop(s);
+        self.moved.notify_one();
+    }
+
+    /// How long a request in flight may take before its answer is taken: the router's
+    /// `request_timeout` (408 after it), and the header timeout to send the answer.
+    fn answer_time(&self) -> Duration {
+        self.limits.request_timeout + self.limits.header_read_timeout
     }
 
     /// Resolves when the deadline passes, with the reason.

@@ -1060,3 +1060,64 @@ async fn the_version_and_revision_are_the_clis() {
         l.proc.log()
     );
 }
+
+/// `GET /healthz` on HTTP/2 stream `id`, HPACK without the dynamic table (so any number may
+/// be sent on one connection): `:method GET`, `:scheme http`, `:path` and `:authority`
+/// literals.
+fn h2_get_healthz(id: u32) -> Vec<u8> {
+    let mut frame = b"\x00\x00\x0f\x01\x05".to_vec();
+    frame.extend_from_slice(&id.to_be_bytes());
+    frame.extend_from_slice(b"\x82\x86\x04\x08/healthz\x01\x01x");
+    frame
+}
+
+/// A review of the slot fix: a peer that never takes its answer (here an HTTP/2 stream window
+/// of zero, so not one byte of the body can be sent) held its connection, and so its served
+/// slot, for good: a request in flight had no deadline. It is closed within the request
+/// timeout plus the header timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_peer_that_never_takes_its_answer_is_closed() {
+    use tokio::io::AsyncWriteExt;
+    let l = limiter(&["--header-timeout-ms", "300", "--request-timeout-ms", "300"]).await;
+    let mut h2c = tokio::net::TcpStream::connect(l.addr).await.unwrap();
+    // The preface, SETTINGS with INITIAL_WINDOW_SIZE (0x4) = 0, and one request.
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x06\x04\x00\x00\x00\x00\x00\x00\x04\x00\x00\x00\x00".to_vec();
+    hello.extend(h2_get_healthz(1));
+    h2c.write_all(&hello).await.unwrap();
+    assert!(
+        closed_within(&mut h2c, Duration::from_secs(3)).await,
+        "a peer that never took its answer kept its connection"
+    );
+}
+
+/// A plain-HTTP/2 connection refused at the cap (503) keeps its pending slot no longer than
+/// the header timeout from its first refusal, however often it asks again (each request and
+/// answer leaves that deadline where it is).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_connection_refused_at_the_cap_cannot_keep_its_pending_slot() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = limiter(&["--header-timeout-ms", "500", "--max-connections", "1"]).await;
+    // The one served slot, held by an idle connection after its request.
+    let mut holder = tokio::net::TcpStream::connect(l.addr).await.unwrap();
+    holder.write_all(H2C_GET_HEALTHZ).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut refused = tokio::net::TcpStream::connect(l.addr).await.unwrap();
+    refused.write_all(H2C_GET_HEALTHZ).await.unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    let mut id = 3;
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "a connection refused at the cap kept its slot by asking again"
+        );
+        // A request every 200 ms, under the 500 ms deadline that each answer used to re-arm.
+        let _ = refused.write_all(&h2_get_healthz(id)).await;
+        id += 2;
+        match tokio::time::timeout(Duration::from_millis(200), refused.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            _ => {}
+        }
+    }
+    drop(holder);
+}
