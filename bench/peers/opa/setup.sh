@@ -9,6 +9,11 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../../.." && pwd)
 venv="$root/target/peers/opa-venv"
+# One setup at a time: the Rego-version tests call this from two test threads at once, and a
+# second setup removing the venv the first is making breaks both (ensurepip fails).
+mkdir -p "$root/target/peers"
+exec 9>"$root/target/peers/opa-venv.lock"
+flock 9
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import opa_bindings' 2>/dev/null; then
     rm -rf "$venv"
     python3 -m venv "$venv"
