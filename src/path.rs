@@ -263,9 +263,15 @@ pub fn params_where(
     let mut out = Vec::new();
     for pair in query.unwrap_or("").split('&') {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let (name, _) = form_decode_lossy(k);
+        // On the per-request path: a name with nothing to decode is asked as it is, so only
+        // the parameters `wanted` accepts (rarely any) cost an allocation.
+        let name = if k.bytes().any(|b| b == b'%' || b == b'+') {
+            Cow::Owned(form_decode_lossy(k).0)
+        } else {
+            Cow::Borrowed(k)
+        };
         if wanted(&name) {
-            out.push((name, form_decode(v)));
+            out.push((name.into_owned(), form_decode(v)));
         }
     }
     out
