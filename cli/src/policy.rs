@@ -384,15 +384,8 @@ fn eval(config: &Path, input: &Path) -> ExitCode {
     let d = program
         .vm()
         .evaluate(testcases::with_derived_fields(&input));
-    let out = json!({
-        "allow": d.allow,
-        "reasons": d.reasons,
-        "rate_limit_tier": d.tier,
-        "rate_limit_cost": d.cost,
-        "headers": d.headers.iter().cloned().collect::<BTreeMap<String, String>>(),
-        "failure": d.failure.map(|f| f.reason()),
-        "evaluator": format!("{:?}", program.evaluator),
-    });
+    let mut out = d.to_json();
+    out["evaluator"] = json!(format!("{:?}", program.evaluator));
     println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     ExitCode::SUCCESS
 }

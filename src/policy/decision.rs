@@ -49,6 +49,25 @@ pub struct PolicyDecision {
 }
 
 impl PolicyDecision {
+    /// The decision as a JSON object, named as the policy's outputs are (`allow`, `reasons`,
+    /// `rate_limit_tier`, `rate_limit_cost`, `headers`) and `failure`: what `apiguard policy
+    /// eval` prints and what the OPA differential compares.
+    pub fn to_json(&self) -> serde_json::Value {
+        let headers: serde_json::Map<String, serde_json::Value> = self
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        serde_json::json!({
+            "allow": self.allow,
+            "reasons": self.reasons,
+            "rate_limit_tier": self.tier,
+            "rate_limit_cost": self.cost,
+            "headers": headers,
+            "failure": self.failure.map(|f| f.reason()),
+        })
+    }
+
     pub(crate) fn failed(f: PolicyFailure) -> PolicyDecision {
         PolicyDecision {
             allow: false,

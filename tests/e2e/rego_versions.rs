@@ -215,18 +215,6 @@ fn inputs(n: usize) -> Vec<Value> {
         .collect()
 }
 
-/// A decision as the differential compares it.
-fn as_json(d: &PolicyDecision) -> Value {
-    json!({
-        "allow": d.allow,
-        "reasons": d.reasons,
-        "rate_limit_tier": d.tier,
-        "rate_limit_cost": d.cost,
-        "headers": d.headers.iter().cloned().collect::<BTreeMap<String, String>>(),
-        "failure": d.failure.map(|f| f.reason()),
-    })
-}
-
 /// OPA's decisions for every policy on every input, by name.
 fn opa_decisions(corpus: &[Policy], inputs: &[Value]) -> BTreeMap<String, Vec<Value>> {
     let setup = repo_root().join("bench/peers/opa/setup.sh");
@@ -289,7 +277,7 @@ fn apiguard_decides_rego_v0_and_v1_policies_as_opa_does() {
         assert_eq!(theirs.len(), inputs.len(), "{}", p.name);
         let mut vm = program.vm();
         for (input, want) in inputs.iter().zip(theirs) {
-            let got = as_json(&vm.evaluate(input.clone()));
+            let got = PolicyDecision::to_json(&vm.evaluate(input.clone()));
             compared += 1;
             if known_divergence(input, &got, want) {
                 known += 1;
