@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod driver;
 pub mod events;
 pub mod flow;
 pub mod http;
@@ -21,6 +22,8 @@ pub mod policy;
 pub mod ratelimit;
 pub mod reply;
 
+#[cfg(test)]
+mod driver_tests;
 #[cfg(test)]
 mod edge_tests;
 #[cfg(test)]

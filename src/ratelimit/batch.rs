@@ -149,15 +149,25 @@ pub struct Batcher<T> {
     /// Waiting for the next batch, oldest first: each with its `POST /v1/check` body, cluster
     /// and timeout.
     queue: Vec<(Waiter<T>, Vec<u8>, String, u64)>,
-    /// The batch in flight: its call token and its requests, in item order.
-    in_flight: Option<(u32, Vec<Waiter<T>>)>,
+    /// The batch in flight.
+    in_flight: Flight<T>,
+}
+
+/// Where the batch call is.
+enum Flight<T> {
+    /// None: the next batch may go.
+    Idle,
+    /// Asked for ([`Batcher::next_batch`]); the host has not given it a token yet.
+    Starting,
+    /// In flight as this call token, for these requests in item order.
+    Sent(u32, Vec<Waiter<T>>),
 }
 
 impl<T> Default for Batcher<T> {
     fn default() -> Self {
         Batcher {
             queue: Vec::new(),
-            in_flight: None,
+            in_flight: Flight::Idle,
         }
     }
 }
@@ -197,11 +207,13 @@ impl<T> Batcher<T> {
     }
 
     /// The next batch, when none is in flight and requests wait: the oldest up to
-    /// [`MAX_BATCH`], all for the same cluster (one configuration has one).
+    /// [`MAX_BATCH`], all for the same cluster (one configuration has one). It is in flight from
+    /// now: [`Batcher::sent`] gives its token, [`Batcher::refused`] ends it.
     pub fn next_batch(&mut self) -> Option<Outgoing<T>> {
-        if self.in_flight.is_some() || self.queue.is_empty() {
+        if !matches!(self.in_flight, Flight::Idle) || self.queue.is_empty() {
             return None;
         }
+        self.in_flight = Flight::Starting;
         let n = self.queue.len().min(MAX_BATCH);
         let taken: Vec<_> = self.queue.drain(..n).collect();
         let (cluster, timeout_ms) = taken
@@ -217,16 +229,27 @@ impl<T> Batcher<T> {
         })
     }
 
-    /// The host took the batch's call as `token`.
+    /// The host took the batch's call as `token`; `waiters`: its requests, as
+    /// [`Batcher::next_batch`] gave them.
     pub fn sent(&mut self, token: u32, waiters: Vec<Waiter<T>>) {
-        self.in_flight = Some((token, waiters));
+        self.in_flight = Flight::Sent(token, waiters);
+    }
+
+    /// The host refused the batch's call (its requests fail): the next batch may go.
+    pub fn refused(&mut self) {
+        if matches!(self.in_flight, Flight::Starting) {
+            self.in_flight = Flight::Idle;
+        }
     }
 
     /// The requests the answer to call `token` is for; `None` when it is not this batcher's.
     pub fn answered(&mut self, token: u32) -> Option<Vec<Waiter<T>>> {
-        match &self.in_flight {
-            Some((t, _)) if *t == token => self.in_flight.take().map(|(_, w)| w),
-            _ => None,
+        match std::mem::replace(&mut self.in_flight, Flight::Idle) {
+            Flight::Sent(t, waiters) if t == token => Some(waiters),
+            other => {
+                self.in_flight = other;
+                None
+            }
         }
     }
 
@@ -238,7 +261,7 @@ impl<T> Batcher<T> {
     /// Whether a batch is in flight.
     #[cfg(test)]
     fn busy(&self) -> bool {
-        self.in_flight.is_some()
+        !matches!(self.in_flight, Flight::Idle)
     }
 
     #[cfg(test)]

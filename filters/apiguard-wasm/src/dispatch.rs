@@ -4,8 +4,10 @@
 //! `invalid token_id`, `duplicate token_id`, an `unwrap` on `set_effective_context`), and the
 //! filter cannot keep the SDK's hostcalls while routing around its dispatcher: the SDK only
 //! registers a call token inside `hostcalls::dispatch_http_call`, and its exported
-//! `proxy_on_http_call_response` panics on any token it did not register. So the filter owns
-//! the exports (`abi.rs`) and this small table of contexts.
+//! `proxy_on_http_call_response` panics on any token it did not register (and keeps, forever,
+//! every token of a call Envoy cancelled: after Envoy's call counter wraps, a reused token
+//! kills the VM). So the filter owns the exports (`exports.rs`) and this small table of
+//! contexts; which call each context waits for is the core's (`apiguard_core::driver`).
 //!
 //! Never panics: the table is reached with `try_with`/`try_borrow_mut`, and an event for a
 //! context that does not exist, or that arrives while the table or the context is in use (a
@@ -17,81 +19,40 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use apiguard_core::reply::Reply;
-use log::{debug, warn};
+use log::debug;
 
-use apiguard_core::flow::Pending;
-use apiguard_core::ratelimit::batch::Delivery;
-
-use crate::{calls, host, Request, Root};
+use crate::host;
+use crate::root::Root;
 use apiguard_proxy_abi::hostcall::Action;
 
-/// The contexts of this VM (a Wasm VM is single-threaded: one table). Which context runs and
-/// which waits for which call is `calls`'s.
+/// The contexts of this VM (a Wasm VM is single-threaded: one table).
 #[derive(Default)]
 struct Vm {
-    roots: HashMap<u32, Rc<RefCell<Root>>>,
-    requests: HashMap<u32, Rc<RefCell<Request>>>,
+    roots: HashMap<u32, Rc<Root>>,
+    /// Each request's root context.
+    requests: HashMap<u32, u32>,
 }
 
 thread_local! {
     static VM: RefCell<Vm> = RefCell::new(Vm::default());
 }
 
-/// Runs `f` on the table; `None` if it is in use (a re-entrant call), never a panic. Contexts
-/// are cloned out (`Rc`) and run after the table is released, so a context's host calls can
-/// reach the table (to record a call) while it runs.
+/// Runs `f` on the table; `None` if it is in use (a re-entrant call), never a panic. Roots are
+/// cloned out (`Rc`) and run after the table is released, so an event that re-enters (a local
+/// reply runs the response path at once) finds the table free.
 fn with_vm<R>(f: impl FnOnce(&mut Vm) -> R) -> Option<R> {
     VM.try_with(|vm| vm.try_borrow_mut().ok().map(|mut vm| f(&mut vm)))
         .ok()
         .flatten()
 }
 
-fn enter_root(id: u32) -> Option<Rc<RefCell<Root>>> {
-    calls::enter(id);
-    with_vm(|vm| vm.roots.get(&id).cloned()).flatten()
-}
-
-fn enter_request(id: u32) -> Option<Rc<RefCell<Request>>> {
-    calls::enter(id);
-    with_vm(|vm| vm.requests.get(&id).cloned()).flatten()
-}
-
-/// Delivers each answer of a batch in its request's context; requests gone meanwhile are
-/// skipped (nothing waits for them).
-fn deliver(delivery: Delivery<Pending>) {
-    for (waiter, answer) in delivery.into_pairs() {
-        let Some(request) = enter_request(waiter.context) else {
-            debug!(
-                "apiguard: batch answer for context {}, which is gone: dropped",
-                waiter.context
-            );
-            continue;
-        };
-        if let Err(e) = host::HOST.set_effective_context(waiter.context) {
-            warn!(
-                "apiguard: cannot switch to context {} for its batch answer: {e}",
-                waiter.context
-            );
-            continue;
-        }
-        let Ok(mut request) = request.try_borrow_mut() else {
-            continue;
-        };
-        if let Action::Continue = request.batch_answered(waiter.resume, waiter.queued_ms, answer) {
-            host::resume();
-        }
-    }
-}
-
-/// Delivers what was deferred, then what that delivery deferred, until nothing is left;
-/// whether there was anything.
-fn deliver_deferred() -> bool {
-    let mut any = false;
-    while let Some(next) = calls::take_deferred() {
-        deliver(next);
-        any = true;
-    }
-    any
+/// The root of context `id`: itself, or the root a request was created under.
+fn root_of(id: u32) -> Option<Rc<Root>> {
+    with_vm(|vm| {
+        let root = vm.requests.get(&id).copied().unwrap_or(id);
+        vm.roots.get(&root).cloned()
+    })
+    .flatten()
 }
 
 /// Once, when the VM starts.
@@ -100,122 +61,72 @@ pub fn init() {
 }
 
 /// A root context (`root_id` 0: one per plugin configuration) or a request under a root. A
-/// request under a root this table does not know gets no worker, so it is refused.
+/// request under a root this table does not know finds no driver, so it is refused.
 pub fn on_context_create(id: u32, root_id: u32) {
     with_vm(|vm| {
         if root_id == 0 {
-            vm.roots.insert(id, Rc::new(RefCell::new(Root::new(id))));
-            return;
+            vm.roots.insert(id, Rc::new(Root::new(id)));
+        } else {
+            vm.requests.insert(id, root_id);
         }
-        let request = match vm.roots.get(&root_id).map(|r| r.try_borrow()) {
-            Some(Ok(root)) => root.new_request(id),
-            _ => Request::new(None, id),
-        };
-        vm.requests.insert(id, Rc::new(RefCell::new(request)));
     });
 }
 
 /// `false` (Envoy refuses the plugin) for a root this table does not know.
 pub fn on_configure(id: u32) -> bool {
-    let Some(root) = enter_root(id) else {
-        return false;
-    };
-    let Ok(mut root) = root.try_borrow_mut() else {
-        return false;
-    };
-    root.on_configure()
+    root_of(id).is_some_and(|root| root.id == id && root.on_configure())
 }
 
 pub fn on_tick(id: u32) {
-    if let Some(root) = enter_root(id) {
-        if let Ok(mut root) = root.try_borrow_mut() {
-            root.on_tick();
-        }
+    if let Some(root) = root_of(id) {
+        root.on_tick();
     }
 }
 
 pub fn on_request_headers(id: u32) -> Action {
-    let request = enter_request(id);
-    if let Some(Ok(mut request)) = request.as_ref().map(|r| r.try_borrow_mut()) {
-        let action = request.on_request_headers();
-        drop(request);
-        if deliver_deferred() {
-            // Back to this request, whose event the host is still in.
-            if let Err(e) = host::HOST.set_effective_context(id) {
-                warn!("apiguard: cannot switch back to context {id}: {e}");
-            }
-            calls::enter(id);
+    match root_of(id) {
+        Some(root) if root.id != id => root.on_request_headers(id),
+        // No context for this request (the host broke the ABI's order of events): nothing can
+        // check the request, so it does not pass.
+        _ => {
+            host::respond(&Reply::filter_unavailable());
+            Action::Pause
         }
-        return action;
     }
-    // No context for this request (the host broke the ABI's order of events) or a re-entrant
-    // call: nothing can check the request, so it does not pass.
-    host::respond(&Reply::filter_unavailable());
-    Action::Pause
 }
 
 pub fn on_response_headers(id: u32) -> Action {
-    let request = enter_request(id);
-    if let Some(Ok(mut request)) = request.as_ref().map(|r| r.try_borrow_mut()) {
-        return request.on_response_headers();
+    match root_of(id) {
+        Some(root) if root.id != id => root.on_response_headers(id),
+        _ => Action::Continue,
     }
-    Action::Continue
 }
 
-/// Delivers a call's answer to the context that started it (see [`Callouts`]).
+/// Hands a call's answer to the root whose driver waits for it; an answer nothing waits for
+/// (its context went, or the host answered twice) is dropped.
 pub fn on_http_call_response(token: u32, body_size: usize) {
-    let Some(owner) = calls::finished(token) else {
+    let roots: Vec<Rc<Root>> =
+        with_vm(|vm| vm.roots.values().cloned().collect()).unwrap_or_default();
+    if !roots
+        .iter()
+        .any(|root| root.on_http_call_response(token, body_size))
+    {
         debug!("apiguard: answer to call {token}, which no context waits for: dropped");
-        return;
-    };
-    calls::enter(owner);
-    let Some((request, root)) = with_vm(|vm| {
-        (
-            vm.requests.get(&owner).cloned(),
-            vm.roots.get(&owner).cloned(),
-        )
-    }) else {
-        return;
-    };
-    // Envoy already runs the answer in the caller's context; other hosts may not.
-    if let Err(e) = host::HOST.set_effective_context(owner) {
-        warn!("apiguard: cannot switch to context {owner} for the answer to call {token}: {e}");
     }
-    if let Some(Ok(mut request)) = request.as_ref().map(|r| r.try_borrow_mut()) {
-        request.on_http_call_response(token, body_size);
-    } else if let Some(root) = root {
-        let delivery = match root.try_borrow_mut() {
-            Ok(mut root) => root.on_http_call_response(token, body_size),
-            Err(_) => None,
-        };
-        if let Some(delivery) = delivery {
-            deliver(delivery);
-            // The requests that queued meanwhile go now, as the next batch.
-            loop {
-                let failed = match root.try_borrow() {
-                    Ok(root) => root.send_next_batch(),
-                    Err(_) => None,
-                };
-                match failed {
-                    Some(failed) => deliver(failed),
-                    None => break,
-                }
-            }
-        }
-    }
-    deliver_deferred();
 }
 
 pub fn on_delete(id: u32) {
-    let waiting = with_vm(|vm| match vm.requests.remove(&id) {
-        Some(request) => request.try_borrow_mut().ok().map(|mut r| r.on_delete()),
+    let root = with_vm(|vm| match vm.requests.remove(&id) {
+        Some(root) => vm.roots.get(&root).cloned(),
         None => {
             vm.roots.remove(&id);
             None
         }
     })
     .flatten();
-    calls::forget(id, waiting.as_deref());
+    if let Some(root) = root {
+        root.on_delete(id);
+    }
 }
 
 #[cfg(test)]
@@ -233,8 +144,16 @@ mod tests {
 
         fn start(s: Script) {
             with_vm(|vm| *vm = Vm::default()).unwrap();
-            calls::reset();
             script(|old| *old = s).unwrap();
+        }
+
+        /// How many calls the drivers wait for (nothing may stay behind).
+        fn in_flight() -> usize {
+            let roots: Vec<_> = with_vm(|vm| vm.roots.values().cloned().collect()).unwrap();
+            roots
+                .iter()
+                .filter_map(|r| r.with_driver(|d| d.calls_in_flight()))
+                .sum()
         }
 
         fn journal() -> Vec<String> {
@@ -337,7 +256,7 @@ mod tests {
             assert_eq!(journal(), ["call 4"]);
             // The client goes away: Envoy cancels the call and never answers it.
             on_delete(2);
-            assert_eq!(calls::in_flight(), 0);
+            assert_eq!(in_flight(), 0);
             on_context_create(3, 1);
             assert_eq!(on_request_headers(3), Action::Pause);
             // The host hands out token 4 again, while context 3's first call is still open.
@@ -357,7 +276,7 @@ mod tests {
             assert_eq!(journal(), Vec::<String>::new());
             on_delete(3);
             on_delete(5);
-            assert_eq!(calls::in_flight(), 0);
+            assert_eq!(in_flight(), 0);
         }
 
         #[test]
@@ -467,7 +386,7 @@ mod tests {
             for id in [2, 3, 4] {
                 on_delete(id);
             }
-            assert_eq!(calls::in_flight(), 0);
+            assert_eq!(in_flight(), 0);
         }
 
         #[test]

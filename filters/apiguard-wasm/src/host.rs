@@ -6,11 +6,13 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
+use apiguard_core::driver::{HostCall, RequestHead};
 use apiguard_core::http::HeaderOp;
 use apiguard_core::jwt::host_signature::{HostFailure, SignatureHost, FOREIGN_FUNCTION};
 use apiguard_core::jwt::shared::SharedData;
+use apiguard_core::logs::{Level, LogLine};
 use apiguard_core::reply::Reply;
-use log::{debug, warn};
+use log::{debug, info, warn};
 
 use apiguard_proxy_abi::hostcall::{BufferType, Host, HostError, LogLevel, MapType, MetricType};
 
@@ -64,11 +66,6 @@ pub fn set_tick_period(period: Duration) -> Result<(), HostError> {
     HOST.set_tick_period(period)
 }
 
-/// Unix seconds by the host's clock (0 if the host cannot tell, which fails every `exp`).
-pub fn now() -> i64 {
-    now_ms().div_euclid(1000)
-}
-
 /// Unix milliseconds by the host's clock (0 if the host cannot tell).
 pub fn now_ms() -> i64 {
     match HOST.now_nanos() {
@@ -80,14 +77,28 @@ pub fn now_ms() -> i64 {
     }
 }
 
-/// All request headers, values as bytes. An error when the host cannot give them, or gives
-/// them malformed; the caller refuses the request then.
-pub fn request_headers() -> Result<Vec<(String, Vec<u8>)>, HostError> {
-    HOST.header_pairs(MapType::HttpRequestHeaders)
+/// The request's head: every header, values as bytes, and the source address when `source`.
+/// An error when the host cannot give the headers, or gives them malformed (the core refuses
+/// the request then).
+pub fn request_head(source: bool) -> Result<RequestHead, String> {
+    let headers = HOST
+        .header_pairs(MapType::HttpRequestHeaders)
+        .map_err(|e| e.to_string())?;
+    let source = if source { source_address() } else { None };
+    Ok(RequestHead { headers, source })
+}
+
+/// Writes one of the core's log lines at its level.
+pub fn log_line(line: &LogLine) {
+    match line.level {
+        Level::Debug => debug!("{}", line.text),
+        Level::Info => info!("{}", line.text),
+        Level::Warn => warn!("{}", line.text),
+    }
 }
 
 /// The downstream address without its port (Envoy's `source.address` property).
-pub fn source_address() -> Option<String> {
+fn source_address() -> Option<String> {
     let raw = match HOST.property(&["source", "address"]) {
         Ok(raw) => raw?,
         Err(e) => {
@@ -103,7 +114,7 @@ pub fn source_address() -> Option<String> {
 }
 
 /// One header's value; `None` when absent or unreadable.
-pub fn header_bytes(map: MapType, name: &str) -> Option<Vec<u8>> {
+fn header_bytes(map: MapType, name: &str) -> Option<Vec<u8>> {
     match HOST.header(map, name) {
         Ok(value) => value,
         Err(e) => {
@@ -153,47 +164,13 @@ pub fn set_filter_state(name: &str, value: &[u8]) {
     }
 }
 
-/// Starts a call; the call's token on success (the caller records who waits for it:
-/// `calls::started`).
-fn http_call(
-    cluster: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-    timeout: Duration,
-) -> Result<u32, HostError> {
-    HOST.http_call(cluster, headers, body, timeout)
-}
-
-/// An outgoing GET to an Envoy cluster; the call's token on success.
-pub fn http_get(
-    cluster: &str,
-    path: &str,
-    authority: &str,
-    timeout: Duration,
-) -> Result<u32, HostError> {
-    let headers = [
-        (":method", "GET"),
-        (":path", path),
-        (":authority", authority),
-        ("accept", "application/json"),
-    ];
-    http_call(cluster, &headers, &[], timeout)
-}
-
-/// An outgoing JSON POST to an Envoy cluster; the call's token on success.
-pub fn http_post(
-    cluster: &str,
-    path: &str,
-    body: &[u8],
-    timeout: Duration,
-) -> Result<u32, HostError> {
-    let headers = [
-        (":method", "POST"),
-        (":path", path),
-        (":authority", "apiguard-limiter"),
-        ("content-type", "application/json"),
-    ];
-    http_call(cluster, &headers, body, timeout)
+/// Starts a call; its token, or `Err` when the host refused it (logged here, with the
+/// cluster).
+pub fn http_call(call: &HostCall) -> Result<u32, ()> {
+    let headers: Vec<(&str, &str)> = call.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let timeout = Duration::from_millis(call.timeout_ms);
+    HOST.http_call(&call.cluster, &headers, &call.body, timeout)
+        .map_err(|e| warn!("apiguard: cannot call cluster `{}`: {e}", call.cluster))
 }
 
 /// Sets a response header (replacing any value the upstream sent).
