@@ -27,7 +27,7 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tracing::warn;
 
-use crate::problem::problem;
+use crate::problem::Problem;
 use crate::state::AppState;
 use crate::store::Store;
 
@@ -48,7 +48,7 @@ pub async fn check<S: Store>(State(st): State<Arc<AppState<S>>>, headers: Header
             warn!("ext_authz check refused: {e}");
             st.metrics.bad_request();
             st.metrics.handoff("bad_handoff");
-            return problem(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
+            return Problem::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
         }
     };
     let now_ms = crate::store::unix_ms();
@@ -56,10 +56,7 @@ pub async fn check<S: Store>(State(st): State<Arc<AppState<S>>>, headers: Header
         Ok(d) => d,
         Err(why) if plan.deny_on_failure && !plan.shadow => {
             st.metrics.handoff("failure_deny");
-            let mut res = problem(StatusCode::SERVICE_UNAVAILABLE, why);
-            res.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return res;
+            return why.into_response();
         }
         Err(_) => {
             st.metrics.handoff("failure_mode_pass");

@@ -35,10 +35,10 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
+use serde_json::value::RawValue;
 
 pub use metrics::Metrics;
-pub use problem::problem;
-use problem::{problem_json, unavailable};
+pub use problem::Problem;
 pub use state::AppState;
 pub use store::{MemoryStore, RedisStore, RedisTarget, RedisTls, Store};
 
@@ -74,45 +74,35 @@ pub fn app<S: Store>(state: Arc<AppState<S>>) -> Router {
         .merge(grpc)
 }
 
+/// `POST /v1/check`: a batch of one, answered as itself.
 async fn check<S: Store>(
     State(st): State<Arc<AppState<S>>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
-    let body = match read_body(&st.metrics, body, MAX_BODY_BYTES) {
-        Ok(b) => b,
-        Err(detail) => return problem(StatusCode::BAD_REQUEST, &detail),
+    let decided = match read_body(&st.metrics, body, MAX_BODY_BYTES) {
+        Ok(body) => decide_one(&st, &body, started).await,
+        Err(p) => Err(p),
     };
-    let req = match CheckRequest::from_json(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            st.metrics.bad_request();
-            return problem(StatusCode::BAD_REQUEST, &e.to_string());
-        }
-    };
-    match st.decide(&req.checks, started).await {
-        Ok(d) => Json(CheckResponse {
-            allowed: d.allowed,
-            results: d.results,
-        })
-        .into_response(),
-        Err(why) => unavailable(why),
+    match decided {
+        Ok(answer) => Json(answer).into_response(),
+        Err(p) => p.into_response(),
     }
 }
 
 /// The request body; for a body over `max` bytes (the route's limit) or one that cannot be
-/// read, the 400 problem's detail, counted as a bad request.
+/// read, a 400, counted as a bad request.
 fn read_body(
     metrics: &Metrics,
     body: Result<Bytes, BytesRejection>,
     max: usize,
-) -> Result<Bytes, String> {
+) -> Result<Bytes, Problem> {
     body.map_err(|e| {
         metrics.bad_request();
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            format!("request body is over {max} bytes")
+            Problem::bad_request(format!("request body is over {max} bytes"))
         } else {
-            e.body_text()
+            Problem::bad_request(e.body_text())
         }
     })
 }
@@ -126,39 +116,46 @@ async fn check_batch<S: Store>(
     let started = Instant::now();
     let body = match read_body(&st.metrics, body, MAX_BATCH_BODY_BYTES) {
         Ok(b) => b,
-        Err(detail) => return problem(StatusCode::BAD_REQUEST, &detail),
+        Err(p) => return p.into_response(),
     };
     let batch = match BatchRequest::from_json(&body) {
         Ok(b) => b,
         Err(e) => {
             st.metrics.bad_request();
-            return problem(StatusCode::BAD_REQUEST, &e.to_string());
+            return Problem::bad_request(e.to_string()).into_response();
         }
     };
     st.metrics.batch(batch.requests.len());
-    let answers: Vec<(u16, String)> = futures::future::join_all(
+    let decided = futures::future::join_all(
         batch
             .requests
             .iter()
-            .map(|item| decide_item(&st, item.get().as_bytes(), started)),
+            .map(|item| decide_one(&st, item.get().as_bytes(), started)),
     )
     .await;
-    let raw: Vec<Box<serde_json::value::RawValue>> = answers
-        .iter()
-        .filter_map(|(_, body)| serde_json::value::RawValue::from_string(body.clone()).ok())
+    // Each item as `POST /v1/check` answers it: its status and JSON body.
+    let answers: Result<Vec<(u16, Box<RawValue>)>, serde_json::Error> = decided
+        .into_iter()
+        .map(|d| {
+            let (status, json) = match d {
+                Ok(answer) => (200, serde_json::to_string(&answer)?),
+                Err(p) => (p.status.as_u16(), p.body()),
+            };
+            Ok((status, RawValue::from_string(json)?))
+        })
         .collect();
-    if raw.len() != answers.len() {
-        // Never: every body below is serialized JSON.
-        return problem(
+    let Ok(answers) = answers else {
+        // Never: every body is serialized JSON.
+        return Problem::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "cannot encode the answers",
-        );
-    }
+        )
+        .into_response();
+    };
     Json(BatchResponse {
         answers: answers
             .iter()
-            .zip(&raw)
-            .map(|((status, _), body)| Answer {
+            .map(|(status, body)| Answer {
                 status: *status,
                 body,
             })
@@ -167,31 +164,21 @@ async fn check_batch<S: Store>(
     .into_response()
 }
 
-/// One batch item: what `POST /v1/check` would answer for this body, as status and JSON.
-async fn decide_item<S: Store>(st: &AppState<S>, body: &[u8], started: Instant) -> (u16, String) {
-    let req = match CheckRequest::from_json(body) {
-        Ok(r) => r,
-        Err(e) => {
-            st.metrics.bad_request();
-            return (400, problem_json(StatusCode::BAD_REQUEST, &e.to_string()));
-        }
-    };
-    match st.decide(&req.checks, started).await {
-        Ok(d) => {
-            let answer = CheckResponse {
-                allowed: d.allowed,
-                results: d.results,
-            };
-            match serde_json::to_string(&answer) {
-                Ok(json) => (200, json),
-                Err(_) => (
-                    500,
-                    problem_json(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode"),
-                ),
-            }
-        }
-        Err(why) => (503, problem_json(StatusCode::SERVICE_UNAVAILABLE, why)),
-    }
+/// One check request's body, decided: what `POST /v1/check` answers, a batch item included.
+async fn decide_one<S: Store>(
+    st: &AppState<S>,
+    body: &[u8],
+    started: Instant,
+) -> Result<CheckResponse, Problem> {
+    let req = CheckRequest::from_json(body).map_err(|e| {
+        st.metrics.bad_request();
+        Problem::bad_request(e.to_string())
+    })?;
+    let d = st.decide(&req.checks, started).await?;
+    Ok(CheckResponse {
+        allowed: d.allowed,
+        results: d.results,
+    })
 }
 
 /// Liveness: the process serves HTTP. Says nothing about the store.
@@ -203,11 +190,15 @@ async fn healthz() -> &'static str {
 async fn readyz<S: Store>(State(st): State<Arc<AppState<S>>>) -> Response {
     match tokio::time::timeout(st.store_timeout, st.store.ping()).await {
         Ok(Ok(())) => (StatusCode::OK, "ready\n").into_response(),
-        Ok(Err(e)) => unavailable(&format!("store {} unreachable: {e}", st.store.describe())),
-        Err(_) => unavailable(&format!(
+        Ok(Err(e)) => {
+            Problem::unavailable(format!("store {} unreachable: {e}", st.store.describe()))
+                .into_response()
+        }
+        Err(_) => Problem::unavailable(format!(
             "store {} did not answer in time",
             st.store.describe()
-        )),
+        ))
+        .into_response(),
     }
 }
 

@@ -1,38 +1,68 @@
-//! Error answers: RFC 9457 problem documents, for every route of the service.
+//! The service's one error type: every refusal, on every HTTP route, is a [`Problem`], which
+//! turns itself into an RFC 9457 problem document (and, for a batch item, into the status and
+//! body the single route would have answered).
+
+use std::fmt;
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde_json::json;
 
-/// An RFC 9457 problem document.
-pub fn problem(status: StatusCode, detail: &str) -> Response {
-    let mut res = (status, Json(problem_body(status, detail))).into_response();
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
-    );
-    res
+/// An error answer: its status and what went wrong. A 503 carries `Retry-After: 1`: the caller
+/// applies its failure mode and may ask again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub status: StatusCode,
+    pub detail: String,
 }
 
-/// An RFC 9457 problem document.
-fn problem_body(status: StatusCode, detail: &str) -> serde_json::Value {
-    json!({
-        "type": "about:blank",
-        "title": status.canonical_reason().unwrap_or("Error"),
-        "status": status.as_u16(),
-        "detail": detail,
-    })
+impl Problem {
+    pub fn new(status: StatusCode, detail: impl Into<String>) -> Problem {
+        Problem {
+            status,
+            detail: detail.into(),
+        }
+    }
+
+    /// 400: the request cannot be read.
+    pub fn bad_request(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::BAD_REQUEST, detail)
+    }
+
+    /// 503: the store failed or the service is at a limit; never "allowed".
+    pub fn unavailable(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::SERVICE_UNAVAILABLE, detail)
+    }
+
+    /// The problem document, as JSON text.
+    pub fn body(&self) -> String {
+        json!({
+            "type": "about:blank",
+            "title": self.status.canonical_reason().unwrap_or("Error"),
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+        })
+        .to_string()
+    }
 }
 
-pub(crate) fn problem_json(status: StatusCode, detail: &str) -> String {
-    problem_body(status, detail).to_string()
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.status, self.detail)
+    }
 }
 
-/// 503 with `Retry-After: 1`: the caller applies its failure mode.
-pub(crate) fn unavailable(detail: &str) -> Response {
-    let mut res = problem(StatusCode::SERVICE_UNAVAILABLE, detail);
-    res.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    res
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let mut res = (self.status, self.body()).into_response();
+        let h = res.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        res
+    }
 }

@@ -41,8 +41,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::problem::Problem;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::http::{header, HeaderValue, Request, Response, StatusCode, Version};
+use axum::response::IntoResponse;
 use axum::Router;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -457,10 +459,7 @@ impl hyper::service::Service<Request<Incoming>> for Counted {
         let (in_flight, admitted) = self.clock.request(req.version());
         if !admitted {
             // Never reaches the router, so nothing is counted; the connection then closes.
-            let mut res =
-                crate::problem::problem(StatusCode::SERVICE_UNAVAILABLE, "at the connection cap");
-            res.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            let mut res = Problem::unavailable("at the connection cap").into_response();
             res.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
             if req.version() == Version::HTTP_2 {

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use tracing::warn;
 
 use crate::metrics::Metrics;
+use crate::problem::Problem;
 use crate::rls;
 use crate::store::{self, Store};
 
@@ -22,13 +23,13 @@ pub struct AppState<S> {
 
 impl<S: Store> AppState<S> {
     /// One store call within the store deadline, counted in the metrics (from `started`, when
-    /// the request arrived) and logged on failure. Both protocols decide through it. `Err` is
-    /// what to tell the caller: never "allowed".
+    /// the request arrived) and logged on failure. Every protocol decides through it. `Err` is
+    /// what to tell the caller (a 503): never "allowed".
     pub async fn decide(
         &self,
         checks: &[apiguard_limiter_api::Check],
         started: Instant,
-    ) -> Result<store::Decision, &'static str> {
+    ) -> Result<store::Decision, Problem> {
         let decided = tokio::time::timeout(self.store_timeout, self.store.check(checks)).await;
         self.metrics.observe(started.elapsed());
         match decided {
@@ -39,7 +40,7 @@ impl<S: Store> AppState<S> {
             Ok(Err(e)) => {
                 warn!(kind = e.kind(), "store error: {e}");
                 self.metrics.store_error(e.kind());
-                Err("rate-limit store error")
+                Err(Problem::unavailable("rate-limit store error"))
             }
             Err(_) => {
                 warn!(
@@ -47,7 +48,9 @@ impl<S: Store> AppState<S> {
                     "store timed out"
                 );
                 self.metrics.store_error("timeout");
-                Err("rate-limit store did not answer in time")
+                Err(Problem::unavailable(
+                    "rate-limit store did not answer in time",
+                ))
             }
         }
     }

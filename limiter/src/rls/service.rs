@@ -98,7 +98,7 @@ impl<S: Store> RateLimitService for Rls<S> {
         }
         match st.decide(&plan.checks, started).await {
             Ok(d) => Ok(Response::new(answer(&plan, Some(&d)))),
-            Err(why) => Err(Status::unavailable(why)),
+            Err(why) => Err(Status::unavailable(why.detail)),
         }
     }
 }
