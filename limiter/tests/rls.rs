@@ -1,6 +1,6 @@
 //! Envoy's rate-limit service protocol (gRPC `ShouldRateLimit`), spoken to the limiter's own
 //! server over a loopback socket by a tonic client built from Envoy's published protos. One test
-//! body per behaviour, run against every store (in-memory, and a real `redis-server`).
+//! body per behaviour, run against every store (`matrix`: in-memory, Redis, Redis over TLS).
 
 // Test code: helpers outside `#[test]` functions may panic too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -12,7 +12,7 @@ use std::time::Duration;
 use apiguard_e2e::Redis;
 use apiguard_limiter::rls::Descriptors;
 use apiguard_limiter::serve::{serve, Limits};
-use apiguard_limiter::{app, AppState, MemoryStore, Metrics, RedisStore, RedisTarget, Store};
+use apiguard_limiter::{app, AppState, Metrics, RedisStore, RedisTarget, Store};
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
@@ -20,7 +20,8 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::R
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
 use tonic::transport::Channel;
 
-const TIMEOUT: Duration = Duration::from_secs(2);
+#[macro_use]
+mod matrix;
 
 const DESCRIPTORS: &str = r#"
 domain: edge
@@ -115,29 +116,7 @@ async fn ask_one(
         .unwrap()
 }
 
-/// Runs `$body(store)` once per store, as `$name::memory` and `$name::redis`.
-macro_rules! for_each_store {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use super::*;
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn memory() {
-                super::$name(start(MemoryStore::new()).await).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn redis() {
-                let redis = Redis::start().unwrap();
-                let store = RedisStore::new(RedisTarget::Single(redis.url()), TIMEOUT);
-                super::$name(start(store).await).await;
-                drop(redis);
-            }
-        }
-    )*};
-}
-
-for_each_store!(
+for_each_store!(start =>
     admission_is_exact_under_concurrency,
     a_call_is_all_or_nothing,
     calls_the_limiter_cannot_count_are_errors,

@@ -1,7 +1,5 @@
-//! One test body per behaviour, run against every store: in-memory, Redis (a real
-//! `redis-server` started on a free loopback port) and Redis over mutual TLS (`rediss://`, the
-//! same server serving TLS only with certificates the test makes). A missing `redis-server`
-//! fails the Redis variants with a message saying how to install it.
+//! One test body per behaviour of a store, run against every store (`matrix`: in-memory,
+//! Redis, Redis over mutual TLS).
 
 // Test code: helpers outside `#[test]` functions may panic too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -9,13 +7,13 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use apiguard_e2e::certs::Pki;
 use apiguard_e2e::Redis;
-use apiguard_limiter::{MemoryStore, RedisStore, RedisTarget, RedisTls, Store};
+use apiguard_limiter::{RedisStore, RedisTarget, Store};
 use apiguard_limiter_api::{Check, LimitAlgorithm};
 
-/// Generous: these tests run in parallel on a small machine; the fault tests use tight ones.
-const TIMEOUT: Duration = Duration::from_secs(2);
+#[macro_use]
+mod matrix;
+use matrix::TIMEOUT;
 
 fn check(key: &str, limit: u64, window_ms: u64, algorithm: LimitAlgorithm) -> Check {
     Check {
@@ -27,50 +25,12 @@ fn check(key: &str, limit: u64, window_ms: u64, algorithm: LimitAlgorithm) -> Ch
     }
 }
 
-/// TLS options for a Redis started by [`Redis::start_tls`] with `pki`.
-fn tls(pki: &Pki) -> RedisTls {
-    let read = |n: &str| std::fs::read(pki.path(n)).unwrap();
-    RedisTls {
-        ca_pem: Some(read("ca.pem")),
-        client_pem: Some((read("client.pem"), read("client.key"))),
-        server_name: Some(apiguard_e2e::certs::LIMITER_NAME.into()),
-    }
+/// What these bodies take of a store.
+async fn shared<S: Store>(store: S) -> Arc<S> {
+    Arc::new(store)
 }
 
-/// Runs `$body(store)` once per store, as `$name::memory`, `$name::redis` and
-/// `$name::redis_tls`.
-macro_rules! for_each_store {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use super::*;
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn memory() {
-                super::$name(Arc::new(MemoryStore::new())).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn redis() {
-                let redis = Redis::start().unwrap();
-                let store = RedisStore::new(RedisTarget::Single(redis.url()), TIMEOUT);
-                super::$name(Arc::new(store)).await;
-                drop(redis);
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn redis_tls() {
-                let pki = Pki::new().unwrap();
-                let redis = Redis::start_tls(&pki, &["--tls-auth-clients", "yes"]).unwrap();
-                let target = RedisTarget::Single(redis.url());
-                let store = RedisStore::with_tls(target, TIMEOUT, Some(tls(&pki))).unwrap();
-                super::$name(Arc::new(store)).await;
-                drop(redis);
-            }
-        }
-    )*};
-}
-
-for_each_store!(
+for_each_store!(shared =>
     log_is_exact_under_concurrency,
     counter_never_over_admits_under_concurrency,
     multi_check_is_all_or_nothing,
