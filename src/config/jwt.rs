@@ -275,28 +275,8 @@ pub(super) fn validate_jwt(
                 validate_source(s, &format!("{at}.sources[{i}]"))?;
             }
         }
-        if p.max_lifetime_s == Some(0) {
-            return Err(invalid(format!("{at}.max_lifetime_s"), Problem::Zero));
-        }
-        if p.clock_skew_s > MAX_CLOCK_SKEW_S {
-            return Err(invalid(
-                format!("{at}.clock_skew_s"),
-                Problem::TooLarge {
-                    max: MAX_CLOCK_SKEW_S,
-                },
-            ));
-        }
-        for (i, c) in p.required_claims.iter().enumerate() {
-            if c.is_empty() {
-                return Err(invalid(
-                    format!("{at}.required_claims[{i}]"),
-                    Problem::Empty,
-                ));
-            }
-        }
-        if p.typ.as_ref().is_some_and(String::is_empty) {
-            return Err(invalid(format!("{at}.typ"), Problem::Empty));
-        }
+        // The claim rules (`clock_skew_s`, `max_lifetime_s`, `required_claims`, `typ`, …) are
+        // checked where they compile: `jwt::token::TokenRules::compile`.
         let mut seen = Vec::new();
         if let Some(h) = &p.claims_header {
             check_settable_header(h, &format!("{at}.claims_header"))?;

@@ -18,3 +18,6 @@ mod stage_tests;
 
 #[cfg(test)]
 mod shared_tests;
+
+#[cfg(test)]
+mod claim_tests;

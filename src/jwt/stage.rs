@@ -14,7 +14,6 @@ use super::token::{self, Reject, RejectClass, TokenRules, DEFAULT_MAX_CLAIMS_DEP
 use crate::config::{ConfigError, JwksConfig, JwtConfig, Problem, RemoteJwks};
 use crate::http::{same_header, HeaderOp, Headers};
 use crate::identity::Claims;
-use crate::jose::AlgSet;
 use crate::path::{prefix_matches, query_param, NormalizedPath};
 
 /// Longest claim value copied into a header; longer ones are left out.
@@ -179,10 +178,8 @@ impl JwtStage {
                 )),
                 JwksConfig::Remote(r) => Jwks::Remote(r.clone()),
             };
-            let algorithms = match &p.algorithms {
-                Some(list) => AlgSet::of(list),
-                None => AlgSet::ASYMMETRIC,
-            };
+            let rules = TokenRules::compile(&at, p)?;
+            let algorithms = rules.algorithms;
             if let Jwks::Inline(keys) = &jwks {
                 if keys
                     .keys
@@ -235,18 +232,7 @@ impl JwtStage {
             }
             providers.push(Provider {
                 name: Arc::from(name.as_str()),
-                rules: TokenRules {
-                    issuer: p.issuer.clone(),
-                    audiences: p.audiences.clone(),
-                    algorithms,
-                    clock_skew_s: i64::try_from(p.clock_skew_s).unwrap_or(i64::MAX),
-                    max_lifetime_s: p
-                        .max_lifetime_s
-                        .map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
-                    required_claims: p.required_claims.clone(),
-                    typ: p.typ.clone(),
-                    require_sub: p.require_sub,
-                },
+                rules,
                 jwks,
                 sources,
                 claims_to_headers,

@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use super::alg;
 use super::host_signature::{self, HostVerdict, SignatureHost};
 use super::keys::KeySet;
+use crate::config::{invalid, ConfigError, Problem, ProviderConfig, MAX_CLOCK_SKEW_S};
 use crate::jose::AlgSet;
 use crate::jose::Algorithm;
 
@@ -226,6 +227,46 @@ pub struct TokenRules {
     pub typ: Option<String>,
     /// `sub` must be present (RFC 9068 §2.2 requires it of access tokens).
     pub require_sub: bool,
+}
+
+impl TokenRules {
+    /// A provider's claim rules, compiled in one pass with their checks: the one place a claim
+    /// setting is read. `at`: the provider's place in the configuration, which errors name.
+    pub fn compile(at: &str, p: &ProviderConfig) -> Result<TokenRules, ConfigError> {
+        if p.max_lifetime_s == Some(0) {
+            return Err(invalid(format!("{at}.max_lifetime_s"), Problem::Zero));
+        }
+        if p.clock_skew_s > MAX_CLOCK_SKEW_S {
+            let max = MAX_CLOCK_SKEW_S;
+            return Err(invalid(
+                format!("{at}.clock_skew_s"),
+                Problem::TooLarge { max },
+            ));
+        }
+        if let Some(i) = p.required_claims.iter().position(String::is_empty) {
+            return Err(invalid(
+                format!("{at}.required_claims[{i}]"),
+                Problem::Empty,
+            ));
+        }
+        if p.typ.as_ref().is_some_and(String::is_empty) {
+            return Err(invalid(format!("{at}.typ"), Problem::Empty));
+        }
+        let seconds = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        Ok(TokenRules {
+            issuer: p.issuer.clone(),
+            audiences: p.audiences.clone(),
+            algorithms: p
+                .algorithms
+                .as_ref()
+                .map_or(AlgSet::ASYMMETRIC, |l| AlgSet::of(l)),
+            clock_skew_s: seconds(p.clock_skew_s),
+            max_lifetime_s: p.max_lifetime_s.map(seconds),
+            required_claims: p.required_claims.clone(),
+            typ: p.typ.clone(),
+            require_sub: p.require_sub,
+        })
+    }
 }
 
 /// A token whose signature and claims checked out.
