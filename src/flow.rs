@@ -3,6 +3,7 @@
 //! the [`Event`]s to count. Time comes in as an argument; nothing here touches a host.
 
 use std::borrow::Cow;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use crate::config::LimiterCall;
@@ -99,11 +100,10 @@ impl Outcome {
         }
     }
 
-    /// Answer locally with `reply`, counting `event`.
-    fn respond(mut self, event: Event, reply: Reply) -> Outcome {
+    /// Ends the request with `reply`, counting `event`.
+    fn end(&mut self, event: Event, reply: Reply) {
         self.events.push(event);
         self.step = Step::Respond(reply);
-        self
     }
 }
 
@@ -304,189 +304,265 @@ impl Pipeline {
         state: &mut WorkerState,
         may_fetch: bool,
     ) -> Outcome {
-        let now = now_ms.div_euclid(1000);
         let mut out = Outcome::pass();
         if self.jwt.is_none() && self.policy.is_none() && self.ratelimit.is_none() {
             return out;
         }
-        let path: NormalizedPath =
-            match path::normalize_with(req.path, self.config.request.matrix_params) {
-                Ok(p) => p,
-                Err(_) => {
-                    out.events.push(Event::BadPath);
-                    out.step = Step::Respond(Reply::bad_path());
-                    return out;
-                }
-            };
-        let overrides = path::params_where(path.query.as_deref(), http::names_method_override);
-        let method = match http::effective_method(
-            &req.headers,
-            &overrides,
-            self.config.request.method_override,
-        ) {
-            Ok(m) => m,
+        // A phase that ends the request has set `out.step`.
+        let _ = self.phases(req, now_ms, state, may_fetch, &mut out);
+        out
+    }
+
+    /// The request's phases in order. Each may end the request (`Break`, with `out.step` set:
+    /// a reply, or a wait for the host); a request that passes them all goes on upstream.
+    fn phases(
+        &self,
+        req: &RequestFacts<'_>,
+        now_ms: i64,
+        state: &mut WorkerState,
+        may_fetch: bool,
+        out: &mut Outcome,
+    ) -> ControlFlow<()> {
+        let path = self.normalise(req, out)?;
+        let method = self.method(req, &path, out)?;
+        let mut ops = self.strip_client_copies(&req.headers);
+        self.authenticate(req, &path, now_ms, state, may_fetch, out, &mut ops)?;
+        let request = PolicyRequest {
+            headers: &req.headers,
+            method: &method,
+            path: &path,
+            source: req.source,
+        };
+        self.authorize(&request, now_ms, state, out, &mut ops)?;
+        let ops = self.limit(req, &path, now_ms, state, out, ops)?;
+        out.step = Step::Continue(ops);
+        ControlFlow::Continue(())
+    }
+
+    /// The path as the backend reads it, or 400.
+    fn normalise(
+        &self,
+        req: &RequestFacts<'_>,
+        out: &mut Outcome,
+    ) -> ControlFlow<(), NormalizedPath> {
+        match path::normalize_with(req.path, self.config.request.matrix_params) {
+            Ok(p) => ControlFlow::Continue(p),
             Err(_) => {
-                out.events.push(Event::BadMethodOverride);
-                out.step = Step::Respond(Reply::bad_method_override());
-                return out;
+                out.end(Event::BadPath, Reply::bad_path());
+                ControlFlow::Break(())
+            }
+        }
+    }
+
+    /// The method the backend acts on (override headers, `_method`), or 400.
+    fn method<'a>(
+        &self,
+        req: &RequestFacts<'a>,
+        path: &NormalizedPath,
+        out: &mut Outcome,
+    ) -> ControlFlow<(), Cow<'a, str>> {
+        let overrides = path::params_where(path.query.as_deref(), http::names_method_override);
+        let mode = self.config.request.method_override;
+        match http::effective_method(&req.headers, &overrides, mode) {
+            Ok(m) => ControlFlow::Continue(m),
+            Err(_) => {
+                out.end(Event::BadMethodOverride, Reply::bad_method_override());
+                ControlFlow::Break(())
+            }
+        }
+    }
+
+    /// Authentication: public, verified (its identity headers join `ops`), or refused; or a
+    /// wait for keys when this worker may fetch them.
+    #[allow(clippy::too_many_arguments)]
+    fn authenticate(
+        &self,
+        req: &RequestFacts<'_>,
+        path: &NormalizedPath,
+        now_ms: i64,
+        state: &mut WorkerState,
+        may_fetch: bool,
+        out: &mut Outcome,
+        ops: &mut Vec<HeaderOp>,
+    ) -> ControlFlow<()> {
+        let Some(jwt) = &self.jwt else {
+            return ControlFlow::Continue(());
+        };
+        let now = now_ms.div_euclid(1000);
+        let auth = jwt.authenticate(
+            &req.headers,
+            path,
+            now,
+            &state.keys,
+            &mut state.cache,
+            state.signature_host.as_deref(),
+        );
+        match &auth {
+            AuthOutcome::Public => {}
+            AuthOutcome::Verified { identity, cached } => {
+                out.events.push(Event::JwtAccepted { cached: *cached });
+                out.identity = Some(Authenticated {
+                    provider: jwt.provider_name(identity.provider),
+                    claims: identity.claims.clone(),
+                });
+            }
+            AuthOutcome::Missing => {
+                out.end(Event::JwtMissing, Reply::token_missing());
+                return ControlFlow::Break(());
+            }
+            AuthOutcome::Invalid(why) => {
+                out.end(Event::JwtRejected(*why), Reply::token_invalid());
+                return ControlFlow::Break(());
+            }
+            AuthOutcome::NeedKeys {
+                provider,
+                unknown_kid,
+            } => {
+                let reason = if *unknown_kid {
+                    FetchReason::UnknownKid
+                } else {
+                    FetchReason::Refresh
+                };
+                let fetch = may_fetch
+                    .then(|| state.remote.begin(&*state.shared, *provider, now, reason))
+                    .flatten();
+                if let Some(fetch) = fetch {
+                    out.step = Step::FetchKeys(fetch);
+                    return ControlFlow::Break(());
+                }
+                let why = if *unknown_kid {
+                    Invalid::Token(Reject::UnknownKid)
+                } else {
+                    Invalid::NoKeys
+                };
+                out.end(Event::JwtRejected(why), Reply::token_invalid());
+                return ControlFlow::Break(());
+            }
+        }
+        match jwt.mutations(&auth) {
+            Ok(set) => {
+                ops.extend(set);
+                ControlFlow::Continue(())
+            }
+            Err(why) => {
+                out.identity = None;
+                out.end(Event::JwtRejected(why), Reply::token_invalid());
+                ControlFlow::Break(())
+            }
+        }
+    }
+
+    /// Authorization: the policy's decision (its headers join `ops`), or 403.
+    fn authorize(
+        &self,
+        request: &PolicyRequest<'_>,
+        now_ms: i64,
+        state: &mut WorkerState,
+        out: &mut Outcome,
+        ops: &mut Vec<HeaderOp>,
+    ) -> ControlFlow<()> {
+        let (Some(stage), Some(worker)) = (&self.policy, state.policy.as_mut()) else {
+            return ControlFlow::Continue(());
+        };
+        let identity = out.identity.as_ref().map(|i| (&*i.provider, &*i.claims));
+        let result = stage.evaluate(worker, request, identity, now_ms);
+        if result.cached {
+            out.events.push(Event::PolicyCacheHit);
+        }
+        if let Some(f) = result.decision.failure {
+            out.events.push(Event::PolicyFailed(f));
+        }
+        if result
+            .shadow_allow
+            .is_some_and(|s| s != result.decision.allow)
+        {
+            out.events.push(Event::PolicyShadowDisagree);
+        }
+        let flow = if result.decision.allow {
+            out.events.push(Event::PolicyAllowed);
+            ops.extend(
+                result
+                    .decision
+                    .headers
+                    .iter()
+                    .map(|(n, v)| HeaderOp::Set(n.clone(), v.clone())),
+            );
+            ControlFlow::Continue(())
+        } else if result.dry_run_deny {
+            out.events.push(Event::PolicyDryRunDeny);
+            ControlFlow::Continue(())
+        } else {
+            out.end(Event::PolicyDenied, stage.reply(&result.decision));
+            ControlFlow::Break(())
+        };
+        out.policy = Some(result);
+        flow
+    }
+
+    /// Rate limiting: the plan's checks, answered locally (429 from the over-limit cache), handed
+    /// to the limiter's `ext_authz` in a header, or a wait for the limiter's answer. The header
+    /// changes to go on with when nothing waits.
+    fn limit(
+        &self,
+        req: &RequestFacts<'_>,
+        path: &NormalizedPath,
+        now_ms: i64,
+        state: &mut WorkerState,
+        out: &mut Outcome,
+        mut ops: Vec<HeaderOp>,
+    ) -> ControlFlow<(), Vec<HeaderOp>> {
+        let Some(rl) = &self.ratelimit else {
+            return ControlFlow::Continue(ops);
+        };
+        // With `call: ext_authz` every request that goes on carries the plan, or says there is
+        // none: the limiter refuses a request without the header rather than count nothing.
+        let hand_over = rl.call == LimiterCall::ExtAuthz;
+        let tier = out.policy.as_ref().and_then(|p| p.decision.tier.as_deref());
+        let cost = out
+            .policy
+            .as_ref()
+            .and_then(|p| p.decision.cost)
+            .unwrap_or(1);
+        let caller = out.identity.as_ref().map(|i| (&*i.provider, &*i.claims));
+        let plan = match rl.plan(path, &req.headers, req.source, caller, tier, cost) {
+            Ok(plan) => plan,
+            Err(PlanError::UnknownTier(_)) => {
+                // Nothing to call: `failure_mode` alone says whether the request goes on,
+                // with no rate-limit headers (no window was consulted, so the judgement
+                // has none to give).
+                if let Err(reply) = conclude(&mut out.events, rl.unknown_tier(), None, state) {
+                    out.step = Step::Respond(reply);
+                    return ControlFlow::Break(());
+                }
+                None
             }
         };
-        let mut ops = self.strip_client_copies(&req.headers);
-        if let Some(jwt) = &self.jwt {
-            let auth = jwt.authenticate(
-                &req.headers,
-                &path,
-                now,
-                &state.keys,
-                &mut state.cache,
-                state.signature_host.as_deref(),
-            );
-            match &auth {
-                AuthOutcome::Public => {}
-                AuthOutcome::Verified { identity, cached } => {
-                    out.events.push(Event::JwtAccepted { cached: *cached });
-                    out.identity = Some(Authenticated {
-                        provider: jwt.provider_name(identity.provider),
-                        claims: identity.claims.clone(),
-                    });
-                }
-                AuthOutcome::Missing => {
-                    out.events.push(Event::JwtMissing);
-                    out.step = Step::Respond(Reply::token_missing());
-                    return out;
-                }
-                AuthOutcome::Invalid(why) => {
-                    out.events.push(Event::JwtRejected(*why));
-                    out.step = Step::Respond(Reply::token_invalid());
-                    return out;
-                }
-                AuthOutcome::NeedKeys {
-                    provider,
-                    unknown_kid,
-                } => {
-                    let reason = if *unknown_kid {
-                        FetchReason::UnknownKid
-                    } else {
-                        FetchReason::Refresh
-                    };
-                    let fetch = may_fetch
-                        .then(|| state.remote.begin(&*state.shared, *provider, now, reason))
-                        .flatten();
-                    if let Some(fetch) = fetch {
-                        out.step = Step::FetchKeys(fetch);
-                        return out;
-                    }
-                    let why = if *unknown_kid {
-                        Invalid::Token(Reject::UnknownKid)
-                    } else {
-                        Invalid::NoKeys
-                    };
-                    return out.respond(Event::JwtRejected(why), Reply::token_invalid());
-                }
+        match plan {
+            None if hand_over => {
+                ops.push(HeaderOp::Set(HANDOFF_HEADER.into(), NO_LIMITS.into()));
             }
-            match jwt.mutations(&auth) {
-                Ok(set) => ops.extend(set),
-                Err(why) => {
-                    out.identity = None;
-                    out.events.push(Event::JwtRejected(why));
-                    out.step = Step::Respond(Reply::token_invalid());
-                    return out;
+            None => {}
+            Some(plan) if hand_over => {
+                // The limiter decides, answers and counts; the local over-limit cache needs
+                // answers the filter does not see here.
+                out.events.push(Event::RateHandedOver);
+                ops.push(HeaderOp::Set(HANDOFF_HEADER.into(), rl.handoff(plan)));
+            }
+            Some(plan) => {
+                if !plan.shadow {
+                    if let Some(reply) = state.local_limits.blocked(&plan.key, now_ms) {
+                        out.end(Event::RateLimitedLocal, reply);
+                        return ControlFlow::Break(());
+                    }
                 }
+                out.step = Step::CheckLimits {
+                    call: rl.call(&plan),
+                    resume: Pending { plan, ops },
+                };
+                return ControlFlow::Break(());
             }
         }
-        if let (Some(stage), Some(worker)) = (&self.policy, state.policy.as_mut()) {
-            let identity = out.identity.as_ref().map(|i| (&*i.provider, &*i.claims));
-            let request = PolicyRequest {
-                headers: &req.headers,
-                method: &method,
-                path: &path,
-                source: req.source,
-            };
-            let result = stage.evaluate(worker, &request, identity, now_ms);
-            if result.cached {
-                out.events.push(Event::PolicyCacheHit);
-            }
-            if let Some(f) = result.decision.failure {
-                out.events.push(Event::PolicyFailed(f));
-            }
-            if result
-                .shadow_allow
-                .is_some_and(|s| s != result.decision.allow)
-            {
-                out.events.push(Event::PolicyShadowDisagree);
-            }
-            if result.decision.allow {
-                out.events.push(Event::PolicyAllowed);
-                ops.extend(
-                    result
-                        .decision
-                        .headers
-                        .iter()
-                        .map(|(n, v)| HeaderOp::Set(n.clone(), v.clone())),
-                );
-            } else if result.dry_run_deny {
-                out.events.push(Event::PolicyDryRunDeny);
-            } else {
-                out.events.push(Event::PolicyDenied);
-                out.step = Step::Respond(stage.reply(&result.decision));
-                out.policy = Some(result);
-                return out;
-            }
-            out.policy = Some(result);
-        }
-        if let Some(rl) = &self.ratelimit {
-            // With `call: ext_authz` every request that goes on carries the plan, or says there is
-            // none: the limiter refuses a request without the header rather than count nothing.
-            let hand_over = rl.call == LimiterCall::ExtAuthz;
-            let tier = out.policy.as_ref().and_then(|p| p.decision.tier.as_deref());
-            let cost = out
-                .policy
-                .as_ref()
-                .and_then(|p| p.decision.cost)
-                .unwrap_or(1);
-            let caller = out.identity.as_ref().map(|i| (&*i.provider, &*i.claims));
-            let plan = match rl.plan(&path, &req.headers, req.source, caller, tier, cost) {
-                Ok(plan) => plan,
-                Err(PlanError::UnknownTier(_)) => {
-                    // Nothing to call: `failure_mode` alone says whether the request goes on,
-                    // with no rate-limit headers (no window was consulted, so the judgement
-                    // has none to give).
-                    if let Err(reply) = conclude(&mut out.events, rl.unknown_tier(), None, state) {
-                        out.step = Step::Respond(reply);
-                        return out;
-                    }
-                    None
-                }
-            };
-            match plan {
-                None if hand_over => {
-                    ops.push(HeaderOp::Set(HANDOFF_HEADER.into(), NO_LIMITS.into()));
-                }
-                None => {}
-                Some(plan) if hand_over => {
-                    // The limiter decides, answers and counts; the local over-limit cache needs
-                    // answers the filter does not see here.
-                    out.events.push(Event::RateHandedOver);
-                    ops.push(HeaderOp::Set(HANDOFF_HEADER.into(), rl.handoff(plan)));
-                }
-                Some(plan) => {
-                    if !plan.shadow {
-                        if let Some(reply) = state.local_limits.blocked(&plan.key, now_ms) {
-                            out.events.push(Event::RateLimitedLocal);
-                            out.step = Step::Respond(reply);
-                            return out;
-                        }
-                    }
-                    out.step = Step::CheckLimits {
-                        call: rl.call(&plan),
-                        resume: Pending { plan, ops },
-                    };
-                    return out;
-                }
-            }
-        }
-        out.step = Step::Continue(ops);
-        out
+        ControlFlow::Continue(ops)
     }
 
     /// Removals of every request header that is, to a backend, one apiguard sets: its name folds
