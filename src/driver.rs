@@ -5,7 +5,7 @@
 //! in order. It decides nothing: every wait is kept here. A request waits for at most one thing
 //! at a time ([`Wait`]):
 //! - **keys**: the worker holding a provider's fetch lease calls its JWKS cluster; the answer
-//!   goes to [`WorkerState::finish_fetch`], then the request runs again, once
+//!   goes to [`crate::jwt::JwtWorker::finish_fetch`], then the request runs again, once
 //!   ([`Pipeline::on_request_after_fetch`]), with the head kept while it waited;
 //! - **the limiter**: one call (`POST /v1/check`), its answer read by
 //!   [`RateLimitStage::call_answer`] and judged by [`Pipeline::on_limiter_answer`];
@@ -329,6 +329,7 @@ impl Driver {
                 let answer = (status, body_size, body.to_vec());
                 let notes = self
                     .state
+                    .jwt
                     .finish_fetch(provider, now_ms.div_euclid(1000), answer);
                 self.note(&notes, &mut out);
                 if let Some(head) = rerun {
@@ -363,10 +364,10 @@ impl Driver {
     /// this worker took the lease of.
     pub fn on_tick(&mut self, now_ms: i64) -> Vec<Effect> {
         let mut out = Vec::new();
-        if !self.state.has_remote_keys() {
+        if !self.state.jwt.has_remote_keys() {
             return out;
         }
-        let (fetches, notes) = self.state.tick(now_ms.div_euclid(1000));
+        let (fetches, notes) = self.state.jwt.tick(now_ms.div_euclid(1000));
         self.note(&notes, &mut out);
         for fetch in fetches {
             let wait = Wait::Keys {
@@ -496,7 +497,10 @@ impl Driver {
                 context,
                 rerun,
             } => {
-                let notes = self.state.fetch_failed(provider, now_ms.div_euclid(1000));
+                let notes = self
+                    .state
+                    .jwt
+                    .fetch_failed(provider, now_ms.div_euclid(1000));
                 self.note(&notes, out);
                 // Run again without the fetch: the token is refused.
                 if let Some(head) = rerun {

@@ -11,12 +11,7 @@ use crate::config::{Config, ConfigError, ConfigWarning};
 use crate::events::Event;
 use crate::http::{self, HeaderOp, Headers};
 use crate::identity::Claims;
-use crate::jwt::cache::TokenCache;
-use crate::jwt::host_signature::SignatureHost;
-use crate::jwt::remote::{FetchError, FetchReason};
-use crate::jwt::shared::{Fetch, KeyNote, MemoryShared, SharedData, SharedKeys};
-use crate::jwt::stage::{AuthOutcome, Invalid, JwtStage, KeyRing};
-use crate::jwt::token::Reject;
+use crate::jwt::{Fetch, JwtOutcome, JwtStage, JwtWorker, MemoryShared, SharedData};
 use crate::path::{self, NormalizedPath};
 use crate::policy::stage::{PolicyOutcome, PolicyRequest, PolicyStage, PolicyWorker};
 use crate::ratelimit::{
@@ -33,8 +28,8 @@ pub enum Step {
     /// Answer locally; the request never reaches the upstream.
     Respond(Reply),
     /// This worker took the lease to fetch a provider's remote JWKS for this request: make the
-    /// call, hand its answer to [`WorkerState::finish_fetch`] (or a failure to start it to
-    /// [`WorkerState::fetch_failed`]), then run the request again with
+    /// call, hand its answer to [`JwtWorker::finish_fetch`] (or a failure to start it to
+    /// [`JwtWorker::fetch_failed`]), then run the request again with
     /// [`Pipeline::on_request_after_fetch`], which never asks for another fetch.
     FetchKeys(Fetch),
     /// Ask the limiter, then hand the answer and `resume` to [`Pipeline::on_limiter_answer`].
@@ -107,49 +102,12 @@ impl Outcome {
     }
 }
 
-/// Per-worker mutable state: the keys known now and their coordination with other workers, the
-/// verified-token cache, the policy VMs, the local over-limit cache.
+/// Per-worker mutable state: authentication's (keys, their coordination with other workers,
+/// the verified-token cache), the policy VMs, the local over-limit cache.
 pub struct WorkerState {
-    pub keys: KeyRing,
-    pub cache: TokenCache,
+    pub jwt: JwtWorker,
     pub policy: Option<PolicyWorker>,
     pub local_limits: LocalLimits,
-    /// The host's signature verifier, when it offers one and `jwt.host_signatures` allows it
-    /// (the filter installs it after [`crate::jwt::host_signature::self_test`]).
-    pub signature_host: Option<Box<dyn SignatureHost>>,
-    remote: SharedKeys,
-    shared: Box<dyn SharedData>,
-}
-
-impl WorkerState {
-    /// Whether any provider's keys are remote (the timer has key work to do).
-    pub fn has_remote_keys(&self) -> bool {
-        self.remote.any()
-    }
-
-    /// The timer's key work: load keys other workers fetched, drop stale ones, and take the
-    /// lease of every refresh that is due (the filter makes those calls).
-    pub fn tick(&mut self, now: i64) -> (Vec<Fetch>, Vec<KeyNote>) {
-        self.remote.tick(&*self.shared, now, &mut self.keys)
-    }
-
-    /// A JWKS fetch ended: the status (`None`: no response), the body's full size, and the body
-    /// as read (empty when over the limit).
-    pub fn finish_fetch(
-        &mut self,
-        provider: usize,
-        now: i64,
-        answer: (Option<u16>, usize, Vec<u8>),
-    ) -> Vec<KeyNote> {
-        self.remote
-            .finish(&*self.shared, provider, now, answer, &mut self.keys)
-    }
-
-    /// A JWKS fetch could not be started.
-    pub fn fetch_failed(&mut self, provider: usize, now: i64) -> Vec<KeyNote> {
-        self.remote
-            .failed(&*self.shared, provider, now, FetchError::NoResponse)
-    }
 }
 
 /// The compiled configuration.
@@ -247,29 +205,12 @@ impl Pipeline {
     /// Fresh per-worker state whose remote keys are coordinated through `shared` (the host's
     /// shared data, seen by every worker). Creates the fetch leases that do not exist yet.
     pub fn worker_state_with(&self, shared: Box<dyn SharedData>) -> WorkerState {
-        let (keys, cache, remote) = match &self.jwt {
-            Some(j) => (
-                KeyRing::new(j),
-                TokenCache::new(j.cache_entries),
-                SharedKeys::new(j),
-            ),
-            None => (
-                KeyRing::default(),
-                TokenCache::new(0),
-                SharedKeys::default(),
-            ),
-        };
-        remote.create_leases(&*shared);
         WorkerState {
-            keys,
-            cache,
+            jwt: JwtWorker::new(self.jwt.as_ref(), shared),
             policy: self.policy.as_ref().map(PolicyStage::worker),
             local_limits: LocalLimits::new(
                 self.ratelimit.as_ref().map_or(0, |r| r.local_cache_entries),
             ),
-            signature_host: None,
-            remote,
-            shared,
         }
     }
 
@@ -389,67 +330,28 @@ impl Pipeline {
             return ControlFlow::Continue(());
         };
         let now = now_ms.div_euclid(1000);
-        let auth = jwt.authenticate(
-            &req.headers,
-            path,
-            now,
-            &state.keys,
-            &mut state.cache,
-            state.signature_host.as_deref(),
-        );
-        match &auth {
-            AuthOutcome::Public => {}
-            AuthOutcome::Verified { identity, cached } => {
-                out.events.push(Event::JwtAccepted { cached: *cached });
-                out.identity = Some(Authenticated {
-                    provider: jwt.provider_name(identity.provider),
-                    claims: identity.claims.clone(),
-                });
-            }
-            AuthOutcome::Missing => {
-                out.end(Event::JwtMissing, Reply::token_missing());
-                return ControlFlow::Break(());
-            }
-            AuthOutcome::Invalid(why) => {
-                out.end(Event::JwtRejected(*why), Reply::token_invalid());
-                return ControlFlow::Break(());
-            }
-            AuthOutcome::NeedKeys {
+        let (event, reply) = match jwt.run(&mut state.jwt, &req.headers, path, now, may_fetch) {
+            JwtOutcome::Public => return ControlFlow::Continue(()),
+            JwtOutcome::Verified {
                 provider,
-                unknown_kid,
+                claims,
+                cached,
+                ops: set,
             } => {
-                let reason = if *unknown_kid {
-                    FetchReason::UnknownKid
-                } else {
-                    FetchReason::Refresh
-                };
-                let fetch = may_fetch
-                    .then(|| state.remote.begin(&*state.shared, *provider, now, reason))
-                    .flatten();
-                if let Some(fetch) = fetch {
-                    out.step = Step::FetchKeys(fetch);
-                    return ControlFlow::Break(());
-                }
-                let why = if *unknown_kid {
-                    Invalid::Token(Reject::UnknownKid)
-                } else {
-                    Invalid::NoKeys
-                };
-                out.end(Event::JwtRejected(why), Reply::token_invalid());
+                out.events.push(Event::JwtAccepted { cached });
+                out.identity = Some(Authenticated { provider, claims });
+                ops.extend(set);
+                return ControlFlow::Continue(());
+            }
+            JwtOutcome::FetchKeys(fetch) => {
+                out.step = Step::FetchKeys(fetch);
                 return ControlFlow::Break(());
             }
-        }
-        match jwt.mutations(&auth) {
-            Ok(set) => {
-                ops.extend(set);
-                ControlFlow::Continue(())
-            }
-            Err(why) => {
-                out.identity = None;
-                out.end(Event::JwtRejected(why), Reply::token_invalid());
-                ControlFlow::Break(())
-            }
-        }
+            JwtOutcome::Missing => (Event::JwtMissing, Reply::token_missing()),
+            JwtOutcome::Refused(why) => (Event::JwtRejected(why), Reply::token_invalid()),
+        };
+        out.end(event, reply);
+        ControlFlow::Break(())
     }
 
     /// Authorization: the policy's decision (its headers join `ops`), or 403.

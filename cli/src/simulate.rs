@@ -81,7 +81,7 @@ pub fn run(config: &Path, request: &Path, jwks: Option<&Path>, output: Output) -
         };
         for (i, p) in jwt.providers.iter().enumerate() {
             if matches!(p.jwks, Jwks::Remote(_)) {
-                state.keys.set(i, Some(keys.clone()));
+                state.jwt.keys.set(i, Some(keys.clone()));
             }
         }
     }

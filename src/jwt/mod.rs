@@ -1,4 +1,5 @@
-//! The JWT authentication stage.
+//! The JWT authentication stage. The flow sees it through its face: [`JwtStage`] (compiled
+//! once), [`JwtWorker`] (per worker) and [`JwtOutcome`] (per request).
 
 pub mod alg;
 pub mod cache;
@@ -9,6 +10,11 @@ pub mod remote;
 pub mod shared;
 pub mod stage;
 pub mod token;
+pub mod worker;
+
+pub use shared::{Fetch, KeyNote, MemoryShared, SharedData};
+pub use stage::{Invalid, JwtStage};
+pub use worker::{JwtOutcome, JwtWorker};
 
 #[cfg(test)]
 mod vectors;

@@ -195,8 +195,8 @@ fn cache_hits_are_rechecked_for_expiry_and_flushed_on_key_change() {
         "/a",
         &[("authorization", &bearer(&f.es_token(json!({}))))],
     );
-    let keys = s.keys.get(0).cloned();
-    s.keys.set(0, keys);
+    let keys = s.jwt.keys.get(0).cloned();
+    s.jwt.keys.set(0, keys);
     assert_eq!(
         run(&p, &mut s, "/a", &[("authorization", &h)]).events,
         vec![Event::JwtAccepted { cached: false }]
@@ -573,7 +573,7 @@ fn remote_providers_ask_for_keys() {
     let body = json!({"keys": [f.rs.public_jwk(Some("rs"))]})
         .to_string()
         .into_bytes();
-    let notes = s.finish_fetch(0, NOW, (Some(200), body.len(), body));
+    let notes = s.jwt.finish_fetch(0, NOW, (Some(200), body.len(), body));
     assert!(
         matches!(
             notes[..],

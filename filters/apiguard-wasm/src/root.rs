@@ -221,6 +221,6 @@ fn choose_signature_path(driver: &mut Driver) -> Option<Rc<SignatureStats>> {
     envoy.stats.calls.set(0);
     envoy.stats.failures.set(0);
     let stats = envoy.stats.clone();
-    driver.state_mut().signature_host = Some(Box::new(envoy));
+    driver.state_mut().jwt.signature_host = Some(Box::new(envoy));
     Some(stats)
 }
