@@ -27,7 +27,7 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tracing::warn;
 
-use crate::problem::Problem;
+use crate::problem::ProblemDetails;
 use crate::state::AppState;
 use crate::store::Store;
 
@@ -48,7 +48,8 @@ pub async fn check<S: Store>(State(st): State<Arc<AppState<S>>>, headers: Header
             warn!("ext_authz check refused: {e}");
             st.metrics.bad_request();
             st.metrics.handoff("bad_handoff");
-            return Problem::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
+            return ProblemDetails::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+                .into_response();
         }
     };
     let now_ms = crate::store::unix_ms();

@@ -38,7 +38,7 @@ use axum::{Json, Router};
 use serde_json::value::RawValue;
 
 pub use metrics::Metrics;
-pub use problem::Problem;
+pub use problem::ProblemDetails;
 pub use state::AppState;
 pub use store::{MemoryStore, RedisStore, RedisTarget, RedisTls, Store};
 
@@ -96,13 +96,13 @@ fn read_body(
     metrics: &Metrics,
     body: Result<Bytes, BytesRejection>,
     max: usize,
-) -> Result<Bytes, Problem> {
+) -> Result<Bytes, ProblemDetails> {
     body.map_err(|e| {
         metrics.bad_request();
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Problem::bad_request(format!("request body is over {max} bytes"))
+            ProblemDetails::bad_request(format!("request body is over {max} bytes"))
         } else {
-            Problem::bad_request(e.body_text())
+            ProblemDetails::bad_request(e.body_text())
         }
     })
 }
@@ -122,7 +122,7 @@ async fn check_batch<S: Store>(
         Ok(b) => b,
         Err(e) => {
             st.metrics.bad_request();
-            return Problem::bad_request(e.to_string()).into_response();
+            return ProblemDetails::bad_request(e.to_string()).into_response();
         }
     };
     st.metrics.batch(batch.requests.len());
@@ -146,7 +146,7 @@ async fn check_batch<S: Store>(
         .collect();
     let Ok(answers) = answers else {
         // Never: every body is serialized JSON.
-        return Problem::new(
+        return ProblemDetails::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "cannot encode the answers",
         )
@@ -169,10 +169,10 @@ async fn decide_one<S: Store>(
     st: &AppState<S>,
     body: &[u8],
     started: Instant,
-) -> Result<CheckResponse, Problem> {
+) -> Result<CheckResponse, ProblemDetails> {
     let req = CheckRequest::from_json(body).map_err(|e| {
         st.metrics.bad_request();
-        Problem::bad_request(e.to_string())
+        ProblemDetails::bad_request(e.to_string())
     })?;
     let d = st.decide(&req.checks, started).await?;
     Ok(CheckResponse {
@@ -191,10 +191,10 @@ async fn readyz<S: Store>(State(st): State<Arc<AppState<S>>>) -> Response {
     match tokio::time::timeout(st.store_timeout, st.store.ping()).await {
         Ok(Ok(())) => (StatusCode::OK, "ready\n").into_response(),
         Ok(Err(e)) => {
-            Problem::unavailable(format!("store {} unreachable: {e}", st.store.describe()))
+            ProblemDetails::unavailable(format!("store {} unreachable: {e}", st.store.describe()))
                 .into_response()
         }
-        Err(_) => Problem::unavailable(format!(
+        Err(_) => ProblemDetails::unavailable(format!(
             "store {} did not answer in time",
             st.store.describe()
         ))

@@ -1,6 +1,6 @@
-//! The service's one error type: every refusal, on every HTTP route, is a [`Problem`], which
-//! turns itself into an RFC 9457 problem document (and, for a batch item, into the status and
-//! body the single route would have answered).
+//! The service's one error type: every refusal, on every HTTP route, is a [`ProblemDetails`],
+//! which turns itself into an RFC 9457 problem document (and, for a batch item, into the status
+//! and body the single route would have answered).
 
 use std::fmt;
 
@@ -11,27 +11,27 @@ use serde_json::json;
 /// An error answer: its status and what went wrong. A 503 carries `Retry-After: 1`: the caller
 /// applies its failure mode and may ask again.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
+pub struct ProblemDetails {
     pub status: StatusCode,
     pub detail: String,
 }
 
-impl Problem {
-    pub fn new(status: StatusCode, detail: impl Into<String>) -> Problem {
-        Problem {
+impl ProblemDetails {
+    pub fn new(status: StatusCode, detail: impl Into<String>) -> ProblemDetails {
+        ProblemDetails {
             status,
             detail: detail.into(),
         }
     }
 
     /// 400: the request cannot be read.
-    pub fn bad_request(detail: impl Into<String>) -> Problem {
-        Problem::new(StatusCode::BAD_REQUEST, detail)
+    pub fn bad_request(detail: impl Into<String>) -> ProblemDetails {
+        ProblemDetails::new(StatusCode::BAD_REQUEST, detail)
     }
 
     /// 503: the store failed or the service is at a limit; never "allowed".
-    pub fn unavailable(detail: impl Into<String>) -> Problem {
-        Problem::new(StatusCode::SERVICE_UNAVAILABLE, detail)
+    pub fn unavailable(detail: impl Into<String>) -> ProblemDetails {
+        ProblemDetails::new(StatusCode::SERVICE_UNAVAILABLE, detail)
     }
 
     /// The problem document, as JSON text.
@@ -46,13 +46,13 @@ impl Problem {
     }
 }
 
-impl fmt::Display for Problem {
+impl fmt::Display for ProblemDetails {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.status, self.detail)
     }
 }
 
-impl IntoResponse for Problem {
+impl IntoResponse for ProblemDetails {
     fn into_response(self) -> Response {
         let mut res = (self.status, self.body()).into_response();
         let h = res.headers_mut();

@@ -41,7 +41,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use crate::problem::Problem;
+use crate::problem::ProblemDetails;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::http::{header, HeaderValue, Request, Response, StatusCode, Version};
 use axum::response::IntoResponse;
@@ -459,7 +459,7 @@ impl hyper::service::Service<Request<Incoming>> for Counted {
         let (in_flight, admitted) = self.clock.request(req.version());
         if !admitted {
             // Never reaches the router, so nothing is counted; the connection then closes.
-            let mut res = Problem::unavailable("at the connection cap").into_response();
+            let mut res = ProblemDetails::unavailable("at the connection cap").into_response();
             res.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
             if req.version() == Version::HTTP_2 {

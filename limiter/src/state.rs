@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use tracing::warn;
 
 use crate::metrics::Metrics;
-use crate::problem::Problem;
+use crate::problem::ProblemDetails;
 use crate::rls;
 use crate::store::{self, Store};
 
@@ -29,7 +29,7 @@ impl<S: Store> AppState<S> {
         &self,
         checks: &[apiguard_limiter_api::Check],
         started: Instant,
-    ) -> Result<store::Decision, Problem> {
+    ) -> Result<store::Decision, ProblemDetails> {
         let decided = tokio::time::timeout(self.store_timeout, self.store.check(checks)).await;
         self.metrics.observe(started.elapsed());
         match decided {
@@ -40,7 +40,7 @@ impl<S: Store> AppState<S> {
             Ok(Err(e)) => {
                 warn!(kind = e.kind(), "store error: {e}");
                 self.metrics.store_error(e.kind());
-                Err(Problem::unavailable("rate-limit store error"))
+                Err(ProblemDetails::unavailable("rate-limit store error"))
             }
             Err(_) => {
                 warn!(
@@ -48,7 +48,7 @@ impl<S: Store> AppState<S> {
                     "store timed out"
                 );
                 self.metrics.store_error("timeout");
-                Err(Problem::unavailable(
+                Err(ProblemDetails::unavailable(
                     "rate-limit store did not answer in time",
                 ))
             }

@@ -104,7 +104,7 @@ impl Unit {
 
 /// Why the descriptor file was refused. Each error names the domain and the node's path.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub enum DescriptorsError {
     #[error("{path}: {message}")]
     Read { path: String, message: String },
     #[error("document {0}: {1}")]
@@ -156,7 +156,7 @@ pub struct Descriptor {
 
 /// Why a `ShouldRateLimit` call cannot be decided. Never answered "OK".
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PlanError {
+pub enum DescriptorError {
     #[error("no limits are configured for domain `{0}`")]
     UnknownDomain(String),
     /// Answered OVER_LIMIT, not as an error: Envoy lets a request through on an error unless
@@ -182,8 +182,8 @@ pub struct Plan {
 
 impl Descriptors {
     /// Reads the descriptor file: one YAML document per domain.
-    pub fn load(path: &Path) -> Result<Descriptors, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+    pub fn load(path: &Path) -> Result<Descriptors, DescriptorsError> {
+        let text = std::fs::read_to_string(path).map_err(|e| DescriptorsError::Read {
             path: path.display().to_string(),
             message: e.to_string(),
         })?;
@@ -191,19 +191,19 @@ impl Descriptors {
     }
 
     /// Parses and validates descriptor documents.
-    pub fn parse(text: &str) -> Result<Descriptors, ConfigError> {
+    pub fn parse(text: &str) -> Result<Descriptors, DescriptorsError> {
         let mut domains = HashMap::new();
         for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
-            let file =
-                DomainFile::deserialize(doc).map_err(|e| ConfigError::Parse(i, e.to_string()))?;
+            let file = DomainFile::deserialize(doc)
+                .map_err(|e| DescriptorsError::Parse(i, e.to_string()))?;
             if file.domain.is_empty() {
-                return Err(ConfigError::EmptyDomain(i));
+                return Err(DescriptorsError::EmptyDomain(i));
             }
             if file.domain.len() > MAX_DOMAIN_BYTES {
-                return Err(ConfigError::LongDomain(i, file.domain.len()));
+                return Err(DescriptorsError::LongDomain(i, file.domain.len()));
             }
             if domains.contains_key(&file.domain) {
-                return Err(ConfigError::DuplicateDomain(file.domain));
+                return Err(DescriptorsError::DuplicateDomain(file.domain));
             }
             let root = compile(&file.domain, "descriptors", &file.descriptors)?;
             domains.insert(file.domain, root);
@@ -225,11 +225,11 @@ impl Descriptors {
         domain: &str,
         descriptors: &[Descriptor],
         hits_addend: u64,
-    ) -> Result<Plan, PlanError> {
+    ) -> Result<Plan, DescriptorError> {
         let root = self
             .domains
             .get(domain)
-            .ok_or_else(|| PlanError::UnknownDomain(domain.to_owned()))?;
+            .ok_or_else(|| DescriptorError::UnknownDomain(domain.to_owned()))?;
         let mut checks: Vec<Check> = Vec::new();
         let mut per_descriptor = Vec::with_capacity(descriptors.len());
         for (i, d) in descriptors.iter().enumerate() {
@@ -240,7 +240,7 @@ impl Descriptors {
             // Envoy sends 0 for "not set": one hit.
             let hits = d.hits.unwrap_or(hits_addend).max(1);
             if hits > MAX_COST {
-                return Err(PlanError::TooManyHits(i, hits, rule));
+                return Err(DescriptorError::TooManyHits(i, hits, rule));
             }
             let key = counter_key(domain, &d.entries, &rule);
             let window_ms = rule.unit.window_ms();
@@ -250,13 +250,13 @@ impl Descriptors {
                 Some(j) => {
                     let cost = checks[j].cost + hits;
                     if cost > MAX_COST {
-                        return Err(PlanError::TooManyHits(i, cost, rule));
+                        return Err(DescriptorError::TooManyHits(i, cost, rule));
                     }
                     checks[j].cost = cost;
                     j
                 }
                 None if checks.len() == MAX_CHECKS => {
-                    return Err(PlanError::TooManyLimits(i, rule));
+                    return Err(DescriptorError::TooManyLimits(i, rule));
                 }
                 None => {
                     checks.push(Check {
@@ -327,11 +327,11 @@ fn counter_key(domain: &str, entries: &[(String, String)], rule: &Rule) -> Strin
     format!("{{rls:{tag}}}#{digest}{suffix}")
 }
 
-fn compile(domain: &str, at: &str, nodes: &[DescriptorNode]) -> Result<Node, ConfigError> {
+fn compile(domain: &str, at: &str, nodes: &[DescriptorNode]) -> Result<Node, DescriptorsError> {
     let mut out = Node::default();
     for (i, n) in nodes.iter().enumerate() {
         let here = format!("{at}[{i}] (key `{}`)", n.key);
-        let fail = |message: String| ConfigError::Node {
+        let fail = |message: String| DescriptorsError::Node {
             domain: domain.to_owned(),
             node: here.clone(),
             message,

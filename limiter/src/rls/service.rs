@@ -63,11 +63,11 @@ impl<S: Store> RateLimitService for Rls<S> {
             .plan(&req.domain, &descriptors, u64::from(req.hits_addend))
         {
             Ok(p) => p,
-            Err(e @ super::PlanError::UnknownDomain(_)) => {
+            Err(e @ super::DescriptorError::UnknownDomain(_)) => {
                 st.metrics.bad_request();
                 return Err(Status::failed_precondition(e.to_string()));
             }
-            Err(super::PlanError::TooManyHits(i, hits, rule)) => {
+            Err(super::DescriptorError::TooManyHits(i, hits, rule)) => {
                 // More than one call may count can never be admitted: over the limit, nothing
                 // charged (an error would let the request through under Envoy's default).
                 warn!(
@@ -77,7 +77,7 @@ impl<S: Store> RateLimitService for Rls<S> {
                 st.metrics.decided(false);
                 return Ok(Response::new(never_fits(req.descriptors.len(), i, &rule)));
             }
-            Err(super::PlanError::TooManyLimits(i, rule)) => {
+            Err(super::DescriptorError::TooManyLimits(i, rule)) => {
                 // Descriptors can come from the request (a header each): more of them than one
                 // call checks must not escape the limits, so over the limit, nothing charged.
                 warn!(
@@ -111,7 +111,7 @@ fn descriptors(req: &RateLimitRequest) -> Result<Vec<Descriptor>, Status> {
         .map(|(i, d)| {
             if d.is_negative_hits {
                 return Err(Status::invalid_argument(
-                    super::PlanError::NegativeHits(i).to_string(),
+                    super::DescriptorError::NegativeHits(i).to_string(),
                 ));
             }
             Ok(Descriptor {

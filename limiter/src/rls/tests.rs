@@ -112,7 +112,7 @@ fn hits_count_and_a_repeated_descriptor_is_one_check() {
     assert_eq!(plan.per_descriptor[1].as_ref().unwrap().0, 0);
     assert!(matches!(
         all.plan("edge", &[d(&[("generic_key", "auth")])], 5000),
-        Err(PlanError::TooManyHits(0, 5000, _))
+        Err(DescriptorError::TooManyHits(0, 5000, _))
     ));
 }
 
@@ -121,7 +121,7 @@ fn unknown_domains_and_too_many_limits_are_refused() {
     let all = Descriptors::parse(FILE).unwrap();
     assert_eq!(
         all.plan("nope", &[], 0),
-        Err(PlanError::UnknownDomain("nope".into()))
+        Err(DescriptorError::UnknownDomain("nope".into()))
     );
     assert!(Descriptors::default().plan("edge", &[], 0).is_err());
     let many: Vec<Descriptor> = (0..17)
@@ -132,7 +132,7 @@ fn unknown_domains_and_too_many_limits_are_refused() {
         .collect();
     assert!(matches!(
         all.plan("edge", &many, 0),
-        Err(PlanError::TooManyLimits(
+        Err(DescriptorError::TooManyLimits(
             16,
             Rule {
                 requests_per_unit: 100,
