@@ -35,7 +35,7 @@ use crate::events::{Counter, Event};
 use crate::flow::{Outcome, Pending, Pipeline, RequestFacts, Resumed, Step, WorkerState};
 use crate::http::{HeaderOp, Headers};
 use crate::jwt::keys::MAX_JWKS_BYTES;
-use crate::jwt::shared::{Fetch, KeyNote, Severity};
+use crate::jwt::shared::{Fetch, KeyNote};
 use crate::logs::{Level, LogLine};
 use crate::ratelimit::batch::{self, as_call_answer, Batcher, Delivery, Waiter};
 use crate::ratelimit::{LimitCall, LimiterFailure, RateLimitStage, MAX_ANSWER_BYTES};
@@ -664,12 +664,7 @@ impl Driver {
     /// Logs and counts what happened to the keys.
     fn note(&mut self, notes: &[KeyNote], out: &mut Vec<Effect>) {
         for n in notes {
-            let level = match n.severity() {
-                Severity::Debug => Level::Debug,
-                Severity::Info => Level::Info,
-                Severity::Warn => Level::Warn,
-            };
-            out.push(log(level, format!("apiguard: {n}")));
+            out.push(log(n.level(), format!("apiguard: {n}")));
             self.count(Event::of_note(n).as_slice());
         }
     }

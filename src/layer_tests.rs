@@ -34,7 +34,7 @@ const CRATE_DIRS: [&str; 6] = [
     "cli/src",
 ];
 
-const LOW: [&str; 5] = ["http", "identity", "jose", "path", "reply"];
+const LOW: [&str; 6] = ["http", "identity", "jose", "log_line", "path", "reply"];
 const STAGES: [&str; 3] = ["jwt", "policy", "ratelimit"];
 
 /// File (workspace-relative path) → the files its non-test code imports.

@@ -16,6 +16,7 @@ pub mod http;
 pub mod identity;
 pub mod jose;
 pub mod jwt;
+pub mod log_line;
 pub mod logs;
 pub mod path;
 pub mod policy;

@@ -7,24 +7,13 @@
 
 use std::borrow::Cow;
 
+pub use crate::log_line::{Level, LogLine};
+
 use crate::events::Event;
 use crate::path::{normalize_with, MatrixParams};
 
 /// How many bytes of a path a log line carries at most.
 pub const MAX_LOGGED_PATH: usize = 256;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Level {
-    Debug,
-    Info,
-    Warn,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogLine {
-    pub level: Level,
-    pub text: String,
-}
 
 /// The path a log line names: the normalised path (as the decision saw it), without the query;
 /// a path that does not normalise is shown up to its `?` with every byte outside printable

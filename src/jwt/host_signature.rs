@@ -50,31 +50,21 @@ struct VerifySignatureResult {
 /// an answer means is decided once, here ([`read_answer`]), so the two cannot read a host alike
 /// in one place and differently in the other.
 pub trait SignatureHost {
-    fn call(&self, arguments: &[u8]) -> Result<Option<Vec<u8>>, HostFailure>;
-}
-
-/// How a foreign-function call failed, as the caller reads its host's status.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostFailure {
-    /// The host has no function of that name (proxy-wasm status `NotFound`).
-    NotFound,
-    /// Any other status, by its proxy-wasm name.
-    Status(&'static str),
+    /// The host's answer; a failed call as [`HostSignatureError::Missing`] (proxy-wasm status
+    /// `NotFound`) or [`HostSignatureError::Status`] (any other, by its proxy-wasm name).
+    fn call(&self, arguments: &[u8]) -> Result<Option<Vec<u8>>, HostSignatureError>;
 }
 
 /// What a call's answer is: the encoded result, or why there is none.
-pub fn read_answer(answer: Result<Option<Vec<u8>>, HostFailure>) -> Result<Vec<u8>, HostCallError> {
-    match answer {
-        Ok(Some(bytes)) => Ok(bytes),
-        Ok(None) => Err(HostCallError::Empty),
-        Err(HostFailure::NotFound) => Err(HostCallError::Missing),
-        Err(HostFailure::Status(name)) => Err(HostCallError::Status(name)),
-    }
+pub fn read_answer(
+    answer: Result<Option<Vec<u8>>, HostSignatureError>,
+) -> Result<Vec<u8>, HostSignatureError> {
+    answer?.ok_or(HostSignatureError::Empty)
 }
 
 /// Why a host call gave no verdict. The token is then verified in Wasm instead.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum HostCallError {
+pub enum HostSignatureError {
     #[error("the host has no `verify_signature` foreign function")]
     Missing,
     #[error("`verify_signature` answered with status {0}")]
@@ -93,7 +83,7 @@ pub enum HostVerdict {
     /// The host does not verify this algorithm (or this key has no DER form): use Wasm.
     NotOffered,
     /// The call failed: use Wasm.
-    Failed(HostCallError),
+    Failed(HostSignatureError),
 }
 
 /// The digest name the host takes for an algorithm it verifies.
@@ -156,7 +146,7 @@ pub fn verify(
     match <VerifySignatureResult as prost::Message>::decode(answer.as_slice()) {
         Ok(r) if r.result => HostVerdict::Valid,
         Ok(_) => HostVerdict::Invalid,
-        Err(_) => HostVerdict::Failed(HostCallError::Undecodable),
+        Err(_) => HostVerdict::Failed(HostSignatureError::Undecodable),
     }
 }
 
@@ -164,7 +154,7 @@ pub fn verify(
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SelfTestError {
     #[error(transparent)]
-    Call(#[from] HostCallError),
+    Call(#[from] HostSignatureError),
     #[error("`verify_signature` gave the wrong verdict on the {0} self-test vector")]
     WrongVerdict(&'static str),
 }
@@ -220,7 +210,9 @@ const RFC7515_A3_TOKEN: &str = "eyJhbGciOiJFUzI1NiJ9.eyJpc3MiOiJqb2UiLA0KICJleHA
 pub mod software {
     use std::cell::Cell;
 
-    use super::{HostFailure, SignatureHost, VerifySignatureArguments, VerifySignatureResult};
+    use super::{
+        HostSignatureError, SignatureHost, VerifySignatureArguments, VerifySignatureResult,
+    };
 
     #[derive(Default)]
     pub struct SoftwareHost {
@@ -228,17 +220,17 @@ pub mod software {
     }
 
     impl SignatureHost for SoftwareHost {
-        fn call(&self, arguments: &[u8]) -> Result<Option<Vec<u8>>, HostFailure> {
+        fn call(&self, arguments: &[u8]) -> Result<Option<Vec<u8>>, HostSignatureError> {
             self.calls.set(self.calls.get() + 1);
             let a = <VerifySignatureArguments as prost::Message>::decode(arguments)
-                .map_err(|_| HostFailure::Status("BadArgument"))?;
+                .map_err(|_| HostSignatureError::Status("BadArgument"))?;
             let ok = apiguard_testkit::software::verify(
                 &a.hash_function,
                 &a.public_key,
                 &a.text,
                 &a.signature,
             )
-            .ok_or(HostFailure::Status("BadArgument"))?;
+            .ok_or(HostSignatureError::Status("BadArgument"))?;
             let r = VerifySignatureResult {
                 result: ok,
                 error: String::new(),
@@ -251,8 +243,8 @@ pub mod software {
     pub struct BrokenHost;
 
     impl SignatureHost for BrokenHost {
-        fn call(&self, _: &[u8]) -> Result<Option<Vec<u8>>, HostFailure> {
-            Err(HostFailure::Status("InternalFailure"))
+        fn call(&self, _: &[u8]) -> Result<Option<Vec<u8>>, HostSignatureError> {
+            Err(HostSignatureError::Status("InternalFailure"))
         }
     }
 }

@@ -24,6 +24,7 @@ use super::keys::{JwksError, KeySet, Skipped};
 use super::remote::{self, FetchError, FetchReason, JwksRecord, Lease};
 use super::stage::{Jwks, JwtStage, KeyRing};
 use crate::config::RemoteJwks;
+use crate::log_line::Level;
 
 /// The host's shared data, as proxy-wasm defines it.
 pub trait SharedData {
@@ -101,21 +102,14 @@ pub enum KeyNote {
     FetchFailed { provider: usize, error: FetchError },
 }
 
-/// How loud a note is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Severity {
-    Debug,
-    Info,
-    Warn,
-}
-
 impl KeyNote {
-    pub fn severity(&self) -> Severity {
+    /// How loud the note is in the log.
+    pub fn level(&self) -> Level {
         match self {
-            KeyNote::Loaded { .. } => Severity::Debug,
-            KeyNote::Fetched { skipped, .. } if skipped.is_empty() => Severity::Info,
-            KeyNote::Fetched { .. } => Severity::Warn,
-            _ => Severity::Warn,
+            KeyNote::Loaded { .. } => Level::Debug,
+            KeyNote::Fetched { skipped, .. } if skipped.is_empty() => Level::Info,
+            KeyNote::Fetched { .. } => Level::Warn,
+            _ => Level::Warn,
         }
     }
 }

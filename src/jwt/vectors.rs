@@ -316,7 +316,7 @@ fn the_host_self_test_accepts_a_correct_host_only() {
     /// Says yes to everything: must be caught by the flipped-signature vectors.
     struct Yes;
     impl SignatureHost for Yes {
-        fn call(&self, _: &[u8]) -> Result<Option<Vec<u8>>, host_signature::HostFailure> {
+        fn call(&self, _: &[u8]) -> Result<Option<Vec<u8>>, host_signature::HostSignatureError> {
             Ok(Some(vec![0x08, 0x01])) // VerifySignatureResult { result: true }
         }
     }
@@ -327,22 +327,22 @@ fn the_host_self_test_accepts_a_correct_host_only() {
     /// Answers garbage.
     struct Garbage;
     impl SignatureHost for Garbage {
-        fn call(&self, _: &[u8]) -> Result<Option<Vec<u8>>, host_signature::HostFailure> {
+        fn call(&self, _: &[u8]) -> Result<Option<Vec<u8>>, host_signature::HostSignatureError> {
             Ok(Some(vec![0xff, 0xff, 0xff]))
         }
     }
     assert_eq!(
-        host_signature::read_answer(Err(host_signature::HostFailure::NotFound)),
-        Err(host_signature::HostCallError::Missing)
+        host_signature::read_answer(Err(host_signature::HostSignatureError::Missing)),
+        Err(host_signature::HostSignatureError::Missing)
     );
     assert_eq!(
         host_signature::read_answer(Ok(None)),
-        Err(host_signature::HostCallError::Empty)
+        Err(host_signature::HostSignatureError::Empty)
     );
     assert_eq!(
         host_signature::self_test(&Garbage),
         Err(host_signature::SelfTestError::Call(
-            host_signature::HostCallError::Undecodable
+            host_signature::HostSignatureError::Undecodable
         ))
     );
 }

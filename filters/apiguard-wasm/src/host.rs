@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use apiguard_core::driver::{HostCall, RequestHead};
 use apiguard_core::http::HeaderOp;
-use apiguard_core::jwt::host_signature::{HostFailure, SignatureHost, FOREIGN_FUNCTION};
+use apiguard_core::jwt::host_signature::{HostSignatureError, SignatureHost, FOREIGN_FUNCTION};
 use apiguard_core::jwt::shared::SharedData;
 use apiguard_core::logs::{Level, LogLine};
 use apiguard_core::reply::Reply;
@@ -293,14 +293,14 @@ pub struct EnvoySignatures {
 }
 
 impl SignatureHost for EnvoySignatures {
-    fn call(&self, arguments: &[u8]) -> Result<Option<Vec<u8>>, HostFailure> {
+    fn call(&self, arguments: &[u8]) -> Result<Option<Vec<u8>>, HostSignatureError> {
         let stats = &self.stats;
         stats.calls.set(stats.calls.get() + 1);
         let answer = HOST
             .call_foreign_function(FOREIGN_FUNCTION, arguments)
             .map_err(|e| match e {
-                HostError::NotFound => HostFailure::NotFound,
-                e => HostFailure::Status(e.name()),
+                HostError::NotFound => HostSignatureError::Missing,
+                e => HostSignatureError::Status(e.name()),
             });
         if !matches!(answer, Ok(Some(_))) {
             stats.failures.set(stats.failures.get() + 1);

@@ -45,7 +45,7 @@ pub enum HostError {
 }
 
 impl HostError {
-    /// The name, for logs and for `jwt::host_signature::HostCallError::Status`.
+    /// The name, for logs and for `jwt::host_signature::HostSignatureError::Status`.
     pub fn name(self) -> &'static str {
         match self {
             HostError::NotFound => "NotFound",

@@ -7,7 +7,7 @@
 //! vector in `tests/vectors/` and requires the two to agree.
 
 use apiguard_core::jose::Algorithm;
-use apiguard_core::jwt::host_signature::{self, HostFailure, HostVerdict, SignatureHost};
+use apiguard_core::jwt::host_signature::{self, HostSignatureError, HostVerdict, SignatureHost};
 use apiguard_core::jwt::{alg, keys};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -35,17 +35,17 @@ impl RootContext for Root {
 /// SDK's here), so only its names are mapped here.
 struct Envoy;
 impl SignatureHost for Envoy {
-    fn call(&self, arguments: &[u8]) -> Result<Option<Vec<u8>>, HostFailure> {
+    fn call(&self, arguments: &[u8]) -> Result<Option<Vec<u8>>, HostSignatureError> {
         hostcalls::call_foreign_function(host_signature::FOREIGN_FUNCTION, Some(arguments)).map_err(
             |s| match s {
-                Status::NotFound => HostFailure::NotFound,
-                Status::BadArgument => HostFailure::Status("BadArgument"),
-                Status::SerializationFailure => HostFailure::Status("SerializationFailure"),
-                Status::ParseFailure => HostFailure::Status("ParseFailure"),
-                Status::Empty => HostFailure::Status("Empty"),
-                Status::CasMismatch => HostFailure::Status("CasMismatch"),
-                Status::InternalFailure => HostFailure::Status("InternalFailure"),
-                _ => HostFailure::Status("unknown status"),
+                Status::NotFound => HostSignatureError::Missing,
+                Status::BadArgument => HostSignatureError::Status("BadArgument"),
+                Status::SerializationFailure => HostSignatureError::Status("SerializationFailure"),
+                Status::ParseFailure => HostSignatureError::Status("ParseFailure"),
+                Status::Empty => HostSignatureError::Status("Empty"),
+                Status::CasMismatch => HostSignatureError::Status("CasMismatch"),
+                Status::InternalFailure => HostSignatureError::Status("InternalFailure"),
+                _ => HostSignatureError::Status("unknown status"),
             },
         )
     }
