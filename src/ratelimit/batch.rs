@@ -19,8 +19,8 @@
 //! The filter's root context makes the calls: Envoy cancels a context's calls when the context goes, and
 //! a batch must not die with the request that happened to start it.
 //!
-//! This is state only (no host calls), so it lives in the core and is tested natively; the
-//! filter's glue makes the calls and delivers the answers.
+//! This is state only (no host calls), kept by the core's driver (`crate::driver`), which asks
+//! for the calls and resumes each request with its answer; it is tested natively.
 
 use apiguard_limiter_api::batch::{join, split, MAX_BATCH};
 
