@@ -31,6 +31,7 @@ use std::sync::Arc;
 
 use apiguard_limiter_api::batch::BATCH_PATH;
 
+use crate::config::HostSignatures;
 use crate::events::{Counter, Event};
 use crate::flow::{Outcome, Pending, Pipeline, RequestFacts, Resumed, Step, WorkerState};
 use crate::http::{HeaderOp, Headers};
@@ -225,6 +226,17 @@ impl Driver {
     /// The worker state, for the glue to install the host's signature verifier.
     pub fn state_mut(&mut self) -> &mut WorkerState {
         &mut self.state
+    }
+
+    /// Whether to offer the host's signature verifier (`jwt.host_signatures: auto`, the
+    /// default): the glue then runs `jwt::host_signature::self_test` and installs it in
+    /// `state_mut().jwt` if it passes.
+    pub fn wants_host_signatures(&self) -> bool {
+        self.pipeline
+            .config
+            .jwt
+            .as_ref()
+            .is_some_and(|j| j.host_signatures != HostSignatures::Off)
     }
 
     /// Whether [`RequestHead::source`] is read: the host call that learns it can be skipped

@@ -8,7 +8,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use apiguard_core::config::HostSignatures;
 use apiguard_core::driver::{CallId, Driver, Effect};
 use apiguard_core::events::Counter;
 use apiguard_core::flow::Pipeline;
@@ -206,8 +205,8 @@ impl Executor for Root {
 /// `auto` and the host passes the self-test; says which way it went in the log. The stats of
 /// the host's verifier when it is used.
 fn choose_signature_path(driver: &mut Driver) -> Option<Rc<SignatureStats>> {
-    let jwt = driver.pipeline().config.jwt.as_ref()?;
-    if jwt.host_signatures == HostSignatures::Off {
+    driver.pipeline().config.jwt.as_ref()?;
+    if !driver.wants_host_signatures() {
         info!("apiguard: signatures are verified in Wasm (jwt.host_signatures: off)");
         return None;
     }
