@@ -147,7 +147,7 @@ impl Pipeline {
             .config
             .jwt
             .as_ref()
-            .map(JwtStage::compile)
+            .map(|j| JwtStage::compile(j, &mut warnings))
             .transpose()?;
         let policy = validated
             .config
@@ -159,7 +159,8 @@ impl Pipeline {
             .config
             .rate_limit
             .as_ref()
-            .map(RateLimitStage::compile);
+            .map(RateLimitStage::compile)
+            .transpose()?;
         // The handoff header is the limiter's only word on what to count, whatever this
         // filter's own `call`: an `ext_authz` filter pointed at the limiter would forward a
         // client's copy (say beside `call: filter`, by mistake), so no client copy passes.

@@ -10,7 +10,10 @@ use std::sync::Arc;
 use lru::LruCache;
 use sha2::{Digest, Sha256};
 
-use crate::config::{FailureMode, HeaderMode, IdentitySource, Limit, LimiterCall, RateLimitConfig};
+use crate::config::{
+    validate_rate_limit, ConfigError, FailureMode, HeaderMode, IdentitySource, Limit, LimiterCall,
+    RateLimitConfig,
+};
 use crate::http::Headers;
 use crate::identity::Claims;
 use crate::path::{prefix_matches, NormalizedPath};
@@ -125,7 +128,9 @@ pub struct Judgement {
 }
 
 impl RateLimitStage {
-    pub fn compile(cfg: &RateLimitConfig) -> RateLimitStage {
+    /// Checks and compiles the `rate_limit` section in one pass.
+    pub fn compile(cfg: &RateLimitConfig) -> Result<RateLimitStage, ConfigError> {
+        validate_rate_limit(cfg)?;
         let mut routes: Vec<Route> = cfg
             .routes
             .iter()
@@ -138,7 +143,7 @@ impl RateLimitStage {
             })
             .collect();
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
-        RateLimitStage {
+        Ok(RateLimitStage {
             call: cfg.call,
             cluster: cfg.cluster.clone(),
             timeout_ms: cfg.timeout_ms,
@@ -153,7 +158,7 @@ impl RateLimitStage {
                 LimiterCall::Filter => cfg.local_cache_entries,
                 LimiterCall::ExtAuthz => 0,
             },
-        }
+        })
     }
 
     /// Whether a request's identity can come from its source address.

@@ -195,7 +195,8 @@ pub const MAX_CLOCK_SKEW_S: u64 = 3_600;
 /// Bounds of `jwt.max_token_bytes`.
 pub const MAX_TOKEN_BYTES_RANGE: (usize, usize) = (256, 64 * 1024);
 
-pub(super) fn validate_jwt(
+/// Checks what the types alone cannot say; run first by the stage's `compile`.
+pub(crate) fn validate_jwt(
     jwt: &JwtConfig,
     warnings: &mut Vec<ConfigWarning>,
 ) -> Result<(), ConfigError> {

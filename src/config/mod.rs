@@ -4,19 +4,18 @@
 //! that is silently ignored is a hole (`audience` for `audiences` would turn the `aud` check off).
 //! Every error names the JSON path of the offending field, e.g. `jwt.providers.primary.issuer`.
 //!
-//! A configuration is accepted in two steps, both run once per configuration (in the filter's
-//! `on_configure` and in `apiguard validate`), and only together:
-//! 1. [`Config::from_json`] parses, then validates what the types alone cannot say (references
-//!    between sections, ranges, header names). Each section's schema, defaults, bounds and
-//!    checks live in a file of its own (`jwt.rs`, `policy.rs`, `rate_limit.rs`), re-exported
-//!    here; this file holds the whole, and `common.rs` the errors and the rules the sections
-//!    share.
-//! 2. Each section compiles into its stage (`JwtStage::compile` decodes inline JWKS,
-//!    `PolicyStage::compile` compiles Rego): refusals only compiling can find, and its
-//!    `Result` says so.
+//! A configuration is accepted in one pass, run once per configuration (in the filter's
+//! `on_configure` and in `apiguard validate`):
+//! 1. [`Config::from_json`] parses it: strict types, defaults, the shape of arrays.
+//! 2. Each section compiles into its stage in one function that also checks what the types
+//!    alone cannot say (references, ranges, header names) before it compiles
+//!    (`JwtStage::compile`, whose claim rules are `TokenRules::compile`; `PolicyStage::compile`;
+//!    `RateLimitStage::compile`). Each section's schema, defaults, bounds and checks live in a
+//!    file of its own (`jwt.rs`, `policy.rs`, `rate_limit.rs`), re-exported here; this file holds
+//!    the whole, and `common.rs` the errors and the rules the sections share.
 //!
 //! The one public entry is `flow::Pipeline::from_json`, which runs both, so nothing outside the
-//! core can hold a configuration that passed the first step alone.
+//! core can hold a configuration that was parsed and not compiled.
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -73,17 +72,17 @@ pub struct RequestConfig {
     pub method_override: crate::http::MethodOverride,
 }
 
-/// A configuration that parsed and validated (step 1), with the warnings worth logging.
+/// A configuration that parsed (step 1), with the warnings worth logging.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Validated {
+pub(crate) struct Parsed {
     pub config: Config,
     pub warnings: Vec<ConfigWarning>,
 }
 
 impl Config {
-    /// Parses and validates a plugin configuration. An empty or whitespace-only configuration is
-    /// refused: pass-through must be asked for explicitly with `{}`.
-    pub(crate) fn from_json(bytes: &[u8]) -> Result<Validated, ConfigError> {
+    /// Parses a plugin configuration. An empty or whitespace-only configuration is refused:
+    /// pass-through must be asked for explicitly with `{}`.
+    pub(crate) fn from_json(bytes: &[u8]) -> Result<Parsed, ConfigError> {
         if bytes.len() > MAX_CONFIG_BYTES {
             return Err(ConfigError::TooLarge {
                 size: bytes.len(),
@@ -122,24 +121,10 @@ impl Config {
             }
         }
         let mut warnings = Vec::new();
-        config.validate(&mut warnings)?;
-        Ok(Validated { config, warnings })
-    }
-
-    fn validate(&self, warnings: &mut Vec<ConfigWarning>) -> Result<(), ConfigError> {
-        if self.jwt.is_none() && self.policy.is_none() && self.rate_limit.is_none() {
+        if config.jwt.is_none() && config.policy.is_none() && config.rate_limit.is_none() {
             warnings.push(ConfigWarning::PassThrough);
         }
-        if let Some(jwt) = &self.jwt {
-            validate_jwt(jwt, warnings)?;
-        }
-        if let Some(policy) = &self.policy {
-            validate_policy(policy)?;
-        }
-        if let Some(rl) = &self.rate_limit {
-            validate_rate_limit(rl)?;
-        }
-        Ok(())
+        Ok(Parsed { config, warnings })
     }
 }
 

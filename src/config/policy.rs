@@ -108,7 +108,8 @@ fn default_time_budget_ms() -> u64 {
     5
 }
 
-pub(super) fn validate_policy(p: &PolicyConfig) -> Result<(), ConfigError> {
+/// Checks what the types alone cannot say; run first by the stage's `compile`.
+pub(crate) fn validate_policy(p: &PolicyConfig) -> Result<(), ConfigError> {
     if let Some(modules) = &p.modules {
         if modules.is_empty() {
             return Err(invalid("policy.modules", Problem::Empty));

@@ -125,7 +125,8 @@ fn default_identity() -> Vec<IdentitySource> {
     ]
 }
 
-pub(super) fn validate_rate_limit(rl: &RateLimitConfig) -> Result<(), ConfigError> {
+/// Checks what the types alone cannot say; run first by the stage's `compile`.
+pub(crate) fn validate_rate_limit(rl: &RateLimitConfig) -> Result<(), ConfigError> {
     match rl.call {
         LimiterCall::Filter if rl.cluster.is_empty() => {
             return Err(invalid("rate_limit.cluster", Problem::Empty));

@@ -11,7 +11,9 @@ use super::cache::{CachedToken, TokenCache};
 use super::host_signature::SignatureHost;
 use super::keys::{JwksError, KeySet};
 use super::token::{self, Reject, RejectClass, TokenRules, DEFAULT_MAX_CLAIMS_DEPTH};
-use crate::config::{ConfigError, JwksConfig, JwtConfig, Problem, RemoteJwks};
+use crate::config::{
+    validate_jwt, ConfigError, ConfigWarning, JwksConfig, JwtConfig, Problem, RemoteJwks,
+};
 use crate::http::{same_header, HeaderOp, Headers};
 use crate::identity::Claims;
 use crate::path::{prefix_matches, query_param, NormalizedPath};
@@ -166,7 +168,12 @@ pub enum AuthOutcome {
 }
 
 impl JwtStage {
-    pub fn compile(cfg: &JwtConfig) -> Result<JwtStage, ConfigError> {
+    /// Checks and compiles the `jwt` section in one pass (`warnings`: what is worth logging).
+    pub fn compile(
+        cfg: &JwtConfig,
+        warnings: &mut Vec<ConfigWarning>,
+    ) -> Result<JwtStage, ConfigError> {
+        validate_jwt(cfg, warnings)?;
         let names: Vec<&String> = cfg.providers.keys().collect();
         let mut providers = Vec::new();
         let mut headers_set: Vec<String> = Vec::new();

@@ -16,7 +16,8 @@ use super::{
     CompileError, Evaluator, PolicyDecision, PolicyProgram, PolicyVm, BUILTIN_NAME, BUILTIN_PACK,
 };
 use crate::config::{
-    ConfigError, ConfigWarning, DecisionCacheConfig, PackEngine, PolicyConfig, PolicyMode, Problem,
+    validate_policy, ConfigError, ConfigWarning, DecisionCacheConfig, PackEngine, PolicyConfig,
+    PolicyMode, Problem,
 };
 use crate::identity::Claims;
 use crate::reply::Reply;
@@ -80,6 +81,7 @@ impl PolicyStage {
         cfg: &PolicyConfig,
         warnings: &mut Vec<ConfigWarning>,
     ) -> Result<PolicyStage, ConfigError> {
+        validate_policy(cfg)?;
         let builtin = BTreeMap::from([(BUILTIN_NAME.to_owned(), BUILTIN_PACK.to_owned())]);
         let (modules, at) = match &cfg.modules {
             Some(m) => (m, "policy.modules"),

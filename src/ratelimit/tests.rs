@@ -20,7 +20,7 @@ fn stage(extra: serde_json::Value) -> RateLimitStage {
         }
     }
     let cfg = Config::from_json(json!({"rate_limit": rl}).to_string().as_bytes()).unwrap();
-    RateLimitStage::compile(cfg.config.rate_limit.as_ref().unwrap())
+    RateLimitStage::compile(cfg.config.rate_limit.as_ref().unwrap()).unwrap()
 }
 
 fn path(p: &str) -> NormalizedPath {
