@@ -2,6 +2,7 @@
 //! moves. The mapping lives here, in one `match` the compiler checks, so a new or renamed event
 //! cannot silently count as something else; the filter only hands counters to the host.
 
+use crate::contract::RefusalKind;
 use crate::jwt::shared::KeyNote;
 use crate::jwt::stage::Invalid;
 use crate::jwt::token::RejectClass;
@@ -47,6 +48,10 @@ pub enum Event {
     JwksFetched,
     /// A remote JWKS fetch failed (the last good keys stay).
     JwksFetchFailed,
+    /// The request breaks the API's contract and was refused.
+    ContractRefused(RefusalKind),
+    /// `contract.mode: monitor`: the request would have been refused, and went on.
+    ContractWouldRefuse(RefusalKind),
 }
 
 /// Declares [`Counter`] with every variant's Envoy name, once.
@@ -107,6 +112,12 @@ counters! {
     RatelimitFailureMalformed => "apiguard.ratelimit.failure.malformed",
     RatelimitFailureUnknownTier => "apiguard.ratelimit.failure.unknown_tier",
     RatelimitFailureQueue => "apiguard.ratelimit.failure.queue",
+    ContractUnknownOperation => "apiguard.contract.refused.unknown_operation",
+    ContractMethodNotAllowed => "apiguard.contract.refused.method_not_allowed",
+    ContractInvalid => "apiguard.contract.refused.invalid",
+    ContractUnsupportedMediaType => "apiguard.contract.refused.unsupported_media_type",
+    ContractTooLarge => "apiguard.contract.refused.too_large",
+    ContractWouldRefuse => "apiguard.contract.would_refuse",
 }
 
 impl Event {
@@ -152,6 +163,8 @@ impl Event {
             Event::RateFailed(f) => (limiter_failed(f), None),
             Event::JwksFetched => (Counter::JwksFetchSuccess, None),
             Event::JwksFetchFailed => (Counter::JwksFetchFailure, None),
+            Event::ContractRefused(kind) => (contract_refused(kind), None),
+            Event::ContractWouldRefuse(_) => (Counter::ContractWouldRefuse, None),
         };
         std::iter::once(first).chain(second)
     }
@@ -166,6 +179,16 @@ fn rejected(why: Invalid) -> Counter {
         RejectClass::Expired => Counter::JwtRejectedExpired,
         RejectClass::Claims => Counter::JwtRejectedClaims,
         RejectClass::KeysUnavailable => Counter::JwtRejectedKeysUnavailable,
+    }
+}
+
+fn contract_refused(kind: RefusalKind) -> Counter {
+    match kind {
+        RefusalKind::UnknownOperation => Counter::ContractUnknownOperation,
+        RefusalKind::MethodNotAllowed => Counter::ContractMethodNotAllowed,
+        RefusalKind::Invalid => Counter::ContractInvalid,
+        RefusalKind::UnsupportedMediaType => Counter::ContractUnsupportedMediaType,
+        RefusalKind::TooLarge => Counter::ContractTooLarge,
     }
 }
 

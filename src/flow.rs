@@ -7,7 +7,8 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use crate::config::LimiterCall;
-use crate::config::{Config, ConfigError, ConfigWarning};
+use crate::config::{Config, ConfigError, ConfigWarning, ContractMode};
+use crate::contract::ContractStage;
 use crate::events::Event;
 use crate::http::{self, HeaderOp, Headers};
 use crate::identity::Claims;
@@ -117,6 +118,7 @@ pub struct Pipeline {
     pub jwt: Option<JwtStage>,
     pub policy: Option<PolicyStage>,
     pub ratelimit: Option<RateLimitStage>,
+    pub contract: Option<Arc<ContractStage>>,
     /// See [`Pipeline::needs_source_address`]; fixed by the configuration.
     needs_source: bool,
     /// Every header apiguard may set upstream (claim headers, claims headers, `policy.headers`):
@@ -161,6 +163,12 @@ impl Pipeline {
             .as_ref()
             .map(RateLimitStage::compile)
             .transpose()?;
+        let contract = validated
+            .config
+            .contract
+            .as_ref()
+            .map(|c| ContractStage::compile(c).map(Arc::new))
+            .transpose()?;
         // The handoff header is the limiter's only word on what to count, whatever this
         // filter's own `call`: an `ext_authz` filter pointed at the limiter would forward a
         // client's copy (say beside `call: filter`, by mistake), so no client copy passes.
@@ -184,6 +192,7 @@ impl Pipeline {
                 jwt,
                 policy,
                 ratelimit,
+                contract,
                 needs_source,
                 protected,
             },
@@ -247,7 +256,11 @@ impl Pipeline {
         may_fetch: bool,
     ) -> Outcome {
         let mut out = Outcome::pass();
-        if self.jwt.is_none() && self.policy.is_none() && self.ratelimit.is_none() {
+        if self.jwt.is_none()
+            && self.policy.is_none()
+            && self.ratelimit.is_none()
+            && self.contract.is_none()
+        {
             return out;
         }
         // A phase that ends the request has set `out.step`.
@@ -269,6 +282,7 @@ impl Pipeline {
         let method = self.method(req, &path, out)?;
         let mut ops = self.strip_client_copies(&req.headers);
         self.authenticate(req, &path, now_ms, state, may_fetch, out, &mut ops)?;
+        self.validate(req, &path, &method, out)?;
         let request = PolicyRequest {
             headers: &req.headers,
             method: &method,
@@ -352,6 +366,30 @@ impl Pipeline {
             JwtOutcome::Refused(why) => (Event::JwtRejected(why), Reply::token_invalid()),
         };
         out.end(event, reply);
+        ControlFlow::Break(())
+    }
+
+    /// The API's contract: the request is a declared operation with valid parameters, and
+    /// what its headers say of a body is allowed (404, 405, 400, 413, 415 otherwise; counted
+    /// and let through in `monitor` mode).
+    fn validate(
+        &self,
+        req: &RequestFacts<'_>,
+        path: &NormalizedPath,
+        method: &str,
+        out: &mut Outcome,
+    ) -> ControlFlow<()> {
+        let Some(contract) = &self.contract else {
+            return ControlFlow::Continue(());
+        };
+        let Err(refusal) = contract.check(method, path, &req.headers) else {
+            return ControlFlow::Continue(());
+        };
+        if contract.mode == ContractMode::Monitor {
+            out.events.push(Event::ContractWouldRefuse(refusal.kind()));
+            return ControlFlow::Continue(());
+        }
+        out.end(Event::ContractRefused(refusal.kind()), refusal.reply());
         ControlFlow::Break(())
     }
 

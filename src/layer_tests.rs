@@ -35,7 +35,7 @@ const CRATE_DIRS: [&str; 6] = [
 ];
 
 const LOW: [&str; 6] = ["http", "identity", "jose", "log_line", "path", "reply"];
-const STAGES: [&str; 3] = ["jwt", "policy", "ratelimit"];
+const STAGES: [&str; 4] = ["contract", "jwt", "policy", "ratelimit"];
 
 /// File (workspace-relative path) → the files its non-test code imports.
 type Graph = BTreeMap<String, BTreeSet<String>>;

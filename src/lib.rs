@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod contract;
 pub mod driver;
 pub mod events;
 pub mod flow;

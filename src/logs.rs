@@ -87,6 +87,18 @@ pub fn log_lines(
                 Level::Info,
                 format!("apiguard: shadow policy disagrees on {}", path()),
             ),
+            Event::ContractRefused(kind) => (
+                Level::Debug,
+                format!("apiguard: contract refused ({}) on {}", kind.name(), path()),
+            ),
+            Event::ContractWouldRefuse(kind) => (
+                Level::Info,
+                format!(
+                    "apiguard: contract would refuse ({}) on {}",
+                    kind.name(),
+                    path()
+                ),
+            ),
             _ => continue,
         };
         out.push(LogLine { level, text });

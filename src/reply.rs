@@ -128,6 +128,53 @@ impl Reply {
         )
     }
 
+    /// 404: no operation of the API's contract has this path (`contract`).
+    pub fn unknown_operation() -> Reply {
+        Reply::problem(
+            404,
+            "Not Found",
+            "No operation of the API matches the request.",
+            "apiguard_unknown_operation",
+        )
+    }
+
+    /// 405: the path is declared, the method is not; `allow` lists the declared ones.
+    pub fn method_not_allowed(allow: &str) -> Reply {
+        Reply::problem(
+            405,
+            "Method Not Allowed",
+            "The API does not declare this method for this path.",
+            "apiguard_method_not_allowed",
+        )
+        .with_header("allow", allow)
+    }
+
+    /// 400: a parameter or the body breaks the contract; `violation` names where (a JSON
+    /// pointer) and the keyword, never the value.
+    pub fn contract_violation(violation: &str) -> Reply {
+        Reply::problem(400, "Bad Request", violation, "apiguard_contract_violation")
+    }
+
+    /// 413: the body is larger than `contract.max_body_bytes`.
+    pub fn body_too_large() -> Reply {
+        Reply::problem(
+            413,
+            "Content Too Large",
+            "The request body is larger than the API allows.",
+            "apiguard_body_too_large",
+        )
+    }
+
+    /// 415: a body of a media type (or an encoding) the operation does not declare.
+    pub fn unsupported_media_type() -> Reply {
+        Reply::problem(
+            415,
+            "Unsupported Media Type",
+            "The operation does not declare this content type or encoding.",
+            "apiguard_unsupported_media_type",
+        )
+    }
+
     /// 400: a path apiguard cannot interpret unambiguously.
     pub fn bad_path() -> Reply {
         Reply::problem(

@@ -71,6 +71,8 @@ pub enum Problem {
     Rego(String),
     #[error("is not used when {0}")]
     NotUsed(&'static str),
+    #[error("cannot be enforced exactly: {0}")]
+    Unenforceable(String),
 }
 
 /// Something legal but probably unintended; the filter logs each one at configure time.

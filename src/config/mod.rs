@@ -23,6 +23,7 @@ use serde_json::Value;
 use apiguard_limiter_api::json_shape::{array_for_object, Shape};
 
 mod common;
+mod contract;
 mod jwt;
 mod policy;
 mod rate_limit;
@@ -31,6 +32,7 @@ pub(crate) use common::invalid;
 pub use common::{
     ConfigError, ConfigWarning, Problem, DEFAULT_CLOCK_SKEW_S, MAX_CACHE_ENTRIES, MAX_TIMEOUT_MS,
 };
+pub use contract::*;
 pub use jwt::*;
 pub use policy::*;
 pub use rate_limit::*;
@@ -51,6 +53,9 @@ pub struct Config {
     pub policy: Option<PolicyConfig>,
     #[serde(default)]
     pub rate_limit: Option<RateLimitConfig>,
+    /// The API's OpenAPI document, enforced as a positive model (docs/contract.md).
+    #[serde(default)]
+    pub contract: Option<ContractConfig>,
     /// How request spellings that backends read differently are treated.
     #[serde(default)]
     pub request: RequestConfig,
@@ -121,7 +126,11 @@ impl Config {
             }
         }
         let mut warnings = Vec::new();
-        if config.jwt.is_none() && config.policy.is_none() && config.rate_limit.is_none() {
+        if config.jwt.is_none()
+            && config.policy.is_none()
+            && config.rate_limit.is_none()
+            && config.contract.is_none()
+        {
             warnings.push(ConfigWarning::PassThrough);
         }
         Ok(Parsed { config, warnings })
@@ -147,7 +156,7 @@ const SHAPE: Shape<'static> = Shape {
         "headers",
     ],
     maps_of_arrays: &["tiers"],
-    opaque: &["data", "keys", "modules", "shadow_modules"],
+    opaque: &["data", "keys", "modules", "shadow_modules", "openapi"],
 };
 
 #[cfg(test)]

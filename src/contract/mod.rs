@@ -1,0 +1,658 @@
+//! The contract stage: the API's OpenAPI 3.0/3.1 document as a positive model
+//! (docs/contract.md). Compiled once: a table of the declared paths ([`routes`]) with their
+//! operations, and each parameter's decoder and validator ([`params`]). Per request, on the path
+//! and method the other stages judge: an undeclared path is a 404, an undeclared method a 405
+//! with `Allow`, a parameter that breaks its schema a 400 naming its JSON pointer and keyword,
+//! a body of an undeclared media type or encoding a 415, a declared size over
+//! `max_body_bytes` a 413 — all decided on the headers, before any body is read.
+//!
+//! What the document says that apiguard cannot enforce exactly is refused when it is compiled,
+//! with the JSON pointer of the node: remote `$ref`s, `servers` whose paths disagree, templates
+//! that are ambiguous or not whole segments, parameter styles and keywords it does not check,
+//! and (until bodies are validated) request body schemas. Never silently weakened.
+
+pub mod params;
+pub mod routes;
+pub mod schema;
+
+#[cfg(test)]
+mod tests;
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+use crate::config::{
+    invalid, validate_contract, ConfigError, ContractConfig, ContractMode, Problem,
+};
+use crate::http::Headers;
+use crate::path::{form_decode, NormalizedPath};
+use crate::reply::Reply;
+use params::{Dialect, Location, Param, Violation};
+use routes::{Routes, Segment};
+
+/// How deep `$ref`s may chain (a cycle is refused by this bound).
+const MAX_REF_DEPTH: usize = 32;
+
+/// The methods an OpenAPI path item may declare, as they are sent.
+const METHODS: [&str; 8] = [
+    "GET", "PUT", "POST", "DELETE", "OPTIONS", "HEAD", "PATCH", "TRACE",
+];
+
+/// The compiled contract.
+#[derive(Debug)]
+pub struct ContractStage {
+    pub mode: ContractMode,
+    pub max_body_bytes: u64,
+    routes: Routes,
+    paths: Vec<DeclaredPath>,
+}
+
+#[derive(Debug)]
+struct DeclaredPath {
+    operations: BTreeMap<&'static str, Operation>,
+    /// The `Allow` header of a 405.
+    allow: String,
+}
+
+/// A declared operation.
+#[derive(Debug)]
+pub struct Operation {
+    pub id: Option<String>,
+    /// The path template as declared (with the servers' path before it).
+    pub template: String,
+    pub method: &'static str,
+    pub tags: Vec<String>,
+    params: Vec<Param>,
+    /// The path parameters in template order: indexes into `params`.
+    path_params: Vec<usize>,
+    body: Option<BodyRule>,
+}
+
+/// What an operation's `requestBody` allows, as far as the headers tell.
+#[derive(Debug)]
+struct BodyRule {
+    required: bool,
+    /// Declared media types, lowercase (`application/json`, `image/*`, `*/*`).
+    media: Vec<String>,
+}
+
+/// Why a request breaks the contract.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    UnknownOperation,
+    /// The declared methods, for `Allow`.
+    MethodNotAllowed(String),
+    Invalid(Violation),
+    UnsupportedMediaType,
+    TooLarge,
+}
+
+/// A refusal's kind, for counters and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RefusalKind {
+    UnknownOperation,
+    MethodNotAllowed,
+    Invalid,
+    UnsupportedMediaType,
+    TooLarge,
+}
+
+impl RefusalKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            RefusalKind::UnknownOperation => "unknown_operation",
+            RefusalKind::MethodNotAllowed => "method_not_allowed",
+            RefusalKind::Invalid => "invalid",
+            RefusalKind::UnsupportedMediaType => "unsupported_media_type",
+            RefusalKind::TooLarge => "too_large",
+        }
+    }
+}
+
+impl Refusal {
+    pub fn kind(&self) -> RefusalKind {
+        match self {
+            Refusal::UnknownOperation => RefusalKind::UnknownOperation,
+            Refusal::MethodNotAllowed(_) => RefusalKind::MethodNotAllowed,
+            Refusal::Invalid(_) => RefusalKind::Invalid,
+            Refusal::UnsupportedMediaType => RefusalKind::UnsupportedMediaType,
+            Refusal::TooLarge => RefusalKind::TooLarge,
+        }
+    }
+
+    pub fn reply(&self) -> Reply {
+        match self {
+            Refusal::UnknownOperation => Reply::unknown_operation(),
+            Refusal::MethodNotAllowed(allow) => Reply::method_not_allowed(allow),
+            Refusal::Invalid(v) => {
+                Reply::contract_violation(&format!("{}: {}", v.pointer, v.keyword))
+            }
+            Refusal::UnsupportedMediaType => Reply::unsupported_media_type(),
+            Refusal::TooLarge => Reply::body_too_large(),
+        }
+    }
+}
+
+/// A document node that cannot be enforced exactly: its pointer and why.
+fn unenforceable(pointer: &str, why: impl Into<String>) -> ConfigError {
+    invalid(
+        format!("contract.openapi#{pointer}"),
+        Problem::Unenforceable(why.into()),
+    )
+}
+
+/// RFC 6901 escaping of one reference token.
+fn token(s: &str) -> String {
+    s.replace('~', "~0").replace('/', "~1")
+}
+
+impl ContractStage {
+    /// Checks and compiles the `contract` section in one pass.
+    pub fn compile(cfg: &ContractConfig) -> Result<ContractStage, ConfigError> {
+        validate_contract(cfg)?;
+        let doc = &cfg.openapi;
+        let dialect = match doc.get("openapi").and_then(Value::as_str) {
+            Some(v) if v.starts_with("3.0.") => Dialect::V30,
+            Some(v) if v.starts_with("3.1.") => Dialect::V31,
+            _ => {
+                return Err(unenforceable(
+                    "/openapi",
+                    "only OpenAPI 3.0.x and 3.1.x documents are enforced",
+                ))
+            }
+        };
+        let base = server_path(doc)?;
+        let Some(paths) = doc.get("paths").and_then(Value::as_object) else {
+            return Err(unenforceable(
+                "/paths",
+                "the document declares `paths` (an object)",
+            ));
+        };
+        let mut stage = ContractStage {
+            mode: cfg.mode,
+            max_body_bytes: cfg.max_body_bytes,
+            routes: Routes::default(),
+            paths: Vec::new(),
+        };
+        for (template, item) in paths {
+            let at = format!("/paths/{}", token(template));
+            let item = resolve(doc, item, &at)?;
+            let item = item
+                .as_object()
+                .ok_or_else(|| unenforceable(&at, "a path item is an object"))?;
+            let full = format!("{base}{template}");
+            let segments = routes::parse(&full).map_err(|e| unenforceable(&at, e.says()))?;
+            let declared = compile_path(doc, dialect, item, &at, &full, &segments)?;
+            stage
+                .routes
+                .insert(&segments, stage.paths.len())
+                .map_err(|e| unenforceable(&at, e.says()))?;
+            stage.paths.push(declared);
+        }
+        Ok(stage)
+    }
+
+    /// The operation a request is, or why it breaks the contract. `method`: the one the backend
+    /// acts on (overrides resolved); `path`: normalised.
+    pub fn check(
+        &self,
+        method: &str,
+        path: &NormalizedPath,
+        headers: &Headers<'_>,
+    ) -> Result<&Operation, Refusal> {
+        let (index, values) = self
+            .routes
+            .find(&path.path)
+            .ok_or(Refusal::UnknownOperation)?;
+        let declared = self.paths.get(index).ok_or(Refusal::UnknownOperation)?;
+        let op = declared
+            .operations
+            .get(method)
+            .ok_or_else(|| Refusal::MethodNotAllowed(declared.allow.clone()))?;
+        op.check_params(&values, path.query.as_deref(), headers)?;
+        self.check_body_headers(op, headers)?;
+        Ok(op)
+    }
+
+    /// What the headers say of the body: its size, media type and encoding.
+    fn check_body_headers(&self, op: &Operation, headers: &Headers<'_>) -> Result<(), Refusal> {
+        let lengths: Vec<&[u8]> = headers.all("content-length").collect();
+        let length = match lengths.as_slice() {
+            [] => None,
+            [one] => Some(
+                std::str::from_utf8(one)
+                    .ok()
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .ok_or_else(|| {
+                        Refusal::Invalid(Violation::new("/body".into(), "content-length"))
+                    })?,
+            ),
+            // Envoy refuses differing values itself; equal ones count once.
+            [first, rest @ ..] if rest.iter().all(|v| v == first) => std::str::from_utf8(first)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok()),
+            _ => {
+                return Err(Refusal::Invalid(Violation::new(
+                    "/body".into(),
+                    "content-length",
+                )))
+            }
+        };
+        if length.is_some_and(|n| n > self.max_body_bytes) {
+            return Err(Refusal::TooLarge);
+        }
+        let has_body =
+            length.is_some_and(|n| n > 0) || headers.all("transfer-encoding").next().is_some();
+        let Some(rule) = &op.body else {
+            return Ok(());
+        };
+        if !has_body {
+            return if rule.required {
+                Err(Refusal::Invalid(Violation::new("/body".into(), "required")))
+            } else {
+                Ok(())
+            };
+        }
+        let identity = headers
+            .all("content-encoding")
+            .all(|v| v.eq_ignore_ascii_case(b"identity"));
+        if !identity {
+            return Err(Refusal::UnsupportedMediaType);
+        }
+        let types: Vec<&[u8]> = headers.all("content-type").collect();
+        let [content_type] = types.as_slice() else {
+            return Err(Refusal::UnsupportedMediaType);
+        };
+        let media = std::str::from_utf8(content_type)
+            .ok()
+            .and_then(|v| v.split(';').next())
+            .map(|v| v.trim().to_ascii_lowercase())
+            .unwrap_or_default();
+        if rule.media.iter().any(|m| media_matches(m, &media)) {
+            Ok(())
+        } else {
+            Err(Refusal::UnsupportedMediaType)
+        }
+    }
+}
+
+/// Whether a declared media range covers a request's media type.
+fn media_matches(declared: &str, media: &str) -> bool {
+    let Some((ty, sub)) = media.split_once('/') else {
+        return false;
+    };
+    match declared.split_once('/') {
+        Some(("*", "*")) => true,
+        Some((dt, "*")) => dt == ty,
+        Some((dt, ds)) => dt == ty && ds == sub,
+        None => false,
+    }
+}
+
+impl Operation {
+    fn check_params(
+        &self,
+        path_values: &[&str],
+        query: Option<&str>,
+        headers: &Headers<'_>,
+    ) -> Result<(), Refusal> {
+        for (i, p) in self.params.iter().enumerate() {
+            let values: Vec<Cow<'_, str>> = match p.location {
+                Location::Path => {
+                    let slot = self.path_params.iter().position(|&k| k == i);
+                    let raw = slot.and_then(|s| path_values.get(s)).copied().unwrap_or("");
+                    // The normalised segment with its escapes decoded (a `+` stays a `+`).
+                    match percent_decode(raw) {
+                        Some(v) => vec![Cow::Owned(v)],
+                        None => {
+                            return Err(Refusal::Invalid(Violation::new(
+                                format!("/path/{}", p.name),
+                                "type",
+                            )))
+                        }
+                    }
+                }
+                Location::Query => {
+                    let mut out = Vec::new();
+                    for pair in query.unwrap_or("").split('&').filter(|s| !s.is_empty()) {
+                        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                        if form_decode(k).as_deref() == Some(p.name.as_str()) {
+                            let v = form_decode(v).ok_or_else(|| {
+                                Refusal::Invalid(Violation::new(
+                                    format!("/query/{}", p.name),
+                                    "type",
+                                ))
+                            })?;
+                            out.push(Cow::Owned(v));
+                        }
+                    }
+                    out
+                }
+                Location::Header => {
+                    let mut out = Vec::new();
+                    for v in headers.all(&p.name) {
+                        let v = std::str::from_utf8(v).map_err(|_| {
+                            Refusal::Invalid(Violation::new(format!("/header/{}", p.name), "type"))
+                        })?;
+                        out.push(Cow::Borrowed(v));
+                    }
+                    out
+                }
+            };
+            p.check(&values).map_err(Refusal::Invalid)?;
+        }
+        Ok(())
+    }
+}
+
+/// `%XX` decoded; `None` when that is not UTF-8 or an escape is broken.
+fn percent_decode(s: &str) -> Option<String> {
+    if !s.contains('%') {
+        return Some(s.to_owned());
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The path every declared path is under: that of the `servers` (all the same), or none.
+fn server_path(doc: &Value) -> Result<String, ConfigError> {
+    let Some(servers) = doc.get("servers") else {
+        return Ok(String::new());
+    };
+    let list = servers
+        .as_array()
+        .ok_or_else(|| unenforceable("/servers", "`servers` is an array"))?;
+    let mut base: Option<String> = None;
+    for (i, s) in list.iter().enumerate() {
+        let at = format!("/servers/{i}/url");
+        let url = s
+            .get("url")
+            .and_then(Value::as_str)
+            .ok_or_else(|| unenforceable(&at, "a server has a `url`"))?;
+        if url.contains('{') {
+            return Err(unenforceable(&at, "server variables are not enforced"));
+        }
+        let path = match url.split_once("://") {
+            Some((_, rest)) => rest.find('/').map_or("", |i| &rest[i..]),
+            None => url,
+        };
+        let path = path.trim_end_matches('/').to_owned();
+        if !path.is_empty() && !path.starts_with('/') {
+            return Err(unenforceable(
+                &at,
+                "a server URL is absolute or starts with '/'",
+            ));
+        }
+        match &base {
+            Some(b) if *b != path => {
+                return Err(unenforceable(
+                    &at,
+                    "servers under different paths: which one a request is under would be a guess",
+                ));
+            }
+            _ => base = Some(path),
+        }
+    }
+    Ok(base.unwrap_or_default())
+}
+
+/// Follows a local `$ref` (`#/components/...`), to a bound; remote ones are refused.
+fn resolve<'d>(doc: &'d Value, node: &'d Value, at: &str) -> Result<&'d Value, ConfigError> {
+    let mut node = node;
+    for _ in 0..MAX_REF_DEPTH {
+        let Some(r) = node.get("$ref").and_then(Value::as_str) else {
+            return Ok(node);
+        };
+        let Some(pointer) = r.strip_prefix('#') else {
+            return Err(unenforceable(
+                at,
+                format!("`$ref` `{r}` is not in this document: remote references are refused"),
+            ));
+        };
+        node = doc
+            .pointer(pointer)
+            .ok_or_else(|| unenforceable(at, format!("`$ref` `{r}` points to nothing")))?;
+    }
+    Err(unenforceable(at, "`$ref`s chain deeper than 32 (a cycle?)"))
+}
+
+/// Resolves every `$ref` inside a schema, to a bound (recursive schemas are refused: a
+/// parameter's value is one value or an array).
+fn inline(doc: &Value, schema: &Value, at: &str, depth: usize) -> Result<Value, ConfigError> {
+    if depth > MAX_REF_DEPTH {
+        return Err(unenforceable(
+            at,
+            "the schema nests deeper than 32 (a recursive `$ref`?)",
+        ));
+    }
+    let schema = resolve(doc, schema, at)?;
+    Ok(match schema {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| {
+                    let inner = format!("{at}/{}", token(k));
+                    inline(doc, v, &inner, depth + 1).map(|v| (k.clone(), v))
+                })
+                .collect::<Result<Map<String, Value>, ConfigError>>()?,
+        ),
+        Value::Array(a) => Value::Array(
+            a.iter()
+                .enumerate()
+                .map(|(i, v)| inline(doc, v, &format!("{at}/{i}"), depth + 1))
+                .collect::<Result<Vec<Value>, ConfigError>>()?,
+        ),
+        other => other.clone(),
+    })
+}
+
+/// A parameter object as declared (its `$ref`s resolved), with its pointer.
+type Declared = (String, Map<String, Value>);
+
+/// The parameters of a path item or an operation, in order.
+fn parameters(doc: &Value, list: Option<&Value>, at: &str) -> Result<Vec<Declared>, ConfigError> {
+    let Some(list) = list else {
+        return Ok(Vec::new());
+    };
+    let list = list
+        .as_array()
+        .ok_or_else(|| unenforceable(at, "`parameters` is an array"))?;
+    let mut out = Vec::new();
+    for (i, p) in list.iter().enumerate() {
+        let pat = format!("{at}/{i}");
+        let p = inline(doc, p, &pat, 0)?;
+        let Value::Object(p) = p else {
+            return Err(unenforceable(&pat, "a parameter is an object"));
+        };
+        out.push((pat, p));
+    }
+    Ok(out)
+}
+
+fn compile_path(
+    doc: &Value,
+    dialect: Dialect,
+    item: &Map<String, Value>,
+    at: &str,
+    template: &str,
+    segments: &[Segment],
+) -> Result<DeclaredPath, ConfigError> {
+    let shared = parameters(doc, item.get("parameters"), &format!("{at}/parameters"))?;
+    let mut operations = BTreeMap::new();
+    for (key, op) in item {
+        let method = METHODS
+            .iter()
+            .find(|m| m.eq_ignore_ascii_case(key))
+            .copied();
+        let Some(method) = method else {
+            match key.as_str() {
+                "summary" | "description" | "parameters" => continue,
+                k if k.starts_with("x-") => continue,
+                other => {
+                    return Err(unenforceable(
+                        &format!("{at}/{}", token(other)),
+                        format!("`{other}` in a path item is not enforced"),
+                    ))
+                }
+            }
+        };
+        let oat = format!("{at}/{key}");
+        let op = op
+            .as_object()
+            .ok_or_else(|| unenforceable(&oat, "an operation is an object"))?;
+        operations.insert(
+            method,
+            compile_operation(doc, dialect, op, &oat, template, segments, method, &shared)?,
+        );
+    }
+    let allow = operations.keys().copied().collect::<Vec<_>>().join(", ");
+    Ok(DeclaredPath { operations, allow })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn compile_operation(
+    doc: &Value,
+    dialect: Dialect,
+    op: &Map<String, Value>,
+    at: &str,
+    template: &str,
+    segments: &[Segment],
+    method: &'static str,
+    shared: &[Declared],
+) -> Result<Operation, ConfigError> {
+    if op.contains_key("servers") {
+        return Err(unenforceable(
+            &format!("{at}/servers"),
+            "servers of one operation are not enforced",
+        ));
+    }
+    // The operation's parameters override the path item's of the same `in` and `name`.
+    let own = parameters(doc, op.get("parameters"), &format!("{at}/parameters"))?;
+    let key = |p: &Map<String, Value>| {
+        let s = |k: &str| {
+            p.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        // Header names are case-insensitive.
+        let name = if s("in") == "header" {
+            s("name").to_ascii_lowercase()
+        } else {
+            s("name")
+        };
+        (s("in"), name)
+    };
+    let mut all: Vec<Declared> = Vec::new();
+    for (pat, p) in shared.iter().chain(own.iter()) {
+        let k = key(p);
+        all.retain(|(_, q)| key(q) != k);
+        all.push((pat.clone(), p.clone()));
+    }
+    let mut params = Vec::new();
+    for (pat, p) in all {
+        let (location, name) = key(&p);
+        // OpenAPI: these header parameters are ignored (the request's own headers say them).
+        if location == "header"
+            && ["accept", "content-type", "authorization"].contains(&name.as_str())
+        {
+            continue;
+        }
+        let mut param = Param::compile(&p, dialect)
+            .map_err(|(inner, why)| unenforceable(&format!("{pat}{inner}"), why))?;
+        if param.location == Location::Header {
+            param.name = param.name.to_ascii_lowercase();
+        }
+        params.push(param);
+    }
+    let mut path_params = Vec::new();
+    for s in segments {
+        if let Segment::Param(name) = s {
+            let i = params
+                .iter()
+                .position(|p| p.location == Location::Path && p.name == *name)
+                .ok_or_else(|| {
+                    unenforceable(
+                        at,
+                        format!("path parameter `{name}` of the template is not declared"),
+                    )
+                })?;
+            path_params.push(i);
+        }
+    }
+    if let Some(p) = params.iter().find(|p| {
+        p.location == Location::Path && !segments.contains(&Segment::Param(p.name.clone()))
+    }) {
+        return Err(unenforceable(
+            at,
+            format!("path parameter `{}` is not in the template", p.name),
+        ));
+    }
+    let body = match op.get("requestBody") {
+        None => None,
+        Some(b) => {
+            let bat = format!("{at}/requestBody");
+            let b = resolve(doc, b, &bat)?;
+            let content = b
+                .get("content")
+                .and_then(Value::as_object)
+                .ok_or_else(|| unenforceable(&bat, "a request body declares its `content`"))?;
+            let mut media = Vec::new();
+            for (m, spec) in content {
+                let mat = format!("{bat}/content/{}", token(m));
+                if spec.get("schema").is_some() {
+                    return Err(unenforceable(
+                        &format!("{mat}/schema"),
+                        "request body schemas are not validated yet: this version checks a body's media type, encoding and size only",
+                    ));
+                }
+                if spec.get("encoding").is_some() {
+                    return Err(unenforceable(
+                        &format!("{mat}/encoding"),
+                        "`encoding` is not enforced",
+                    ));
+                }
+                media.push(m.to_ascii_lowercase());
+            }
+            Some(BodyRule {
+                required: b.get("required").and_then(Value::as_bool).unwrap_or(false),
+                media,
+            })
+        }
+    };
+    let tags = op
+        .get("tags")
+        .and_then(Value::as_array)
+        .map(|t| {
+            t.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Operation {
+        id: op
+            .get("operationId")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        template: template.to_owned(),
+        method,
+        tags,
+        params,
+        path_params,
+        body,
+    })
+}

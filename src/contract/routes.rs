@@ -1,0 +1,184 @@
+//! The contract's path templates as a tree of segments: a request's normalised path finds its
+//! declared path, literal segments before templated ones (OpenAPI: "concrete paths are matched
+//! before their templated counterparts"), literal segments compared ASCII-case-insensitively as
+//! every path rule of apiguard is.
+
+use std::collections::BTreeMap;
+
+/// Why a path template cannot be enforced exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TemplateError {
+    NotAbsolute,
+    /// `{x}` must be a whole segment (`/files/{name}.json` is refused).
+    PartialSegment,
+    EmptySegment,
+    /// Another template has the same shape (`/a/{x}` and `/a/{y}`): which one a request
+    /// matches would be a guess.
+    Ambiguous,
+}
+
+impl TemplateError {
+    pub fn says(self) -> &'static str {
+        match self {
+            TemplateError::NotAbsolute => "a path template starts with '/'",
+            TemplateError::PartialSegment => {
+                "a templated parameter must be a whole segment (`/a/{x}`, not `/a/{x}.json`)"
+            }
+            TemplateError::EmptySegment => "a path template has no empty segment",
+            TemplateError::Ambiguous => {
+                "another path template has the same shape: which one a request matches would be a guess"
+            }
+        }
+    }
+}
+
+/// One segment of a template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
+    Literal(String),
+    /// A path parameter, by name.
+    Param(String),
+}
+
+/// Splits a template into segments (a trailing `/` is a last empty literal segment).
+pub fn parse(template: &str) -> Result<Vec<Segment>, TemplateError> {
+    let rest = template
+        .strip_prefix('/')
+        .ok_or(TemplateError::NotAbsolute)?;
+    if rest.is_empty() {
+        return Ok(Vec::new());
+    }
+    let parts: Vec<&str> = rest.split('/').collect();
+    let last = parts.len() - 1;
+    parts
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            if s.is_empty() && i != last {
+                return Err(TemplateError::EmptySegment);
+            }
+            match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                Some(name) if !name.is_empty() && !name.contains(['{', '}']) => {
+                    Ok(Segment::Param(name.to_owned()))
+                }
+                _ if s.contains(['{', '}']) => Err(TemplateError::PartialSegment),
+                _ => Ok(Segment::Literal(s.to_ascii_lowercase())),
+            }
+        })
+        .collect()
+}
+
+#[derive(Debug, Default)]
+struct Node {
+    literal: BTreeMap<String, Node>,
+    param: Option<Box<Node>>,
+    /// The declared path ending here.
+    path: Option<usize>,
+}
+
+/// The declared paths.
+#[derive(Debug, Default)]
+pub struct Routes {
+    root: Node,
+}
+
+impl Routes {
+    /// Adds declared path number `index`.
+    pub fn insert(&mut self, segments: &[Segment], index: usize) -> Result<(), TemplateError> {
+        let mut node = &mut self.root;
+        for s in segments {
+            node = match s {
+                Segment::Literal(l) => node.literal.entry(l.clone()).or_default(),
+                Segment::Param(_) => node.param.get_or_insert_with(Box::default),
+            };
+        }
+        if node.path.is_some() {
+            return Err(TemplateError::Ambiguous);
+        }
+        node.path = Some(index);
+        Ok(())
+    }
+
+    /// The declared path a normalised path matches, and the raw values of its templated
+    /// segments in order. Literal segments win over templated ones, backtracking when a literal
+    /// branch leads nowhere.
+    pub fn find<'p>(&self, path: &'p str) -> Option<(usize, Vec<&'p str>)> {
+        let rest = path.strip_prefix('/')?;
+        let parts: Vec<&str> = if rest.is_empty() {
+            Vec::new()
+        } else {
+            rest.split('/').collect()
+        };
+        let mut values = Vec::new();
+        find(&self.root, &parts, &mut values).map(|i| (i, values))
+    }
+}
+
+fn find<'p>(node: &Node, parts: &[&'p str], values: &mut Vec<&'p str>) -> Option<usize> {
+    let Some((first, rest)) = parts.split_first() else {
+        return node.path;
+    };
+    if let Some(next) = node.literal.get(&first.to_ascii_lowercase()) {
+        if let Some(found) = find(next, rest, values) {
+            return Some(found);
+        }
+    }
+    let next = node.param.as_deref()?;
+    // A parameter takes a whole, non-empty segment.
+    if first.is_empty() {
+        return None;
+    }
+    values.push(first);
+    let found = find(next, rest, values);
+    if found.is_none() {
+        values.pop();
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+
+    fn routes(templates: &[&str]) -> Routes {
+        let mut r = Routes::default();
+        for (i, t) in templates.iter().enumerate() {
+            r.insert(&parse(t).unwrap(), i).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn literal_segments_win_and_parameters_take_whole_segments() {
+        let r = routes(&["/users/{id}", "/users/me", "/users/{id}/posts", "/", "/a/"]);
+        assert_eq!(r.find("/users/me"), Some((1, vec![])));
+        assert_eq!(r.find("/USERS/Me"), Some((1, vec![])));
+        assert_eq!(r.find("/users/7"), Some((0, vec!["7"])));
+        assert_eq!(r.find("/users/me/posts"), Some((2, vec!["me"])));
+        assert_eq!(r.find("/"), Some((3, vec![])));
+        assert_eq!(r.find("/a/"), Some((4, vec![])));
+        assert_eq!(r.find("/a"), None);
+        assert_eq!(r.find("/users"), None);
+        assert_eq!(r.find("/users/"), None, "an empty segment is no parameter");
+        assert_eq!(r.find("/users/7/posts/8"), None);
+    }
+
+    #[test]
+    fn templates_that_cannot_be_enforced_exactly_are_refused() {
+        assert_eq!(parse("a/{x}"), Err(TemplateError::NotAbsolute));
+        assert_eq!(
+            parse("/files/{name}.json"),
+            Err(TemplateError::PartialSegment)
+        );
+        assert_eq!(parse("/a/{}"), Err(TemplateError::PartialSegment));
+        assert_eq!(parse("/a//b"), Err(TemplateError::EmptySegment));
+        let mut r = routes(&["/a/{x}"]);
+        assert_eq!(
+            r.insert(&parse("/A/{y}").unwrap(), 1),
+            Err(TemplateError::Ambiguous)
+        );
+    }
+}

@@ -1,0 +1,202 @@
+//! The contract stage inside the core: the request as the flow hands it (normalised path,
+//! effective method, headers), what the headers say of a body, and the stage's place among the
+//! phases (after authentication, before the policy).
+
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+use serde_json::{json, Value};
+
+use super::{ContractStage, Refusal};
+use crate::config::ContractConfig;
+use crate::events::Event;
+use crate::flow::{Pipeline, RequestFacts, Step};
+use crate::http::Headers;
+use crate::path::normalize;
+
+fn stage(openapi: Value) -> ContractStage {
+    let cfg: ContractConfig =
+        serde_json::from_value(json!({"openapi": openapi, "max_body_bytes": 100})).unwrap();
+    ContractStage::compile(&cfg).unwrap()
+}
+
+fn api() -> ContractStage {
+    stage(
+        json!({"openapi": "3.0.3", "servers": [{"url": "/v1/"}], "paths": {
+            "/files/{name}": {"parameters": [{"name": "name", "in": "path", "required": true,
+                                              "schema": {"type": "string", "maxLength": 8}}],
+                              "put": {"requestBody": {"content": {"image/*": {}, "application/json": {}}}}},
+            "/search": {"get": {"parameters": [
+                {"name": "X-Request-Id", "in": "header", "required": true, "schema": {"type": "string", "format": "uuid"}},
+                {"name": "Authorization", "in": "header", "required": true, "schema": {"type": "integer"}}]}}
+        }}),
+    )
+}
+
+fn check(
+    s: &ContractStage,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<(), Refusal> {
+    let path = normalize(path.as_bytes()).unwrap();
+    let list: Vec<(String, Vec<u8>)> = headers
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+        .collect();
+    s.check(method, &path, &Headers::new(&list)).map(|_| ())
+}
+
+fn invalid(pointer: &str, keyword: &str) -> Result<(), Refusal> {
+    Err(Refusal::Invalid(super::Violation::new(
+        pointer.into(),
+        keyword,
+    )))
+}
+
+#[test]
+fn paths_are_under_the_servers_path_and_decoded_as_the_backend_reads_them() {
+    let s = api();
+    let json = [
+        ("content-type", "application/json"),
+        ("content-length", "2"),
+    ];
+    assert_eq!(check(&s, "PUT", "/v1/files/a%20b", &json), Ok(()));
+    assert_eq!(
+        check(&s, "PUT", "/files/a", &json),
+        Err(Refusal::UnknownOperation)
+    );
+    // `%7E` is `~`, decoded by the normalisation itself; a long name is too long once decoded.
+    assert_eq!(check(&s, "PUT", "/v1/files/%7Ea", &json), Ok(()));
+    assert_eq!(
+        check(
+            &s,
+            "PUT",
+            "/v1/files/%C3%A9%C3%A9%C3%A9%C3%A9%C3%A9%C3%A9%C3%A9%C3%A9%C3%A9",
+            &json
+        ),
+        invalid("/path/name", "maxLength")
+    );
+    assert_eq!(
+        check(&s, "GET", "/v1/files/a", &[]),
+        Err(Refusal::MethodNotAllowed("PUT".into()))
+    );
+}
+
+#[test]
+fn the_headers_say_enough_of_a_body() {
+    let s = api();
+    let put = |headers: &[(&str, &str)]| check(&s, "PUT", "/v1/files/a", headers);
+    assert_eq!(
+        put(&[("content-type", "image/png"), ("content-length", "100")]),
+        Ok(())
+    );
+    assert_eq!(
+        put(&[
+            ("content-type", "IMAGE/PNG"),
+            ("transfer-encoding", "chunked")
+        ]),
+        Ok(())
+    );
+    assert_eq!(
+        put(&[
+            ("content-type", "application/json; charset=utf-8"),
+            ("content-length", "1")
+        ]),
+        Ok(())
+    );
+    assert_eq!(
+        put(&[("content-type", "image/png"), ("content-length", "101")]),
+        Err(Refusal::TooLarge)
+    );
+    assert_eq!(
+        put(&[("content-type", "text/plain"), ("content-length", "1")]),
+        Err(Refusal::UnsupportedMediaType)
+    );
+    assert_eq!(
+        put(&[("content-length", "1")]),
+        Err(Refusal::UnsupportedMediaType)
+    );
+    assert_eq!(
+        put(&[
+            ("content-type", "image/png"),
+            ("content-encoding", "gzip"),
+            ("content-length", "1")
+        ]),
+        Err(Refusal::UnsupportedMediaType)
+    );
+    assert_eq!(
+        put(&[
+            ("content-type", "image/png"),
+            ("content-length", "1"),
+            ("content-length", "2")
+        ]),
+        invalid("/body", "content-length")
+    );
+    // No body, none required: passes whatever its headers say of a type.
+    assert_eq!(put(&[]), Ok(()));
+}
+
+#[test]
+fn header_parameters_are_case_insensitive_and_authorization_is_the_tokens() {
+    let s = api();
+    let id = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
+    // `Authorization` is ignored as OpenAPI says (apiguard's jwt stage reads it).
+    assert_eq!(
+        check(&s, "GET", "/v1/search", &[("x-request-id", id)]),
+        Ok(())
+    );
+    assert_eq!(
+        check(&s, "GET", "/v1/search", &[]),
+        invalid("/header/x-request-id", "required")
+    );
+    assert_eq!(
+        check(&s, "GET", "/v1/search", &[("X-REQUEST-ID", "7")]),
+        invalid("/header/x-request-id", "format")
+    );
+}
+
+/// The contract is judged after authentication (an anonymous caller learns nothing of the
+/// inventory) and before the policy; `monitor` counts and lets the request go on.
+#[test]
+fn the_contract_comes_after_authentication_and_monitor_only_counts() {
+    let openapi = json!({"openapi": "3.1.0", "paths": {"/ok": {"get": {}}}});
+    let config = |mode: &str| {
+        json!({"jwt": {"providers": {"p": {"issuer": "i", "audiences": ["a"],
+                "jwks": {"remote": {"cluster": "idp", "path": "/jwks"}}}},
+                "rules": [{"prefix": "/public", "requires": []}]},
+               "contract": {"openapi": openapi, "mode": mode}})
+        .to_string()
+    };
+    let run = |p: &Pipeline, path: &str| {
+        let headers: Vec<(String, Vec<u8>)> = vec![(":method".into(), b"GET".to_vec())];
+        let facts = RequestFacts {
+            path: path.as_bytes(),
+            headers: Headers::new(&headers),
+            source: None,
+        };
+        p.on_request(&facts, 1_800_000_000_000, &mut p.worker_state())
+    };
+    let (enforce, _) = Pipeline::from_json(config("enforce").as_bytes()).unwrap();
+    let status = |o: &crate::flow::Outcome| match &o.step {
+        Step::Respond(r) => r.status,
+        Step::Continue(_) => 200,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        status(&run(&enforce, "/debug")),
+        401,
+        "no token: no inventory"
+    );
+    let o = run(&enforce, "/public/debug");
+    assert_eq!(status(&o), 404);
+    assert!(o.events.contains(&Event::ContractRefused(
+        super::RefusalKind::UnknownOperation
+    )));
+    let (monitor, _) = Pipeline::from_json(config("monitor").as_bytes()).unwrap();
+    let o = run(&monitor, "/public/debug");
+    assert_eq!(status(&o), 200);
+    assert!(o.events.contains(&Event::ContractWouldRefuse(
+        super::RefusalKind::UnknownOperation
+    )));
+}
