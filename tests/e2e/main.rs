@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod compose;
+mod contract;
 mod edges;
 mod foundation;
 mod jwt;
