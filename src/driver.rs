@@ -43,12 +43,14 @@ use crate::ratelimit::{LimitCall, LimiterFailure, RateLimitStage, MAX_ANSWER_BYT
 use crate::reply::Reply;
 
 /// A request's head as the host gives it: every header (pseudo-headers included), values as
-/// bytes, and the downstream address without port when the configuration reads it
-/// ([`Driver::needs_source_address`]).
+/// bytes, the downstream address without port when the configuration reads it
+/// ([`Driver::needs_source_address`]), and whether a body follows.
 #[derive(Debug, Clone, Default)]
 pub struct RequestHead {
     pub headers: Vec<(String, Vec<u8>)>,
     pub source: Option<String>,
+    /// A body (or trailers) follows: the headers event did not end the stream.
+    pub body_follows: bool,
 }
 
 impl RequestHead {
@@ -447,6 +449,7 @@ impl Driver {
             path: head.path(),
             headers: Headers::new(&head.headers),
             source: head.source.as_deref(),
+            body_follows: head.body_follows,
         };
         let outcome = if after_fetch {
             pipeline.on_request_after_fetch(&facts, now_ms, &mut self.state)

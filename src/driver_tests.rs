@@ -42,6 +42,7 @@ fn head(path: &str, headers: &[(&str, &[u8])]) -> RequestHead {
     RequestHead {
         headers: all,
         source: None,
+        body_follows: false,
     }
 }
 

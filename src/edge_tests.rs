@@ -77,6 +77,7 @@ fn run(
             path: path.as_bytes(),
             headers: Headers::new(&list),
             source: Some("10.0.0.5"),
+            body_follows: false,
         },
         NOW * 1000,
         s,

@@ -117,6 +117,7 @@ counters! {
     ContractInvalid => "apiguard.contract.refused.invalid",
     ContractUnsupportedMediaType => "apiguard.contract.refused.unsupported_media_type",
     ContractTooLarge => "apiguard.contract.refused.too_large",
+    ContractLengthRequired => "apiguard.contract.refused.length_required",
     ContractWouldRefuse => "apiguard.contract.would_refuse",
 }
 
@@ -189,6 +190,7 @@ fn contract_refused(kind: RefusalKind) -> Counter {
         RefusalKind::Invalid => Counter::ContractInvalid,
         RefusalKind::UnsupportedMediaType => Counter::ContractUnsupportedMediaType,
         RefusalKind::TooLarge => Counter::ContractTooLarge,
+        RefusalKind::LengthRequired => Counter::ContractLengthRequired,
     }
 }
 

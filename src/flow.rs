@@ -66,6 +66,9 @@ pub struct RequestFacts<'a> {
     pub headers: Headers<'a>,
     /// The downstream address, without port.
     pub source: Option<&'a str>,
+    /// Whether a body follows the headers (the host's headers event did not end the stream):
+    /// what the contract judges a body by, whatever `Content-Length` says or omits.
+    pub body_follows: bool,
 }
 
 /// The verified identity, for later stages and for access logs.
@@ -382,7 +385,7 @@ impl Pipeline {
         let Some(contract) = &self.contract else {
             return ControlFlow::Continue(());
         };
-        let Err(refusal) = contract.check(method, path, &req.headers) else {
+        let Err(refusal) = contract.check(method, path, &req.headers, req.body_follows) else {
             return ControlFlow::Continue(());
         };
         if contract.mode == ContractMode::Monitor {

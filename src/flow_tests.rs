@@ -114,6 +114,7 @@ fn send(p: &Pipeline, s: &mut WorkerState, lim: &mut Limiter, path: &str, call: 
         path: path.as_bytes(),
         headers: Headers::new(&headers),
         source: None,
+        body_follows: false,
     };
     let first = p.on_request(&facts, NOW_MS, s);
     let mut events = first.events;
@@ -242,6 +243,7 @@ fn a_limiter_status_other_than_200_is_a_failure() {
         path: b"/docs",
         headers: Headers::new(&headers),
         source: None,
+        body_follows: false,
     };
     let Step::CheckLimits { resume, .. } = p.on_request(&facts, NOW_MS, &mut s).step else {
         panic!("no call")
@@ -265,6 +267,7 @@ fn going_on(p: &Pipeline, s: &mut WorkerState, headers: &[(String, Vec<u8>)]) ->
         path: b"/docs",
         headers: Headers::new(headers),
         source: None,
+        body_follows: false,
     };
     match p.on_request(&facts, NOW_MS, s).step {
         Step::Continue(ops) => ops,
@@ -332,6 +335,7 @@ fn with_ext_authz_an_unknown_tier_follows_the_failure_mode() {
         path: b"/docs",
         headers: Headers::new(&[]),
         source: None,
+        body_follows: false,
     };
     let (p, _) = Pipeline::from_json(cfg("deny").as_bytes()).unwrap();
     let out = p.on_request(&facts, NOW_MS, &mut p.worker_state());

@@ -165,6 +165,17 @@ impl Reply {
         )
     }
 
+    /// 411: a body without a `Content-Length`, whose size the contract cannot hold to its limit
+    /// before reading it.
+    pub fn length_required() -> Reply {
+        Reply::problem(
+            411,
+            "Length Required",
+            "A request body needs a Content-Length here.",
+            "apiguard_length_required",
+        )
+    }
+
     /// 415: a body of a media type (or an encoding) the operation does not declare.
     pub fn unsupported_media_type() -> Reply {
         Reply::problem(

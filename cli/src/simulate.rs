@@ -99,6 +99,7 @@ pub fn run(config: &Path, request: &Path, jwks: Option<&Path>, output: Output) -
         path: req.path.as_bytes(),
         headers: Headers::new(&list),
         source: req.source.as_deref(),
+        body_follows: false,
     };
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -87,6 +87,9 @@ pub enum Refusal {
     Invalid(Violation),
     UnsupportedMediaType,
     TooLarge,
+    /// A body follows without a `Content-Length`: its size cannot be held to `max_body_bytes`
+    /// on the headers (until the body itself is read and counted, it is refused).
+    LengthRequired,
 }
 
 /// A refusal's kind, for counters and logs.
@@ -97,6 +100,7 @@ pub enum RefusalKind {
     Invalid,
     UnsupportedMediaType,
     TooLarge,
+    LengthRequired,
 }
 
 impl RefusalKind {
@@ -107,6 +111,7 @@ impl RefusalKind {
             RefusalKind::Invalid => "invalid",
             RefusalKind::UnsupportedMediaType => "unsupported_media_type",
             RefusalKind::TooLarge => "too_large",
+            RefusalKind::LengthRequired => "length_required",
         }
     }
 }
@@ -119,6 +124,7 @@ impl Refusal {
             Refusal::Invalid(_) => RefusalKind::Invalid,
             Refusal::UnsupportedMediaType => RefusalKind::UnsupportedMediaType,
             Refusal::TooLarge => RefusalKind::TooLarge,
+            Refusal::LengthRequired => RefusalKind::LengthRequired,
         }
     }
 
@@ -131,6 +137,7 @@ impl Refusal {
             }
             Refusal::UnsupportedMediaType => Reply::unsupported_media_type(),
             Refusal::TooLarge => Reply::body_too_large(),
+            Refusal::LengthRequired => Reply::length_required(),
         }
     }
 }
@@ -195,12 +202,14 @@ impl ContractStage {
     }
 
     /// The operation a request is, or why it breaks the contract. `method`: the one the backend
-    /// acts on (overrides resolved); `path`: normalised.
+    /// acts on (overrides resolved); `path`: normalised; `body_follows`: the headers did not
+    /// end the stream.
     pub fn check(
         &self,
         method: &str,
         path: &NormalizedPath,
         headers: &Headers<'_>,
+        body_follows: bool,
     ) -> Result<&Operation, Refusal> {
         let (index, values) = self
             .routes
@@ -212,12 +221,19 @@ impl ContractStage {
             .get(method)
             .ok_or_else(|| Refusal::MethodNotAllowed(declared.allow.clone()))?;
         op.check_params(&values, path.query.as_deref(), headers)?;
-        self.check_body_headers(op, headers)?;
+        self.check_body_headers(op, headers, body_follows)?;
         Ok(op)
     }
 
-    /// What the headers say of the body: its size, media type and encoding.
-    fn check_body_headers(&self, op: &Operation, headers: &Headers<'_>) -> Result<(), Refusal> {
+    /// What the headers say of the body: its size, media type and encoding. Whether there is
+    /// one is the stream's word (`body_follows`), not `Content-Length`'s: an HTTP/2 request may
+    /// carry a body without one.
+    fn check_body_headers(
+        &self,
+        op: &Operation,
+        headers: &Headers<'_>,
+        body_follows: bool,
+    ) -> Result<(), Refusal> {
         let lengths: Vec<&[u8]> = headers.all("content-length").collect();
         let length = match lengths.as_slice() {
             [] => None,
@@ -243,8 +259,10 @@ impl ContractStage {
         if length.is_some_and(|n| n > self.max_body_bytes) {
             return Err(Refusal::TooLarge);
         }
-        let has_body =
-            length.is_some_and(|n| n > 0) || headers.all("transfer-encoding").next().is_some();
+        let has_body = body_follows && length != Some(0);
+        if has_body && length.is_none() {
+            return Err(Refusal::LengthRequired);
+        }
         let Some(rule) = &op.body else {
             return Ok(());
         };

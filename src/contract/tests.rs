@@ -33,18 +33,34 @@ fn api() -> ContractStage {
     )
 }
 
+/// A request; a body follows when the headers say it has one (`content-length` over 0, or
+/// `transfer-encoding`).
 fn check(
     s: &ContractStage,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
 ) -> Result<(), Refusal> {
+    let body = headers
+        .iter()
+        .any(|(n, v)| (*n == "content-length" && *v != "0") || *n == "transfer-encoding");
+    check_with(s, method, path, headers, body)
+}
+
+fn check_with(
+    s: &ContractStage,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body_follows: bool,
+) -> Result<(), Refusal> {
     let path = normalize(path.as_bytes()).unwrap();
     let list: Vec<(String, Vec<u8>)> = headers
         .iter()
         .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
         .collect();
-    s.check(method, &path, &Headers::new(&list)).map(|_| ())
+    s.check(method, &path, &Headers::new(&list), body_follows)
+        .map(|_| ())
 }
 
 fn invalid(pointer: &str, keyword: &str) -> Result<(), Refusal> {
@@ -92,10 +108,31 @@ fn the_headers_say_enough_of_a_body() {
         Ok(())
     );
     assert_eq!(
+        put(&[("content-type", "IMAGE/PNG"), ("content-length", "3")]),
+        Ok(())
+    );
+    // A body without a length (chunked, or HTTP/2 without `content-length`): its size cannot be
+    // held to the limit on the headers.
+    assert_eq!(
         put(&[
-            ("content-type", "IMAGE/PNG"),
+            ("content-type", "image/png"),
             ("transfer-encoding", "chunked")
         ]),
+        Err(Refusal::LengthRequired)
+    );
+    assert_eq!(
+        check_with(
+            &s,
+            "PUT",
+            "/v1/files/a",
+            &[("content-type", "text/plain")],
+            true
+        ),
+        Err(Refusal::LengthRequired)
+    );
+    // The stream, not the headers, says whether there is a body: `content-length: 0` is none.
+    assert_eq!(
+        check_with(&s, "PUT", "/v1/files/a", &[("content-length", "0")], true),
         Ok(())
     );
     assert_eq!(
@@ -174,6 +211,7 @@ fn the_contract_comes_after_authentication_and_monitor_only_counts() {
             path: path.as_bytes(),
             headers: Headers::new(&headers),
             source: None,
+            body_follows: false,
         };
         p.on_request(&facts, 1_800_000_000_000, &mut p.worker_state())
     };

@@ -100,6 +100,7 @@ fn run(p: &Pipeline, s: &mut WorkerState, path: &str, headers: &[(&str, &[u8])])
             path: path.as_bytes(),
             headers: Headers::new(&list),
             source: None,
+            body_follows: false,
         },
         NOW * 1000,
         s,
@@ -182,6 +183,7 @@ fn cache_hits_are_rechecked_for_expiry_and_flushed_on_key_change() {
         path: b"/a",
         headers: Headers::new(&list),
         source: None,
+        body_follows: false,
     };
     let late = p.on_request(&facts, (NOW + 5 + 30) * 1000, &mut s);
     assert_eq!(
@@ -586,6 +588,7 @@ fn remote_providers_ask_for_keys() {
         path: b"/a",
         headers: Headers::new(&headers),
         source: None,
+        body_follows: false,
     };
     let retry = p.on_request_after_fetch(&facts, NOW * 1000, &mut s);
     assert_eq!(status(&retry), 401, "{:?}", retry.step);

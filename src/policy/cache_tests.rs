@@ -65,6 +65,7 @@ fn request(
         path: path.as_bytes(),
         headers: Headers::new(&list),
         source: Some("10.0.0.1"),
+        body_follows: false,
     };
     p.on_request(&facts, now * 1000, s)
 }

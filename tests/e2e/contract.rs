@@ -57,6 +57,25 @@ async fn ask(
     (status, allow, detail)
 }
 
+/// A chunked JSON POST over HTTP/1.1, written by hand (the client sends bodies with a length);
+/// the answer's status.
+async fn chunked(envoy: &Envoy, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(envoy.addr).await.unwrap();
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nhost: api\r\ncontent-type: application/json\r\n\
+         transfer-encoding: chunked\r\nconnection: close\r\n\r\n2\r\n{{}}\r\n0\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).await.unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    text.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_contract_is_enforced_before_the_upstream() {
     use reqwest::Method;
@@ -136,6 +155,8 @@ async fn the_contract_is_enforced_before_the_upstream() {
     assert_eq!(status, 200, "max_body_bytes is the largest body allowed");
     let (status, _, detail) = ask(&envoy, Method::POST, "/api/v1/items", None).await;
     assert_eq!((status, detail.as_deref()), (400, Some("/body: required")));
+    // A body without a length (chunked) cannot be held to `max_body_bytes` on its headers.
+    assert_eq!(chunked(&envoy, "/api/v1/items").await, 411);
     // Nothing refused reached the upstream.
     assert_eq!(echo.requests().len(), 6);
     crate::expect_stat(

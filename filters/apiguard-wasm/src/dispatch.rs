@@ -83,9 +83,10 @@ pub fn on_tick(id: u32) {
     }
 }
 
-pub fn on_request_headers(id: u32) -> Action {
+/// `end_of_stream`: the headers end the request (no body follows).
+pub fn on_request_headers(id: u32, end_of_stream: bool) -> Action {
     match root_of(id) {
-        Some(root) if root.id != id => root.on_request_headers(id),
+        Some(root) if root.id != id => root.on_request_headers(id, end_of_stream),
         // No context for this request (the host broke the ABI's order of events): nothing can
         // check the request, so it does not pass.
         _ => {
@@ -179,7 +180,7 @@ mod tests {
                 assert!(!on_configure(1), "status {status}");
                 on_context_create(2, 1);
                 // No worker: refused (the refusal itself fails, and is only logged).
-                assert_eq!(on_request_headers(2), Action::Pause);
+                assert_eq!(on_request_headers(2, true), Action::Pause);
                 assert_eq!(journal(), ["respond 503"]);
                 assert_eq!(on_response_headers(2), Action::Continue);
                 on_http_call_response(4, 10);
@@ -192,7 +193,7 @@ mod tests {
         #[test]
         fn events_for_unknown_contexts_fail_closed() {
             start(Script::default());
-            assert_eq!(on_request_headers(7), Action::Pause);
+            assert_eq!(on_request_headers(7, true), Action::Pause);
             assert_eq!(journal(), ["respond 503"]);
             assert_eq!(on_response_headers(7), Action::Continue);
             assert!(!on_configure(7));
@@ -201,7 +202,7 @@ mod tests {
             on_delete(7);
             // A request under a root that does not exist has no worker: refused.
             on_context_create(8, 6);
-            assert_eq!(on_request_headers(8), Action::Pause);
+            assert_eq!(on_request_headers(8, true), Action::Pause);
             assert_eq!(journal(), ["respond 503"]);
         }
 
@@ -215,12 +216,12 @@ mod tests {
             on_context_create(1, 0);
             assert!(on_configure(1));
             on_context_create(2, 1);
-            assert_eq!(on_request_headers(2), Action::Continue);
+            assert_eq!(on_request_headers(2, true), Action::Continue);
             assert_eq!(journal(), Vec::<String>::new());
             // Garbage, a truncated map: refused, and the next request is served.
             for garbage in [vec![9, 9, 9], headers(&[(":path", "/")])[..14].to_vec()] {
                 script(|s| s.request_headers = garbage).unwrap();
-                assert_eq!(on_request_headers(2), Action::Pause);
+                assert_eq!(on_request_headers(2, true), Action::Pause);
                 assert_eq!(journal(), ["respond 503"]);
             }
             // A name that is not UTF-8 is kept (lossily) and does not stop the request.
@@ -228,11 +229,15 @@ mod tests {
             let at = odd.windows(3).position(|w| w == b"xy\0").unwrap();
             odd[at] = 0xff;
             script(|s| s.request_headers = odd).unwrap();
-            assert_eq!(on_request_headers(2), Action::Continue);
+            assert_eq!(on_request_headers(2, true), Action::Continue);
             // Every failing status on the way: refused.
             for &status in FAILURES {
                 script(|s| s.fail_with = Some(status)).unwrap();
-                assert_eq!(on_request_headers(2), Action::Pause, "status {status}");
+                assert_eq!(
+                    on_request_headers(2, true),
+                    Action::Pause,
+                    "status {status}"
+                );
                 assert_eq!(journal(), ["respond 503"]);
             }
         }
@@ -252,16 +257,16 @@ mod tests {
             on_context_create(1, 0);
             assert!(on_configure(1));
             on_context_create(2, 1);
-            assert_eq!(on_request_headers(2), Action::Pause);
+            assert_eq!(on_request_headers(2, true), Action::Pause);
             assert_eq!(journal(), ["call 4"]);
             // The client goes away: Envoy cancels the call and never answers it.
             on_delete(2);
             assert_eq!(in_flight(), 0);
             on_context_create(3, 1);
-            assert_eq!(on_request_headers(3), Action::Pause);
+            assert_eq!(on_request_headers(3, true), Action::Pause);
             // The host hands out token 4 again, while context 3's first call is still open.
             on_context_create(5, 1);
-            assert_eq!(on_request_headers(5), Action::Pause);
+            assert_eq!(on_request_headers(5, true), Action::Pause);
             assert_eq!(journal(), ["call 4", "call 4"]);
             // The limiter answers 500: the failure mode (deny) refuses context 5's request.
             on_http_call_response(4, 0);
@@ -292,7 +297,7 @@ mod tests {
             on_context_create(1, 0);
             assert!(on_configure(1));
             on_context_create(2, 1);
-            assert_eq!(on_request_headers(2), Action::Pause);
+            assert_eq!(on_request_headers(2, true), Action::Pause);
             on_http_call_response(8, 15);
             let answered = journal();
             assert_eq!(answered.first().map(String::as_str), Some("call 8"));
@@ -342,15 +347,15 @@ mod tests {
             batched_root(Vec::new());
             on_context_create(2, 1);
             // Nothing in flight: the root context calls at once, and the request waits.
-            assert_eq!(on_request_headers(2), Action::Pause);
+            assert_eq!(on_request_headers(2, true), Action::Pause);
             assert_eq!(journal(), ["context 1", "call 8", "context 2"]);
             // A call in flight: the next requests queue, no call.
             on_context_create(3, 1);
             on_context_create(4, 1);
             on_context_create(5, 1);
-            assert_eq!(on_request_headers(3), Action::Pause);
-            assert_eq!(on_request_headers(4), Action::Pause);
-            assert_eq!(on_request_headers(5), Action::Pause);
+            assert_eq!(on_request_headers(3, true), Action::Pause);
+            assert_eq!(on_request_headers(4, true), Action::Pause);
+            assert_eq!(on_request_headers(5, true), Action::Pause);
             assert_eq!(journal(), Vec::<String>::new());
             // Request 5 goes away while queued: it is not sent.
             on_delete(5);
@@ -401,7 +406,7 @@ mod tests {
                 batched_root(batch_answer(&[item(true)]));
                 for id in [2, 3, 4] {
                     on_context_create(id, 1);
-                    assert_eq!(on_request_headers(id), Action::Pause);
+                    assert_eq!(on_request_headers(id, true), Action::Pause);
                 }
                 on_http_call_response(8, 0);
                 journal();

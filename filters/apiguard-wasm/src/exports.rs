@@ -38,9 +38,9 @@ pub extern "C" fn proxy_on_tick(root_context_id: u32) {
 pub extern "C" fn proxy_on_request_headers(
     context_id: u32,
     _num_headers: usize,
-    _end_of_stream: u32,
+    end_of_stream: u32,
 ) -> u32 {
-    dispatch::on_request_headers(context_id) as u32
+    dispatch::on_request_headers(context_id, end_of_stream != 0) as u32
 }
 
 #[unsafe(no_mangle)]

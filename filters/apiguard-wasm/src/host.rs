@@ -77,15 +77,19 @@ pub fn now_ms() -> i64 {
     }
 }
 
-/// The request's head: every header, values as bytes, and the source address when `source`.
-/// An error when the host cannot give the headers, or gives them malformed (the core refuses
-/// the request then).
-pub fn request_head(source: bool) -> Result<RequestHead, String> {
+/// The request's head: every header, values as bytes, the source address when `source`, and
+/// whether a body follows. An error when the host cannot give the headers, or gives them
+/// malformed (the core refuses the request then).
+pub fn request_head(source: bool, body_follows: bool) -> Result<RequestHead, String> {
     let headers = HOST
         .header_pairs(MapType::HttpRequestHeaders)
         .map_err(|e| e.to_string())?;
     let source = if source { source_address() } else { None };
-    Ok(RequestHead { headers, source })
+    Ok(RequestHead {
+        headers,
+        source,
+        body_follows,
+    })
 }
 
 /// Writes one of the core's log lines at its level.

@@ -132,9 +132,9 @@ impl Root {
 
     /// A request's headers: what it answers the host. Fails closed: without a driver (which
     /// Envoy never allows, since a failed configuration refuses the plugin) nothing passes.
-    pub fn on_request_headers(&self, id: u32) -> Action {
+    pub fn on_request_headers(&self, id: u32, end_of_stream: bool) -> Action {
         let effects = self.with_driver(|d| {
-            let head = host::request_head(d.needs_source_address());
+            let head = host::request_head(d.needs_source_address(), !end_of_stream);
             d.on_request_headers(id, head, host::now_ms())
         });
         match effects {

@@ -91,6 +91,7 @@ pub fn worker(spec: &str) -> BenchResult {
         path: b"/api/v1/tenants/t1/documents/7",
         headers: Headers::new(&headers),
         source: None,
+        body_follows: false,
     };
     let now_ms = i64::try_from(
         std::time::SystemTime::now()
