@@ -8,13 +8,15 @@ use std::sync::Arc;
 
 use crate::config::LimiterCall;
 use crate::config::{Config, ConfigError, ConfigWarning, ContractMode};
-use crate::contract::ContractStage;
+use crate::contract::{ContractStage, Operation};
 use crate::events::Event;
 use crate::http::{self, HeaderOp, Headers};
 use crate::identity::Claims;
 use crate::jwt::{Fetch, JwtOutcome, JwtStage, JwtWorker, MemoryShared, SharedData};
 use crate::path::{self, NormalizedPath};
-use crate::policy::stage::{PolicyOutcome, PolicyRequest, PolicyStage, PolicyWorker};
+use crate::policy::stage::{
+    OperationFacts, PolicyOutcome, PolicyRequest, PolicyStage, PolicyWorker,
+};
 use crate::ratelimit::{
     self, LimitCall, LimitVerdict, LocalLimits, Plan, PlanError, RateLimitStage, HANDOFF_HEADER,
     NO_LIMITS,
@@ -285,12 +287,18 @@ impl Pipeline {
         let method = self.method(req, &path, out)?;
         let mut ops = self.strip_client_copies(&req.headers);
         self.authenticate(req, &path, now_ms, state, may_fetch, out, &mut ops)?;
-        self.validate(req, &path, &method, out)?;
+        let operation = self.validate(req, &path, &method, out)?;
         let request = PolicyRequest {
             headers: &req.headers,
             method: &method,
             path: &path,
             source: req.source,
+            operation: operation.map(|o| OperationFacts {
+                id: o.id.as_deref().unwrap_or(""),
+                template: &o.template,
+                tags: &o.tags,
+                scopes: &o.scopes,
+            }),
         };
         self.authorize(&request, now_ms, state, out, &mut ops)?;
         let ops = self.limit(req, &path, now_ms, state, out, ops)?;
@@ -381,16 +389,17 @@ impl Pipeline {
         path: &NormalizedPath,
         method: &str,
         out: &mut Outcome,
-    ) -> ControlFlow<()> {
+    ) -> ControlFlow<(), Option<&Operation>> {
         let Some(contract) = &self.contract else {
-            return ControlFlow::Continue(());
+            return ControlFlow::Continue(None);
         };
-        let Err(refusal) = contract.check(method, path, &req.headers, req.body_follows) else {
-            return ControlFlow::Continue(());
+        let refusal = match contract.check(method, path, &req.headers, req.body_follows) {
+            Ok(op) => return ControlFlow::Continue(Some(op)),
+            Err(refusal) => refusal,
         };
         if contract.mode == ContractMode::Monitor {
             out.events.push(Event::ContractWouldRefuse(refusal.kind()));
-            return ControlFlow::Continue(());
+            return ControlFlow::Continue(None);
         }
         out.end(Event::ContractRefused(refusal.kind()), refusal.reply());
         ControlFlow::Break(())

@@ -64,6 +64,9 @@ pub struct Operation {
     pub template: String,
     pub method: &'static str,
     pub tags: Vec<String>,
+    /// The scopes its security requirements name (the operation's, else the document's), every
+    /// alternative's, in order, once each.
+    pub scopes: Vec<String>,
     params: Vec<Param>,
     /// The path parameters in template order: indexes into `params`.
     path_params: Vec<usize>,
@@ -661,6 +664,22 @@ fn compile_operation(
                 .collect()
         })
         .unwrap_or_default();
+    let mut scopes: Vec<String> = Vec::new();
+    let security = op.get("security").or_else(|| doc.get("security"));
+    for requirement in security.and_then(Value::as_array).into_iter().flatten() {
+        for list in requirement.as_object().into_iter().flat_map(|r| r.values()) {
+            for scope in list
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+            {
+                if !scopes.iter().any(|s| s == scope) {
+                    scopes.push(scope.to_owned());
+                }
+            }
+        }
+    }
     Ok(Operation {
         id: op
             .get("operationId")
@@ -669,6 +688,7 @@ fn compile_operation(
         template: template.to_owned(),
         method,
         tags,
+        scopes,
         params,
         path_params,
         body,

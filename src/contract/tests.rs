@@ -238,3 +238,55 @@ fn the_contract_comes_after_authentication_and_monitor_only_counts() {
         super::RefusalKind::UnknownOperation
     )));
 }
+
+/// The policy sees the operation the request is: its id, template, tags and the scopes its
+/// security requirements name.
+#[test]
+fn the_policy_sees_the_operation() {
+    let openapi = json!({"openapi": "3.0.3", "servers": [{"url": "/v1"}],
+        "security": [{"oauth": ["items:read"]}],
+        "paths": {"/items/{id}": {
+            "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "integer"}}],
+            "get": {"operationId": "getItem", "tags": ["items"]},
+            "delete": {"operationId": "deleteItem", "security": [{"oauth": ["items:write"]}, {"key": []}]}}}});
+    let rego = r#"package api.authz
+default allow := false
+allow if {
+    input.operation.id == "getItem"
+    input.operation.template == "/v1/items/{id}"
+    "items" in input.operation.tags
+    input.operation.scopes == ["items:read"]
+}
+allow if input.operation.scopes == ["items:write"]
+"#;
+    let config = json!({"contract": {"openapi": openapi}, "policy": {"modules": {"p.rego": rego}}});
+    let (p, _) = Pipeline::from_json(config.to_string().as_bytes()).unwrap();
+    let run = |method: &str, path: &str| {
+        let headers: Vec<(String, Vec<u8>)> = vec![(":method".into(), method.as_bytes().to_vec())];
+        let facts = RequestFacts {
+            path: path.as_bytes(),
+            headers: Headers::new(&headers),
+            source: None,
+            body_follows: false,
+        };
+        match p
+            .on_request(&facts, 1_800_000_000_000, &mut p.worker_state())
+            .step
+        {
+            Step::Respond(r) => r.status,
+            Step::Continue(_) => 200,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(run("GET", "/v1/items/7"), 200);
+    assert_eq!(
+        run("DELETE", "/v1/items/7"),
+        200,
+        "its own requirements, not the document's"
+    );
+    assert_eq!(
+        run("GET", "/v1/items/x"),
+        400,
+        "judged by the contract before the policy"
+    );
+}

@@ -88,6 +88,11 @@ pub mod key {
     pub const RESOURCE: &str = "resource";
     pub const TOKEN: &str = "token";
     pub const PROVIDER: &str = "provider";
+    pub const OPERATION: &str = "operation";
+    pub const ID: &str = "id";
+    pub const TEMPLATE: &str = "template";
+    pub const TAGS: &str = "tags";
+    pub const SCOPES: &str = "scopes";
 }
 
 /// The request as the policy judges it: the facts its input document is built from.
@@ -98,6 +103,20 @@ pub struct PolicyRequest<'a> {
     pub method: &'a str,
     pub path: &'a NormalizedPath,
     pub source: Option<&'a str>,
+    /// The API contract's operation the request is (`contract`), when one matched.
+    pub operation: Option<OperationFacts<'a>>,
+}
+
+/// What the policy sees of the contract's operation (`input.operation`).
+#[derive(Debug, Clone, Copy)]
+pub struct OperationFacts<'a> {
+    /// `operationId`, `""` when the document gives none.
+    pub id: &'a str,
+    /// The declared path template, under the servers' path (`/api/v1/items/{id}`).
+    pub template: &'a str,
+    pub tags: &'a [String],
+    /// The OAuth scopes the document's security requirements name for the operation.
+    pub scopes: &'a [String],
 }
 
 /// A path template such as `/api/v1/tenants/{tenant_id}/documents/{doc_id}`.
@@ -339,6 +358,7 @@ impl InputBuilder {
             method,
             path,
             source,
+            operation,
         } = *request;
         let (k, reads) = (&self.k, self.reads);
         // A policy that never names `input` cannot tell this from the full document.
@@ -401,6 +421,23 @@ impl InputBuilder {
         if let Some((provider, claims)) = identity {
             doc.insert(k.token.clone(), claims_value(claims));
             doc.insert(k.provider.clone(), RegoValue::from(provider));
+        }
+        if let Some(op) = operation {
+            let list = |items: &[String]| {
+                RegoValue::from(
+                    items
+                        .iter()
+                        .map(|s| RegoValue::from(s.as_str()))
+                        .collect::<Vec<_>>(),
+                )
+            };
+            let value = BTreeMap::from([
+                (RegoValue::from(key::ID), RegoValue::from(op.id)),
+                (RegoValue::from(key::TEMPLATE), RegoValue::from(op.template)),
+                (RegoValue::from(key::TAGS), list(op.tags)),
+                (RegoValue::from(key::SCOPES), list(op.scopes)),
+            ]);
+            doc.insert(RegoValue::from(key::OPERATION), RegoValue::from(value));
         }
         RegoValue::from(doc)
     }
@@ -493,12 +530,21 @@ impl InputBuilder {
             )],
             InputReads::ALL,
         );
+        // An operation with many tags and scopes and a long template.
+        let names: Vec<String> = (0..FULL_SIZE_CLAIMS).map(|i| format!("name-{i}")).collect();
+        let template = format!("/api/v1{}", "/segment/{id}".repeat(20));
         builder.build(
             &PolicyRequest {
                 headers: &Headers::new(&headers),
                 method: "GET",
                 path: &path,
                 source: Some("10.0.0.1"),
+                operation: Some(OperationFacts {
+                    id: "operationIdOfAReasonableLength",
+                    template: &template,
+                    tags: &names,
+                    scopes: &names,
+                }),
             },
             Some(("primary", &Claims::new(token))),
         )
@@ -575,6 +621,7 @@ mod tests {
                     method: "GET",
                     path: &path,
                     source: Some("10.0.0.1"),
+                    operation: None,
                 },
                 None,
             )
@@ -631,6 +678,7 @@ mod tests {
                         method: "GET",
                         path: &path,
                         source: Some("10.0.0.5"),
+                        operation: None,
                     },
                     None,
                 )
@@ -684,6 +732,7 @@ mod tests {
                     method: "PATCH",
                     path: &path,
                     source: Some("10.0.0.5"),
+                    operation: None,
                 },
                 Some(("idp", &claims)),
             );
@@ -711,6 +760,7 @@ mod tests {
                 method: "GET",
                 path: &path,
                 source: Some("10.0.0.5"),
+                operation: None,
             },
             None,
         );
@@ -753,6 +803,7 @@ mod tests {
                             method: "GET",
                             path: &path,
                             source: None,
+                            operation: None,
                         },
                         None,
                     );
@@ -781,6 +832,7 @@ mod tests {
                         method: "GET",
                         path: &path,
                         source: None,
+                        operation: None,
                     },
                     None,
                 );
@@ -846,6 +898,12 @@ mod tests {
                 method: "GET",
                 path: &crate::path::normalize(b"/x").unwrap(),
                 source: Some("10.0.0.1"),
+                operation: Some(OperationFacts {
+                    id: "",
+                    template: "/x",
+                    tags: &[],
+                    scopes: &[],
+                }),
             },
             Some(("idp", &Claims::new(serde_json::Map::new()))),
         );

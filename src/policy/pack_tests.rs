@@ -298,6 +298,7 @@ fn decide(
         method,
         path: &path,
         source: None,
+        operation: None,
     };
     let identity = claims.map(|c| ("primary", c));
     Some(stage.evaluate(worker, &request, identity, 0).decision)

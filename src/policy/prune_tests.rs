@@ -110,6 +110,7 @@ fn pruning_never_changes_a_decision() {
                     method,
                     path: &p,
                     source: *source,
+                    operation: None,
                 };
                 let a = vm.evaluate_value(pruned.build(&request, identity));
                 let b = vm.evaluate_value(full.build(&request, identity));

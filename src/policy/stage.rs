@@ -9,8 +9,8 @@ use regorus::Value as RegoValue;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-pub use super::input::PolicyRequest;
 use super::input::{self, InputBuilder, Template};
+pub use super::input::{OperationFacts, PolicyRequest};
 use super::pack::{PackRequest, Tenant, Token};
 use super::{
     CompileError, Evaluator, PolicyDecision, PolicyProgram, PolicyVm, BUILTIN_NAME, BUILTIN_PACK,
