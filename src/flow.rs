@@ -301,7 +301,8 @@ impl Pipeline {
             }),
         };
         self.authorize(&request, now_ms, state, out, &mut ops)?;
-        let ops = self.limit(req, &path, now_ms, state, out, ops)?;
+        let cost = operation.and_then(|o| o.cost);
+        let ops = self.limit(req, &path, now_ms, state, out, ops, cost)?;
         out.step = Step::Continue(ops);
         ControlFlow::Continue(())
     }
@@ -455,6 +456,7 @@ impl Pipeline {
     /// Rate limiting: the plan's checks, answered locally (429 from the over-limit cache), handed
     /// to the limiter's `ext_authz` in a header, or a wait for the limiter's answer. The header
     /// changes to go on with when nothing waits.
+    #[allow(clippy::too_many_arguments)]
     fn limit(
         &self,
         req: &RequestFacts<'_>,
@@ -463,6 +465,7 @@ impl Pipeline {
         state: &mut WorkerState,
         out: &mut Outcome,
         mut ops: Vec<HeaderOp>,
+        operation_cost: Option<u64>,
     ) -> ControlFlow<(), Vec<HeaderOp>> {
         let Some(rl) = &self.ratelimit else {
             return ControlFlow::Continue(ops);
@@ -471,10 +474,12 @@ impl Pipeline {
         // none: the limiter refuses a request without the header rather than count nothing.
         let hand_over = rl.call == LimiterCall::ExtAuthz;
         let tier = out.policy.as_ref().and_then(|p| p.decision.tier.as_deref());
+        // The policy's cost, else the operation's (`x-apiguard-cost`), else one.
         let cost = out
             .policy
             .as_ref()
             .and_then(|p| p.decision.cost)
+            .or(operation_cost)
             .unwrap_or(1);
         let caller = out.identity.as_ref().map(|i| (&*i.provider, &*i.claims));
         let plan = match rl.plan(path, &req.headers, req.source, caller, tier, cost) {

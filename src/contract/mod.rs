@@ -67,6 +67,9 @@ pub struct Operation {
     /// The scopes its security requirements name (the operation's, else the document's), every
     /// alternative's, in order, once each.
     pub scopes: Vec<String>,
+    /// `x-apiguard-cost`: what one request of it counts against rate limits (the policy's
+    /// `rate_limit_cost` wins over it).
+    pub cost: Option<u64>,
     params: Vec<Param>,
     /// The path parameters in template order: indexes into `params`.
     path_params: Vec<usize>,
@@ -664,6 +667,21 @@ fn compile_operation(
                 .collect()
         })
         .unwrap_or_default();
+    let cost = match op.get("x-apiguard-cost") {
+        None => None,
+        Some(c) => match c.as_u64() {
+            Some(c) if (1..=apiguard_limiter_api::MAX_COST).contains(&c) => Some(c),
+            _ => {
+                return Err(unenforceable(
+                    &format!("{at}/x-apiguard-cost"),
+                    format!(
+                        "a cost is a whole number from 1 to {}",
+                        apiguard_limiter_api::MAX_COST
+                    ),
+                ))
+            }
+        },
+    };
     let mut scopes: Vec<String> = Vec::new();
     let security = op.get("security").or_else(|| doc.get("security"));
     for requirement in security.and_then(Value::as_array).into_iter().flatten() {
@@ -689,6 +707,7 @@ fn compile_operation(
         method,
         tags,
         scopes,
+        cost,
         params,
         path_params,
         body,

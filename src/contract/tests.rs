@@ -290,3 +290,36 @@ allow if input.operation.scopes == ["items:write"]
         "judged by the contract before the policy"
     );
 }
+
+/// An operation's `x-apiguard-cost` is what one request of it counts against rate limits,
+/// unless the policy says otherwise.
+#[test]
+fn an_operation_sets_its_rate_limit_cost() {
+    let openapi = json!({"openapi": "3.1.0", "paths": {
+        "/report": {"get": {"x-apiguard-cost": 5}}, "/ping": {"get": {}}}});
+    let config = json!({"contract": {"openapi": openapi},
+        "rate_limit": {"cluster": "limiter", "identity": ["source_ip"],
+                       "tiers": {"standard": [{"requests": 100, "window_s": 60}]}}});
+    let (p, _) = Pipeline::from_json(config.to_string().as_bytes()).unwrap();
+    let cost = |path: &str| {
+        let headers: Vec<(String, Vec<u8>)> = vec![(":method".into(), b"GET".to_vec())];
+        let facts = RequestFacts {
+            path: path.as_bytes(),
+            headers: Headers::new(&headers),
+            source: Some("10.0.0.1"),
+            body_follows: false,
+        };
+        match p
+            .on_request(&facts, 1_800_000_000_000, &mut p.worker_state())
+            .step
+        {
+            Step::CheckLimits { call, .. } => {
+                let body: Value = serde_json::from_slice(&call.body).unwrap();
+                body["checks"][0]["cost"].as_u64().unwrap()
+            }
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(cost("/report"), 5);
+    assert_eq!(cost("/ping"), 1);
+}
