@@ -4,6 +4,7 @@
 //! failing policy case); 2 usage error or unreadable input (clap's convention for usage errors);
 //! 3 `simulate`: the filter would refuse the request.
 
+mod contract;
 mod files;
 mod opa;
 mod policy;
@@ -52,6 +53,9 @@ enum Command {
     /// Mint and inspect tokens.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// The API's OpenAPI document as the `contract` section.
+    #[command(subcommand)]
+    Contract(contract::ContractCommand),
     /// The filter's decision for one request, offline (401/403/400, the rate-limit check it
     /// would make, or pass, with the header changes). Exits 3 when the filter would refuse it.
     Simulate {
@@ -79,6 +83,7 @@ fn main() -> ExitCode {
         }
         Command::Policy(cmd) => policy::run(cmd),
         Command::Token(cmd) => token::run(cmd),
+        Command::Contract(cmd) => contract::run(cmd),
         Command::Simulate {
             config,
             request,
