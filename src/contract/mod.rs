@@ -26,7 +26,7 @@ use serde_json::{Map, Value};
 use crate::config::{
     invalid, validate_contract, ConfigError, ContractConfig, ContractMode, Problem,
 };
-use crate::http::Headers;
+use crate::http::{same_header, Headers};
 use crate::path::{form_decode, NormalizedPath};
 use crate::reply::Reply;
 use params::{Dialect, Location, Param, Violation};
@@ -34,6 +34,9 @@ use routes::{Routes, Segment};
 
 /// How deep `$ref`s may chain (a cycle is refused by this bound).
 const MAX_REF_DEPTH: usize = 32;
+
+/// How many nodes one parameter may expand to once its `$ref`s are followed.
+const MAX_INLINED_NODES: usize = 10_000;
 
 /// The methods an OpenAPI path item may declare, as they are sent.
 const METHODS: [&str; 8] = [
@@ -217,10 +220,11 @@ impl ContractStage {
         headers: &Headers<'_>,
         body_follows: bool,
     ) -> Result<&Operation, Refusal> {
-        let (index, values) = self
+        let found = self
             .routes
             .find(&path.path)
-            .ok_or(Refusal::UnknownOperation)?;
+            .map_err(|_| Refusal::Invalid(Violation::new("/path".into(), "case")))?;
+        let (index, values) = found.ok_or(Refusal::UnknownOperation)?;
         let declared = self.paths.get(index).ok_or(Refusal::UnknownOperation)?;
         let op = declared
             .operations
@@ -241,26 +245,24 @@ impl ContractStage {
         body_follows: bool,
     ) -> Result<(), Refusal> {
         let lengths: Vec<&[u8]> = headers.all("content-length").collect();
-        let length = match lengths.as_slice() {
-            [] => None,
-            [one] => Some(
-                std::str::from_utf8(one)
-                    .ok()
-                    .and_then(|s| s.parse::<u64>().ok())
-                    .ok_or_else(|| {
-                        Refusal::Invalid(Violation::new("/body".into(), "content-length"))
-                    })?,
-            ),
-            // Envoy refuses differing values itself; equal ones count once.
-            [first, rest @ ..] if rest.iter().all(|v| v == first) => std::str::from_utf8(first)
-                .ok()
-                .and_then(|s| s.parse::<u64>().ok()),
-            _ => {
-                return Err(Refusal::Invalid(Violation::new(
-                    "/body".into(),
-                    "content-length",
-                )))
+        // Digits only (`+5` or ` 5` are not a length every reader agrees on); equal repeats
+        // count once, as Envoy lets them through.
+        let digits = |v: &[u8]| {
+            (!v.is_empty() && v.len() <= 19 && v.iter().all(u8::is_ascii_digit))
+                .then(|| {
+                    std::str::from_utf8(v)
+                        .ok()
+                        .and_then(|s| s.parse::<u64>().ok())
+                })
+                .flatten()
+        };
+        let bad_length = || Refusal::Invalid(Violation::new("/body".into(), "content-length"));
+        let length = match lengths.split_first() {
+            None => None,
+            Some((first, rest)) if rest.iter().all(|v| v == first) => {
+                Some(digits(first).ok_or_else(bad_length)?)
             }
+            Some(_) => return Err(bad_length()),
         };
         if length.is_some_and(|n| n > self.max_body_bytes) {
             return Err(Refusal::TooLarge);
@@ -270,7 +272,13 @@ impl ContractStage {
             return Err(Refusal::LengthRequired);
         }
         let Some(rule) = &op.body else {
-            return Ok(());
+            // No `requestBody`: no body (a form body would reach parameters the contract never
+            // checked, in backends that merge them).
+            return if has_body {
+                Err(Refusal::UnsupportedMediaType)
+            } else {
+                Ok(())
+            };
         };
         if !has_body {
             return if rule.required {
@@ -322,6 +330,21 @@ impl Operation {
         query: Option<&str>,
         headers: &Headers<'_>,
     ) -> Result<(), Refusal> {
+        let query = query_pairs(query.unwrap_or(""))?;
+        // A positive model: a query parameter the operation does not declare is refused (a
+        // backend may read `name[$ne]`, `max.rows` or `limit[]` as something the contract never
+        // checked). Its name is not echoed.
+        let declared = |name: &String| {
+            self.params
+                .iter()
+                .any(|p| p.location == Location::Query && p.name == *name)
+        };
+        if !query.iter().all(|(name, _)| declared(name)) {
+            return Err(Refusal::Invalid(Violation::new(
+                "/query".into(),
+                "undeclared",
+            )));
+        }
         for (i, p) in self.params.iter().enumerate() {
             let values: Vec<Cow<'_, str>> = match p.location {
                 Location::Path => {
@@ -338,25 +361,19 @@ impl Operation {
                         }
                     }
                 }
-                Location::Query => {
-                    let mut out = Vec::new();
-                    for pair in query.unwrap_or("").split('&').filter(|s| !s.is_empty()) {
-                        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                        if form_decode(k).as_deref() == Some(p.name.as_str()) {
-                            let v = form_decode(v).ok_or_else(|| {
-                                Refusal::Invalid(Violation::new(
-                                    format!("/query/{}", p.name),
-                                    "type",
-                                ))
-                            })?;
-                            out.push(Cow::Owned(v));
-                        }
-                    }
-                    out
-                }
+                Location::Query => query
+                    .iter()
+                    .filter(|(name, _)| *name == p.name)
+                    .map(|(_, v)| Cow::Borrowed(v.as_str()))
+                    .collect(),
                 Location::Header => {
+                    // Under any spelling a backend reads alike (`X_Tenant_Id` is `x-tenant-id` to
+                    // CGI, WSGI, Rack and PHP).
                     let mut out = Vec::new();
-                    for v in headers.all(&p.name) {
+                    for (name, v) in headers.iter() {
+                        if !same_header(&p.name, name) {
+                            continue;
+                        }
                         let v = std::str::from_utf8(v).map_err(|_| {
                             Refusal::Invalid(Violation::new(format!("/header/{}", p.name), "type"))
                         })?;
@@ -369,6 +386,32 @@ impl Operation {
         }
         Ok(())
     }
+}
+
+/// The query's parameters, each decoded once (form encoding). A raw `;` is refused: some
+/// backends (Rack 2) split the query on it too. A name or value that does not decode is
+/// refused rather than guessed.
+fn query_pairs(query: &str) -> Result<Vec<(String, String)>, Refusal> {
+    if query.contains(';') {
+        return Err(Refusal::Invalid(Violation::new(
+            "/query".into(),
+            "separator",
+        )));
+    }
+    let mut out = Vec::new();
+    for pair in query.split('&').filter(|s| !s.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match (form_decode(k), form_decode(v)) {
+            (Some(k), Some(v)) => out.push((k, v)),
+            _ => {
+                return Err(Refusal::Invalid(Violation::new(
+                    "/query".into(),
+                    "encoding",
+                )))
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// `%XX` decoded; `None` when that is not UTF-8 or an escape is broken.
@@ -441,6 +484,17 @@ fn resolve<'d>(doc: &'d Value, node: &'d Value, at: &str) -> Result<&'d Value, C
         let Some(r) = node.get("$ref").and_then(Value::as_str) else {
             return Ok(node);
         };
+        // 3.1 lets keywords stand beside a `$ref` and apply too; following the reference alone
+        // would drop them.
+        if let Some(other) = node.as_object().and_then(|m| {
+            m.keys()
+                .find(|k| !matches!(k.as_str(), "$ref" | "summary" | "description"))
+        }) {
+            return Err(unenforceable(
+                at,
+                format!("`{other}` beside a `$ref` is not enforced"),
+            ));
+        }
         let Some(pointer) = r.strip_prefix('#') else {
             return Err(unenforceable(
                 at,
@@ -454,31 +508,47 @@ fn resolve<'d>(doc: &'d Value, node: &'d Value, at: &str) -> Result<&'d Value, C
     Err(unenforceable(at, "`$ref`s chain deeper than 32 (a cycle?)"))
 }
 
-/// Resolves every `$ref` inside a schema, to a bound (recursive schemas are refused: a
-/// parameter's value is one value or an array).
-fn inline(doc: &Value, schema: &Value, at: &str, depth: usize) -> Result<Value, ConfigError> {
+/// Resolves every `$ref` inside a parameter, to bounds: a depth (recursive schemas are refused:
+/// a parameter's value is one value or an array) and a number of nodes made (a document of
+/// `$ref`s to `$ref`s could otherwise expand exponentially). Annotations (`x-*`, `example`,
+/// `examples`, `description`) are dropped, not expanded.
+fn inline(
+    doc: &Value,
+    node: &Value,
+    at: &str,
+    depth: usize,
+    budget: &mut usize,
+) -> Result<Value, ConfigError> {
     if depth > MAX_REF_DEPTH {
         return Err(unenforceable(
             at,
             "the schema nests deeper than 32 (a recursive `$ref`?)",
         ));
     }
-    let schema = resolve(doc, schema, at)?;
-    Ok(match schema {
-        Value::Object(m) => Value::Object(
-            m.iter()
-                .map(|(k, v)| {
-                    let inner = format!("{at}/{}", token(k));
-                    inline(doc, v, &inner, depth + 1).map(|v| (k.clone(), v))
-                })
-                .collect::<Result<Map<String, Value>, ConfigError>>()?,
-        ),
-        Value::Array(a) => Value::Array(
-            a.iter()
-                .enumerate()
-                .map(|(i, v)| inline(doc, v, &format!("{at}/{i}"), depth + 1))
-                .collect::<Result<Vec<Value>, ConfigError>>()?,
-        ),
+    *budget = budget
+        .checked_sub(1)
+        .ok_or_else(|| unenforceable(at, "the parameter expands to too many nodes"))?;
+    let node = resolve(doc, node, at)?;
+    Ok(match node {
+        Value::Object(m) => {
+            let mut out = Map::new();
+            for (k, v) in m {
+                let annotation = k.starts_with("x-")
+                    || matches!(k.as_str(), "example" | "examples" | "description");
+                if !annotation {
+                    let v = inline(doc, v, &format!("{at}/{}", token(k)), depth + 1, budget)?;
+                    out.insert(k.clone(), v);
+                }
+            }
+            Value::Object(out)
+        }
+        Value::Array(a) => {
+            let mut out = Vec::with_capacity(a.len());
+            for (i, v) in a.iter().enumerate() {
+                out.push(inline(doc, v, &format!("{at}/{i}"), depth + 1, budget)?);
+            }
+            Value::Array(out)
+        }
         other => other.clone(),
     })
 }
@@ -494,13 +564,28 @@ fn parameters(doc: &Value, list: Option<&Value>, at: &str) -> Result<Vec<Declare
     let list = list
         .as_array()
         .ok_or_else(|| unenforceable(at, "`parameters` is an array"))?;
-    let mut out = Vec::new();
+    let mut out: Vec<Declared> = Vec::new();
     for (i, p) in list.iter().enumerate() {
         let pat = format!("{at}/{i}");
-        let p = inline(doc, p, &pat, 0)?;
+        let mut budget = MAX_INLINED_NODES;
+        let p = inline(doc, p, &pat, 0, &mut budget)?;
         let Value::Object(p) = p else {
             return Err(unenforceable(&pat, "a parameter is an object"));
         };
+        let same = |q: &Map<String, Value>| {
+            let s = |m: &Map<String, Value>, k: &str| {
+                m.get(k)
+                    .and_then(Value::as_str)
+                    .map(str::to_ascii_lowercase)
+            };
+            s(q, "in") == s(&p, "in") && s(q, "name") == s(&p, "name")
+        };
+        if out.iter().any(|(_, q)| same(q)) {
+            return Err(unenforceable(
+                &pat,
+                "the same parameter is declared twice in one list",
+            ));
+        }
         out.push((pat, p));
     }
     Ok(out)
@@ -517,9 +602,10 @@ fn compile_path(
     let shared = parameters(doc, item.get("parameters"), &format!("{at}/parameters"))?;
     let mut operations = BTreeMap::new();
     for (key, op) in item {
+        // OpenAPI's keys are lowercase; `GET` beside `get` would be a second, silent answer.
         let method = METHODS
             .iter()
-            .find(|m| m.eq_ignore_ascii_case(key))
+            .find(|m| m.to_ascii_lowercase() == *key)
             .copied();
         let Some(method) = method else {
             match key.as_str() {
@@ -649,7 +735,20 @@ fn compile_operation(
                         "`encoding` is not enforced",
                     ));
                 }
-                media.push(m.to_ascii_lowercase());
+                let lower = m.to_ascii_lowercase();
+                // Until bodies are validated: a form or multipart body (or a range that admits
+                // one) is read as parameters by many backends, which the contract would not check.
+                let form = lower == "application/x-www-form-urlencoded"
+                    || lower.starts_with("multipart/")
+                    || lower == "*/*"
+                    || lower == "application/*";
+                if form {
+                    return Err(unenforceable(
+                        &mat,
+                        "form and multipart bodies (and ranges that admit them) are not validated yet: backends read them as parameters",
+                    ));
+                }
+                media.push(lower);
             }
             Some(BodyRule {
                 required: b.get("required").and_then(Value::as_bool).unwrap_or(false),
@@ -683,17 +782,24 @@ fn compile_operation(
         },
     };
     let mut scopes: Vec<String> = Vec::new();
-    let security = op.get("security").or_else(|| doc.get("security"));
-    for requirement in security.and_then(Value::as_array).into_iter().flatten() {
-        for list in requirement.as_object().into_iter().flat_map(|r| r.values()) {
-            for scope in list
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-            {
-                if !scopes.iter().any(|s| s == scope) {
-                    scopes.push(scope.to_owned());
+    let (security, sat) = match op.get("security") {
+        Some(s) => (Some(s), format!("{at}/security")),
+        None => (doc.get("security"), "/security".to_owned()),
+    };
+    let malformed = || {
+        unenforceable(
+            &sat,
+            "`security` is a list of requirement objects naming lists of scopes",
+        )
+    };
+    if let Some(security) = security {
+        for requirement in security.as_array().ok_or_else(malformed)? {
+            for list in requirement.as_object().ok_or_else(malformed)?.values() {
+                for scope in list.as_array().ok_or_else(malformed)? {
+                    let scope = scope.as_str().ok_or_else(malformed)?;
+                    if !scopes.iter().any(|s| s == scope) {
+                        scopes.push(scope.to_owned());
+                    }
                 }
             }
         }

@@ -12,7 +12,7 @@ use std::borrow::Cow;
 
 use serde_json::{Map, Value};
 
-use super::schema::ValueSchema;
+use super::schema::{scalar_type, ValueSchema};
 
 /// Where a parameter is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,11 +139,15 @@ impl Param {
                 ),
             );
         }
-        let explode = p
-            .get("explode")
-            .and_then(Value::as_bool)
-            .unwrap_or(location == Location::Query);
-        let required = p.get("required").and_then(Value::as_bool).unwrap_or(false);
+        // A flag of another type would read as `false`, silently: refused.
+        let flag = |key: &str| match p.get(key) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(_) => Err((format!("/{key}"), format!("`{key}` is a boolean"))),
+        };
+        let explode = flag("explode")?.unwrap_or(location == Location::Query);
+        let required = flag("required")?.unwrap_or(false);
+        let allow_empty = flag("allowEmptyValue")?.unwrap_or(false);
         if location == Location::Path && !required {
             return fail("/required", "a path parameter is required".into());
         }
@@ -162,8 +166,7 @@ impl Param {
             name: name.to_owned(),
             location,
             required,
-            allow_empty: location == Location::Query
-                && p.get("allowEmptyValue").and_then(Value::as_bool) == Some(true),
+            allow_empty: location == Location::Query && allow_empty,
             shape,
             schema,
         })
@@ -192,6 +195,11 @@ impl Param {
             }
             Shape::Array { items, explode } => {
                 let raw: Vec<&str> = if explode && self.location == Location::Query {
+                    // One item an occurrence; an item with a `,` would be several to a backend
+                    // that splits on it too (Spring does).
+                    if let Some(i) = values.iter().position(|v| v.contains(',')) {
+                        return Err(Violation::new(format!("{at}/{i}"), "separator"));
+                    }
                     values.iter().map(|v| v.as_ref()).collect()
                 } else {
                     if values.len() > 1 {
@@ -243,19 +251,19 @@ fn coerce(raw: &str, kind: Kind) -> Option<Value> {
 fn shape_of(schema: &Map<String, Value>, explode: bool) -> Result<Shape, (String, String)> {
     let kind = |s: &Map<String, Value>, at: &str| -> Result<Kind, (String, String)> {
         let format = s.get("format").and_then(Value::as_str);
-        match scalar_type(s.get("type")) {
-            Some("integer") if format == Some("int32") => Ok(Kind::Int32),
-            Some("integer") => Ok(Kind::Integer),
-            Some("number") => Ok(Kind::Number),
-            Some("boolean") => Ok(Kind::Boolean),
-            Some("string") | None => Ok(Kind::String),
-            Some(other) => Err((
+        match scalar_type(s.get("type")).map_err(|why| (format!("{at}/type"), why))? {
+            "integer" if format == Some("int32") => Ok(Kind::Int32),
+            "integer" => Ok(Kind::Integer),
+            "number" => Ok(Kind::Number),
+            "boolean" => Ok(Kind::Boolean),
+            "string" => Ok(Kind::String),
+            other => Err((
                 format!("{at}/type"),
                 format!("`{other}` parameters are not enforced"),
             )),
         }
     };
-    if scalar_type(schema.get("type")) == Some("array") {
+    if scalar_type(schema.get("type")) == Ok("array") {
         let items = match schema.get("items") {
             Some(Value::Object(i)) => i,
             _ => {
@@ -271,15 +279,6 @@ fn shape_of(schema: &Map<String, Value>, explode: bool) -> Result<Shape, (String
         });
     }
     Ok(Shape::One(kind(schema, "")?))
-}
-
-/// The one type a schema names (a 3.1 `["string", "null"]` names `string`).
-fn scalar_type(t: Option<&Value>) -> Option<&str> {
-    match t {
-        Some(Value::String(s)) => Some(s),
-        Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).find(|s| *s != "null"),
-        _ => None,
-    }
 }
 
 /// The schema in 2020-12's words: OpenAPI 3.0's `nullable` turned into a type and its boolean
@@ -423,6 +422,11 @@ mod tests {
         assert_eq!(check(&csv, &["1,2,3"]), Ok(()));
         assert_eq!(check(&csv, &["1,b"]), broken("/query/ids/1", "type"));
         assert_eq!(check(&csv, &["1", "2"]), broken("/query/ids", "repeated"));
+        // Exploded: an item with a `,` is several items to Spring.
+        assert_eq!(
+            check(&ids, &["1", "2,3"]),
+            broken("/query/ids/1", "separator")
+        );
     }
 
     #[test]
@@ -435,7 +439,7 @@ mod tests {
         let q = |schema: Value| json!({"name": "q", "in": "query", "schema": schema});
         assert_eq!(refused(q(json!({"type": "object"}))), "/schema/type");
         assert_eq!(
-            refused(q(json!({"oneOf": [{"type": "string"}]}))),
+            refused(q(json!({"type": "string", "oneOf": [{"type": "string"}]}))),
             "/schema/oneOf"
         );
         assert_eq!(
@@ -462,8 +466,14 @@ mod tests {
             "/in"
         );
         assert_eq!(
-            refused(json!({"name": "id", "in": "path", "schema": {}})),
+            refused(json!({"name": "id", "in": "path", "schema": {"type": "string"}})),
             "/required"
+        );
+        assert_eq!(
+            refused(json!({"name": "h", "in": "header", "required": "true",
+                           "schema": {"type": "string"}})),
+            "/required",
+            "a flag of another type would read as false"
         );
     }
 }

@@ -62,7 +62,7 @@ pub fn parse(template: &str) -> Result<Vec<Segment>, TemplateError> {
                     Ok(Segment::Param(name.to_owned()))
                 }
                 _ if s.contains(['{', '}']) => Err(TemplateError::PartialSegment),
-                _ => Ok(Segment::Literal(s.to_ascii_lowercase())),
+                _ => Ok(Segment::Literal((*s).to_owned())),
             }
         })
         .collect()
@@ -70,7 +70,8 @@ pub fn parse(template: &str) -> Result<Vec<Segment>, TemplateError> {
 
 #[derive(Debug, Default)]
 struct Node {
-    literal: BTreeMap<String, Node>,
+    /// By the segment lowercased: its spelling in the document, and the node.
+    literal: BTreeMap<String, (String, Node)>,
     param: Option<Box<Node>>,
     /// The declared path ending here.
     path: Option<usize>,
@@ -88,7 +89,13 @@ impl Routes {
         let mut node = &mut self.root;
         for s in segments {
             node = match s {
-                Segment::Literal(l) => node.literal.entry(l.clone()).or_default(),
+                Segment::Literal(l) => {
+                    &mut node
+                        .literal
+                        .entry(l.to_ascii_lowercase())
+                        .or_insert_with(|| (l.clone(), Node::default()))
+                        .1
+                }
                 Segment::Param(_) => node.param.get_or_insert_with(Box::default),
             };
         }
@@ -101,39 +108,57 @@ impl Routes {
 
     /// The declared path a normalised path matches, and the raw values of its templated
     /// segments in order. Literal segments win over templated ones, backtracking when a literal
-    /// branch leads nowhere.
-    pub fn find<'p>(&self, path: &'p str) -> Option<(usize, Vec<&'p str>)> {
-        let rest = path.strip_prefix('/')?;
+    /// branch leads nowhere. `Err`: the path matches a literal segment only in another case
+    /// where a template would take it too (`/users/ME` beside `/users/me` and `/users/{id}`):
+    /// a case-sensitive backend routes it to the template, a case-insensitive one to the
+    /// literal, so either reading would be a guess.
+    pub fn find<'p>(&self, path: &'p str) -> Result<Option<(usize, Vec<&'p str>)>, Ambiguous> {
+        let Some(rest) = path.strip_prefix('/') else {
+            return Ok(None);
+        };
         let parts: Vec<&str> = if rest.is_empty() {
             Vec::new()
         } else {
             rest.split('/').collect()
         };
         let mut values = Vec::new();
-        find(&self.root, &parts, &mut values).map(|i| (i, values))
+        Ok(find(&self.root, &parts, &mut values)?.map(|i| (i, values)))
     }
 }
 
-fn find<'p>(node: &Node, parts: &[&'p str], values: &mut Vec<&'p str>) -> Option<usize> {
+/// A path whose match depends on the backend's case rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ambiguous;
+
+fn find<'p>(
+    node: &Node,
+    parts: &[&'p str],
+    values: &mut Vec<&'p str>,
+) -> Result<Option<usize>, Ambiguous> {
     let Some((first, rest)) = parts.split_first() else {
-        return node.path;
+        return Ok(node.path);
     };
-    if let Some(next) = node.literal.get(&first.to_ascii_lowercase()) {
-        if let Some(found) = find(next, rest, values) {
-            return Some(found);
+    if let Some((spelling, next)) = node.literal.get(&first.to_ascii_lowercase()) {
+        if spelling != first && node.param.is_some() {
+            return Err(Ambiguous);
+        }
+        if let Some(found) = find(next, rest, values)? {
+            return Ok(Some(found));
         }
     }
-    let next = node.param.as_deref()?;
+    let Some(next) = node.param.as_deref() else {
+        return Ok(None);
+    };
     // A parameter takes a whole, non-empty segment.
     if first.is_empty() {
-        return None;
+        return Ok(None);
     }
     values.push(first);
-    let found = find(next, rest, values);
+    let found = find(next, rest, values)?;
     if found.is_none() {
         values.pop();
     }
-    found
+    Ok(found)
 }
 
 #[cfg(test)]
@@ -154,16 +179,26 @@ mod tests {
     #[test]
     fn literal_segments_win_and_parameters_take_whole_segments() {
         let r = routes(&["/users/{id}", "/users/me", "/users/{id}/posts", "/", "/a/"]);
-        assert_eq!(r.find("/users/me"), Some((1, vec![])));
-        assert_eq!(r.find("/USERS/Me"), Some((1, vec![])));
-        assert_eq!(r.find("/users/7"), Some((0, vec!["7"])));
-        assert_eq!(r.find("/users/me/posts"), Some((2, vec!["me"])));
-        assert_eq!(r.find("/"), Some((3, vec![])));
-        assert_eq!(r.find("/a/"), Some((4, vec![])));
-        assert_eq!(r.find("/a"), None);
-        assert_eq!(r.find("/users"), None);
-        assert_eq!(r.find("/users/"), None, "an empty segment is no parameter");
-        assert_eq!(r.find("/users/7/posts/8"), None);
+        fn found<'p>(r: &Routes, p: &'p str) -> Option<(usize, Vec<&'p str>)> {
+            r.find(p).unwrap()
+        }
+        let find = |p: &'static str| found(&r, p);
+        assert_eq!(find("/users/me"), Some((1, vec![])));
+        assert_eq!(
+            find("/USERS/me"),
+            Some((1, vec![])),
+            "no template beside `users`"
+        );
+        assert_eq!(find("/users/7"), Some((0, vec!["7"])));
+        assert_eq!(find("/users/me/posts"), Some((2, vec!["me"])));
+        assert_eq!(find("/"), Some((3, vec![])));
+        assert_eq!(find("/a/"), Some((4, vec![])));
+        assert_eq!(find("/a"), None);
+        assert_eq!(find("/users"), None);
+        assert_eq!(find("/users/"), None, "an empty segment is no parameter");
+        assert_eq!(find("/users/7/posts/8"), None);
+        // `ME`: the literal to a case-insensitive backend, `{id}` to a case-sensitive one.
+        assert_eq!(r.find("/users/ME"), Err(Ambiguous));
     }
 
     #[test]

@@ -12,7 +12,8 @@ use serde_json::{Map, Number, Value};
 /// A compiled parameter schema.
 #[derive(Debug, Default)]
 pub struct ValueSchema {
-    one_of_values: Option<Vec<Value>>,
+    /// `enum` or `const`: the values allowed, and which keyword said so.
+    one_of_values: Option<(Vec<Value>, &'static str)>,
     pattern: Option<regex_lite::Regex>,
     minimum: Option<Bound>,
     maximum: Option<Bound>,
@@ -45,6 +46,9 @@ enum Format {
     Ipv6,
 }
 
+/// The largest `maxItems` beside `uniqueItems` (items are compared pairwise).
+const MAX_UNIQUE_ITEMS: u64 = 256;
+
 /// Keywords that only annotate.
 const ANNOTATIONS: &[&str] = &[
     "title",
@@ -63,11 +67,52 @@ const ANNOTATIONS: &[&str] = &[
 /// display (`password`).
 const COERCED_FORMATS: &[&str] = &["int32", "int64", "float", "double", "password"];
 
+/// The one type a schema names (a 3.1 `["string", "null"]` names `string`). A schema without
+/// one, or with two, is refused: the value a backend parses would be a guess.
+pub fn scalar_type(t: Option<&Value>) -> Result<&str, String> {
+    let named: Vec<&str> = match t {
+        Some(Value::String(s)) => vec![s.as_str()],
+        Some(Value::Array(list)) => list
+            .iter()
+            .map(|v| v.as_str().ok_or_else(|| "`type` names types".to_owned()))
+            .collect::<Result<Vec<&str>, String>>()?
+            .into_iter()
+            .filter(|s| *s != "null")
+            .collect(),
+        Some(_) => return Err("`type` names types".into()),
+        None => return Err("a parameter schema names its `type`".into()),
+    };
+    match named.as_slice() {
+        [one] => Ok(one),
+        _ => Err("a parameter schema names one `type` (and `null`)".into()),
+    }
+}
+
 impl ValueSchema {
     /// Compiles a schema in 2020-12's words (3.0's `nullable` and boolean bounds already
     /// turned into them); `Err`: the keyword's pointer (relative) and why it is refused.
     pub fn compile(schema: &Map<String, Value>) -> Result<ValueSchema, (String, String)> {
         let mut out = ValueSchema::default();
+        // Keywords that cannot apply to the value's type would never hold it to anything.
+        let ty = scalar_type(schema.get("type")).map_err(|why| ("/type".to_owned(), why))?;
+        let applies = |key: &str| -> Result<(), (String, String)> {
+            let ok = match key {
+                "minimum" | "maximum" | "exclusiveMinimum" | "exclusiveMaximum" | "multipleOf" => {
+                    matches!(ty, "integer" | "number")
+                }
+                "pattern" | "minLength" | "maxLength" => ty == "string",
+                "items" | "minItems" | "maxItems" | "uniqueItems" => ty == "array",
+                _ => true,
+            };
+            if ok {
+                Ok(())
+            } else {
+                Err((
+                    format!("/{key}"),
+                    format!("`{key}` does not apply to a `{ty}`"),
+                ))
+            }
+        };
         let number = |key: &str, v: &Value| {
             v.as_f64()
                 .filter(|n| n.is_finite())
@@ -78,17 +123,20 @@ impl ValueSchema {
                 .ok_or_else(|| (format!("/{key}"), format!("`{key}` is a whole number")))
         };
         for (key, v) in schema {
+            applies(key)?;
             match key.as_str() {
                 k if k.starts_with("x-") || ANNOTATIONS.contains(&k) => {}
                 "enum" => {
                     let list = v
                         .as_array()
                         .ok_or_else(|| ("/enum".to_owned(), "`enum` is an array".to_owned()))?;
-                    out.one_of_values = Some(list.clone());
+                    out.one_of_values = Some((list.clone(), "enum"));
                 }
-                "const" => out.one_of_values = Some(vec![v.clone()]),
+                "const" => out.one_of_values = Some((vec![v.clone()], "const")),
                 "pattern" => {
-                    let p = v.as_str().unwrap_or_default();
+                    let p = v.as_str().ok_or_else(|| {
+                        ("/pattern".to_owned(), "`pattern` is a string".to_owned())
+                    })?;
                     let re = regex_lite::Regex::new(p).map_err(|e| {
                         (
                             "/pattern".to_owned(),
@@ -150,9 +198,23 @@ impl ValueSchema {
                 "maxLength" => out.max_length = Some(count(key, v)?),
                 "minItems" => out.min_items = Some(count(key, v)?),
                 "maxItems" => out.max_items = Some(count(key, v)?),
-                "uniqueItems" => out.unique_items = v.as_bool() == Some(true),
+                "uniqueItems" => {
+                    out.unique_items = v.as_bool().ok_or_else(|| {
+                        (
+                            "/uniqueItems".to_owned(),
+                            "`uniqueItems` is a boolean".to_owned(),
+                        )
+                    })?;
+                }
                 "format" => {
                     let f = v.as_str().unwrap_or_default();
+                    let numeric = matches!(f, "int32" | "int64" | "float" | "double");
+                    if numeric != matches!(ty, "integer" | "number") && f != "password" {
+                        return Err((
+                            "/format".into(),
+                            format!("format `{f}` does not apply to a `{ty}`"),
+                        ));
+                    }
                     out.format = match f {
                         "date" => Some(Format::Date),
                         "date-time" => Some(Format::DateTime),
@@ -185,6 +247,13 @@ impl ValueSchema {
                 }
             }
         }
+        // Comparing every pair of items is quadratic: bounded by a small `maxItems`.
+        if out.unique_items && out.max_items.is_none_or(|m| m > MAX_UNIQUE_ITEMS) {
+            return Err((
+                "/uniqueItems".into(),
+                format!("`uniqueItems` needs a `maxItems` of at most {MAX_UNIQUE_ITEMS}"),
+            ));
+        }
         Ok(out)
     }
 
@@ -192,9 +261,9 @@ impl ValueSchema {
     /// keyword it breaks.
     pub fn check(&self, v: &Value) -> Result<(), (String, &'static str)> {
         let fail = |keyword| Err((String::new(), keyword));
-        if let Some(allowed) = &self.one_of_values {
+        if let Some((allowed, keyword)) = &self.one_of_values {
             if !allowed.iter().any(|a| same(a, v)) {
-                return fail(if allowed.len() == 1 { "const" } else { "enum" });
+                return fail(*keyword);
             }
         }
         match v {
@@ -385,22 +454,27 @@ mod tests {
 
     #[test]
     fn each_keyword_holds() {
-        let s = schema(json!({"minimum": 1, "exclusiveMaximum": 10, "multipleOf": 0.5}));
+        let s = schema(
+            json!({"type": "number", "minimum": 1, "exclusiveMaximum": 10, "multipleOf": 0.5}),
+        );
         assert_eq!(keyword(&s, json!(1)), None);
         assert_eq!(keyword(&s, json!(9.5)), None);
         assert_eq!(keyword(&s, json!(0.5)), Some("minimum"));
         assert_eq!(keyword(&s, json!(10)), Some("exclusiveMaximum"));
         assert_eq!(keyword(&s, json!(1.2)), Some("multipleOf"));
-        let s = schema(json!({"enum": [1, 2]}));
+        let s = schema(json!({"type": "number", "enum": [1, 2]}));
         assert_eq!(keyword(&s, json!(2)), None);
         assert_eq!(keyword(&s, json!(2.0)), None, "numbers compare by value");
         assert_eq!(keyword(&s, json!(3)), Some("enum"));
-        let s = schema(json!({"minLength": 2, "maxLength": 3, "pattern": "^[a-zé]+$"}));
+        let s = schema(
+            json!({"type": "string", "minLength": 2, "maxLength": 3, "pattern": "^[a-zé]+$"}),
+        );
         assert_eq!(keyword(&s, json!("éé")), None, "lengths count characters");
         assert_eq!(keyword(&s, json!("a")), Some("minLength"));
         assert_eq!(keyword(&s, json!("abcd")), Some("maxLength"));
         assert_eq!(keyword(&s, json!("AB")), Some("pattern"));
-        let s = schema(json!({"uniqueItems": true, "maxItems": 3, "items": {"maximum": 5}}));
+        let s = schema(json!({"type": "array", "uniqueItems": true, "maxItems": 3,
+            "items": {"type": "number", "maximum": 5}}));
         assert_eq!(keyword(&s, json!([1, 2])), None);
         assert_eq!(keyword(&s, json!([1, 1.0])), Some("uniqueItems"));
         assert_eq!(keyword(&s, json!([1, 2, 3, 4])), Some("maxItems"));
@@ -412,7 +486,11 @@ mod tests {
 
     #[test]
     fn formats_are_checked_by_their_rfcs() {
-        let holds = |f: &str, v: &str| schema(json!({"format": f})).check(&json!(v)).is_ok();
+        let holds = |f: &str, v: &str| {
+            schema(json!({"type": "string", "format": f}))
+                .check(&json!(v))
+                .is_ok()
+        };
         assert!(holds("date", "2024-02-29"));
         assert!(!holds("date", "2023-02-29"));
         assert!(!holds("date", "2024-13-01"));
@@ -433,11 +511,59 @@ mod tests {
     #[test]
     fn what_is_not_checked_is_refused() {
         let refused = |s: Value| ValueSchema::compile(s.as_object().unwrap()).unwrap_err().0;
-        assert_eq!(refused(json!({"oneOf": []})), "/oneOf");
-        assert_eq!(refused(json!({"format": "email"})), "/format");
-        assert_eq!(refused(json!({"pattern": "(?<=a)b"})), "/pattern");
-        assert_eq!(refused(json!({"items": {"not": {}}})), "/items/not");
-        assert_eq!(refused(json!({"multipleOf": 0})), "/multipleOf");
-        assert!(ValueSchema::compile(json!({"format": "password"}).as_object().unwrap()).is_ok());
+        assert_eq!(refused(json!({"type": "string", "oneOf": []})), "/oneOf");
+        assert_eq!(
+            refused(json!({"type": "string", "format": "email"})),
+            "/format"
+        );
+        assert_eq!(
+            refused(json!({"type": "string", "pattern": "(?<=a)b"})),
+            "/pattern"
+        );
+        assert_eq!(
+            refused(json!({"type": "array", "items": {"type": "string", "not": {}}})),
+            "/items/not"
+        );
+        assert_eq!(
+            refused(json!({"type": "number", "multipleOf": 0})),
+            "/multipleOf"
+        );
+        assert!(ValueSchema::compile(
+            json!({"type": "string", "format": "password"})
+                .as_object()
+                .unwrap()
+        )
+        .is_ok());
+        // Review findings: what would silently never hold a value to anything.
+        assert_eq!(
+            refused(json!({"maximum": 100})),
+            "/type",
+            "no type: a guess"
+        );
+        assert_eq!(refused(json!({"type": ["string", "integer"]})), "/type");
+        assert_eq!(
+            refused(json!({"type": "string", "maximum": 100})),
+            "/maximum"
+        );
+        assert_eq!(
+            refused(json!({"type": "integer", "pattern": "^1"})),
+            "/pattern"
+        );
+        assert_eq!(refused(json!({"type": "string", "pattern": 7})), "/pattern");
+        assert_eq!(
+            refused(json!({"type": "string", "format": "int32"})),
+            "/format"
+        );
+        assert_eq!(
+            refused(json!({"type": "array", "uniqueItems": true, "items": {"type": "string"}})),
+            "/uniqueItems",
+            "pairwise comparison needs a small maxItems"
+        );
+        assert_eq!(
+            refused(
+                json!({"type": "array", "uniqueItems": "yes", "maxItems": 2, "items": {"type": "string"}})
+            ),
+            "/uniqueItems"
+        );
     }
 }

@@ -323,3 +323,58 @@ fn an_operation_sets_its_rate_limit_cost() {
     assert_eq!(cost("/report"), 5);
     assert_eq!(cost("/ping"), 1);
 }
+
+/// What a review found a backend would read differently, each refused.
+#[test]
+fn what_a_backend_would_read_differently_is_refused() {
+    let s = stage(json!({"openapi": "3.1.0", "paths": {
+        "/jobs": {"get": {"parameters": [
+            {"name": "limit", "in": "query", "schema": {"type": "integer", "maximum": 10}},
+            {"name": "X-Tenant", "in": "header", "schema": {"type": "string", "enum": ["t1"]}}]}},
+        "/users/me": {"get": {}},
+        "/users/{id}": {"get": {"parameters": [
+            {"name": "id", "in": "path", "required": true, "schema": {"type": "integer"}}]}}}}));
+    // Query names the operation does not declare: `limit[]`, `max.rows`, `name[$ne]`.
+    for q in ["limit[]=100000", "limit=1&other=2", "limit%5B%5D=9", "x"] {
+        assert_eq!(
+            check(&s, "GET", &format!("/jobs?{q}"), &[]),
+            invalid("/query", "undeclared"),
+            "{q}"
+        );
+    }
+    assert_eq!(
+        check(&s, "GET", "/jobs?limit=1;limit=100000", &[]),
+        invalid("/query", "separator")
+    );
+    assert_eq!(
+        check(&s, "GET", "/jobs?limit=%ff", &[]),
+        invalid("/query", "encoding")
+    );
+    assert_eq!(check(&s, "GET", "/jobs?limit=5", &[]), Ok(()));
+    // A header parameter under any spelling a backend reads alike.
+    assert_eq!(
+        check(&s, "GET", "/jobs", &[("x_tenant", "other")]),
+        invalid("/header/x-tenant", "enum")
+    );
+    // A body where the operation declares none.
+    assert_eq!(
+        check(
+            &s,
+            "GET",
+            "/jobs",
+            &[
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("content-length", "12")
+            ]
+        ),
+        Err(Refusal::UnsupportedMediaType)
+    );
+    // A length every reader agrees on.
+    assert_eq!(
+        check(&s, "GET", "/jobs", &[("content-length", "+0")]),
+        invalid("/body", "content-length")
+    );
+    // A literal matched only in another case, where a template would take the segment too.
+    assert_eq!(check(&s, "GET", "/users/me", &[]), Ok(()));
+    assert_eq!(check(&s, "GET", "/users/ME", &[]), invalid("/path", "case"));
+}
