@@ -132,7 +132,11 @@ async fn hardened_yaml_serves_and_logs_the_decision() {
     let mut log = String::new();
     for _ in 0..50 {
         log = stack.envoy.proc.log();
-        if log.contains("tenant_mismatch") && log.contains(r#"\"decision\":\"allow\""#) {
+        // Envoy writes each request's access-log line after its answer: wait for the last one.
+        if log.contains("tenant_mismatch")
+            && log.contains(r#"\"decision\":\"allow\""#)
+            && log.contains("apiguard_bad_path")
+        {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
