@@ -280,6 +280,16 @@ pub fn params_where(
 /// `application/x-www-form-urlencoded` decoding: `+` is a space, `%XX` a byte; `None` for bad
 /// escapes or bytes that are not UTF-8.
 pub fn form_decode(s: &str) -> Option<String> {
+    decode(s, true)
+}
+
+/// Percent-decoding of a path segment: `%XX` a byte, `+` itself; `None` for bad escapes or
+/// bytes that are not UTF-8.
+pub fn percent_decode(s: &str) -> Option<String> {
+    decode(s, false)
+}
+
+fn decode(s: &str, plus_is_space: bool) -> Option<String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -291,7 +301,7 @@ pub fn form_decode(s: &str) -> Option<String> {
                 out.push(h << 4 | l);
                 i += 3;
             }
-            b'+' => {
+            b'+' if plus_is_space => {
                 out.push(b' ');
                 i += 1;
             }

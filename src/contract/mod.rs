@@ -27,7 +27,7 @@ use crate::config::{
     invalid, validate_contract, ConfigError, ContractConfig, ContractMode, Problem,
 };
 use crate::http::{same_header, Headers};
-use crate::path::{form_decode, NormalizedPath};
+use crate::path::{form_decode, percent_decode, NormalizedPath};
 use crate::reply::Reply;
 use params::{Dialect, Location, Param, Violation};
 use routes::{Routes, Segment};
@@ -412,27 +412,6 @@ fn query_pairs(query: &str) -> Result<Vec<(String, String)>, Refusal> {
         }
     }
     Ok(out)
-}
-
-/// `%XX` decoded; `None` when that is not UTF-8 or an escape is broken.
-fn percent_decode(s: &str) -> Option<String> {
-    if !s.contains('%') {
-        return Some(s.to_owned());
-    }
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// The path every declared path is under: that of the `servers` (all the same), or none.
